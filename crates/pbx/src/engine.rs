@@ -1,0 +1,699 @@
+//! The call engine: one call's setup from dialled number to ringing phones.
+//!
+//! Every front end drives this engine: the simulator today, the SIP B2BUA
+//! next. A front end resolves nothing itself; it hands a [`CallRequest`] in
+//! and gets a [`CallOutcome`] back, then acts on it (rings phones, sends
+//! 486…). Modules are reached only through [`Hooks`], so the engine knows
+//! nothing of libraries or deadlines beyond passing the deadline on.
+//!
+//! The payloads modules see are the ABI's own types (`CallSetup`,
+//! `Decision`): the engine builds them once, no conversion layer in between.
+//!
+//! Routing per hop, after the hooks decided:
+//! 1. a reject ends the call;
+//! 2. an always forward is followed unless bypassed;
+//! 3. no phone online: the no-answer forward, else `unavailable`;
+//! 4. DND (not bypassed) counts as busy;
+//! 5. busy: call waiting (own or forced) rings with `waiting`, else the busy
+//!    forward, else `busy`;
+//! 6. otherwise the phone rings; if nobody answers, the no-answer forward.
+//!
+//! A forward to a user or group is a new hop, set up again with the hooks.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use abi_stable::std_types::{ROption, RString, RVec};
+use callhost_numbers::ExternalNumber;
+use callhost_plugin_abi::{
+    CallEvent, CallSetup, Decision, Direction, EventKind, Forward, ForwardKind, Party, PartyKind,
+    Transfer, TransferKind, UserState as AbiUserState,
+};
+use serde::Serialize;
+
+use crate::directory::{Contact, DirectoryIndex, Group, Resolved, User, UserState};
+
+/// How the call came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    #[default]
+    Direct,
+    /// `by` consulted the callee first, then connected `from`.
+    AttendedTransfer,
+    /// `by` sent `from` to the callee unannounced.
+    BlindTransfer,
+}
+
+/// One call to set up.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub call_id: String,
+    pub from: String,
+    pub to: String,
+    pub via: Via,
+    /// The transferring party's number or user id, for the transfer kinds.
+    pub by: Option<String>,
+    /// Nobody picks up: no-answer forwards apply after ringing.
+    pub no_answer: bool,
+}
+
+/// What one instance decided at one hop.
+#[derive(Debug, Clone)]
+pub struct HookDecision {
+    pub instance: String,
+    pub module: String,
+    pub version: String,
+    pub decision: Decision,
+    /// Set when the hook failed, panicked or missed the deadline.
+    pub error: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// How the engine reaches the modules.
+pub trait Hooks: Send + Sync {
+    /// Runs the setup hook of every active instance for this hop, in order,
+    /// each seeing the merged decisions before it; returns within `deadline`.
+    fn call_setup<'a>(
+        &'a self,
+        setup: CallSetup,
+        deadline: Instant,
+    ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>>;
+
+    /// Tells every instance that wants events; must not block.
+    fn call_event(&self, event: &CallEvent);
+}
+
+/// No modules at all.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn call_setup<'a>(
+        &'a self,
+        _setup: CallSetup,
+        _deadline: Instant,
+    ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    fn call_event(&self, _event: &CallEvent) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ringing,
+    Rejected,
+    Busy,
+    Unavailable,
+}
+
+/// A phone that rang.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ring {
+    /// The user, or `None` for an external number (trunk).
+    pub user: Option<String>,
+    pub number: String,
+    /// Exactly what the phone shows.
+    pub display: String,
+    /// Rang as a waiting call during another call.
+    pub waiting: bool,
+    /// The group this ring came through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// A forward that was followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForwardTaken {
+    pub kind: &'static str,
+    pub from_user: String,
+    pub to: String,
+}
+
+/// A decision as reported, with the hop it was made for.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedDecision {
+    pub instance: String,
+    pub module: String,
+    pub version: String,
+    /// The callee of the hop (user or group id, or number).
+    pub hop: String,
+    /// `+`-joined effects, `none` when the instance had no opinion.
+    pub decision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallOutcome {
+    pub outcome: Outcome,
+    pub rang: Vec<Ring>,
+    /// The forwards followed, first first.
+    pub forwards: Vec<ForwardTaken>,
+    pub decisions: Vec<ReportedDecision>,
+    /// Why the call did not ring, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Time spent in module hooks.
+    pub hook_micros: u64,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Total time all hooks of one call may take.
+    pub setup_budget: Duration,
+    /// Forwards followed at most per call (loops end earlier).
+    pub max_forwards: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            setup_budget: Duration::from_millis(700),
+            max_forwards: 5,
+        }
+    }
+}
+
+pub struct Engine {
+    directory: Arc<DirectoryIndex>,
+    config: EngineConfig,
+}
+
+/// Where a hop leads.
+enum Next {
+    Done(Outcome, Option<String>),
+    Follow(ForwardKind, String),
+}
+
+/// Per-call state carried across hops.
+struct CallState<'r> {
+    request: &'r CallRequest,
+    deadline: Instant,
+    direction: Direction,
+    caller: Party,
+    transfer: ROption<Transfer>,
+    forwards: Vec<Forward>,
+    /// Decisions that hold for the whole call (names, flags, taps).
+    carried: Decision,
+    /// What the next phone shows when set by an always/busy forward.
+    forwarded_display: Option<String>,
+    visited: HashSet<String>,
+    outcome: CallOutcome,
+}
+
+impl Engine {
+    pub fn new(directory: Arc<DirectoryIndex>, config: EngineConfig) -> Engine {
+        Engine { directory, config }
+    }
+
+    pub fn directory(&self) -> &Arc<DirectoryIndex> {
+        &self.directory
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Resolves a number into the party modules see.
+    pub fn party(&self, number: &str) -> Party {
+        match self.directory.resolve(number) {
+            Resolved::User(user) => self.user_party(user, number),
+            Resolved::Group(group) => group_party(group, number),
+            Resolved::External(external, contact) => external_party(&external, contact),
+            Resolved::Unknown => bare_party(PartyKind::Unknown, number),
+        }
+    }
+
+    /// A user id or a number.
+    fn party_by_id_or_number(&self, who: &str) -> Party {
+        match self.directory.user(who) {
+            Some(user) => self.user_party(user, user.primary_number()),
+            None => self.party(who),
+        }
+    }
+
+    fn user_party(&self, user: &User, signalled: &str) -> Party {
+        Party {
+            id: ROption::RSome(user.id.as_str().into()),
+            name: ROption::RSome(user.name.as_str().into()),
+            primary_number: ROption::RSome(user.primary_number().into()),
+            groups: self
+                .directory
+                .groups_of(&user.id)
+                .into_iter()
+                .map(RString::from)
+                .collect(),
+            active_groups: self
+                .directory
+                .active_groups_of(&user.id)
+                .into_iter()
+                .map(RString::from)
+                .collect(),
+            ..bare_party(PartyKind::User, signalled)
+        }
+    }
+
+    /// Sets one call up. Never fails: every problem is an outcome.
+    pub async fn place(&self, request: &CallRequest, hooks: &dyn Hooks) -> CallOutcome {
+        let started = Instant::now();
+        let original_caller = self.party(&request.from);
+        let (caller, transfer) = match (request.via, &request.by) {
+            (Via::Direct, _) | (_, None) => (original_caller, ROption::RNone),
+            (via, Some(by)) => {
+                let by = self.party_by_id_or_number(by);
+                let kind = if via == Via::AttendedTransfer {
+                    TransferKind::Attended
+                } else {
+                    TransferKind::Blind
+                };
+                // The attended transfer's ringing is the consultation call.
+                let caller = if kind == TransferKind::Attended {
+                    by.clone()
+                } else {
+                    original_caller.clone()
+                };
+                let transfer = Transfer {
+                    kind,
+                    by,
+                    original_caller,
+                };
+                (caller, ROption::RSome(transfer))
+            }
+        };
+        let callee = self.party(&request.to);
+        let internal_caller = caller.kind == PartyKind::User;
+        let direction = match (internal_caller, callee.kind) {
+            (true, PartyKind::External) => Direction::Outgoing,
+            (true, _) => Direction::Internal,
+            (false, _) => Direction::Incoming,
+        };
+        let mut call = CallState {
+            request,
+            deadline: started + self.config.setup_budget,
+            direction,
+            caller,
+            transfer,
+            forwards: Vec::new(),
+            carried: Decision::default(),
+            forwarded_display: None,
+            visited: HashSet::new(),
+            outcome: CallOutcome {
+                outcome: Outcome::Unavailable,
+                rang: Vec::new(),
+                forwards: Vec::new(),
+                decisions: Vec::new(),
+                reason: None,
+                hook_micros: 0,
+            },
+        };
+
+        let mut target = callee;
+        loop {
+            let next = self.hop(&mut call, &target, hooks).await;
+            match next {
+                Next::Done(outcome, reason) => {
+                    call.outcome.outcome = outcome;
+                    call.outcome.reason = reason;
+                    break;
+                }
+                Next::Follow(kind, to) => {
+                    let to_party = self.party(&to);
+                    let looped = to_party
+                        .id
+                        .as_ref()
+                        .map(|id| call.visited.contains(id.as_str()))
+                        .unwrap_or(false);
+                    if looped || call.forwards.len() >= self.config.max_forwards {
+                        // A loop or a long chain: ring where we are instead.
+                        let outcome = self.ring_user_here(&mut call, &target);
+                        call.outcome.outcome = outcome;
+                        call.outcome.reason = Some(format!(
+                            "forward to {to} not followed: {}",
+                            if looped { "loop" } else { "too many forwards" }
+                        ));
+                        break;
+                    }
+                    call.outcome.forwards.push(ForwardTaken {
+                        kind: forward_kind_name(kind),
+                        from_user: target.id.as_ref().map(RString::as_str).unwrap_or("").into(),
+                        to: to.clone(),
+                    });
+                    hooks.call_event(&CallEvent {
+                        call_id: request.call_id.as_str().into(),
+                        kind: EventKind::FORWARDED,
+                        party: ROption::RSome(to_party.clone()),
+                        detail: forward_kind_name(kind).into(),
+                    });
+                    call.forwards.push(Forward {
+                        kind,
+                        from: target,
+                        to: to_party.clone(),
+                    });
+                    target = to_party;
+                }
+            }
+        }
+        if call.outcome.outcome != Outcome::Ringing {
+            hooks.call_event(&CallEvent {
+                call_id: request.call_id.as_str().into(),
+                kind: EventKind::REJECTED,
+                party: ROption::RNone,
+                detail: call.outcome.reason.clone().unwrap_or_default().into(),
+            });
+        }
+        call.outcome
+    }
+
+    /// Runs the hooks for one hop and decides where the call goes.
+    async fn hop(&self, call: &mut CallState<'_>, target: &Party, hooks: &dyn Hooks) -> Next {
+        if let ROption::RSome(id) = &target.id {
+            call.visited.insert(id.to_string());
+        }
+        let user = target
+            .id
+            .as_ref()
+            .into_option()
+            .filter(|_| target.kind == PartyKind::User)
+            .and_then(|id| self.directory.user(id));
+        let state = user.map(|user| self.directory.state(&user.id));
+
+        if matches!(target.kind, PartyKind::Unknown) {
+            return Next::Done(
+                Outcome::Unavailable,
+                Some(format!("{} is not a known number", target.number)),
+            );
+        }
+
+        let setup = CallSetup {
+            call_id: call.request.call_id.as_str().into(),
+            direction: call.direction,
+            caller: call.caller.clone(),
+            callee: target.clone(),
+            dialled: call.request.to.as_str().into(),
+            transfer: call.transfer.clone(),
+            callee_state: state.as_ref().map(abi_state).into(),
+            pending_forward: state
+                .as_ref()
+                .and_then(|state| self.pending_forward(target, state))
+                .into(),
+            forwarded: call.forwards.iter().cloned().collect::<RVec<_>>(),
+            prior: call.carried.clone(),
+        };
+        let hook_started = Instant::now();
+        let decisions = hooks.call_setup(setup, call.deadline).await;
+        call.outcome.hook_micros += hook_started.elapsed().as_micros() as u64;
+
+        let mut hop = call.carried.clone();
+        for made in &decisions {
+            hop.merge(&made.decision);
+            let effects = made.decision.effects();
+            call.outcome.decisions.push(ReportedDecision {
+                instance: made.instance.clone(),
+                module: made.module.clone(),
+                version: made.version.clone(),
+                hop: target
+                    .id
+                    .as_ref()
+                    .map(RString::as_str)
+                    .unwrap_or(&target.number)
+                    .into(),
+                decision: if effects.is_empty() {
+                    "none".into()
+                } else {
+                    effects.join("+")
+                },
+                reason: made
+                    .decision
+                    .reason
+                    .as_ref()
+                    .map(RString::to_string)
+                    .into_option(),
+                error: made.error.clone(),
+            });
+        }
+        // What holds for the rest of the call; hop-specific choices do not.
+        call.carried = Decision {
+            bypass_dnd: false,
+            bypass_forward: false,
+            force_call_waiting: false,
+            forward_display: ROption::RNone,
+            reason: ROption::RNone,
+            ..hop.clone()
+        };
+
+        if let ROption::RSome(reason) = &hop.reject {
+            return Next::Done(Outcome::Rejected, Some(reason.to_string()));
+        }
+        let display = call
+            .forwarded_display
+            .clone()
+            .unwrap_or_else(|| caller_display(&hop, &call.caller));
+
+        match target.kind {
+            PartyKind::User => {
+                let (Some(user), Some(state)) = (user, state) else {
+                    return Next::Done(Outcome::Unavailable, Some("unknown user".into()));
+                };
+                let bypass = hop.bypass_forward;
+                let follow = |kind: ForwardKind, to: &Option<String>, call: &mut CallState| {
+                    let to = to.as_ref().filter(|_| !bypass)?;
+                    if kind != ForwardKind::NoAnswer {
+                        if let ROption::RSome(marked) = &hop.forward_display {
+                            call.forwarded_display = Some(marked.to_string());
+                        }
+                    }
+                    Some(Next::Follow(kind, to.clone()))
+                };
+                if let Some(next) = follow(ForwardKind::Always, &state.forward_always, call) {
+                    return next;
+                }
+                if !state.registered {
+                    return follow(ForwardKind::NoAnswer, &state.forward_no_answer, call)
+                        .unwrap_or(Next::Done(
+                            Outcome::Unavailable,
+                            Some(format!("{} has no phone online", user.id)),
+                        ));
+                }
+                let dnd = state.dnd && !hop.bypass_dnd;
+                let waiting = state.busy && !dnd && (state.call_waiting || hop.force_call_waiting);
+                if dnd || (state.busy && !waiting) {
+                    return follow(ForwardKind::Busy, &state.forward_busy, call).unwrap_or_else(
+                        || {
+                            let why = if dnd { "do not disturb" } else { "busy" };
+                            Next::Done(Outcome::Busy, Some(format!("{}: {why}", user.id)))
+                        },
+                    );
+                }
+                self.ring(call, user, display, waiting, None);
+                if call.request.no_answer {
+                    if let Some(next) =
+                        follow(ForwardKind::NoAnswer, &state.forward_no_answer, call)
+                    {
+                        return next;
+                    }
+                }
+                Next::Done(Outcome::Ringing, None)
+            }
+            PartyKind::Group => {
+                let Some(group) = target
+                    .id
+                    .as_ref()
+                    .into_option()
+                    .and_then(|id| self.directory.group(id))
+                else {
+                    return Next::Done(Outcome::Unavailable, Some("unknown group".into()));
+                };
+                self.ring_group(call, group, display)
+            }
+            PartyKind::External => {
+                call.outcome.rang.push(Ring {
+                    user: None,
+                    number: target
+                        .e164
+                        .as_ref()
+                        .map(RString::to_string)
+                        .unwrap_or_else(|| target.number.to_string()),
+                    display,
+                    waiting: false,
+                    group: None,
+                });
+                Next::Done(Outcome::Ringing, None)
+            }
+            PartyKind::Unknown => unreachable!("handled above"),
+        }
+    }
+
+    /// The always or busy forward that applies unless a module bypasses it.
+    fn pending_forward(&self, target: &Party, state: &UserState) -> Option<Forward> {
+        let (kind, to) = if let Some(to) = &state.forward_always {
+            (ForwardKind::Always, to)
+        } else if state.dnd || (state.busy && !state.call_waiting) {
+            (ForwardKind::Busy, state.forward_busy.as_ref()?)
+        } else {
+            return None;
+        };
+        Some(Forward {
+            kind,
+            from: target.clone(),
+            to: self.party(to),
+        })
+    }
+
+    fn ring(
+        &self,
+        call: &mut CallState<'_>,
+        user: &User,
+        display: String,
+        waiting: bool,
+        group: Option<&Group>,
+    ) {
+        call.outcome.rang.push(Ring {
+            user: Some(user.id.clone()),
+            number: user.primary_number().into(),
+            display,
+            waiting,
+            group: group.map(|g| g.id.clone()),
+        });
+    }
+
+    /// Rings the user of `target` regardless of forwards (loop fallback).
+    fn ring_user_here(&self, call: &mut CallState<'_>, target: &Party) -> Outcome {
+        let user = target
+            .id
+            .as_ref()
+            .into_option()
+            .and_then(|id| self.directory.user(id));
+        match user {
+            Some(user) => {
+                let display = call
+                    .forwarded_display
+                    .clone()
+                    .unwrap_or_else(|| caller_display(&call.carried, &call.caller));
+                let waiting = self.directory.state(&user.id).busy;
+                self.ring(call, user, display, waiting, None);
+                Outcome::Ringing
+            }
+            None => Outcome::Unavailable,
+        }
+    }
+
+    /// Group calls ring every logged-in member who can take a call; members'
+    /// own forwards do not apply (the group is the target, not the member).
+    fn ring_group(&self, call: &mut CallState<'_>, group: &Group, display: String) -> Next {
+        let mut any_member = false;
+        for member in group.active_members() {
+            let Some(user) = self.directory.user(member) else {
+                continue;
+            };
+            any_member = true;
+            let state = self.directory.state(member);
+            if !state.registered || state.dnd || (state.busy && !state.call_waiting) {
+                continue;
+            }
+            self.ring(call, user, display.clone(), state.busy, Some(group));
+        }
+        if !call.outcome.rang.is_empty() {
+            Next::Done(Outcome::Ringing, None)
+        } else if any_member {
+            Next::Done(
+                Outcome::Busy,
+                Some(format!("every member of {} is busy or in DND", group.id)),
+            )
+        } else {
+            Next::Done(
+                Outcome::Unavailable,
+                Some(format!("nobody is logged in to {}", group.id)),
+            )
+        }
+    }
+}
+
+fn forward_kind_name(kind: ForwardKind) -> &'static str {
+    match kind {
+        ForwardKind::Always => "always",
+        ForwardKind::Busy => "busy",
+        ForwardKind::NoAnswer => "no_answer",
+    }
+}
+
+/// The display from decisions, else the caller's own label.
+fn caller_display(decision: &Decision, caller: &Party) -> String {
+    if let ROption::RSome(display) = &decision.display {
+        return display.to_string();
+    }
+    let fields: Vec<&str> = [&decision.first_name, &decision.last_name]
+        .into_iter()
+        .filter_map(|field| field.as_ref().map(RString::as_str).into_option())
+        .filter(|field| !field.is_empty())
+        .collect();
+    if !fields.is_empty() {
+        return fields.join(" ");
+    }
+    if let ROption::RSome(company) = &decision.company {
+        if !company.is_empty() {
+            return company.to_string();
+        }
+    }
+    caller.label().to_string()
+}
+
+fn abi_state(state: &UserState) -> AbiUserState {
+    let text = |value: &Option<String>| value.as_deref().map(RString::from).into();
+    AbiUserState {
+        dnd: state.dnd,
+        call_waiting: state.call_waiting,
+        busy: state.busy,
+        forward_always: text(&state.forward_always),
+        forward_busy: text(&state.forward_busy),
+        forward_no_answer: text(&state.forward_no_answer),
+    }
+}
+
+fn bare_party(kind: PartyKind, number: &str) -> Party {
+    Party {
+        kind,
+        number: number.into(),
+        international: ROption::RNone,
+        e164: ROption::RNone,
+        national: ROption::RNone,
+        id: ROption::RNone,
+        name: ROption::RNone,
+        primary_number: ROption::RNone,
+        groups: RVec::new(),
+        active_groups: RVec::new(),
+    }
+}
+
+fn group_party(group: &Group, signalled: &str) -> Party {
+    Party {
+        id: ROption::RSome(group.id.as_str().into()),
+        name: ROption::RSome(group.name.as_str().into()),
+        primary_number: ROption::RSome(group.primary_number().into()),
+        ..bare_party(PartyKind::Group, signalled)
+    }
+}
+
+/// External parties carry the form a phone here dials back (national for
+/// home-country numbers, `00…` for foreign ones) as their number.
+fn external_party(external: &ExternalNumber, contact: Option<&Contact>) -> Party {
+    let name = contact
+        .map(Contact::display_name)
+        .filter(|name| !name.is_empty());
+    Party {
+        international: ROption::RSome(external.international.as_str().into()),
+        e164: ROption::RSome(external.e164.as_str().into()),
+        national: ROption::RSome(external.national.as_str().into()),
+        name: name.map(RString::from).into(),
+        ..bare_party(PartyKind::External, &external.national)
+    }
+}

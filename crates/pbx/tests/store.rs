@@ -1,0 +1,499 @@
+//! Store tests against real SQLite files in a temporary directory.
+
+use std::path::PathBuf;
+
+use callhost_pbx::{
+    CallDirection, CallListEntry, Contact, Directory, DirectoryIndex, Resolved, Store, StoreError,
+    UserState,
+};
+use tempfile::TempDir;
+
+const DIRECTORY: &str = r#"
+home_country = "DE"
+
+[[users]]
+id = "boss"
+name = "Anna Boss"
+first_name = "Anna"
+last_name = "Boss"
+numbers = ["201", "+4930123456201"]
+mobile = "+491701234567"
+password = "secret"
+
+[[users]]
+id = "sec"
+name = "Sekretariat"
+numbers = ["202", "0049 30 123456202", "2020"]
+
+[[users]]
+id = "clerk"
+name = "Clerk"
+numbers = ["203"]
+
+[[groups]]
+id = "office"
+name = "Office"
+numbers = ["300", "030 123456300"]
+members = ["sec", "clerk"]
+inactive = ["clerk"]
+
+[[groups]]
+id = "empty"
+name = "Nobody"
+numbers = ["301"]
+
+[[contacts]]
+first_name = "Max"
+last_name = "Kunde"
+company = "Kunde GmbH"
+numbers = ["+49891234567", "0170 7654321"]
+
+[[contacts]]
+company = "Lieferant AG"
+numbers = ["+43 1 5123456"]
+
+[state.boss]
+dnd = true
+forward_always = "202"
+forward_busy = "202"
+forward_no_answer = "+491701234567"
+no_answer_seconds = 15
+
+[state.clerk]
+registered = false
+busy = true
+call_waiting = false
+"#;
+
+fn temp_db() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("callhost.db");
+    (dir, path)
+}
+
+fn directory() -> Directory {
+    Directory::from_toml_str(DIRECTORY).unwrap()
+}
+
+fn entry(
+    user: &str,
+    time: &str,
+    dir: CallDirection,
+    number: &str,
+    name: Option<&str>,
+) -> CallListEntry {
+    CallListEntry {
+        id: None,
+        user_id: user.into(),
+        time: time.into(),
+        direction: dir,
+        number: number.into(),
+        name: name.map(Into::into),
+        call_id: format!("call-{user}-{time}"),
+    }
+}
+
+#[test]
+fn fresh_database_has_no_directory() {
+    let (_tmp, path) = temp_db();
+    let store = Store::open(&path).unwrap();
+    assert!(store.load_directory().unwrap().is_none());
+    assert!(store.contacts().unwrap().is_empty());
+    let mode: String = store
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn toml_round_trip_through_the_store() {
+    let (_tmp, path) = temp_db();
+    let dir = directory();
+    {
+        let mut store = Store::open(&path).unwrap();
+        store.save_directory(&dir).unwrap();
+    }
+    // A new connection, as another process would open it.
+    let store = Store::open(&path).unwrap();
+    let loaded = store.load_directory().unwrap().unwrap();
+    assert_eq!(loaded, dir);
+    assert_eq!(
+        loaded.users[0].password.as_ref().unwrap().expose(),
+        "secret"
+    );
+    let text = toml::to_string(&loaded).unwrap();
+    assert_eq!(Directory::from_toml_str(&text).unwrap(), dir);
+}
+
+#[test]
+fn migrations_are_idempotent() {
+    let (_tmp, path) = temp_db();
+    let count = |store: &Store| -> i64 {
+        store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM schema_migrations WHERE component = 'pbx'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let mut first = Store::open(&path).unwrap();
+    first.save_directory(&directory()).unwrap();
+    assert_eq!(count(&first), 1);
+    // Opening again (while the first connection is still open) applies nothing.
+    let second = Store::open(&path).unwrap();
+    assert_eq!(count(&second), 1);
+    assert!(second.load_directory().unwrap().is_some());
+    drop(first);
+    drop(second);
+    let third = Store::open(&path).unwrap();
+    assert_eq!(count(&third), 1);
+}
+
+#[test]
+fn concurrent_first_opens_migrate_once() {
+    let (_tmp, path) = temp_db();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || Store::open(&path).map(drop))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let n: i64 = store
+        .conn()
+        .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn host_reuses_migrate_for_its_own_component() {
+    let (_tmp, path) = temp_db();
+    let store = Store::open(&path).unwrap();
+    let steps = [
+        "CREATE TABLE modules (id TEXT PRIMARY KEY)",
+        "ALTER TABLE modules ADD COLUMN version TEXT",
+    ];
+    callhost_pbx::migrate(store.conn(), "host", &steps[..1]).unwrap();
+    callhost_pbx::migrate(store.conn(), "host", &steps).unwrap();
+    callhost_pbx::migrate(store.conn(), "host", &steps).unwrap();
+    let versions: Vec<(String, i64)> = store
+        .conn()
+        .prepare("SELECT component, version FROM schema_migrations ORDER BY component, version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        versions,
+        [("host".into(), 1), ("host".into(), 2), ("pbx".into(), 1)]
+    );
+    let applied_at: String = store
+        .conn()
+        .query_row(
+            "SELECT applied_at FROM schema_migrations WHERE component = 'host' AND version = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        applied_at.ends_with('Z') && applied_at.contains('T'),
+        "{applied_at}"
+    );
+}
+
+#[test]
+fn invalid_directory_is_not_saved() {
+    let (_tmp, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    let good = directory();
+    store.save_directory(&good).unwrap();
+
+    let mut bad = good.clone();
+    bad.users.truncate(1);
+    bad.groups[0].members.push("ghost".into());
+    let e = store.save_directory(&bad).unwrap_err();
+    assert!(matches!(e, StoreError::Directory(_)), "{e}");
+    assert!(e.to_string().contains(r#"unknown user "sec""#), "{e}");
+    assert_eq!(store.load_directory().unwrap().unwrap(), good);
+}
+
+#[test]
+fn failing_save_rolls_back_everything() {
+    let (_tmp, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    let good = directory();
+    store.save_directory(&good).unwrap();
+
+    // A valid directory whose write fails half-way: the trigger aborts the
+    // group insert after users were already deleted and re-inserted.
+    store
+        .conn()
+        .execute_batch(
+            "CREATE TRIGGER fail_groups BEFORE INSERT ON groups WHEN NEW.name = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'simulated failure'); END;",
+        )
+        .unwrap();
+    let mut next = good.clone();
+    next.users.retain(|u| u.id != "boss");
+    next.state.remove("boss");
+    next.groups[0].name = "boom".into();
+    let e = store.save_directory(&next).unwrap_err();
+    assert!(e.to_string().contains("simulated failure"), "{e}");
+    assert_eq!(store.load_directory().unwrap().unwrap(), good);
+}
+
+#[test]
+fn reload_replaces_directory_but_keeps_call_lists_and_added_contacts() {
+    let (_tmp, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    store.save_directory(&directory()).unwrap();
+    store
+        .add_call_list_entry(&entry(
+            "boss",
+            "2024-05-01T10:00:00Z",
+            CallDirection::In,
+            "+49891234567",
+            None,
+        ))
+        .unwrap();
+    store
+        .add_call_list_entry(&entry(
+            "clerk",
+            "2024-05-01T11:00:00Z",
+            CallDirection::Out,
+            "+491709999999",
+            None,
+        ))
+        .unwrap();
+    let added = Contact {
+        first_name: Some("Eva".into()),
+        last_name: None,
+        company: None,
+        numbers: vec!["+491709999999".into()],
+    };
+    store.add_contact(&added).unwrap();
+
+    let next = Directory::from_toml_str(
+        r#"
+home_country = "AT"
+[[users]]
+id = "boss"
+name = "Anna Neu"
+numbers = ["21"]
+[[users]]
+id = "new"
+name = "New"
+numbers = ["22", "+43 1 5123499"]
+[[contacts]]
+company = "Neu GmbH"
+numbers = ["01 5123400"]
+"#,
+    )
+    .unwrap();
+    store.save_directory(&next).unwrap();
+
+    let loaded = store.load_directory().unwrap().unwrap();
+    assert_eq!(loaded, next);
+    assert!(loaded.groups.is_empty() && loaded.state.is_empty());
+    assert_eq!(loaded.contacts[0].numbers, ["+4315123400"]);
+    // Call lists survive, even of a user who is gone ("clerk").
+    assert_eq!(store.call_list("boss").unwrap().len(), 1);
+    assert_eq!(store.call_list("clerk").unwrap().len(), 1);
+    // The address book is the directory's contacts plus the added one.
+    let contacts = store.contacts().unwrap();
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts[0].display_name(), "Neu GmbH");
+    assert_eq!(contacts[1], added);
+}
+
+#[test]
+fn user_state_updates() {
+    let (_tmp, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    store.save_directory(&directory()).unwrap();
+    let state = UserState {
+        dnd: true,
+        forward_busy: Some("+491701234567".into()),
+        ..UserState::default()
+    };
+    store.set_user_state("sec", &state).unwrap();
+    store.set_user_state("boss", &UserState::default()).unwrap();
+    let loaded = store.load_directory().unwrap().unwrap();
+    assert_eq!(loaded.state["sec"], state);
+    assert_eq!(loaded.state["boss"], UserState::default());
+    assert_eq!(loaded.state["clerk"], directory().state["clerk"]);
+
+    let e = store.set_user_state("ghost", &state).unwrap_err();
+    assert!(
+        matches!(e, StoreError::UnknownUser(ref u) if u == "ghost"),
+        "{e}"
+    );
+}
+
+#[test]
+fn call_lists_resolve_and_update_across_users() {
+    let (_tmp, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    store.save_directory(&directory()).unwrap();
+    let unknown = "+491709999999";
+    let entries = [
+        entry(
+            "boss",
+            "2024-05-01T10:00:00Z",
+            CallDirection::In,
+            unknown,
+            None,
+        ),
+        entry(
+            "boss",
+            "2024-05-01T12:00:00Z",
+            CallDirection::Out,
+            "+49891234567",
+            Some("Max Kunde"),
+        ),
+        entry(
+            "sec",
+            "2024-05-01T11:00:00Z",
+            CallDirection::In,
+            unknown,
+            Some(unknown),
+        ),
+        entry(
+            "clerk",
+            "2024-05-01T09:00:00.5Z",
+            CallDirection::Out,
+            unknown,
+            Some(""),
+        ),
+        entry(
+            "clerk",
+            "2024-05-01T09:30:00Z",
+            CallDirection::In,
+            "+4315123456",
+            None,
+        ),
+        // A number that is SQL-ish must be stored verbatim (bound parameters).
+        entry(
+            "sec",
+            "2024-05-01T08:00:00Z",
+            CallDirection::In,
+            "'; DROP TABLE call_list; --",
+            None,
+        ),
+    ];
+    for e in &entries {
+        let id = store.add_call_list_entry(e).unwrap();
+        assert!(id > 0);
+    }
+
+    let boss = store.call_list("boss").unwrap();
+    assert_eq!(boss.len(), 2);
+    // Newest first.
+    assert_eq!(boss[0].time, "2024-05-01T12:00:00Z");
+    assert_eq!(boss[0].direction, CallDirection::Out);
+    assert_eq!(boss[0].name.as_deref(), Some("Max Kunde"));
+    assert!(boss[0].id.is_some());
+    assert_eq!(boss[1].call_id, "call-boss-2024-05-01T10:00:00Z");
+    assert!(store.call_list("nobody").unwrap().is_empty());
+
+    assert_eq!(
+        store.unresolved_call_list_numbers().unwrap(),
+        ["'; DROP TABLE call_list; --", "+4315123456", unknown]
+    );
+
+    // One update names every entry of the number, for all users.
+    assert_eq!(store.set_call_list_name(unknown, "Eva Mobil").unwrap(), 3);
+    for user in ["boss", "sec", "clerk"] {
+        for e in store.call_list(user).unwrap() {
+            if e.number == unknown {
+                assert_eq!(e.name.as_deref(), Some("Eva Mobil"), "{user}");
+            }
+        }
+    }
+    assert_eq!(store.set_call_list_name(unknown, "Eva Mobil").unwrap(), 0);
+    assert_eq!(store.set_call_list_name("+4900000", "x").unwrap(), 0);
+    assert_eq!(
+        store.unresolved_call_list_numbers().unwrap(),
+        ["'; DROP TABLE call_list; --", "+4315123456"]
+    );
+    // Other entries are untouched.
+    assert_eq!(
+        store.call_list("boss").unwrap()[0].name.as_deref(),
+        Some("Max Kunde")
+    );
+}
+
+#[test]
+fn call_list_rejects_non_utc_time() {
+    let (_tmp, path) = temp_db();
+    let store = Store::open(&path).unwrap();
+    let e = store
+        .add_call_list_entry(&entry(
+            "boss",
+            "2024-05-01T10:00:00+02:00",
+            CallDirection::In,
+            "201",
+            None,
+        ))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(r#"time: "2024-05-01T10:00:00+02:00""#),
+        "{e}"
+    );
+    let now = callhost_pbx::rfc3339_utc(std::time::SystemTime::now());
+    store
+        .add_call_list_entry(&entry("boss", &now, CallDirection::In, "201", None))
+        .unwrap();
+}
+
+#[test]
+fn index_over_the_loaded_directory() {
+    let (_tmp, path) = temp_db();
+    let mut store = Store::open(&path).unwrap();
+    store.save_directory(&directory()).unwrap();
+    let index = DirectoryIndex::new(store.load_directory().unwrap().unwrap()).unwrap();
+
+    for (number, want) in [
+        ("201", "boss"),
+        ("+4930123456201", "boss"),
+        ("004930123456201", "boss"),
+        ("030123456201", "boss"),
+        ("2020", "sec"),
+        ("+49 30 123456202", "sec"),
+    ] {
+        match index.resolve(number) {
+            Resolved::User(u) => assert_eq!(u.id, want, "{number}"),
+            other => panic!("{number}: expected user {want}, got {other:?}"),
+        }
+    }
+    match index.resolve("030 123456 300") {
+        Resolved::Group(g) => assert_eq!(g.id, "office"),
+        other => panic!("expected the office group, got {other:?}"),
+    }
+    match index.resolve("01707654321") {
+        Resolved::External(ext, Some(c)) => {
+            assert_eq!(ext.e164, "+491707654321");
+            assert_eq!(c.display_name(), "Max Kunde");
+        }
+        other => panic!("expected contact Max Kunde, got {other:?}"),
+    }
+    assert!(matches!(
+        index.resolve("0891111111"),
+        Resolved::External(_, None)
+    ));
+    assert_eq!(index.resolve("999"), Resolved::Unknown);
+    assert_eq!(index.groups_of("sec"), ["office"]);
+    assert_eq!(index.active_groups_of("sec"), ["office"]);
+    assert!(index.active_groups_of("clerk").is_empty());
+    assert!(index.state("boss").dnd);
+    assert!(!index.state("clerk").registered);
+}

@@ -1,0 +1,438 @@
+//! The boundary between the `callhost` host and a module library.
+//!
+//! Types only: no I/O, no runtime, no serde. Everything here is `StableAbi`,
+//! so a library built against this crate is checked field by field when the
+//! host loads it. Growth rules (see `docs/ARCHITECTURE.md`):
+//! - the root module and both traits are prefix types: new functions are
+//!   appended after the `last_prefix_field` marker, never inserted;
+//! - plain structs never change; new kinds of events are new codes of
+//!   [`EventKind`], not new enum variants;
+//! - a breaking change bumps [`ABI_VERSION`], which the host checks before
+//!   abi_stable's layout check so the user reads one clear line.
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{ROption, RResult, RStr, RString, RVec},
+    StableAbi,
+};
+pub use async_ffi::FfiFuture;
+
+mod traits;
+pub use traits::{HostServices, HostServices_TO, Instance, Instance_TO};
+
+/// Our own ABI number. Checked first, from [`ABI_VERSION_SYMBOL`] and from the
+/// package manifest, before any module code runs.
+pub const ABI_VERSION: u32 = 1;
+
+/// Name of the plain `extern "C" fn() -> u32` every module exports.
+pub const ABI_VERSION_SYMBOL: &str = "callhost_abi_version";
+
+/// An instance as the host holds it.
+pub type InstanceBox = Instance_TO<'static, abi_stable::std_types::RBox<()>>;
+/// The host's services as an instance holds them (cheap to clone).
+pub type HostServicesBox = HostServices_TO<'static, abi_stable::std_types::RArc<()>>;
+
+/// The root of every module library.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = ModuleRootRef)))]
+#[sabi(missing_field(panic))]
+pub struct ModuleRoot {
+    pub manifest: extern "C" fn() -> ModuleManifest,
+    pub new_instance: extern "C" fn(InstanceContext) -> RResult<InstanceBox, ModuleError>,
+    /// Stops the module's runtime: called when a newer version replaces this
+    /// library (its code stays mapped until the process ends).
+    #[sabi(last_prefix_field)]
+    pub shutdown: extern "C" fn(),
+}
+
+impl RootModule for ModuleRootRef {
+    declare_root_module_statics! {ModuleRootRef}
+    const BASE_NAME: &'static str = "callhost_module";
+    const NAME: &'static str = "callhost_module";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// What a module says about itself.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ModuleManifest {
+    pub id: RString,
+    pub name: RString,
+    pub version: RString,
+    pub description: RString,
+    pub abi_version: u32,
+    /// Semver requirement on the host version, e.g. `>=0.1, <0.2`.
+    pub host_version_req: RString,
+    pub hooks: Hooks,
+    pub actions: RVec<ActionSpec>,
+}
+
+/// Which hooks a module implements; the host calls no others.
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hooks(pub u32);
+
+impl Hooks {
+    pub const CALL_SETUP: Hooks = Hooks(1);
+    pub const CALL_EVENT: Hooks = Hooks(2);
+    pub const MEDIA: Hooks = Hooks(4);
+
+    pub const fn union(self, other: Hooks) -> Hooks {
+        Hooks(self.0 | other.0)
+    }
+    pub const fn contains(self, other: Hooks) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// A named admin action (`callhost instance action NAME ACTION ARGS…`).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ActionSpec {
+    pub name: RString,
+    /// Argument synopsis, e.g. `FROM TO`.
+    pub usage: RString,
+    pub help: RString,
+}
+
+/// Handed to `new_instance`.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct InstanceContext {
+    pub instance_name: RString,
+    /// `<data>/instances/<instance>/`, created by the host.
+    pub data_dir: RString,
+    /// `<data>/modules/<module id>/shared/`, for state all instances share.
+    pub module_dir: RString,
+    pub host: HostServicesBox,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ModuleError {
+    pub message: RString,
+}
+
+impl ModuleError {
+    pub fn new(message: impl Into<RString>) -> Self {
+        ModuleError {
+            message: message.into(),
+        }
+    }
+}
+
+/// A refused configuration: `field` is the dotted path of the culprit.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: RString,
+    pub message: RString,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+/// What a party of a call is in the directory.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartyKind {
+    User,
+    Group,
+    External,
+    /// An internal-looking number nobody owns.
+    Unknown,
+}
+
+/// One side of a call, resolved against the directory.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct Party {
+    pub kind: PartyKind,
+    /// The number as signalled; for external parties the form a phone here
+    /// dials back (national for the home country, `00…` otherwise).
+    pub number: RString,
+    /// International form with `00`, for external numbers.
+    pub international: ROption<RString>,
+    /// `+E.164`, for external numbers.
+    pub e164: ROption<RString>,
+    /// National form with trunk prefix, for external numbers.
+    pub national: ROption<RString>,
+    /// User or group id.
+    pub id: ROption<RString>,
+    /// Name from the directory or the address book.
+    pub name: ROption<RString>,
+    /// The primary internal number of a user or group.
+    pub primary_number: ROption<RString>,
+    /// Groups the user belongs to (logged in or not).
+    pub groups: RVec<RString>,
+    /// Groups the user is logged in to.
+    pub active_groups: RVec<RString>,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// User to user or group.
+    Internal,
+    /// From outside to a user or group.
+    Incoming,
+    /// From a user to outside.
+    Outgoing,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    /// Consultation first: the transferring party calls the target itself.
+    Attended,
+    /// The original caller is sent to the target unannounced.
+    Blind,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct Transfer {
+    pub kind: TransferKind,
+    pub by: Party,
+    pub original_caller: Party,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardKind {
+    Always,
+    Busy,
+    NoAnswer,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct Forward {
+    pub kind: ForwardKind,
+    /// The user whose forward it is.
+    pub from: Party,
+    /// Where it points.
+    pub to: Party,
+}
+
+/// The called user's state at setup time.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default)]
+pub struct UserState {
+    pub dnd: bool,
+    pub call_waiting: bool,
+    pub busy: bool,
+    pub forward_always: ROption<RString>,
+    pub forward_busy: ROption<RString>,
+    pub forward_no_answer: ROption<RString>,
+}
+
+/// One hop of call setup: the host asks every active instance, in order.
+///
+/// A forwarded call is set up again for its target (a new hop), so a module
+/// sees every user the call reaches; `forwarded` lists the hops before.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct CallSetup {
+    pub call_id: RString,
+    pub direction: Direction,
+    /// Whose call rings now: for an attended transfer the transferring party
+    /// (it is their consultation call), otherwise the caller.
+    pub caller: Party,
+    /// The user or group this hop sets up.
+    pub callee: Party,
+    /// The number first dialled.
+    pub dialled: RString,
+    pub transfer: ROption<Transfer>,
+    /// Present when the callee is a user.
+    pub callee_state: ROption<UserState>,
+    /// The always or busy forward that applies unless bypassed. No-answer
+    /// forwards cannot be known in advance and never show up here.
+    pub pending_forward: ROption<Forward>,
+    /// Forwards already followed to reach this hop, first one first.
+    pub forwarded: RVec<Forward>,
+    /// Merged decisions of the instances that ran before this one.
+    pub prior: Decision,
+}
+
+/// Which leg's media a module wants.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TapRequest {
+    #[default]
+    None,
+    Caller,
+    Callee,
+    Both,
+}
+
+/// What one instance decides for one hop. Empty means "no opinion".
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// The display string for the ringing phone.
+    pub display: ROption<RString>,
+    pub first_name: ROption<RString>,
+    pub last_name: ROption<RString>,
+    pub company: ROption<RString>,
+    /// Shown instead of the display when an always or busy forward is
+    /// followed from this hop.
+    pub forward_display: ROption<RString>,
+    pub bypass_dnd: bool,
+    pub bypass_forward: bool,
+    pub force_call_waiting: bool,
+    /// Reject the call, with the reason.
+    pub reject: ROption<RString>,
+    /// Let it ring but mark it (e.g. suspected spam).
+    pub flag: ROption<RString>,
+    pub tap: TapRequest,
+    /// A prompt (asset path) to play to the caller before connecting.
+    pub prompt: ROption<RString>,
+    /// Why, in a few words, for logs and the simulator.
+    pub reason: ROption<RString>,
+}
+
+/// Something that happened to a call; never delays it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct CallEvent {
+    pub call_id: RString,
+    pub kind: EventKind,
+    /// The party the event is about (who rang, answered, pressed a key…).
+    pub party: ROption<Party>,
+    /// Kind-specific text: the DTMF digit, the transfer target, the hangup cause.
+    pub detail: RString,
+}
+
+/// Event codes; new kinds are new constants, so old modules keep loading.
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKind(pub u32);
+
+impl EventKind {
+    pub const RINGING: EventKind = EventKind(1);
+    pub const ANSWERED: EventKind = EventKind(2);
+    pub const FORWARDED: EventKind = EventKind(3);
+    pub const TRANSFERRED: EventKind = EventKind(4);
+    pub const DTMF: EventKind = EventKind(5);
+    pub const HANGUP: EventKind = EventKind(6);
+    pub const REJECTED: EventKind = EventKind(7);
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RINGING => "ringing",
+            Self::ANSWERED => "answered",
+            Self::FORWARDED => "forwarded",
+            Self::TRANSFERRED => "transferred",
+            Self::DTMF => "dtmf",
+            Self::HANGUP => "hangup",
+            Self::REJECTED => "rejected",
+            _ => "unknown",
+        }
+    }
+}
+
+impl Party {
+    /// Every form this party's number is known by, for pattern matching.
+    pub fn number_forms(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.number.as_str())
+            .chain(
+                self.international
+                    .as_ref()
+                    .map(RString::as_str)
+                    .into_option(),
+            )
+            .chain(self.e164.as_ref().map(RString::as_str).into_option())
+            .chain(self.national.as_ref().map(RString::as_str).into_option())
+            .chain(
+                self.primary_number
+                    .as_ref()
+                    .map(RString::as_str)
+                    .into_option(),
+            )
+    }
+
+    /// What a phone shows for this party when nothing else is known.
+    pub fn label(&self) -> &str {
+        match &self.name {
+            ROption::RSome(name) if !name.is_empty() => name.as_str(),
+            _ => self.number.as_str(),
+        }
+    }
+}
+
+impl Decision {
+    /// Is there any opinion at all?
+    pub fn is_empty(&self) -> bool {
+        *self == Decision::default()
+    }
+
+    /// Folds `later` over `self`: later values win, flags accumulate.
+    pub fn merge(&mut self, later: &Decision) {
+        fn over(slot: &mut ROption<RString>, later: &ROption<RString>) {
+            if later.is_some() {
+                *slot = later.clone();
+            }
+        }
+        over(&mut self.display, &later.display);
+        over(&mut self.first_name, &later.first_name);
+        over(&mut self.last_name, &later.last_name);
+        over(&mut self.company, &later.company);
+        over(&mut self.forward_display, &later.forward_display);
+        over(&mut self.reject, &later.reject);
+        over(&mut self.flag, &later.flag);
+        over(&mut self.prompt, &later.prompt);
+        over(&mut self.reason, &later.reason);
+        self.bypass_dnd |= later.bypass_dnd;
+        self.bypass_forward |= later.bypass_forward;
+        self.force_call_waiting |= later.force_call_waiting;
+        self.tap = match (self.tap, later.tap) {
+            (a, TapRequest::None) => a,
+            (TapRequest::None, b) => b,
+            (a, b) if a == b => a,
+            _ => TapRequest::Both,
+        };
+    }
+
+    /// Short names of what this decision does, e.g. `["bypass_dnd", "display"]`.
+    pub fn effects(&self) -> Vec<&'static str> {
+        let mut effects = Vec::new();
+        let flags = [
+            (self.reject.is_some(), "reject"),
+            (self.bypass_dnd, "bypass_dnd"),
+            (self.bypass_forward, "bypass_forward"),
+            (self.force_call_waiting, "force_call_waiting"),
+            (self.display.is_some(), "display"),
+            (self.forward_display.is_some(), "forward_display"),
+            (
+                self.first_name.is_some() || self.last_name.is_some() || self.company.is_some(),
+                "name_fields",
+            ),
+            (self.flag.is_some(), "flag"),
+            (self.tap != TapRequest::None, "tap"),
+            (self.prompt.is_some(), "prompt"),
+        ];
+        for (on, name) in flags {
+            if on {
+                effects.push(name);
+            }
+        }
+        effects
+    }
+}
+
+/// Borrowed string helper for hosts and modules alike.
+pub fn rstr(s: &str) -> RStr<'_> {
+    RStr::from_str(s)
+}

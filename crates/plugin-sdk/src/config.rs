@@ -1,0 +1,70 @@
+//! TOML configuration into the module's `Config` type, errors naming the field.
+
+use callhost_plugin_abi::ConfigError;
+use serde::de::DeserializeOwned;
+
+use crate::config_error;
+
+pub(crate) fn parse<C: DeserializeOwned + Default>(text: &str) -> Result<C, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(C::default());
+    }
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().message().trim().to_string();
+        config_error(field_of(&path, &message), message)
+    })
+}
+
+/// serde reports an unknown key at its parent; name the key itself.
+fn field_of(path: &str, message: &str) -> String {
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    match (unknown, path) {
+        (Some(key), "." | "") => key.to_string(),
+        (Some(key), parent) => format!("{parent}.{key}"),
+        (None, "." | "") => "(top level)".to_string(),
+        (None, path) => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Default, Debug)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        level: u32,
+        inner: Inner,
+    }
+
+    #[derive(serde::Deserialize, Default, Debug)]
+    #[serde(deny_unknown_fields, default)]
+    struct Inner {
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        let sample: Sample = parse("  \n").unwrap();
+        assert_eq!(sample.level, 0);
+    }
+
+    #[test]
+    fn wrong_type_names_the_nested_field() {
+        let error = parse::<Sample>("[inner]\nnames = [1]").unwrap_err();
+        assert_eq!(error.field.as_str(), "inner.names[0]");
+        assert!(error.message.contains("invalid type"), "{}", error.message);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let error = parse::<Sample>("levle = 3").unwrap_err();
+        assert_eq!(error.field.as_str(), "levle");
+        let error = parse::<Sample>("[inner]\nnamez = []").unwrap_err();
+        assert_eq!(error.field.as_str(), "inner.namez");
+    }
+}

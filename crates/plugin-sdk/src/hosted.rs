@@ -1,0 +1,247 @@
+//! The glue between a [`Module`] and the ABI's `Instance` trait.
+
+use std::{
+    any::Any,
+    panic::{catch_unwind, AssertUnwindSafe},
+    path::PathBuf,
+    sync::{Arc, RwLock},
+};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RBox, RResult, RStr, RString, RVec},
+};
+use async_ffi::{FfiFuture, FutureExt as _};
+use callhost_plugin_abi::{
+    ActionSpec, CallEvent, CallSetup, ConfigError, Decision, Instance, InstanceBox,
+    InstanceContext, Instance_TO, ModuleError, ModuleManifest, ABI_VERSION,
+};
+
+use crate::{__manifest_parts, config, logging, runtime, Action, Context, Module, Setup};
+
+/// Runs `work` so that a panic becomes an error message instead of an
+/// unwind into the host.
+pub(crate) fn guard<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(panic_message)
+}
+
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+pub fn guarded_manifest(parts: impl FnOnce() -> __manifest_parts) -> ModuleManifest {
+    let parts = match guard(parts) {
+        Ok(parts) => parts,
+        // Unreachable in practice (the parts are literals), but never unwind.
+        Err(_) => std::process::abort(),
+    };
+    ModuleManifest {
+        id: parts.id.into(),
+        name: parts.name.into(),
+        version: parts.version.into(),
+        description: parts.description.into(),
+        abi_version: ABI_VERSION,
+        host_version_req: crate::HOST_VERSION_REQ.into(),
+        hooks: parts.hooks,
+        actions: parts
+            .actions
+            .iter()
+            .map(|(name, usage, help)| ActionSpec {
+                name: (*name).into(),
+                usage: (*usage).into(),
+                help: (*help).into(),
+            })
+            .collect(),
+    }
+}
+
+pub fn new_instance<M: Module>(context: InstanceContext) -> RResult<InstanceBox, ModuleError> {
+    guard(move || {
+        let dispatch = logging::dispatch(&context.host);
+        let hosted = Hosted::<M> {
+            context: Context {
+                instance: context.instance_name.into_string(),
+                data_dir: PathBuf::from(context.data_dir.into_string()),
+                module_dir: PathBuf::from(context.module_dir.into_string()),
+                host: context.host,
+            },
+            dispatch,
+            current: RwLock::new(None),
+        };
+        Instance_TO::from_value(hosted, TD_Opaque)
+    })
+    .map_err(|panic| ModuleError::new(format!("panicked while creating an instance: {panic}")))
+    .into()
+}
+
+struct Configured<M> {
+    module: Arc<M>,
+    effective: String,
+}
+
+struct Hosted<M: Module> {
+    context: Context,
+    dispatch: tracing::Dispatch,
+    current: RwLock<Option<Configured<M>>>,
+}
+
+impl<M: Module> Hosted<M> {
+    fn module(&self) -> Result<Arc<M>, ModuleError> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        current
+            .as_ref()
+            .map(|configured| configured.module.clone())
+            .ok_or_else(|| ModuleError::new("the instance has no configuration yet"))
+    }
+
+    /// Runs a synchronous entry point with the instance's logger, under the guard.
+    fn enter<T>(&self, work: impl FnOnce() -> T) -> Result<T, String> {
+        tracing::dispatcher::with_default(&self.dispatch, || guard(work))
+    }
+
+    fn lifecycle(&self, step: impl FnOnce(&M)) -> RResult<(), ModuleError> {
+        let result = self.module().and_then(|module| {
+            self.enter(|| step(&module))
+                .map_err(|panic| ModuleError::new(format!("panicked: {panic}")))
+        });
+        result.into()
+    }
+}
+
+fn ready<T: Send + 'static>(value: T) -> FfiFuture<T> {
+    async move { value }.into_ffi()
+}
+
+fn later<T: Send + 'static>(
+    dispatch: &tracing::Dispatch,
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> FfiFuture<RResult<T, ModuleError>> {
+    use tracing::instrument::WithSubscriber;
+    match runtime::spawn_joined(future.with_subscriber(dispatch.clone())) {
+        Ok(joined) => async move { joined.await.map_err(ModuleError::new).into() }.into_ffi(),
+        Err(message) => ready(RResult::RErr(ModuleError::new(message))),
+    }
+}
+
+impl<M: Module> Instance for Hosted<M> {
+    fn configure(&self, text: RStr<'_>) -> RResult<(), ConfigError> {
+        let outcome = self.enter(|| {
+            let config: M::Config = config::parse(text.as_str())?;
+            let effective = toml::to_string(&config).unwrap_or_default();
+            let module = M::new(&self.context, config)?;
+            Ok::<_, ConfigError>(Configured {
+                module: Arc::new(module),
+                effective,
+            })
+        });
+        match outcome {
+            Ok(Ok(configured)) => {
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(configured);
+                RResult::ROk(())
+            }
+            Ok(Err(refused)) => RResult::RErr(refused),
+            Err(panic) => RResult::RErr(crate::config_error(
+                "(module)",
+                format!("the module panicked while reading its configuration: {panic}"),
+            )),
+        }
+    }
+
+    fn activate(&self) -> RResult<(), ModuleError> {
+        self.lifecycle(M::activate)
+    }
+
+    fn deactivate(&self) -> RResult<(), ModuleError> {
+        self.lifecycle(M::deactivate)
+    }
+
+    fn uninstall(&self) -> RResult<(), ModuleError> {
+        self.lifecycle(M::uninstall)
+    }
+
+    fn call_setup(&self, setup: &CallSetup) -> FfiFuture<RResult<Decision, ModuleError>> {
+        let module = match self.module() {
+            Ok(module) => module,
+            Err(error) => return ready(RResult::RErr(error)),
+        };
+        match self.enter(|| module.call_setup(setup)) {
+            Ok(Setup::Ready(decision)) => ready(RResult::ROk(decision)),
+            Ok(Setup::Later(future)) => later(&self.dispatch, future),
+            Err(panic) => ready(RResult::RErr(ModuleError::new(format!(
+                "panicked: {panic}"
+            )))),
+        }
+    }
+
+    fn call_event(&self, event: &CallEvent) {
+        if let Ok(module) = self.module() {
+            // A panic here is already logged by the guard's caller; events never fail a call.
+            if let Err(panic) = self.enter(|| module.call_event(event)) {
+                tracing::dispatcher::with_default(&self.dispatch, || {
+                    tracing::error!("panicked while handling a call event: {panic}")
+                });
+            }
+        }
+    }
+
+    fn action(
+        &self,
+        name: RStr<'_>,
+        args: RVec<RString>,
+    ) -> FfiFuture<RResult<RString, ModuleError>> {
+        let module = match self.module() {
+            Ok(module) => module,
+            Err(error) => return ready(RResult::RErr(error)),
+        };
+        let args: Vec<String> = args.into_iter().map(RString::into_string).collect();
+        let to_json = |result: Result<serde_json::Value, String>| -> RResult<RString, ModuleError> {
+            result
+                .map(|value| RString::from(value.to_string()))
+                .map_err(ModuleError::new)
+                .into()
+        };
+        match self.enter(|| module.action(name.as_str(), &args)) {
+            Ok(Action::Ready(result)) => ready(to_json(result)),
+            Ok(Action::Later(future)) => {
+                let joined = later(&self.dispatch, future);
+                async move {
+                    match joined.await {
+                        RResult::ROk(result) => to_json(result),
+                        RResult::RErr(error) => RResult::RErr(error),
+                    }
+                }
+                .into_ffi()
+            }
+            Err(panic) => ready(RResult::RErr(ModuleError::new(format!(
+                "panicked: {panic}"
+            )))),
+        }
+    }
+
+    fn effective_config(&self) -> RString {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        current
+            .as_ref()
+            .map(|configured| RString::from(configured.effective.as_str()))
+            .unwrap_or_default()
+    }
+}
+
+// RBox is named in the instance type; keep the import honest for readers.
+#[allow(dead_code)]
+type _Boxed = RBox<()>;

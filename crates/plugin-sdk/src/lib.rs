@@ -1,0 +1,215 @@
+//! Write a callhost module as a plain Rust type.
+//!
+//! A module implements [`Module`] and declares itself once with
+//! [`export_module!`]: id, name, hooks and admin actions in one place. The
+//! SDK does the rest at the boundary:
+//! - every entry point runs under a panic guard (an unwind across the FFI
+//!   boundary would abort the host);
+//! - asynchronous work runs on the module's own tokio runtime (each library
+//!   links its own tokio), and the host only waits on it; dropping the wait
+//!   aborts the task;
+//! - configuration is TOML parsed into the module's own `Config` type; errors
+//!   name the field;
+//! - `tracing` events inside the module go to the instance's log in the host,
+//!   filtered by the level the administrator set.
+
+mod config;
+mod hosted;
+mod logging;
+mod runtime;
+pub mod testing;
+
+pub use abi_stable;
+pub use callhost_plugin_abi as abi;
+pub use callhost_plugin_abi::{
+    CallEvent, CallSetup, ConfigError, Decision, Direction, EventKind, Forward, ForwardKind, Party,
+    PartyKind, TapRequest, TransferKind, UserState,
+};
+pub use serde;
+pub use serde_json;
+pub use tracing;
+
+#[doc(hidden)]
+pub use hosted::{guarded_manifest, new_instance};
+#[doc(hidden)]
+pub use runtime::shutdown as shutdown_runtime;
+
+use std::{future::Future, path::PathBuf, pin::Pin};
+
+use abi_stable::std_types::RString;
+use callhost_plugin_abi::{rstr, HostServicesBox, LogLevel};
+
+/// The host version range this SDK's modules work with.
+pub const HOST_VERSION_REQ: &str = ">=0.1, <0.2";
+
+/// A boxed future that runs on the module's runtime.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One configured instance of a module. A new configuration builds a new
+/// value (`new`), so a module never sees a half-applied configuration.
+pub trait Module: Sized + Send + Sync + 'static {
+    /// The instance configuration; `Default` gives the defaults of every field.
+    type Config: serde::Serialize + serde::de::DeserializeOwned + Default + Send + Sync + 'static;
+
+    /// Validates the configuration and builds the instance. Refuse with
+    /// [`ConfigError`] naming the field (see [`config_error`]).
+    fn new(ctx: &Context, config: Self::Config) -> Result<Self, ConfigError>;
+
+    /// Decide for one hop of call setup. Return [`Setup::Ready`] when no I/O
+    /// is needed: it costs nanoseconds, a runtime hop costs microseconds.
+    fn call_setup(&self, _setup: &CallSetup) -> Setup {
+        Setup::Ready(Decision::default())
+    }
+
+    /// Learn what happened to a call. Must return quickly; spawn for I/O.
+    fn call_event(&self, _event: &CallEvent) {}
+
+    /// Run a named admin action declared in [`export_module!`].
+    fn action(&self, name: &str, _args: &[String]) -> Action {
+        Action::Ready(Err(format!("unknown action `{name}`")))
+    }
+
+    fn activate(&self) {}
+    fn deactivate(&self) {}
+    /// The instance is deleted for good: remove what only it needed.
+    fn uninstall(&self) {}
+}
+
+/// The answer of [`Module::call_setup`].
+pub enum Setup {
+    Ready(Decision),
+    /// Runs on the module's runtime; the host drops it at the deadline.
+    Later(BoxFuture<Decision>),
+}
+
+/// The answer of [`Module::action`]: JSON for the CLI and the HTTP API.
+pub enum Action {
+    Ready(Result<serde_json::Value, String>),
+    Later(BoxFuture<Result<serde_json::Value, String>>),
+}
+
+/// A configuration error for `field` (a dotted path like `called.active_for[1]`).
+pub fn config_error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: RString::from(field.into()),
+        message: RString::from(message.into()),
+    }
+}
+
+/// What the host gives an instance.
+#[derive(Clone)]
+pub struct Context {
+    pub instance: String,
+    /// The instance's own directory, created by the host.
+    pub data_dir: PathBuf,
+    /// A directory shared by all instances of this module.
+    pub module_dir: PathBuf,
+    host: HostServicesBox,
+}
+
+impl Context {
+    /// Looks a number up in the host's directory and address book.
+    pub fn lookup_number(&self, number: &str) -> Option<Party> {
+        self.host.lookup_number(rstr(number)).into_option()
+    }
+
+    /// The level the administrator set for this instance.
+    pub fn log_level(&self) -> LogLevel {
+        self.host.log_level()
+    }
+
+    /// Spawns work on the module's runtime (for events and background jobs).
+    pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        runtime::spawn_detached(logging::instrument(&self.host, future));
+    }
+}
+
+/// Declares a module: the one place that says what it is and which hooks
+/// and actions it has.
+///
+/// ```ignore
+/// callhost_plugin_sdk::export_module! {
+///     module: Hello,
+///     id: "hello",
+///     name: "Hello",
+///     description: "Greets callers",
+///     hooks: [call_setup],
+///     actions: [{ name: "greet", usage: "NAME", help: "Says hello" }],
+/// }
+/// ```
+///
+/// The version is the crate's `CARGO_PKG_VERSION`, or
+/// `CALLHOST_MODULE_VERSION` when set at build time (tests build a "v2" of
+/// the same source that way). The module crate needs `abi_stable` as a direct
+/// dependency: its export attribute names the crate by absolute path.
+#[macro_export]
+macro_rules! export_module {
+    (
+        module: $module:ty,
+        id: $id:expr,
+        name: $name:expr,
+        description: $description:expr,
+        hooks: [$($hook:ident),* $(,)?],
+        actions: [$({ name: $action:expr, usage: $usage:expr, help: $help:expr }),* $(,)?] $(,)?
+    ) => {
+        /// Our own ABI number, read by the host before abi_stable's layout check.
+        #[no_mangle]
+        pub extern "C" fn callhost_abi_version() -> u32 {
+            $crate::abi::ABI_VERSION
+        }
+
+        #[$crate::abi_stable::export_root_module]
+        pub fn callhost_root_module() -> $crate::abi::ModuleRootRef {
+            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
+
+            extern "C" fn manifest() -> $crate::abi::ModuleManifest {
+                $crate::guarded_manifest(|| $crate::__manifest_parts {
+                    id: $id,
+                    name: $name,
+                    version: match option_env!("CALLHOST_MODULE_VERSION") {
+                        Some(version) => version,
+                        None => env!("CARGO_PKG_VERSION"),
+                    },
+                    description: $description,
+                    hooks: $crate::abi::Hooks(0)$(.union($crate::__hook!($hook)))*,
+                    actions: &[$(($action, $usage, $help)),*],
+                })
+            }
+            extern "C" fn new_instance(
+                context: $crate::abi::InstanceContext,
+            ) -> $crate::abi_stable::std_types::RResult<$crate::abi::InstanceBox, $crate::abi::ModuleError> {
+                $crate::new_instance::<$module>(context)
+            }
+            extern "C" fn shutdown() {
+                $crate::shutdown_runtime()
+            }
+            $crate::abi::ModuleRoot { manifest, new_instance, shutdown }.leak_into_prefix()
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hook {
+    (call_setup) => {
+        $crate::abi::Hooks::CALL_SETUP
+    };
+    (call_event) => {
+        $crate::abi::Hooks::CALL_EVENT
+    };
+    (media) => {
+        $crate::abi::Hooks::MEDIA
+    };
+}
+
+/// What [`export_module!`] collects; not for direct use.
+#[doc(hidden)]
+#[allow(non_camel_case_types)]
+pub struct __manifest_parts {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub version: &'static str,
+    pub description: &'static str,
+    pub hooks: abi::Hooks,
+    pub actions: &'static [(&'static str, &'static str, &'static str)],
+}

@@ -1,0 +1,86 @@
+//! The module's own tokio runtime.
+//!
+//! Each module library links its own copy of tokio, so nothing tokio-shaped
+//! may cross the boundary: work is spawned here and the host only waits on a
+//! join handle. The runtime starts on first use and stops when the host
+//! retires this library version (`shutdown`).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Mutex,
+    task::{Context, Poll},
+};
+
+use tokio::runtime::{Handle, Runtime};
+
+static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+
+fn handle() -> Option<Handle> {
+    let mut slot = RUNTIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if slot.is_none() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("callhost-module")
+            .enable_all()
+            .build()
+            .ok()?;
+        *slot = Some(runtime);
+    }
+    slot.as_ref().map(|runtime| runtime.handle().clone())
+}
+
+/// Runs `future` on the module runtime; the returned future waits for it and
+/// aborts it when dropped (the host drops hooks that miss their deadline).
+pub(crate) fn spawn_joined<T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> Result<Joined<T>, String> {
+    let handle = handle().ok_or_else(|| "the module runtime could not start".to_string())?;
+    Ok(Joined(handle.spawn(future)))
+}
+
+pub(crate) fn spawn_detached(future: impl Future<Output = ()> + Send + 'static) {
+    if let Some(handle) = handle() {
+        handle.spawn(future);
+    }
+}
+
+/// Stops the runtime without waiting for its tasks.
+pub fn shutdown() {
+    let runtime = RUNTIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    if let Some(runtime) = runtime {
+        runtime.shutdown_background();
+    }
+}
+
+pub(crate) struct Joined<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Joined<T> {
+    type Output = Result<T, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.map_err(|error| {
+                if error.is_panic() {
+                    format!(
+                        "panicked: {}",
+                        crate::hosted::panic_message(error.into_panic())
+                    )
+                } else {
+                    "cancelled".to_string()
+                }
+            })
+        })
+    }
+}
+
+impl<T> Drop for Joined<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

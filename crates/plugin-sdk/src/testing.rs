@@ -1,0 +1,66 @@
+//! In-process helpers for a module's own unit tests. Tests through the real
+//! loaded library live in the host's test suite; these are for rule tables.
+
+use std::path::PathBuf;
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RArc, ROption, RStr, RString, RVec},
+};
+use callhost_plugin_abi::{HostServices, HostServices_TO, LogLevel, Party, PartyKind};
+
+use crate::Context;
+
+#[derive(Clone)]
+struct TestHost;
+
+impl HostServices for TestHost {
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        eprintln!("[{level:?}] {target}: {message}");
+    }
+
+    fn log_level(&self) -> LogLevel {
+        LogLevel::Debug
+    }
+
+    fn lookup_number(&self, _number: RStr<'_>) -> ROption<Party> {
+        ROption::RNone
+    }
+}
+
+/// A context whose log goes to stderr and whose directory is empty.
+pub fn context(instance: &str) -> Context {
+    let dir = std::env::temp_dir().join(format!("callhost-test-{instance}"));
+    Context {
+        instance: instance.to_string(),
+        data_dir: dir.clone(),
+        module_dir: PathBuf::from(dir),
+        host: HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque),
+    }
+}
+
+/// A bare party of `kind` with `number`; set the other fields as needed.
+pub fn party(kind: PartyKind, number: &str) -> Party {
+    Party {
+        kind,
+        number: number.into(),
+        international: ROption::RNone,
+        e164: ROption::RNone,
+        national: ROption::RNone,
+        id: ROption::RNone,
+        name: ROption::RNone,
+        primary_number: ROption::RNone,
+        groups: RVec::new(),
+        active_groups: RVec::new(),
+    }
+}
+
+/// An internal user with id, name and primary number.
+pub fn user(id: &str, name: &str, number: &str) -> Party {
+    Party {
+        id: ROption::RSome(RString::from(id)),
+        name: ROption::RSome(RString::from(name)),
+        primary_number: ROption::RSome(RString::from(number)),
+        ..party(PartyKind::User, number)
+    }
+}

@@ -1,0 +1,363 @@
+//! What each CLI command does, separate from argument parsing.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use callhost_pbx::directory::Directory;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::parse_toml,
+    db::InstanceRow,
+    instance_log,
+    instances::{run_action, EngineSlot, Instances},
+    library, Host,
+};
+
+pub fn module_install(host: &Host, file: &Path, allow_unsigned: bool) -> Result<String> {
+    let installed = library::install(&host.data, &host.db, &host.loader, file, allow_unsigned)?;
+    let module = &installed.module;
+    let mut text = match &installed.replaced {
+        Some(old) => format!("replaced {} {old} with {}", module.id, module.version),
+        None => format!("installed {} {}", module.id, module.version),
+    };
+    text.push_str(&format!(
+        " ({}; {} instance(s) kept)",
+        module
+            .signed_by
+            .as_deref()
+            .map(|key| format!("signed by key {key}"))
+            .unwrap_or_else(|| "UNSIGNED".into()),
+        installed.instances
+    ));
+    for refused in &installed.refused {
+        text.push_str(&format!("\nwarning: configuration kept but refused by the new version, instance marked faulted: {refused}"));
+    }
+    Ok(text)
+}
+
+#[derive(Serialize)]
+struct ModuleListing {
+    id: String,
+    name: String,
+    version: String,
+    abi_version: u32,
+    signed_by: Option<String>,
+    instances: usize,
+    installed_at: String,
+    description: String,
+}
+
+pub fn module_list(host: &Host, json: bool) -> Result<String> {
+    let instances = host.db.instances()?;
+    let listing: Vec<ModuleListing> = host
+        .db
+        .modules()?
+        .into_iter()
+        .map(|m| ModuleListing {
+            instances: instances.iter().filter(|i| i.module_id == m.id).count(),
+            id: m.id,
+            name: m.name,
+            version: m.version,
+            abi_version: m.abi_version,
+            signed_by: m.signed_by,
+            installed_at: m.installed_at,
+            description: m.description,
+        })
+        .collect();
+    if json {
+        return Ok(serde_json::to_string_pretty(&listing)?);
+    }
+    let mut text = format!(
+        "{:<20} {:<10} {:<4} {:<9} {}\n",
+        "ID", "VERSION", "ABI", "INSTANCES", "NAME"
+    );
+    for m in &listing {
+        text.push_str(&format!(
+            "{:<20} {:<10} {:<4} {:<9} {}\n",
+            m.id, m.version, m.abi_version, m.instances, m.name
+        ));
+    }
+    Ok(text.trim_end().to_string())
+}
+
+fn read_config_file(file: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    // Syntax errors are reported with the file name before the module sees it.
+    text.parse::<toml::Table>()
+        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message()))?;
+    Ok(text)
+}
+
+pub fn instance_create(
+    host: &Host,
+    module: &str,
+    name: &str,
+    config: Option<&Path>,
+    description: Option<&str>,
+    inactive: bool,
+) -> Result<String> {
+    check_instance_name(name)?;
+    let config = config
+        .map(read_config_file)
+        .transpose()?
+        .unwrap_or_default();
+    let row = InstanceRow {
+        name: name.into(),
+        module_id: module.into(),
+        description: description.unwrap_or_default().into(),
+        config,
+        position: 0,
+        active: !inactive,
+        log_level: "INFO".into(),
+        fault: None,
+        updated_at: String::new(),
+    };
+    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &row.config)?;
+    host.db.insert_instance(&row)?;
+    Ok(format!(
+        "created instance {name} of {module} ({})",
+        if inactive { "inactive" } else { "active" }
+    ))
+}
+
+fn check_instance_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if !ok {
+        bail!("instance name `{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+pub fn instance_configure(host: &Host, name: &str, file: &Path) -> Result<String> {
+    let row = host.db.instance(name)?;
+    let config = read_config_file(file)?;
+    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &config)?;
+    host.db.set_config(name, &config)?;
+    Ok(format!("configured {name}"))
+}
+
+pub fn instance_delete(host: &Host, name: &str) -> Result<String> {
+    let row = host.db.instance(name)?;
+    // The module may clean up what only this instance needed; a module that
+    // cannot load any more must not keep the instance alive.
+    if let Ok(live) =
+        Instances::new(&host.data, &host.db, &host.loader).live(&row, &EngineSlot::default())
+    {
+        let _ = live.instance.uninstall();
+    }
+    host.db.delete_instance(name)?;
+    Ok(format!("deleted {name}"))
+}
+
+#[derive(Serialize)]
+struct InstanceListing<'a> {
+    position: u32,
+    name: &'a str,
+    module: &'a str,
+    module_version: Option<String>,
+    status: &'static str,
+    log_level: &'a str,
+    description: &'a str,
+    fault: Option<&'a str>,
+}
+
+pub fn instance_list(host: &Host, json: bool) -> Result<String> {
+    let rows = host.db.instances()?;
+    let modules = host.db.modules()?;
+    let listing: Vec<InstanceListing> = rows
+        .iter()
+        .map(|row| InstanceListing {
+            position: row.position,
+            name: &row.name,
+            module: &row.module_id,
+            module_version: modules
+                .iter()
+                .find(|m| m.id == row.module_id)
+                .map(|m| m.version.clone()),
+            status: row.status(),
+            log_level: &row.log_level,
+            description: &row.description,
+            fault: row.fault.as_deref(),
+        })
+        .collect();
+    if json {
+        return Ok(serde_json::to_string_pretty(&listing)?);
+    }
+    let mut text = format!(
+        "{:<3} {:<20} {:<20} {:<9} {:<6} {}\n",
+        "#", "NAME", "MODULE", "STATUS", "LEVEL", "DESCRIPTION"
+    );
+    for i in &listing {
+        text.push_str(&format!(
+            "{:<3} {:<20} {:<20} {:<9} {:<6} {}{}\n",
+            i.position,
+            i.name,
+            i.module,
+            i.status,
+            i.log_level,
+            i.description,
+            i.fault
+                .map(|f| format!(" [fault: {f}]"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(text.trim_end().to_string())
+}
+
+pub fn instance_show(host: &Host, name: &str) -> Result<String> {
+    let row = host.db.instance(name)?;
+    let live =
+        Instances::new(&host.data, &host.db, &host.loader).live(&row, &EngineSlot::default())?;
+    Ok(live.instance.effective_config().into_string())
+}
+
+pub fn instance_log(host: &Host, name: &str, level: Option<&str>) -> Result<String> {
+    host.db.instance(name)?;
+    let min = instance_log::parse_level(level.unwrap_or("TRACE"))?;
+    Ok(instance_log::read(&host.data.instance_log(name), min)?.join("\n"))
+}
+
+pub fn instance_set_level(host: &Host, name: &str, level: &str) -> Result<String> {
+    let level = instance_log::level_name(instance_log::parse_level(level)?);
+    host.db.set_level(name, level)?;
+    Ok(format!("{name} logs at {level}"))
+}
+
+/// The export file: everything needed to recreate an instance elsewhere.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedInstance {
+    pub name: String,
+    pub module: String,
+    /// The version it was exported from (informational).
+    #[serde(default)]
+    pub module_version: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default = "info")]
+    pub log_level: String,
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn info() -> String {
+    "INFO".into()
+}
+
+pub fn instance_export(host: &Host, name: &str) -> Result<String> {
+    let row = host.db.instance(name)?;
+    let config: toml::Table = row
+        .config
+        .parse()
+        .with_context(|| format!("stored configuration of {name} is not valid TOML"))?;
+    let exported = ExportedInstance {
+        name: row.name.clone(),
+        module: row.module_id.clone(),
+        module_version: host
+            .db
+            .module(&row.module_id)?
+            .map(|m| m.version)
+            .unwrap_or_default(),
+        description: row.description.clone(),
+        active: row.active,
+        log_level: row.log_level.clone(),
+        config,
+    };
+    Ok(toml::to_string(&exported)?)
+}
+
+pub fn instance_import(host: &Host, file: &Path, replace: bool) -> Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let exported: ExportedInstance = parse_toml(&text, &file.display().to_string())?;
+    check_instance_name(&exported.name)?;
+    instance_log::parse_level(&exported.log_level)
+        .with_context(|| format!("{}: field `log_level`", file.display()))?;
+    let config = if exported.config.is_empty() {
+        String::new()
+    } else {
+        toml::to_string(&exported.config)?
+    };
+    let row = InstanceRow {
+        name: exported.name.clone(),
+        module_id: exported.module.clone(),
+        description: exported.description.clone(),
+        config: config.clone(),
+        position: 0,
+        active: exported.active,
+        log_level: exported.log_level.to_ascii_uppercase(),
+        fault: None,
+        updated_at: String::new(),
+    };
+    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &config)?;
+    match host.db.instance(&exported.name) {
+        Ok(existing) if !replace => bail!(
+            "an instance named `{}` exists already (module {}); use --replace to overwrite it",
+            existing.name,
+            existing.module_id
+        ),
+        Ok(existing) => {
+            if existing.module_id != exported.module {
+                bail!(
+                    "instance `{}` belongs to module {}, the file is for {}",
+                    existing.name,
+                    existing.module_id,
+                    exported.module
+                );
+            }
+            host.db.set_config(&row.name, &config)?;
+            host.db.set_description(&row.name, &row.description)?;
+            host.db.set_level(&row.name, &row.log_level)?;
+            host.db.set_active(&row.name, row.active)?;
+            Ok(format!("replaced configuration of {}", row.name))
+        }
+        Err(_) => {
+            host.db.insert_instance(&row)?;
+            Ok(format!("imported {}", row.name))
+        }
+    }
+}
+
+pub fn instance_action(host: &Host, name: &str, action: &str, args: Vec<String>) -> Result<String> {
+    let row = host.db.instance(name)?;
+    let engine = EngineSlot::default();
+    if let Some(directory) = host.db.store.load_directory()? {
+        let index = callhost_pbx::directory::DirectoryIndex::new(directory)?;
+        engine.store(Some(std::sync::Arc::new(
+            callhost_pbx::engine::Engine::new(std::sync::Arc::new(index), host.config.engine()),
+        )));
+    }
+    let live = Instances::new(&host.data, &host.db, &host.loader).live(&row, &engine)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(run_action(&live, action, args))?;
+    Ok(serde_json::to_string_pretty(&answer)?)
+}
+
+pub fn directory_load(host: &mut Host, file: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let directory =
+        Directory::from_toml_str(&text).with_context(|| format!("{}", file.display()))?;
+    host.db.store.save_directory(&directory)?;
+    Ok(format!(
+        "loaded {} users, {} groups, {} contacts",
+        directory.users.len(),
+        directory.groups.len(),
+        directory.contacts.len()
+    ))
+}

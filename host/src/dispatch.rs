@@ -1,0 +1,275 @@
+//! Hook dispatch: runs the active instances' hooks for the call engine.
+//!
+//! - Each hook's synchronous part runs on a blocking thread and its future is
+//!   awaited under the call's deadline, so neither a module that blocks nor
+//!   one that never answers can hold a call: at the deadline the call goes
+//!   on without that instance's opinion.
+//! - A panic or a missed deadline marks the instance faulted (in memory at
+//!   once, in the database and its log right after) and it is skipped until
+//!   an administrator activates it again.
+//! - The instance set is an `ArcSwap`: a reload (module upgrade, new
+//!   configuration) swaps in new instances for new calls while calls in
+//!   progress finish on the set they started with. Retired libraries stop
+//!   their runtime when the last call using them ends.
+
+use std::{
+    future::Future,
+    path::Path,
+    pin::Pin,
+    sync::{atomic::Ordering, mpsc, Arc, Mutex},
+    time::Instant,
+};
+
+use abi_stable::std_types::RResult;
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use callhost_pbx::engine::{HookDecision, Hooks};
+use callhost_plugin_abi::{CallEvent, CallSetup, Decision, Hooks as HookSet, LogLevel};
+
+use crate::{
+    db::Db,
+    instances::{EngineSlot, Instances, LiveInstance},
+    loader::Loader,
+    paths::DataDir,
+};
+
+/// Events waiting for delivery; beyond this they are dropped (and logged),
+/// never allowed to slow a call.
+const EVENT_QUEUE: usize = 4096;
+
+pub struct Dispatcher {
+    instances: ArcSwap<Vec<Arc<LiveInstance>>>,
+    generation: Mutex<Option<i64>>,
+    faults: mpsc::Sender<(String, String)>,
+    fault_receiver: Mutex<mpsc::Receiver<(String, String)>>,
+    events: mpsc::SyncSender<(Arc<Vec<Arc<LiveInstance>>>, CallEvent)>,
+    pub engine: EngineSlot,
+}
+
+impl Dispatcher {
+    pub fn new(engine: EngineSlot) -> Arc<Dispatcher> {
+        let (faults, fault_receiver) = mpsc::channel();
+        let (events, event_receiver) =
+            mpsc::sync_channel::<(Arc<Vec<Arc<LiveInstance>>>, CallEvent)>(EVENT_QUEUE);
+        std::thread::Builder::new()
+            .name("callhost-events".into())
+            .spawn(move || {
+                for (instances, event) in event_receiver {
+                    for live in instances.iter() {
+                        if live.hooks.contains(HookSet::CALL_EVENT) && !live.is_faulted() {
+                            live.instance.call_event(&event);
+                        }
+                    }
+                }
+            })
+            .expect("spawn event thread");
+        Arc::new(Dispatcher {
+            instances: ArcSwap::from_pointee(Vec::new()),
+            generation: Mutex::new(None),
+            faults,
+            fault_receiver: Mutex::new(fault_receiver),
+            events,
+            engine,
+        })
+    }
+
+    pub fn current(&self) -> Arc<Vec<Arc<LiveInstance>>> {
+        self.instances.load_full()
+    }
+
+    /// Reloads the instance set if the database changed since the last
+    /// look; also records faults found since. Cheap when nothing changed.
+    pub fn refresh(&self, data: &DataDir, db: &Db, loader: &Loader) -> Result<()> {
+        self.record_faults(db);
+        let generation = db.generation()?;
+        let mut seen = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == Some(generation) {
+            return Ok(());
+        }
+        let previous = self.current();
+        let instances = Instances::new(data, db, loader);
+        let mut next = Vec::new();
+        for row in db.instances()? {
+            if !row.active || row.fault.is_some() {
+                continue;
+            }
+            let module = match db.module(&row.module_id)? {
+                Some(module) => module,
+                None => continue,
+            };
+            // Unchanged instances keep their live object (and its state).
+            let reusable = previous.iter().find(|live| {
+                live.name == row.name
+                    && live.config == row.config
+                    && live.library.path == Path::new(&module.library_path)
+            });
+            if let Some(live) = reusable {
+                if let Ok(level) = crate::instance_log::parse_level(&row.log_level) {
+                    live.log.set_level(level);
+                }
+                next.push(live.clone());
+                continue;
+            }
+            match instances.live(&row, &self.engine) {
+                Ok(live) => {
+                    if let RResult::RErr(error) = live.instance.activate() {
+                        let reason = format!("activation failed: {}", error.message);
+                        live.log.write(LogLevel::Error, "callhost", &reason);
+                        db.set_fault(&row.name, &reason)?;
+                        continue;
+                    }
+                    live.log.write(
+                        LogLevel::Info,
+                        "callhost",
+                        &format!("running on {} {}", live.module_id, live.version),
+                    );
+                    next.push(Arc::new(live));
+                }
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    tracing::error!(instance = %row.name, "cannot start instance: {reason}");
+                    db.set_fault(&row.name, &reason)?;
+                }
+            }
+        }
+        self.instances.store(Arc::new(next));
+        // Our own fault writes bumped the generation; read it after them.
+        *seen = Some(db.generation()?);
+        Ok(())
+    }
+
+    /// Writes faults found during calls to the database.
+    pub fn record_faults(&self, db: &Db) {
+        let receiver = self
+            .fault_receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while let Ok((name, reason)) = receiver.try_recv() {
+            if let Err(error) = db.set_fault(&name, &reason) {
+                tracing::error!(instance = %name, "cannot record fault: {error:#}");
+            }
+        }
+    }
+
+    fn fault(&self, live: &LiveInstance, reason: String) {
+        if live.faulted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        live.log
+            .write(LogLevel::Error, "callhost", &format!("faulted: {reason}"));
+        tracing::error!(instance = %live.name, "instance faulted: {reason}");
+        let _ = self.faults.send((live.name.clone(), reason));
+    }
+}
+
+/// Runs one instance's setup hook under the deadline.
+async fn run_hook(
+    live: Arc<LiveInstance>,
+    setup: CallSetup,
+    deadline: Instant,
+) -> Result<Decision, HookError> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Err(HookError::NoTime);
+    }
+    let work = async move {
+        // The synchronous part runs off the engine's threads: a module that
+        // blocks there holds only that thread.
+        let future = tokio::task::spawn_blocking(move || live.instance.call_setup(&setup))
+            .await
+            .map_err(|_| HookError::Failed("the hook's thread failed".into()))?;
+        match future.await {
+            RResult::ROk(decision) => Ok(decision),
+            RResult::RErr(error) if error.message.starts_with("panicked") => {
+                Err(HookError::Panicked(error.message.into_string()))
+            }
+            RResult::RErr(error) => Err(HookError::Failed(error.message.into_string())),
+        }
+    };
+    match tokio::time::timeout(remaining, work).await {
+        Ok(result) => result,
+        Err(_) => Err(HookError::Deadline(remaining.as_millis() as u64)),
+    }
+}
+
+enum HookError {
+    NoTime,
+    Deadline(u64),
+    Panicked(String),
+    Failed(String),
+}
+
+impl Hooks for Dispatcher {
+    fn call_setup<'a>(
+        &'a self,
+        setup: CallSetup,
+        deadline: Instant,
+    ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>> {
+        let instances = self.current();
+        Box::pin(async move {
+            let mut prior = setup.prior.clone();
+            let mut made = Vec::new();
+            for live in instances.iter() {
+                if !live.hooks.contains(HookSet::CALL_SETUP) || live.is_faulted() {
+                    continue;
+                }
+                let mut hop = setup.clone();
+                hop.prior = prior.clone();
+                let started = Instant::now();
+                let result = run_hook(live.clone(), hop, deadline).await;
+                let elapsed = started.elapsed();
+                let (decision, error) = match result {
+                    Ok(decision) => (decision, None),
+                    Err(HookError::NoTime) => (
+                        Decision::default(),
+                        Some("skipped: the call-setup budget was used up".to_string()),
+                    ),
+                    Err(HookError::Deadline(ms)) => {
+                        let reason = format!(
+                            "missed the call-setup deadline ({ms} ms left) on call {}",
+                            setup.call_id
+                        );
+                        self.fault(live, reason.clone());
+                        (Decision::default(), Some(reason))
+                    }
+                    Err(HookError::Panicked(message)) => {
+                        let reason = format!("call setup {message} (call {})", setup.call_id);
+                        self.fault(live, reason.clone());
+                        (Decision::default(), Some(reason))
+                    }
+                    Err(HookError::Failed(message)) => {
+                        live.log.write(
+                            LogLevel::Warn,
+                            "callhost",
+                            &format!("call setup failed: {message}"),
+                        );
+                        (Decision::default(), Some(message))
+                    }
+                };
+                prior.merge(&decision);
+                made.push(HookDecision {
+                    instance: live.name.clone(),
+                    module: live.module_id.clone(),
+                    version: live.version.clone(),
+                    decision,
+                    error,
+                    elapsed,
+                });
+            }
+            made
+        })
+    }
+
+    fn call_event(&self, event: &CallEvent) {
+        let instances = self.current();
+        if !instances
+            .iter()
+            .any(|live| live.hooks.contains(HookSet::CALL_EVENT))
+        {
+            return;
+        }
+        if self.events.try_send((instances, event.clone())).is_err() {
+            tracing::warn!(call = %event.call_id, "event queue full: event dropped");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Instances: the live objects behind the `instances` table.
+
+use std::{path::Path, sync::Arc};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RArc, ROption, RResult, RStr, RString, RVec},
+};
+use anyhow::{anyhow, bail, Context as _, Result};
+use arc_swap::ArcSwapOption;
+use callhost_pbx::engine::Engine;
+use callhost_plugin_abi::{
+    Hooks, HostServices, HostServices_TO, InstanceBox, InstanceContext, LogLevel, Party,
+};
+
+use crate::{
+    db::{Db, InstanceRow},
+    instance_log::{parse_level, InstanceLog},
+    loader::{Library, Loader},
+    paths::DataDir,
+};
+
+/// The engine the host services answer directory questions from; swapped
+/// when the directory is reloaded.
+pub type EngineSlot = Arc<ArcSwapOption<Engine>>;
+
+/// What the host gives one instance.
+#[derive(Clone)]
+struct InstanceHost {
+    log: Arc<InstanceLog>,
+    engine: EngineSlot,
+}
+
+impl HostServices for InstanceHost {
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        self.log.write(level, target.as_str(), message.as_str());
+    }
+
+    fn log_level(&self) -> LogLevel {
+        self.log.level()
+    }
+
+    fn lookup_number(&self, number: RStr<'_>) -> ROption<Party> {
+        self.engine
+            .load()
+            .as_ref()
+            .map(|engine| engine.party(number.as_str()))
+            .into()
+    }
+}
+
+/// A configured instance on a loaded library. Field order matters: the
+/// instance is dropped before the library handle that may stop its runtime.
+pub struct LiveInstance {
+    pub instance: InstanceBox,
+    pub name: String,
+    pub module_id: String,
+    pub version: String,
+    pub hooks: Hooks,
+    pub log: Arc<InstanceLog>,
+    pub faulted: std::sync::atomic::AtomicBool,
+    pub config: String,
+    pub library: Arc<Library>,
+}
+
+impl LiveInstance {
+    pub fn is_faulted(&self) -> bool {
+        self.faulted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Creates and checks instances against the module library.
+pub struct Instances<'a> {
+    data: &'a DataDir,
+    db: &'a Db,
+    loader: &'a Loader,
+}
+
+impl<'a> Instances<'a> {
+    pub fn new(data: &'a DataDir, db: &'a Db, loader: &'a Loader) -> Instances<'a> {
+        Instances { data, db, loader }
+    }
+
+    pub fn library_of(&self, module_id: &str) -> Result<Arc<Library>> {
+        let module = self.db.module(module_id)?.with_context(|| {
+            format!("no module `{module_id}` is installed (see `callhost module list`)")
+        })?;
+        Ok(self.loader.load(Path::new(&module.library_path))?)
+    }
+
+    /// Builds a live instance of `row` with `config` on `library`.
+    pub fn live_with(
+        &self,
+        library: &Arc<Library>,
+        row: &InstanceRow,
+        config: &str,
+        engine: &EngineSlot,
+    ) -> Result<LiveInstance> {
+        let level = parse_level(&row.log_level)?;
+        let log = InstanceLog::new(self.data.instance_log(&row.name), level);
+        let instance_dir = self.data.instance_dir(&row.name);
+        let shared_dir = self.data.module_shared_dir(&row.module_id);
+        for dir in [&instance_dir, &shared_dir] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let host = InstanceHost {
+            log: log.clone(),
+            engine: engine.clone(),
+        };
+        let context = InstanceContext {
+            instance_name: row.name.as_str().into(),
+            data_dir: instance_dir.display().to_string().into(),
+            module_dir: shared_dir.display().to_string().into(),
+            host: HostServices_TO::from_ptr(RArc::new(host), TD_Opaque),
+        };
+        let instance = match (library.root.new_instance())(context) {
+            RResult::ROk(instance) => instance,
+            RResult::RErr(error) => bail!(
+                "module `{}` could not create an instance: {}",
+                row.module_id,
+                error.message
+            ),
+        };
+        if let RResult::RErr(error) = instance.configure(RStr::from_str(config)) {
+            bail!(
+                "instance `{}`: field `{}`: {}",
+                row.name,
+                error.field,
+                error.message
+            );
+        }
+        Ok(LiveInstance {
+            instance,
+            name: row.name.clone(),
+            module_id: row.module_id.clone(),
+            version: library.manifest.version.to_string(),
+            hooks: library.manifest.hooks,
+            log,
+            faulted: std::sync::atomic::AtomicBool::new(false),
+            config: config.to_string(),
+            library: library.clone(),
+        })
+    }
+
+    /// Refuses `config` for `row` with a message naming the field.
+    pub fn check_config_with(
+        &self,
+        library: &Arc<Library>,
+        row: &InstanceRow,
+        config: &str,
+    ) -> Result<()> {
+        self.live_with(library, row, config, &EngineSlot::default())
+            .map(drop)
+    }
+
+    pub fn check_config(&self, row: &InstanceRow, config: &str) -> Result<()> {
+        self.check_config_with(&self.library_of(&row.module_id)?, row, config)
+    }
+
+    /// A live instance of a stored row (for actions and the dispatcher).
+    pub fn live(&self, row: &InstanceRow, engine: &EngineSlot) -> Result<LiveInstance> {
+        let library = self.library_of(&row.module_id)?;
+        self.live_with(&library, row, &row.config, engine)
+    }
+}
+
+/// Runs an admin action and returns its JSON answer.
+pub async fn run_action(
+    live: &LiveInstance,
+    action: &str,
+    args: Vec<String>,
+) -> Result<serde_json::Value> {
+    let known = live
+        .library
+        .manifest
+        .actions
+        .iter()
+        .any(|a| a.name.as_str() == action);
+    if !known {
+        let names: Vec<String> = live
+            .library
+            .manifest
+            .actions
+            .iter()
+            .map(|a| format!("{} {}", a.name, a.usage).trim().to_string())
+            .collect();
+        bail!(
+            "module `{}` has no action `{action}`; it has: {}",
+            live.module_id,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    let args: RVec<RString> = args.into_iter().map(RString::from).collect();
+    let answer = live.instance.action(RStr::from_str(action), args).await;
+    match answer {
+        RResult::ROk(json) => serde_json::from_str(json.as_str())
+            .map_err(|e| anyhow!("module answered with invalid JSON: {e}")),
+        RResult::RErr(error) => bail!("{}", error.message),
+    }
+}

@@ -1,0 +1,175 @@
+//! The module library: installing, listing and removing module packages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use callhost_package::{load_trusted_keys, open_verified, PublicKey, VerifyOptions};
+use callhost_plugin_abi::ABI_VERSION;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    db::{now, Db, ModuleRow},
+    instances::Instances,
+    loader::Loader,
+    paths::DataDir,
+};
+
+/// The host's version, checked against each module's requirement.
+pub fn host_version() -> semver::Version {
+    semver::Version::parse(env!("CARGO_PKG_VERSION")).expect("crate version is semver")
+}
+
+pub struct Installed {
+    pub module: ModuleRow,
+    pub replaced: Option<String>,
+    /// Instances whose configuration the new version refused (kept, marked faulted).
+    pub refused: Vec<String>,
+    pub instances: usize,
+}
+
+/// Verifies, stores and registers a package. An installed module of the same
+/// id is replaced whatever its version; its instances keep their
+/// configuration and move to the new library.
+pub fn install(
+    data: &DataDir,
+    db: &Db,
+    loader: &Loader,
+    package: &Path,
+    allow_unsigned: bool,
+) -> Result<Installed> {
+    let trusted = load_trusted_keys(&data.trusted_keys())
+        .with_context(|| format!("reading trusted keys in {}", data.trusted_keys().display()))?;
+    let host_version = host_version();
+    let verified = open_verified(
+        package,
+        &VerifyOptions {
+            trusted: &trusted,
+            allow_unsigned,
+            host_abi: ABI_VERSION,
+            host_version: &host_version,
+        },
+    )
+    .with_context(|| format!("refusing {}", package.display()))?;
+    let manifest = &verified.manifest;
+    let library_bytes = verified.library_bytes();
+
+    // Every version gets its own file; a loaded file is never touched again.
+    let digest = hex::encode(Sha256::digest(library_bytes));
+    let version_dir =
+        data.module_dir(&manifest.id)
+            .join(format!("{}-{}", manifest.version, &digest[..12]));
+    let file_name = Path::new(&manifest.library)
+        .file_name()
+        .context("module.toml: field `library` has no file name")?;
+    let library_path = version_dir.join(file_name);
+    if !library_path.exists() {
+        write_new(&library_path, library_bytes)?;
+        for (name, bytes) in &verified.files {
+            if name.starts_with("assets/") || name == "verify.sh" {
+                write_new(&version_dir.join(name), bytes)?;
+            }
+        }
+    }
+
+    let library = loader.load(&library_path)?;
+    let found = &library.manifest;
+    if found.id.as_str() != manifest.id || found.version.as_str() != manifest.version.to_string() {
+        bail!(
+            "the library says it is {} {}, module.toml says {} {}",
+            found.id,
+            found.version,
+            manifest.id,
+            manifest.version
+        );
+    }
+
+    let previous = db.module(&manifest.id)?;
+    let row = ModuleRow {
+        id: manifest.id.clone(),
+        name: manifest.name.clone(),
+        version: manifest.version.to_string(),
+        abi_version: manifest.abi_version,
+        description: manifest.description.clone(),
+        library_path: library_path.display().to_string(),
+        signed_by: verified.signed_by.clone(),
+        installed_at: now(),
+    };
+
+    // Check every existing configuration against the new version before
+    // switching; a refusal keeps the configuration and marks the instance.
+    let instances = Instances::new(data, db, loader);
+    let mut refused = Vec::new();
+    let mine: Vec<_> = db
+        .instances()?
+        .into_iter()
+        .filter(|row| row.module_id == manifest.id)
+        .collect();
+    for instance in &mine {
+        if let Err(error) = instances.check_config_with(&library, instance, &instance.config) {
+            refused.push(format!("{}: {error:#}", instance.name));
+        }
+    }
+    db.upsert_module(&row)?;
+    for (instance, why) in mine.iter().zip(&refused) {
+        db.set_fault(
+            &instance.name,
+            &format!("configuration refused by {} {}: {why}", row.id, row.version),
+        )?;
+    }
+    Ok(Installed {
+        module: row,
+        replaced: previous.map(|p| p.version),
+        refused,
+        instances: mine.len(),
+    })
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("no parent directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let temporary = dir.join(format!(
+        ".{}.partial",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    std::fs::write(&temporary, bytes)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Removes a module. Refused while instances use it, unless they go too.
+pub fn remove(db: &Db, id: &str, with_instances: bool) -> Result<()> {
+    if db.module(id)?.is_none() {
+        bail!("no module `{id}` is installed (see `callhost module list`)");
+    }
+    let users: Vec<String> = db
+        .instances()?
+        .into_iter()
+        .filter(|row| row.module_id == id)
+        .map(|row| row.name)
+        .collect();
+    if !users.is_empty() && !with_instances {
+        bail!(
+            "module `{id}` still has instances ({}); export them first, then remove with --with-instances",
+            users.join(", ")
+        );
+    }
+    for name in &users {
+        db.delete_instance(name)?;
+    }
+    db.remove_module(id)?;
+    Ok(())
+}
+
+/// Copies a public key into the trusted keys, named by its key id.
+pub fn trust(data: &DataDir, key_file: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    let key = PublicKey::from_file_text(&text)
+        .with_context(|| format!("{} is not a callhost public key", key_file.display()))?;
+    let dir = data.trusted_keys();
+    std::fs::create_dir_all(&dir)?;
+    let target = dir.join(format!("{}.pub", key.key_id()));
+    std::fs::write(&target, key.to_file_text())?;
+    Ok(target)
+}

@@ -1,0 +1,233 @@
+//! `callhost`: the PBX module host's command line.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use callhost::{commands, simulate, Host};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "callhost", version, about = "PBX module host")]
+struct Cli {
+    /// The data directory (database, modules, instances, logs).
+    #[arg(long, global = true, env = "CALLHOST_DATA", default_value = "./data")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install, list and remove module packages.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Configured instances of modules.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// The PBX directory: users, groups, numbers, address book, state.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+    /// Keys whose package signatures this host accepts.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Run a call scenario through the engine and the active instances.
+    Simulate { scenario: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ModuleCommand {
+    /// Install a package; an installed module of the same id is replaced and
+    /// its instances keep their configuration.
+    Install {
+        file: PathBuf,
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        id: String,
+        /// Delete the module's instances too (export them first).
+        #[arg(long)]
+        with_instances: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstanceCommand {
+    Create {
+        module: String,
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Create it deactivated.
+        #[arg(long)]
+        inactive: bool,
+    },
+    Configure {
+        name: String,
+        file: PathBuf,
+    },
+    Activate {
+        name: String,
+    },
+    Deactivate {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Move an instance to a 1-based position in the execution order.
+    Order {
+        name: String,
+        position: usize,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The configuration in force, defaults filled in.
+    Show {
+        name: String,
+    },
+    /// Read the instance's log, optionally only down to a level.
+    Log {
+        name: String,
+        #[arg(long)]
+        level: Option<String>,
+    },
+    SetLevel {
+        name: String,
+        level: String,
+    },
+    Export {
+        name: String,
+    },
+    Import {
+        file: PathBuf,
+        /// Overwrite an existing instance of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Run a module's admin action; prints JSON.
+    Action {
+        name: String,
+        action: String,
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    Load { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    Add { key_file: PathBuf },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLHOST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<String> {
+    let mut host = Host::open(&cli.data)?;
+    let host_ref = &host;
+    Ok(match cli.command {
+        Command::Module(command) => match command {
+            ModuleCommand::Install {
+                file,
+                allow_unsigned,
+            } => commands::module_install(host_ref, &file, allow_unsigned)?,
+            ModuleCommand::List { json } => commands::module_list(host_ref, json)?,
+            ModuleCommand::Remove { id, with_instances } => {
+                callhost::library::remove(&host.db, &id, with_instances)?;
+                format!("removed {id}")
+            }
+        },
+        Command::Instance(command) => match command {
+            InstanceCommand::Create {
+                module,
+                name,
+                config,
+                description,
+                inactive,
+            } => commands::instance_create(
+                host_ref,
+                &module,
+                &name,
+                config.as_deref(),
+                description.as_deref(),
+                inactive,
+            )?,
+            InstanceCommand::Configure { name, file } => {
+                commands::instance_configure(host_ref, &name, &file)?
+            }
+            InstanceCommand::Activate { name } => {
+                host.db.set_active(&name, true)?;
+                format!("activated {name}")
+            }
+            InstanceCommand::Deactivate { name } => {
+                host.db.set_active(&name, false)?;
+                format!("deactivated {name}")
+            }
+            InstanceCommand::Delete { name } => commands::instance_delete(host_ref, &name)?,
+            InstanceCommand::Order { name, position } => {
+                host.db.reorder(&name, position)?;
+                format!("{name} is now at position {position}")
+            }
+            InstanceCommand::List { json } => commands::instance_list(host_ref, json)?,
+            InstanceCommand::Show { name } => commands::instance_show(host_ref, &name)?,
+            InstanceCommand::Log { name, level } => {
+                commands::instance_log(host_ref, &name, level.as_deref())?
+            }
+            InstanceCommand::SetLevel { name, level } => {
+                commands::instance_set_level(host_ref, &name, &level)?
+            }
+            InstanceCommand::Export { name } => commands::instance_export(host_ref, &name)?,
+            InstanceCommand::Import { file, replace } => {
+                commands::instance_import(host_ref, &file, replace)?
+            }
+            InstanceCommand::Action { name, action, args } => {
+                commands::instance_action(host_ref, &name, &action, args)?
+            }
+        },
+        Command::Directory(DirectoryCommand::Load { file }) => {
+            commands::directory_load(&mut host, &file)?
+        }
+        Command::Trust(TrustCommand::Add { key_file }) => {
+            let path = callhost::library::trust(&host.data, &key_file)?;
+            format!("trusted {}", path.display())
+        }
+        Command::Simulate { scenario } => {
+            let scenario = simulate::Scenario::load(&scenario)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            simulate::run(host_ref, &scenario, &mut out)?;
+            String::new()
+        }
+    })
+}

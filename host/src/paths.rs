@@ -1,0 +1,45 @@
+//! The layout of the data directory.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Public keys whose signatures the host accepts.
+    pub fn trusted_keys(&self) -> PathBuf {
+        self.root.join("trusted-keys")
+    }
+
+    /// `modules/<id>/`: one subdirectory per installed version, plus `shared/`.
+    pub fn module_dir(&self, id: &str) -> PathBuf {
+        self.root.join("modules").join(id)
+    }
+
+    /// State all instances of a module share.
+    pub fn module_shared_dir(&self, id: &str) -> PathBuf {
+        self.module_dir(id).join("shared")
+    }
+
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.root.join("instances").join(name)
+    }
+
+    pub fn instance_log(&self, name: &str) -> PathBuf {
+        self.instance_dir(name).join("instance.log")
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("callhost.toml")
+    }
+}

@@ -1,0 +1,151 @@
+//! `callhost simulate`: scripted calls through the real engine and the
+//! active module instances, one JSON object per call on stdout.
+//! The format is public: see `docs/simulator.md`.
+
+use std::{io::Write, sync::Arc, time::Instant};
+
+use anyhow::{bail, Context as _, Result};
+use callhost_pbx::{
+    directory::{Directory, DirectoryIndex},
+    engine::{CallOutcome, CallRequest, Engine, Via},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{config::parse_toml, dispatch::Dispatcher, Host};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// An inline directory (same schema as `directory load`); without it the
+    /// stored directory is used.
+    pub directory: Option<toml::Value>,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub calls: Vec<ScenarioCall>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub setup_budget_ms: Option<u64>,
+    /// Wait between calls (lets an upgrade land during a run).
+    #[serde(default)]
+    pub pause_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioCall {
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub via: Via,
+    pub by: Option<String>,
+    /// Nobody answers: no-answer forwards apply.
+    #[serde(default)]
+    pub no_answer: bool,
+    /// Place this call this many times.
+    #[serde(default = "one")]
+    pub repeat: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One output line.
+#[derive(Debug, Serialize)]
+pub struct CallLine<'a> {
+    pub call: u64,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub via: Via,
+    #[serde(flatten)]
+    pub result: &'a CallOutcome,
+    /// The first forward followed, or null.
+    pub forwarded: Option<&'a callhost_pbx::engine::ForwardTaken>,
+    pub setup_ms: f64,
+}
+
+impl Scenario {
+    pub fn load(path: &std::path::Path) -> Result<Scenario> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let scenario: Scenario = parse_toml(&text, &path.display().to_string())?;
+        for (index, call) in scenario.calls.iter().enumerate() {
+            if call.via != Via::Direct && call.by.is_none() {
+                bail!(
+                    "{}: field `calls[{index}].by`: a transfer needs the transferring party",
+                    path.display()
+                );
+            }
+            if call.repeat == 0 {
+                bail!(
+                    "{}: field `calls[{index}].repeat`: must be at least 1",
+                    path.display()
+                );
+            }
+        }
+        Ok(scenario)
+    }
+}
+
+/// Runs a scenario and writes JSON lines to `out`.
+pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> {
+    let directory = match &scenario.directory {
+        Some(inline) => Directory::from_value(inline.clone()).context("scenario: field `directory`")?,
+        None => host.db.store.load_directory()?.context(
+            "no directory loaded: run `callhost directory load FILE` or put a [directory] table in the scenario",
+        )?,
+    };
+    let index = Arc::new(DirectoryIndex::new(directory).context("scenario: field `directory`")?);
+    let mut engine_config = host.config.engine();
+    if let Some(budget) = scenario.settings.setup_budget_ms {
+        engine_config.setup_budget = std::time::Duration::from_millis(budget);
+    }
+    let engine = Arc::new(Engine::new(index, engine_config));
+    let dispatcher = Dispatcher::new(Default::default());
+    dispatcher.engine.store(Some(engine.clone()));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut number = 0u64;
+    for call in &scenario.calls {
+        for _ in 0..call.repeat {
+            number += 1;
+            dispatcher.refresh(&host.data, &host.db, &host.loader)?;
+            let request = CallRequest {
+                call_id: format!("sim-{number}"),
+                from: call.from.clone(),
+                to: call.to.clone(),
+                via: call.via,
+                by: call.by.clone(),
+                no_answer: call.no_answer,
+            };
+            let started = Instant::now();
+            let outcome = runtime.block_on(engine.place(&request, dispatcher.as_ref()));
+            let line = CallLine {
+                call: number,
+                from: &call.from,
+                to: &call.to,
+                via: call.via,
+                forwarded: outcome.forwards.first(),
+                result: &outcome,
+                setup_ms: started.elapsed().as_secs_f64() * 1000.0,
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            if scenario.settings.pause_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(scenario.settings.pause_ms));
+            }
+        }
+    }
+    dispatcher.record_faults(&host.db);
+    // Hooks stuck in a module must not keep the process alive.
+    runtime.shutdown_background();
+    Ok(())
+}

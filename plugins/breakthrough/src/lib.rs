@@ -1,0 +1,398 @@
+//! Breakthrough (BT1–BT5): chosen callers break through do-not-disturb and
+//! forwards of chosen users, and may force call waiting.
+//!
+//! A rule is two number filters joined by AND: the called user (any number
+//! form) must match `called`, and the caller (any number form) must match
+//! `callers`. A filter matches when some `active_for` pattern matches and no
+//! `exceptions` pattern does; an empty `active_for` matches nothing, so an
+//! unconfigured instance does nothing. Only calls to users are handled,
+//! never calls to groups (BT3). See `docs/modules/breakthrough.md`.
+
+use callhost_numbers::{any_matches, clean, Pattern};
+use callhost_plugin_sdk::{
+    config_error, export_module,
+    serde_json::{self, json},
+    tracing, Action, CallSetup, ConfigError, Context, Decision, ForwardKind, Module, Party,
+    PartyKind, Setup,
+};
+use serde::{Deserialize, Serialize};
+
+/// The default text shown on the forward target's phone (BT4).
+pub const DEFAULT_FORWARD_DISPLAY: &str = "{caller} (für {callee})";
+
+/// One number filter: `active_for` minus `exceptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Numbers {
+    /// Patterns the number must match (`?` one digit, `*` any digits).
+    /// Empty matches nothing.
+    pub active_for: Vec<Pattern>,
+    /// Patterns that take a number out again.
+    pub exceptions: Vec<Pattern>,
+}
+
+impl Numbers {
+    /// Some form matches `active_for` and no form matches `exceptions`.
+    pub fn matches(&self, forms: &[&str]) -> bool {
+        any_matches(&self.active_for, forms.iter().copied())
+            && !any_matches(&self.exceptions, forms.iter().copied())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Skip the called user's do-not-disturb.
+    pub bypass_dnd: bool,
+    /// Skip the called user's forwards (always, busy and no-answer).
+    pub bypass_forwards: bool,
+    /// Narrows `bypass_forwards`: skip them only when one of the called
+    /// user's forwards points to the caller. Needs `bypass_forwards`.
+    pub bypass_forward_to_self: bool,
+    /// Let the call knock even when the called user has call waiting off.
+    pub force_call_waiting: bool,
+    /// What the forward target's phone shows when a forward is followed;
+    /// `{caller}`, `{callee}`, `{caller_number}`, `{callee_number}`. Empty: off.
+    pub forward_display: String,
+    /// Called numbers (the user this hop rings).
+    pub called: Numbers,
+    /// Caller numbers.
+    pub callers: Numbers,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bypass_dnd: false,
+            bypass_forwards: false,
+            bypass_forward_to_self: false,
+            force_call_waiting: false,
+            forward_display: DEFAULT_FORWARD_DISPLAY.to_string(),
+            called: Numbers::default(),
+            callers: Numbers::default(),
+        }
+    }
+}
+
+/// A parsed `forward_display` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Caller,
+    Callee,
+    CallerNumber,
+    CalleeNumber,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Piece>);
+
+const PLACEHOLDERS: &str = "{caller}, {callee}, {caller_number}, {callee_number}";
+
+impl Template {
+    /// `{name}` is a placeholder, `{{` and `}}` are literal braces.
+    fn parse(text: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        name.push(c);
+                    }
+                    if !closed {
+                        return Err(format!(
+                            "unclosed `{{{name}`: placeholders are {PLACEHOLDERS} (write `{{{{` for a literal brace)"
+                        ));
+                    }
+                    let piece = match name.as_str() {
+                        "caller" => Piece::Caller,
+                        "callee" => Piece::Callee,
+                        "caller_number" => Piece::CallerNumber,
+                        "callee_number" => Piece::CalleeNumber,
+                        _ => {
+                            return Err(format!(
+                                "unknown placeholder `{{{name}}}`: known are {PLACEHOLDERS}"
+                            ))
+                        }
+                    };
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(piece);
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        Ok(Template(pieces))
+    }
+
+    fn render(&self, setup: &CallSetup) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Caller => out.push_str(caller_display(setup)),
+                Piece::Callee => out.push_str(setup.callee.label()),
+                Piece::CallerNumber => out.push_str(&setup.caller.number),
+                Piece::CalleeNumber => out.push_str(&setup.callee.number),
+            }
+        }
+        out
+    }
+}
+
+/// What an earlier instance (e.g. a reverse lookup) found, else the caller's label.
+fn caller_display(setup: &CallSetup) -> &str {
+    match setup.prior.display.as_ref().into_option() {
+        Some(display) if !display.is_empty() => display.as_str(),
+        _ => setup.caller.label(),
+    }
+}
+
+/// A number without separators, for comparing forward targets.
+fn normalised(number: &str) -> String {
+    clean(number).unwrap_or_else(|_| number.trim().to_string())
+}
+
+/// Does `target` (a forward's number) name one of `party`'s numbers?
+fn number_is_party(target: &str, party: &Party) -> bool {
+    let target = normalised(target);
+    !target.is_empty()
+        && party
+            .number_forms()
+            .filter(|form| !form.is_empty())
+            .any(|form| normalised(form) == target)
+}
+
+/// Is `to` (a resolved forward target) the same party as `caller`?
+fn party_is_party(to: &Party, caller: &Party) -> bool {
+    let same_id = to.kind == caller.kind
+        && matches!(
+            (to.id.as_ref().into_option(), caller.id.as_ref().into_option()),
+            (Some(a), Some(b)) if !a.is_empty() && a == b
+        );
+    same_id
+        || to
+            .number_forms()
+            .filter(|form| !form.is_empty())
+            .any(|form| number_is_party(form, caller))
+}
+
+fn kind_name(kind: ForwardKind) -> &'static str {
+    match kind {
+        ForwardKind::Always => "always",
+        ForwardKind::Busy => "busy",
+        ForwardKind::NoAnswer => "no-answer",
+    }
+}
+
+/// Which of the callee's forwards points to the caller, if any.
+fn forward_to_caller(setup: &CallSetup) -> Option<&'static str> {
+    let caller = &setup.caller;
+    if let Some(forward) = setup.pending_forward.as_ref().into_option() {
+        if party_is_party(&forward.to, caller) {
+            return Some(kind_name(forward.kind));
+        }
+    }
+    let state = setup.callee_state.as_ref().into_option()?;
+    [
+        (ForwardKind::Always, &state.forward_always),
+        (ForwardKind::Busy, &state.forward_busy),
+        (ForwardKind::NoAnswer, &state.forward_no_answer),
+    ]
+    .into_iter()
+    .find_map(|(kind, target)| match target.as_ref().into_option() {
+        Some(target) if number_is_party(target, caller) => Some(kind_name(kind)),
+        _ => None,
+    })
+}
+
+pub struct Breakthrough {
+    config: Config,
+    /// `None` when `forward_display` is empty.
+    template: Option<Template>,
+}
+
+impl Breakthrough {
+    /// The decision for one hop; empty when the call does not concern us.
+    pub fn decide(&self, setup: &CallSetup) -> Decision {
+        let config = &self.config;
+        let call_id = setup.call_id.as_str();
+        if setup.callee.kind != PartyKind::User {
+            tracing::debug!(call_id, callee = %setup.callee.number, "not a user: ignored");
+            return Decision::default();
+        }
+        // `number_forms()` is not `Clone`; the pattern lists need two passes.
+        let callee_forms: Vec<&str> = setup.callee.number_forms().collect();
+        let caller_forms: Vec<&str> = setup.caller.number_forms().collect();
+        let called = config.called.matches(&callee_forms);
+        let caller = config.callers.matches(&caller_forms);
+        if !(called && caller) {
+            tracing::debug!(
+                call_id,
+                caller = %setup.caller.number,
+                callee = %setup.callee.number,
+                caller_matches = caller,
+                called_matches = called,
+                "no match"
+            );
+            return Decision::default();
+        }
+
+        let mut decision = Decision::default();
+        let mut effects: Vec<String> = Vec::new();
+        if config.bypass_dnd {
+            decision.bypass_dnd = true;
+            effects.push("bypass DND".into());
+        }
+        if config.force_call_waiting {
+            decision.force_call_waiting = true;
+            effects.push("force call waiting".into());
+        }
+        if config.bypass_forwards {
+            if !config.bypass_forward_to_self {
+                decision.bypass_forward = true;
+                effects.push("bypass forwards".into());
+            } else if let Some(kind) = forward_to_caller(setup) {
+                decision.bypass_forward = true;
+                effects.push(format!(
+                    "bypass forwards ({kind} forward points to the caller)"
+                ));
+            }
+        }
+        let forward_followed = setup.pending_forward.is_some()
+            && !decision.bypass_forward
+            && !setup.prior.bypass_forward;
+        if let (Some(template), true) = (&self.template, forward_followed) {
+            let text = template.render(setup);
+            effects.push(format!("forward display \"{text}\""));
+            decision.forward_display = Some(text.into()).into();
+        }
+
+        if effects.is_empty() {
+            tracing::debug!(call_id, "rule matched, nothing to do for this hop");
+            return Decision::default();
+        }
+        let reason = format!("breakthrough rule matched: {}", effects.join(", "));
+        tracing::debug!(
+            call_id,
+            caller = %setup.caller.number,
+            callee = %setup.callee.number,
+            "{reason}"
+        );
+        decision.reason = Some(reason.into()).into();
+        decision
+    }
+
+    /// `check CALLER CALLED`: the rule evaluated on patterns only.
+    fn check(&self, args: &[String]) -> Result<serde_json::Value, String> {
+        let [caller, called] = args else {
+            return Err("usage: check CALLER CALLED".into());
+        };
+        let forms = |number: &str| {
+            let mut forms = vec![number.to_string()];
+            if let Ok(cleaned) = clean(number) {
+                if cleaned != number {
+                    forms.push(cleaned);
+                }
+            }
+            forms
+        };
+        let caller_forms = forms(caller);
+        let called_forms = forms(called);
+        let caller_forms: Vec<&str> = caller_forms.iter().map(String::as_str).collect();
+        let called_forms: Vec<&str> = called_forms.iter().map(String::as_str).collect();
+        let caller_matches = self.config.callers.matches(&caller_forms);
+        let called_matches = self.config.called.matches(&called_forms);
+        let mut would_apply: Vec<&str> = Vec::new();
+        if caller_matches && called_matches {
+            let config = &self.config;
+            if config.bypass_dnd {
+                would_apply.push("bypass_dnd");
+            }
+            if config.bypass_forwards {
+                would_apply.push(if config.bypass_forward_to_self {
+                    "bypass_forward_to_self"
+                } else {
+                    "bypass_forwards"
+                });
+            }
+            if config.force_call_waiting {
+                would_apply.push("force_call_waiting");
+            }
+            if self.template.is_some() {
+                would_apply.push("forward_display");
+            }
+        }
+        Ok(json!({
+            "caller_matches": caller_matches,
+            "called_matches": called_matches,
+            "would_apply": would_apply,
+        }))
+    }
+}
+
+impl Module for Breakthrough {
+    type Config = Config;
+
+    fn new(_ctx: &Context, config: Config) -> Result<Self, ConfigError> {
+        if config.bypass_forward_to_self && !config.bypass_forwards {
+            return Err(config_error(
+                "bypass_forward_to_self",
+                "needs bypass_forwards = true (it narrows which forwards are bypassed)",
+            ));
+        }
+        let template = if config.forward_display.is_empty() {
+            None
+        } else {
+            Some(
+                Template::parse(&config.forward_display)
+                    .map_err(|message| config_error("forward_display", message))?,
+            )
+        };
+        Ok(Breakthrough { config, template })
+    }
+
+    fn call_setup(&self, setup: &CallSetup) -> Setup {
+        Setup::Ready(self.decide(setup))
+    }
+
+    fn action(&self, name: &str, args: &[String]) -> Action {
+        match name {
+            "check" => Action::Ready(self.check(args)),
+            other => Action::Ready(Err(format!("unknown action `{other}`"))),
+        }
+    }
+}
+
+export_module! {
+    module: Breakthrough,
+    id: "breakthrough",
+    name: "Breakthrough",
+    description: "Lets chosen callers break through do-not-disturb and forwards of chosen users, and force call waiting.",
+    hooks: [call_setup],
+    actions: [{
+        name: "check",
+        usage: "CALLER CALLED",
+        help: "Says whether the caller and called numbers match the rule (patterns only, no directory lookup) and which options would apply."
+    }],
+}
