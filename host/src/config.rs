@@ -18,6 +18,9 @@ pub struct CallsConfig {
     pub setup_budget_ms: u64,
     /// Forwards followed at most per call.
     pub max_forwards: usize,
+    /// Part of the budget kept for each instance still to run after the
+    /// current one.
+    pub hook_reserve_ms: u64,
 }
 
 impl Default for HostConfig {
@@ -33,6 +36,7 @@ impl Default for CallsConfig {
         CallsConfig {
             setup_budget_ms: 700,
             max_forwards: 5,
+            hook_reserve_ms: 20,
         }
     }
 }
@@ -67,6 +71,10 @@ impl HostConfig {
             );
         }
         Ok(config)
+    }
+
+    pub fn hook_reserve(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.calls.hook_reserve_ms)
     }
 
     pub fn engine(&self) -> callhost_pbx::engine::EngineConfig {

@@ -7,6 +7,9 @@
 //! - A panic or a missed deadline marks the instance faulted (in memory at
 //!   once, in the database and its log right after) and it is skipped until
 //!   an administrator activates it again.
+//! - Each instance still to run keeps a small reserve of the budget
+//!   (`calls.hook_reserve_ms`), so a hanging instance cannot starve the
+//!   ones after it.
 //! - The instance set is an `ArcSwap`: a reload (module upgrade, new
 //!   configuration) swaps in new instances for new calls while calls in
 //!   progress finish on the set they started with. Retired libraries stop
@@ -43,11 +46,13 @@ pub struct Dispatcher {
     faults: mpsc::Sender<(String, String)>,
     fault_receiver: Mutex<mpsc::Receiver<(String, String)>>,
     events: mpsc::SyncSender<(Arc<Vec<Arc<LiveInstance>>>, CallEvent)>,
+    /// Budget kept back for each instance still to run.
+    hook_reserve: std::time::Duration,
     pub engine: EngineSlot,
 }
 
 impl Dispatcher {
-    pub fn new(engine: EngineSlot) -> Arc<Dispatcher> {
+    pub fn new(engine: EngineSlot, hook_reserve: std::time::Duration) -> Arc<Dispatcher> {
         let (faults, fault_receiver) = mpsc::channel();
         let (events, event_receiver) =
             mpsc::sync_channel::<(Arc<Vec<Arc<LiveInstance>>>, CallEvent)>(EVENT_QUEUE);
@@ -69,6 +74,7 @@ impl Dispatcher {
             faults,
             fault_receiver: Mutex::new(fault_receiver),
             events,
+            hook_reserve,
             engine,
         })
     }
@@ -209,14 +215,21 @@ impl Hooks for Dispatcher {
         Box::pin(async move {
             let mut prior = setup.prior.clone();
             let mut made = Vec::new();
-            for live in instances.iter() {
-                if !live.hooks.contains(HookSet::CALL_SETUP) || live.is_faulted() {
-                    continue;
-                }
+            let deciding: Vec<&Arc<LiveInstance>> = instances
+                .iter()
+                .filter(|live| live.hooks.contains(HookSet::CALL_SETUP) && !live.is_faulted())
+                .collect();
+            for (index, live) in deciding.iter().enumerate() {
                 let mut hop = setup.clone();
                 hop.prior = prior.clone();
+                // Keep a slice for every instance after this one, so one that
+                // hangs cannot silence the others.
+                let after = (deciding.len() - index - 1) as u32;
+                let own_deadline = deadline
+                    .checked_sub(self.hook_reserve * after)
+                    .unwrap_or(deadline);
                 let started = Instant::now();
-                let result = run_hook(live.clone(), hop, deadline).await;
+                let result = run_hook((*live).clone(), hop, own_deadline).await;
                 let elapsed = started.elapsed();
                 let (decision, error) = match result {
                     Ok(decision) => (decision, None),
@@ -229,12 +242,12 @@ impl Hooks for Dispatcher {
                             "missed the call-setup deadline ({ms} ms left) on call {}",
                             setup.call_id
                         );
-                        self.fault(live, reason.clone());
+                        self.fault(live.as_ref(), reason.clone());
                         (Decision::default(), Some(reason))
                     }
                     Err(HookError::Panicked(message)) => {
                         let reason = format!("call setup {message} (call {})", setup.call_id);
-                        self.fault(live, reason.clone());
+                        self.fault(live.as_ref(), reason.clone());
                         (Decision::default(), Some(reason))
                     }
                     Err(HookError::Failed(message)) => {

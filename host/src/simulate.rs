@@ -105,7 +105,7 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
         engine_config.setup_budget = std::time::Duration::from_millis(budget);
     }
     let engine = Arc::new(Engine::new(index, engine_config));
-    let dispatcher = Dispatcher::new(Default::default());
+    let dispatcher = Dispatcher::new(Default::default(), host.config.hook_reserve());
     dispatcher.engine.store(Some(engine.clone()));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

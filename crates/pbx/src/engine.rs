@@ -19,6 +19,8 @@
 //! 6. otherwise the phone rings; if nobody answers, the no-answer forward.
 //!
 //! A forward to a user or group is a new hop, set up again with the hooks.
+//! A forward back to the calling user ends the call as busy; a loop or a
+//! chain longer than `max_forwards` rings the user where it stopped.
 
 use std::{
     collections::HashSet,
@@ -328,6 +330,22 @@ impl Engine {
                 }
                 Next::Follow(kind, to) => {
                     let to_party = self.party(&to);
+                    let to_caller = call.caller.kind == PartyKind::User
+                        && to_party.id.is_some()
+                        && to_party.id == call.caller.id;
+                    if to_caller {
+                        // Ringing the caller's own phone helps nobody.
+                        call.outcome.outcome = Outcome::Busy;
+                        call.outcome.reason = Some(format!(
+                            "the forward of {} points back to the caller",
+                            target
+                                .id
+                                .as_ref()
+                                .map(RString::as_str)
+                                .unwrap_or(&target.number)
+                        ));
+                        break;
+                    }
                     let looped = to_party
                         .id
                         .as_ref()

@@ -345,7 +345,7 @@ impl EventKind {
 
 impl Party {
     /// Every form this party's number is known by, for pattern matching.
-    pub fn number_forms(&self) -> impl Iterator<Item = &str> {
+    pub fn number_forms(&self) -> impl Iterator<Item = &str> + Clone {
         std::iter::once(self.number.as_str())
             .chain(
                 self.international

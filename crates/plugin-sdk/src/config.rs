@@ -17,13 +17,15 @@ pub(crate) fn parse<C: DeserializeOwned + Default>(text: &str) -> Result<C, Conf
     })
 }
 
-/// serde reports an unknown key at its parent; name the key itself.
+/// Names the key itself for an unknown key (serde_path_to_error may or may
+/// not have put it in the path already).
 fn field_of(path: &str, message: &str) -> String {
     let unknown = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next());
     match (unknown, path) {
         (Some(key), "." | "") => key.to_string(),
+        (Some(key), path) if path == key || path.ends_with(&format!(".{key}")) => path.to_string(),
         (Some(key), parent) => format!("{parent}.{key}"),
         (None, "." | "") => "(top level)".to_string(),
         (None, path) => path.to_string(),

@@ -76,6 +76,8 @@ pub trait Module: Sized + Send + Sync + 'static {
 }
 
 /// The answer of [`Module::call_setup`].
+// `Ready` is large on purpose: the common path allocates nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Setup {
     Ready(Decision),
     /// Runs on the module's runtime; the host drops it at the deadline.
@@ -150,7 +152,7 @@ macro_rules! export_module {
         name: $name:expr,
         description: $description:expr,
         hooks: [$($hook:ident),* $(,)?],
-        actions: [$({ name: $action:expr, usage: $usage:expr, help: $help:expr }),* $(,)?] $(,)?
+        actions: [$({ name: $action:expr, usage: $usage:expr, help: $help:expr $(,)? }),* $(,)?] $(,)?
     ) => {
         /// Our own ABI number, read by the host before abi_stable's layout check.
         #[no_mangle]

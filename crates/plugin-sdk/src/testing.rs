@@ -1,8 +1,6 @@
 //! In-process helpers for a module's own unit tests. Tests through the real
 //! loaded library live in the host's test suite; these are for rule tables.
 
-use std::path::PathBuf;
-
 use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RArc, ROption, RStr, RString, RVec},
@@ -34,7 +32,7 @@ pub fn context(instance: &str) -> Context {
     Context {
         instance: instance.to_string(),
         data_dir: dir.clone(),
-        module_dir: PathBuf::from(dir),
+        module_dir: dir,
         host: HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque),
     }
 }

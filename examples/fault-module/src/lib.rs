@@ -1,1 +1,100 @@
+//! Misbehaves on purpose so the host's fault handling can be tested for
+//! real: through the loaded library, the same way a broken module would.
 
+use std::time::Duration;
+
+use callhost_plugin_sdk::{
+    config_error, export_module, tracing, CallSetup, ConfigError, Context, Decision, Module, Setup,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Behaves: sets the display to `display`.
+    #[default]
+    Ok,
+    /// Panics in the synchronous part of call setup.
+    Panic,
+    /// Panics inside its asynchronous task.
+    PanicAsync,
+    /// Blocks the calling thread forever.
+    Hang,
+    /// Returns a future that never completes.
+    HangAsync,
+    /// Answers after `delay_ms` on its runtime.
+    Slow,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub mode: Mode,
+    pub delay_ms: u64,
+    pub display: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Ok,
+            delay_ms: 2000,
+            display: "fault-module was here".into(),
+        }
+    }
+}
+
+pub struct Faulty {
+    config: Config,
+}
+
+impl Module for Faulty {
+    type Config = Config;
+
+    fn new(_ctx: &Context, config: Config) -> Result<Self, ConfigError> {
+        if config.mode == Mode::Slow && config.delay_ms == 0 {
+            return Err(config_error(
+                "delay_ms",
+                "must be more than 0 for mode \"slow\"",
+            ));
+        }
+        Ok(Faulty { config })
+    }
+
+    fn call_setup(&self, _setup: &CallSetup) -> Setup {
+        let display = Decision {
+            display: Some(self.config.display.as_str().into()).into(),
+            reason: Some("fault-module behaved".into()).into(),
+            ..Decision::default()
+        };
+        match self.config.mode {
+            Mode::Ok => Setup::Ready(display),
+            Mode::Panic => panic!("fault-module panics on purpose"),
+            Mode::PanicAsync => Setup::Later(Box::pin(async {
+                tokio::task::yield_now().await;
+                panic!("fault-module panics on purpose, asynchronously")
+            })),
+            Mode::Hang => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            Mode::HangAsync => Setup::Later(Box::pin(std::future::pending())),
+            Mode::Slow => {
+                let delay = Duration::from_millis(self.config.delay_ms);
+                Setup::Later(Box::pin(async move {
+                    tracing::info!("answering after {} ms", delay.as_millis());
+                    tokio::time::sleep(delay).await;
+                    display
+                }))
+            }
+        }
+    }
+}
+
+export_module! {
+    module: Faulty,
+    id: "fault-module",
+    name: "Fault module",
+    description: "Misbehaves on purpose; for tests only.",
+    hooks: [call_setup],
+    actions: [],
+}

@@ -661,3 +661,33 @@ fn config_errors_name_the_field() {
     configure("bypass_forwards = true\nbypass_forward_to_self = true").unwrap();
     configure("forward_display = \"{{literal}} {caller}\"").unwrap();
 }
+
+// -------------------------------------------------------------- examples
+
+#[test]
+fn sample_configuration_works_as_documented() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/breakthrough.toml"
+    ))
+    .unwrap();
+    configure(&text).expect("examples/breakthrough.toml is valid");
+    let m = module(&text);
+    let all = Decision {
+        bypass_dnd: true,
+        bypass_forward: true,
+        force_call_waiting: true,
+        ..decision("breakthrough rule matched: bypass DND, force call waiting, bypass forwards")
+    };
+    let alarm = Party {
+        number: "+492515906850".into(),
+        ..external("02515906850")
+    };
+    assert_eq!(decide(&m, &setup(alarm, boss())), all);
+    let s = forwarded_always(setup(lead(), boss()), user("mueller", "Müller", "202"));
+    assert_eq!(decide(&m, &s), all);
+    let director = user("md", "Geschäftsführung", "299");
+    assert_eq!(decide(&m, &setup(lead(), director)), Decision::default());
+    let colleague = user("u302", "Kollege", "302");
+    assert_eq!(decide(&m, &setup(colleague, boss())), Decision::default());
+}

@@ -650,3 +650,43 @@ fn config_errors_name_the_field() {
     // Without marking, the label does not matter.
     configure("mark_forwarded = false\nforward_label = \"\"").unwrap();
 }
+
+// -------------------------------------------------------------- examples
+
+#[test]
+fn sample_configuration_works_as_documented() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/redirect-display.toml"
+    ))
+    .unwrap();
+    configure(&text).expect("examples/redirect-display.toml is valid");
+    let m = module(&text);
+    let zentrale = user("zentrale", "Zentrale", "100");
+    let s = always(setup(zentrale, boss()), secretary());
+    assert_eq!(
+        decide(&m, &s),
+        breaks_through("caller Zentrale is switchboard user zentrale: break through")
+    );
+    let operator = member_of(user("op", "Operator", "110"), &["vermittlung"], &[]);
+    assert!(decide(&m, &always(setup(operator, boss()), secretary())).bypass_forward);
+    let caller = Party {
+        number: "+49702278968480".into(),
+        ..external("0702278968480")
+    };
+    let s = always(setup(caller, boss()), secretary());
+    assert_eq!(
+        decide(&m, &s),
+        breaks_through(
+            "external caller +49702278968480 matches external_callers pattern *70227896848?: break through"
+        )
+    );
+    let s = always(setup(carla(), boss()), secretary());
+    assert_eq!(
+        decide(&m, &s),
+        marked(
+            "Uml. für Chef: Carla",
+            "always forward of Chef to Sekretariat followed: marked \"Uml. für Chef: Carla\""
+        )
+    );
+}

@@ -1,0 +1,130 @@
+//! H7: a module that panics, hangs or is slow never takes the host or a
+//! call down; the instance is marked faulted and says why in its log.
+
+mod common;
+
+use common::{Harness, OFFICE};
+use serde_json::Value;
+
+/// Two calls with a misbehaving instance first and a good one after it.
+fn run_with_fault(config: &str, budget_ms: u64) -> (Harness, Vec<Value>) {
+    let h = Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    h.install("hello-0.1.0.cmod");
+    let office = h.file("office.toml", OFFICE);
+    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.create("fault-module", "bad", config);
+    h.create("hello", "good", "greeting = \"Hi\"\n");
+    let lines = h.simulate(&format!(
+        "[settings]\nsetup_budget_ms = {budget_ms}\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = 2\n"
+    ));
+    (h, lines)
+}
+
+/// The call rang as it would without the faulty instance.
+fn assert_call_went_on(line: &Value) {
+    assert_eq!(line["outcome"], "ringing", "{line}");
+    assert_eq!(line["rang"][0]["user"], "sec", "{line}");
+    assert_eq!(line["rang"][0]["display"], "Hi: Carl Clerk", "{line}");
+}
+
+fn assert_faulted(h: &Harness, why: &str) {
+    let bad = h.instance("bad");
+    assert_eq!(bad["status"], "faulted", "{bad}");
+    let fault = bad["fault"].as_str().unwrap();
+    assert!(fault.contains(why), "fault {fault:?} should say {why:?}");
+    let log = h.ok(&["instance", "log", "bad", "--level", "ERROR"]);
+    assert!(log.contains("faulted") && log.contains(why), "log:\n{log}");
+    assert_eq!(h.instance("good")["status"], "active");
+}
+
+fn decision<'a>(line: &'a Value, instance: &str) -> Option<&'a Value> {
+    line["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["instance"] == instance)
+}
+
+#[test]
+fn a_panic_in_call_setup_faults_the_instance_only() {
+    let (h, lines) = run_with_fault("mode = \"panic\"\n", 700);
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_call_went_on(line);
+    }
+    let first = decision(&lines[0], "bad").expect("bad ran on the first call");
+    assert!(
+        first["error"].as_str().unwrap().contains("panicked"),
+        "{first}"
+    );
+    // Faulted instances are skipped from then on.
+    assert!(decision(&lines[1], "bad").is_none(), "{}", lines[1]);
+    assert_faulted(&h, "panics on purpose");
+}
+
+#[test]
+fn a_panic_in_the_async_part_faults_the_instance_only() {
+    let (h, lines) = run_with_fault("mode = \"panic-async\"\n", 700);
+    for line in &lines {
+        assert_call_went_on(line);
+    }
+    assert_faulted(&h, "panics on purpose, asynchronously");
+}
+
+#[test]
+fn a_hook_that_blocks_forever_costs_one_budget_then_is_skipped() {
+    let (h, lines) = run_with_fault("mode = \"hang\"\n", 300);
+    for line in &lines {
+        assert_call_went_on(line);
+    }
+    // An outcome within the budget (300 ms), with slack for a loaded machine.
+    let first = lines[0]["setup_ms"].as_f64().unwrap();
+    assert!(first < 1300.0, "setup took {first} ms");
+    // The faulted instance is not asked again.
+    assert!(decision(&lines[1], "bad").is_none(), "{}", lines[1]);
+    assert_faulted(&h, "missed the call-setup deadline");
+}
+
+#[test]
+fn a_future_that_never_completes_is_dropped_at_the_deadline() {
+    let (h, lines) = run_with_fault("mode = \"hang-async\"\n", 300);
+    for line in &lines {
+        assert_call_went_on(line);
+    }
+    assert_faulted(&h, "missed the call-setup deadline");
+}
+
+#[test]
+fn a_module_slower_than_the_budget_is_faulted() {
+    let (h, lines) = run_with_fault("mode = \"slow\"\ndelay_ms = 5000\n", 300);
+    for line in &lines {
+        assert_call_went_on(line);
+    }
+    assert_faulted(&h, "missed the call-setup deadline");
+}
+
+#[test]
+fn a_module_slow_but_within_the_budget_is_heard() {
+    let (h, lines) = run_with_fault(
+        "mode = \"slow\"\ndelay_ms = 30\ndisplay = \"late but fine\"\n",
+        700,
+    );
+    // `good` runs after `bad` and overrides the display; `bad` was heard.
+    for line in &lines {
+        let bad = decision(line, "bad").expect("bad decided");
+        assert_eq!(bad["decision"], "display", "{line}");
+        assert!(bad.get("error").is_none(), "{line}");
+    }
+    assert_eq!(h.instance("bad")["status"], "active");
+}
+
+#[test]
+fn activating_a_faulted_instance_gives_it_another_try() {
+    let (h, _) = run_with_fault("mode = \"panic\"\n", 700);
+    assert_eq!(h.instance("bad")["status"], "faulted");
+    h.ok(&["instance", "activate", "bad"]);
+    let bad = h.instance("bad");
+    assert_eq!(bad["status"], "active");
+    assert!(bad["fault"].is_null());
+}

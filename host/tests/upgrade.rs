@@ -1,0 +1,95 @@
+//! H1 + H7: install v2 over v1 while calls are running. No call fails, both
+//! configurations survive, new calls use v2.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use common::{package, Harness, OFFICE};
+use serde_json::Value;
+
+#[test]
+fn upgrade_during_a_simulation_drops_no_call_and_keeps_configurations() {
+    let h = Harness::new();
+    h.install("hello-0.1.0.cmod");
+    let office = h.file("office.toml", OFFICE);
+    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.create("hello", "one", "greeting = \"Moin\"\n");
+    h.create(
+        "hello",
+        "two",
+        "greeting = \"Servus\"\nnumbers = [\"999\"]\n",
+    );
+    let exports_before = (
+        h.ok(&["instance", "export", "one"]),
+        h.ok(&["instance", "export", "two"]),
+    );
+
+    let calls = 400;
+    let scenario = h.file(
+        "traffic.toml",
+        &format!("[settings]\npause_ms = 15\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = {calls}\n"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
+        .arg("--data")
+        .arg(h.data())
+        .args(["simulate", scenario.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start simulation");
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines: Vec<Value> = Vec::new();
+    let mut line = String::new();
+    while lines.len() < 20 {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "simulation ended early"
+        );
+        lines.push(serde_json::from_str(&line).unwrap());
+    }
+    // Install v2 while calls keep coming.
+    let out = h.ok(&[
+        "module",
+        "install",
+        package("hello-0.2.0.cmod").to_str().unwrap(),
+    ]);
+    assert!(out.contains("replaced hello 0.1.0 with 0.2.0"), "{out}");
+    for rest in reader.lines() {
+        lines.push(serde_json::from_str(&rest.unwrap()).unwrap());
+    }
+    assert!(child.wait().unwrap().success(), "simulation failed");
+
+    assert_eq!(lines.len(), calls);
+    let mut versions = Vec::new();
+    for line in &lines {
+        assert_eq!(line["outcome"], "ringing", "{line}");
+        assert_eq!(line["rang"][0]["display"], "Moin: Carl Clerk", "{line}");
+        let decisions = line["decisions"].as_array().unwrap();
+        assert_eq!(decisions.len(), 2, "both instances decided: {line}");
+        assert!(decisions.iter().all(|d| d.get("error").is_none()), "{line}");
+        versions.push(decisions[0]["version"].as_str().unwrap().to_string());
+    }
+    assert_eq!(versions[0], "0.1.0");
+    assert_eq!(versions.last().unwrap(), "0.2.0", "new calls use v2");
+    // Once switched, never back.
+    let switch = versions.iter().position(|v| v == "0.2.0").unwrap();
+    assert!(
+        versions[switch..].iter().all(|v| v == "0.2.0"),
+        "{versions:?}"
+    );
+
+    let exports_after = (
+        h.ok(&["instance", "export", "one"]),
+        h.ok(&["instance", "export", "two"]),
+    );
+    assert_eq!(
+        exports_before.0.replace("0.1.0", "0.2.0"),
+        exports_after.0,
+        "configuration of `one` changed"
+    );
+    assert_eq!(exports_before.1.replace("0.1.0", "0.2.0"), exports_after.1);
+}
