@@ -674,6 +674,53 @@ busy = true
     assert_eq!(decisions(&lines[2]), [("bt", "carla", "none")]);
 }
 
+#[test]
+fn bt2_rules_are_evaluated_per_hop() {
+    let h = with_bt(
+        "bypass_dnd = true\n[called]\nactive_for = [\"201\", \"203\", \"205\"]\n[callers]\nactive_for = [\"301\"]\n",
+    );
+    let state = r#"
+[directory.state.boss]
+forward_always = "203"
+[directory.state.carla]
+dnd = true
+[directory.state.nameless]
+forward_always = "204"
+[directory.state.dora]
+dnd = true
+"#;
+    let lines = run(
+        &h,
+        &scenario(state, &[call("301", "201"), call("301", "205")]),
+        2,
+    );
+    // Reached through the boss's forward, Carla's DND is bypassed at her hop.
+    assert_eq!(outcome(&lines[0]), "ringing");
+    assert_eq!(forwards(&lines[0]), ["always boss->203"]);
+    assert_eq!(rang(&lines[0]), ["carla"]);
+    assert_eq!(displays(&lines[0]), ["Lars Lead (für Anna Boss)"]);
+    assert_eq!(
+        decisions(&lines[0]),
+        [
+            ("bt", "boss", "bypass_dnd+forward_display"),
+            ("bt", "carla", "bypass_dnd")
+        ]
+    );
+    // The rule matched at 205, not at Dora's hop: the bypass of the first
+    // hop does not carry over, Dora's DND holds.
+    assert_eq!(outcome(&lines[1]), "busy");
+    assert_eq!(forwards(&lines[1]), ["always nameless->204"]);
+    assert_eq!(rang(&lines[1]), Vec::<&str>::new());
+    assert_eq!(why(&lines[1]), Some("dora: do not disturb"));
+    assert_eq!(
+        decisions(&lines[1]),
+        [
+            ("bt", "nameless", "bypass_dnd+forward_display"),
+            ("bt", "dora", "none")
+        ]
+    );
+}
+
 // ---------------------------------------------------------------- BT3
 
 #[test]
