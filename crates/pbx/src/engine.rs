@@ -33,8 +33,8 @@ use std::{
 use abi_stable::std_types::{ROption, RString, RVec};
 use callhost_numbers::ExternalNumber;
 use callhost_plugin_abi::{
-    CallEvent, CallSetup, Decision, Direction, EventKind, Forward, ForwardKind, Party, PartyKind,
-    Transfer, TransferKind, UserState as AbiUserState,
+    Availability, CallEvent, CallSetup, Decision, Direction, EventKind, Forward, ForwardKind,
+    Party, PartyKind, Transfer, TransferKind, UserState as AbiUserState,
 };
 use serde::Serialize;
 
@@ -502,16 +502,20 @@ impl Engine {
                             Some(format!("{} has no phone online", user.id)),
                         ));
                 }
-                let dnd = state.dnd && !hop.bypass_dnd;
-                let waiting = state.busy && !dnd && (state.call_waiting || hop.force_call_waiting);
-                if dnd || (state.busy && !waiting) {
+                let availability = abi_state(&state).availability(&hop);
+                if let Availability::Busy | Availability::DoNotDisturb = availability {
                     return follow(ForwardKind::Busy, &state.forward_busy, call).unwrap_or_else(
                         || {
-                            let why = if dnd { "do not disturb" } else { "busy" };
+                            let why = if availability == Availability::DoNotDisturb {
+                                "do not disturb"
+                            } else {
+                                "busy"
+                            };
                             Next::Done(Outcome::Busy, Some(format!("{}: {why}", user.id)))
                         },
                     );
                 }
+                let waiting = availability == Availability::Waiting;
                 self.ring(call, user, display, waiting, None);
                 if call.request.no_answer {
                     if let Some(next) =
@@ -553,9 +557,10 @@ impl Engine {
 
     /// The always or busy forward that applies unless a module bypasses it.
     fn pending_forward(&self, target: &Party, state: &UserState) -> Option<Forward> {
+        let undecided = abi_state(state).availability(&Decision::default());
         let (kind, to) = if let Some(to) = &state.forward_always {
             (ForwardKind::Always, to)
-        } else if state.dnd || (state.busy && !state.call_waiting) {
+        } else if let Availability::Busy | Availability::DoNotDisturb = undecided {
             (ForwardKind::Busy, state.forward_busy.as_ref()?)
         } else {
             return None;
@@ -614,6 +619,12 @@ impl Engine {
                 continue;
             };
             any_member = true;
+            if call.caller.kind == PartyKind::User
+                && call.caller.id.as_ref().map(RString::as_str).into_option() == Some(member)
+            {
+                // The caller does not ring their own phone through a group.
+                continue;
+            }
             let state = self.directory.state(member);
             if !state.registered || state.dnd || (state.busy && !state.call_waiting) {
                 continue;

@@ -372,6 +372,53 @@ impl Party {
     }
 }
 
+/// How a user can take a call once the decisions are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Free,
+    /// Busy, but the call knocks (call waiting, own or forced).
+    Waiting,
+    Busy,
+    DoNotDisturb,
+}
+
+impl UserState {
+    /// The engine's rule, shared so modules predict exactly what it does:
+    /// DND (unless bypassed) counts as busy; a busy user with call waiting
+    /// (or forced call waiting) gets a waiting call.
+    pub fn availability(&self, decided: &Decision) -> Availability {
+        if self.dnd && !decided.bypass_dnd {
+            Availability::DoNotDisturb
+        } else if !self.busy {
+            Availability::Free
+        } else if self.call_waiting || decided.force_call_waiting {
+            Availability::Waiting
+        } else {
+            Availability::Busy
+        }
+    }
+}
+
+impl CallSetup {
+    /// The always or busy forward the engine will follow if `decided` (the
+    /// decisions merged so far, one's own included) stands.
+    pub fn forward_followed(&self, decided: &Decision) -> Option<&Forward> {
+        let forward = self.pending_forward.as_ref().into_option()?;
+        if decided.bypass_forward {
+            return None;
+        }
+        if forward.kind == ForwardKind::Busy {
+            let state = self.callee_state.as_ref().into_option()?;
+            let busy = matches!(
+                state.availability(decided),
+                Availability::Busy | Availability::DoNotDisturb
+            );
+            return busy.then_some(forward);
+        }
+        Some(forward)
+    }
+}
+
 impl Decision {
     /// Is there any opinion at all?
     pub fn is_empty(&self) -> bool {

@@ -279,9 +279,9 @@ impl Breakthrough {
                 ));
             }
         }
-        let forward_followed = setup.pending_forward.is_some()
-            && !decision.bypass_forward
-            && !setup.prior.bypass_forward;
+        let mut decided = setup.prior.clone();
+        decided.merge(&decision);
+        let forward_followed = setup.forward_followed(&decided).is_some();
         if let (Some(template), true) = (&self.template, forward_followed) {
             let text = template.render(setup);
             effects.push(format!("forward display \"{text}\""));

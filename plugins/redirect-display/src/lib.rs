@@ -232,11 +232,14 @@ impl RedirectDisplay {
             };
         }
 
-        let Some(forward) = setup.pending_forward.as_ref().into_option() else {
-            tracing::debug!(call_id, "not entitled; no always or busy forward pending");
+        let Some(forward) = setup.forward_followed(&setup.prior) else {
+            tracing::debug!(
+                call_id,
+                "not entitled; no always or busy forward will be followed"
+            );
             return Decision::default();
         };
-        if !self.config.mark_forwarded || setup.prior.bypass_forward {
+        if !self.config.mark_forwarded {
             tracing::debug!(call_id, "not entitled; forward not marked");
             return Decision::default();
         }
