@@ -361,3 +361,21 @@ pub fn directory_load(host: &mut Host, file: &Path) -> Result<String> {
         directory.contacts.len()
     ))
 }
+
+pub fn call_list(host: &Host, user: &str, json: bool) -> Result<String> {
+    let entries = host.db.store.call_list(user)?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&entries)?);
+    }
+    let mut text = format!("{:<21} {:<4} {:<18} {}\n", "TIME", "DIR", "NUMBER", "NAME");
+    for e in &entries {
+        text.push_str(&format!(
+            "{:<21} {:<4} {:<18} {}\n",
+            e.time,
+            e.direction.as_str(),
+            e.number,
+            e.name.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(text.trim_end().to_string())
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
     pub calls: CallsConfig,
@@ -21,14 +21,6 @@ pub struct CallsConfig {
     /// Part of the budget kept for each instance still to run after the
     /// current one.
     pub hook_reserve_ms: u64,
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        HostConfig {
-            calls: CallsConfig::default(),
-        }
-    }
 }
 
 impl Default for CallsConfig {

@@ -30,6 +30,12 @@ enum Command {
     /// Keys whose package signatures this host accepts.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// A user's call list, newest first.
+    Calls {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a call scenario through the engine and the active instances.
     Simulate { scenario: PathBuf },
 }
@@ -222,6 +228,7 @@ fn run(cli: Cli) -> Result<String> {
             let path = callhost::library::trust(&host.data, &key_file)?;
             format!("trusted {}", path.display())
         }
+        Command::Calls { user, json } => commands::call_list(host_ref, &user, json)?,
         Command::Simulate { scenario } => {
             let scenario = simulate::Scenario::load(&scenario)?;
             let stdout = std::io::stdout();

@@ -4,11 +4,14 @@
 
 use std::{io::Write, sync::Arc, time::Instant};
 
+use abi_stable::std_types::ROption;
 use anyhow::{bail, Context as _, Result};
 use callhost_pbx::{
     directory::{Directory, DirectoryIndex},
     engine::{CallOutcome, CallRequest, Engine, Via},
+    store::{rfc3339_utc, CallDirection, CallListEntry},
 };
+use callhost_plugin_abi::PartyKind;
 use serde::{Deserialize, Serialize};
 
 use crate::{config::parse_toml, dispatch::Dispatcher, Host};
@@ -93,6 +96,9 @@ impl Scenario {
 
 /// Runs a scenario and writes JSON lines to `out`.
 pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> {
+    // Calls on the stored directory are real traffic and land in the users'
+    // call lists; an inline directory is a what-if and records nothing.
+    let record = scenario.directory.is_none();
     let directory = match &scenario.directory {
         Some(inline) => Directory::from_value(inline.clone()).context("scenario: field `directory`")?,
         None => host.db.store.load_directory()?.context(
@@ -118,7 +124,7 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
             number += 1;
             dispatcher.refresh(&host.data, &host.db, &host.loader)?;
             let request = CallRequest {
-                call_id: format!("sim-{number}"),
+                call_id: format!("sim-{}-{number}", std::process::id()),
                 from: call.from.clone(),
                 to: call.to.clone(),
                 via: call.via,
@@ -136,6 +142,9 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
                 result: &outcome,
                 setup_ms: started.elapsed().as_secs_f64() * 1000.0,
             };
+            if record {
+                record_call_lists(host, &engine, &request, &outcome)?;
+            }
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")?;
             out.flush()?;
@@ -147,5 +156,50 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
     dispatcher.record_faults(&host.db);
     // Hooks stuck in a module must not keep the process alive.
     runtime.shutdown_background();
+    Ok(())
+}
+
+/// Adds the call to the call lists: an incoming entry for every user whose
+/// phone rang, an outgoing one for a calling user.
+fn record_call_lists(
+    host: &Host,
+    engine: &Engine,
+    request: &CallRequest,
+    outcome: &CallOutcome,
+) -> Result<()> {
+    let time = rfc3339_utc(std::time::SystemTime::now());
+    let caller = engine.party(&request.from);
+    for ring in &outcome.rang {
+        let Some(user) = &ring.user else { continue };
+        host.db.store.add_call_list_entry(&CallListEntry {
+            id: None,
+            user_id: user.clone(),
+            time: time.clone(),
+            direction: CallDirection::In,
+            number: caller.number.to_string(),
+            name: caller
+                .name
+                .as_ref()
+                .map(|name| name.to_string())
+                .into_option(),
+            call_id: request.call_id.clone(),
+        })?;
+    }
+    if let (PartyKind::User, ROption::RSome(user)) = (caller.kind, &caller.id) {
+        let callee = engine.party(&request.to);
+        host.db.store.add_call_list_entry(&CallListEntry {
+            id: None,
+            user_id: user.to_string(),
+            time,
+            direction: CallDirection::Out,
+            number: callee.number.to_string(),
+            name: callee
+                .name
+                .as_ref()
+                .map(|name| name.to_string())
+                .into_option(),
+            call_id: request.call_id.clone(),
+        })?;
+    }
     Ok(())
 }
