@@ -143,17 +143,37 @@ pub fn instance_configure(host: &Host, name: &str, file: &Path) -> Result<String
     Ok(format!("configured {name}"))
 }
 
+/// Deletes an instance: the module's `uninstall` hook runs, the row goes,
+/// and the instance's directory is kept aside (renamed, never deleted) so a
+/// new instance of the same name starts fresh without anything being lost.
 pub fn instance_delete(host: &Host, name: &str) -> Result<String> {
     let row = host.db.instance(name)?;
-    // The module may clean up what only this instance needed; a module that
-    // cannot load any more must not keep the instance alive.
+    // A module that cannot load any more must not keep the instance alive.
     if let Ok(live) =
         Instances::new(&host.data, &host.db, &host.loader).live(&row, &EngineSlot::default())
     {
         let _ = live.instance.uninstall();
     }
     host.db.delete_instance(name)?;
+    let dir = host.data.instance_dir(name);
+    if dir.exists() {
+        let kept = host.data.deleted_instance_dir(name);
+        std::fs::create_dir_all(kept.parent().expect("has a parent"))?;
+        std::fs::rename(&dir, &kept).with_context(|| format!("moving {} aside", dir.display()))?;
+        return Ok(format!(
+            "deleted {name} (its files are kept in {})",
+            kept.display()
+        ));
+    }
     Ok(format!("deleted {name}"))
+}
+
+pub fn module_remove(host: &Host, id: &str, with_instances: bool) -> Result<String> {
+    for name in library::removable(&host.db, id, with_instances)? {
+        instance_delete(host, &name)?;
+    }
+    host.db.remove_module(id)?;
+    Ok(format!("removed {id}"))
 }
 
 #[derive(Serialize)]

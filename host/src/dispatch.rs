@@ -40,12 +40,18 @@ use crate::{
 /// never allowed to slow a call.
 const EVENT_QUEUE: usize = 4096;
 
+enum EventJob {
+    Deliver(Arc<Vec<Arc<LiveInstance>>>, Box<CallEvent>),
+    /// Answered once everything queued before it was delivered.
+    Flush(mpsc::Sender<()>),
+}
+
 pub struct Dispatcher {
     instances: ArcSwap<Vec<Arc<LiveInstance>>>,
     generation: Mutex<Option<i64>>,
     faults: mpsc::Sender<(String, String)>,
     fault_receiver: Mutex<mpsc::Receiver<(String, String)>>,
-    events: mpsc::SyncSender<(Arc<Vec<Arc<LiveInstance>>>, CallEvent)>,
+    events: mpsc::SyncSender<EventJob>,
     /// Budget kept back for each instance still to run.
     hook_reserve: std::time::Duration,
     pub engine: EngineSlot,
@@ -54,15 +60,21 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(engine: EngineSlot, hook_reserve: std::time::Duration) -> Arc<Dispatcher> {
         let (faults, fault_receiver) = mpsc::channel();
-        let (events, event_receiver) =
-            mpsc::sync_channel::<(Arc<Vec<Arc<LiveInstance>>>, CallEvent)>(EVENT_QUEUE);
+        let (events, event_receiver) = mpsc::sync_channel::<EventJob>(EVENT_QUEUE);
         std::thread::Builder::new()
             .name("callhost-events".into())
             .spawn(move || {
-                for (instances, event) in event_receiver {
-                    for live in instances.iter() {
-                        if live.hooks.contains(HookSet::CALL_EVENT) && !live.is_faulted() {
-                            live.instance.call_event(&event);
+                for job in event_receiver {
+                    match job {
+                        EventJob::Deliver(instances, event) => {
+                            for live in instances.iter() {
+                                if live.hooks.contains(HookSet::CALL_EVENT) && !live.is_faulted() {
+                                    live.instance.call_event(&event);
+                                }
+                            }
+                        }
+                        EventJob::Flush(done) => {
+                            let _ = done.send(());
                         }
                     }
                 }
@@ -138,10 +150,26 @@ impl Dispatcher {
                 }
             }
         }
+        // Instances no longer in the set (deactivated, deleted, replaced)
+        // hear so; calls in progress still hold them until they end.
+        for old in previous.iter() {
+            if !next.iter().any(|live| Arc::ptr_eq(live, old)) {
+                let _ = old.instance.deactivate();
+            }
+        }
         self.instances.store(Arc::new(next));
         // Our own fault writes bumped the generation; read it after them.
         *seen = Some(db.generation()?);
         Ok(())
+    }
+
+    /// Waits (at most `timeout`) until queued events are delivered, so a
+    /// process that ends does not lose the last calls' events.
+    pub fn flush_events(&self, timeout: std::time::Duration) {
+        let (done, wait) = mpsc::channel();
+        if self.events.send(EventJob::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(timeout);
+        }
     }
 
     /// Writes faults found during calls to the database.
@@ -224,10 +252,11 @@ impl Hooks for Dispatcher {
                 hop.prior = prior.clone();
                 // Keep a slice for every instance after this one, so one that
                 // hangs cannot silence the others.
+                // The reserve never takes more than half of what is left.
                 let after = (deciding.len() - index - 1) as u32;
-                let own_deadline = deadline
-                    .checked_sub(self.hook_reserve * after)
-                    .unwrap_or(deadline);
+                let left = deadline.saturating_duration_since(Instant::now());
+                let reserve = (self.hook_reserve * after).min(left / 2);
+                let own_deadline = deadline.checked_sub(reserve).unwrap_or(deadline);
                 let started = Instant::now();
                 let result = run_hook((*live).clone(), hop, own_deadline).await;
                 let elapsed = started.elapsed();
@@ -239,7 +268,7 @@ impl Hooks for Dispatcher {
                     ),
                     Err(HookError::Deadline(ms)) => {
                         let reason = format!(
-                            "missed the call-setup deadline ({ms} ms left) on call {}",
+                            "missed the call-setup deadline (it had {ms} ms) on call {}",
                             setup.call_id
                         );
                         self.fault(live.as_ref(), reason.clone());
@@ -281,7 +310,11 @@ impl Hooks for Dispatcher {
         {
             return;
         }
-        if self.events.try_send((instances, event.clone())).is_err() {
+        if self
+            .events
+            .try_send(EventJob::Deliver(instances, Box::new(event.clone())))
+            .is_err()
+        {
             tracing::warn!(call = %event.call_id, "event queue full: event dropped");
         }
     }

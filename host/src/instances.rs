@@ -111,6 +111,12 @@ impl<'a> Instances<'a> {
             instance_name: row.name.as_str().into(),
             data_dir: instance_dir.display().to_string().into(),
             module_dir: shared_dir.display().to_string().into(),
+            assets_dir: library
+                .path
+                .parent()
+                .map(|version_dir| version_dir.join("assets").display().to_string())
+                .unwrap_or_default()
+                .into(),
             host: HostServices_TO::from_ptr(RArc::new(host), TD_Opaque),
         };
         let instance = match (library.root.new_instance())(context) {

@@ -98,28 +98,34 @@ pub fn install(
     // Check every existing configuration against the new version before
     // switching; a refusal keeps the configuration and marks the instance.
     let instances = Instances::new(data, db, loader);
-    let mut refused = Vec::new();
     let mine: Vec<_> = db
         .instances()?
         .into_iter()
         .filter(|row| row.module_id == manifest.id)
         .collect();
-    for instance in &mine {
-        if let Err(error) = instances.check_config_with(&library, instance, &instance.config) {
-            refused.push(format!("{}: {error:#}", instance.name));
-        }
-    }
+    let refused: Vec<(String, String)> = mine
+        .iter()
+        .filter_map(|instance| {
+            instances
+                .check_config_with(&library, instance, &instance.config)
+                .err()
+                .map(|error| (instance.name.clone(), format!("{error:#}")))
+        })
+        .collect();
     db.upsert_module(&row)?;
-    for (instance, why) in mine.iter().zip(&refused) {
+    for (name, why) in &refused {
         db.set_fault(
-            &instance.name,
+            name,
             &format!("configuration refused by {} {}: {why}", row.id, row.version),
         )?;
     }
     Ok(Installed {
         module: row,
         replaced: previous.map(|p| p.version),
-        refused,
+        refused: refused
+            .into_iter()
+            .map(|(name, why)| format!("{name}: {why}"))
+            .collect(),
         instances: mine.len(),
     })
 }
@@ -137,8 +143,9 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Removes a module. Refused while instances use it, unless they go too.
-pub fn remove(db: &Db, id: &str, with_instances: bool) -> Result<()> {
+/// Checks a module can be removed; returns the instances that go with it.
+/// Refused while instances use it, unless they go too.
+pub fn removable(db: &Db, id: &str, with_instances: bool) -> Result<Vec<String>> {
     if db.module(id)?.is_none() {
         bail!("no module `{id}` is installed (see `callhost module list`)");
     }
@@ -154,11 +161,7 @@ pub fn remove(db: &Db, id: &str, with_instances: bool) -> Result<()> {
             users.join(", ")
         );
     }
-    for name in &users {
-        db.delete_instance(name)?;
-    }
-    db.remove_module(id)?;
-    Ok(())
+    Ok(users)
 }
 
 /// Copies a public key into the trusted keys, named by its key id.

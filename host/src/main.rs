@@ -49,10 +49,12 @@ enum ModuleCommand {
         #[arg(long)]
         allow_unsigned: bool,
     },
+    /// List installed modules with version and ABI.
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a module (refused while it has instances, unless --with-instances).
     Remove {
         id: String,
         /// Delete the module's instances too (export them first).
@@ -63,6 +65,7 @@ enum ModuleCommand {
 
 #[derive(Subcommand)]
 enum InstanceCommand {
+    /// Create an instance of an installed module (active unless --inactive).
     Create {
         module: String,
         name: String,
@@ -74,45 +77,34 @@ enum InstanceCommand {
         #[arg(long)]
         inactive: bool,
     },
-    Configure {
-        name: String,
-        file: PathBuf,
-    },
-    Activate {
-        name: String,
-    },
-    Deactivate {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// Replace an instance's configuration (refused with the field named).
+    Configure { name: String, file: PathBuf },
+    /// Activate an instance (also clears a fault: another try).
+    Activate { name: String },
+    /// Deactivate an instance; its configuration stays.
+    Deactivate { name: String },
+    /// Delete an instance; its files are kept aside under instances/.deleted/.
+    Delete { name: String },
     /// Move an instance to a 1-based position in the execution order.
-    Order {
-        name: String,
-        position: usize,
-    },
+    Order { name: String, position: usize },
+    /// List instances in execution order with status and level.
     List {
         #[arg(long)]
         json: bool,
     },
     /// The configuration in force, defaults filled in.
-    Show {
-        name: String,
-    },
+    Show { name: String },
     /// Read the instance's log, optionally only down to a level.
     Log {
         name: String,
         #[arg(long)]
         level: Option<String>,
     },
-    SetLevel {
-        name: String,
-        level: String,
-    },
-    Export {
-        name: String,
-    },
+    /// Set an instance's log level: ERROR, WARN, INFO, DEBUG or TRACE.
+    SetLevel { name: String, level: String },
+    /// Print an instance (configuration, description, level) as TOML.
+    Export { name: String },
+    /// Create an instance from an exported file.
     Import {
         file: PathBuf,
         /// Overwrite an existing instance of the same name.
@@ -129,11 +121,13 @@ enum InstanceCommand {
 
 #[derive(Subcommand)]
 enum DirectoryCommand {
+    /// Replace the directory from a TOML file (call lists are kept).
     Load { file: PathBuf },
 }
 
 #[derive(Subcommand)]
 enum TrustCommand {
+    /// Trust a public key file (e.g. target/modules/signing-key.pub).
     Add { key_file: PathBuf },
 }
 
@@ -170,8 +164,7 @@ fn run(cli: Cli) -> Result<String> {
             } => commands::module_install(host_ref, &file, allow_unsigned)?,
             ModuleCommand::List { json } => commands::module_list(host_ref, json)?,
             ModuleCommand::Remove { id, with_instances } => {
-                callhost::library::remove(&host.db, &id, with_instances)?;
-                format!("removed {id}")
+                commands::module_remove(host_ref, &id, with_instances)?
             }
         },
         Command::Instance(command) => match command {

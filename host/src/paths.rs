@@ -35,6 +35,17 @@ impl DataDir {
         self.root.join("instances").join(name)
     }
 
+    /// Where a deleted instance's files are kept.
+    pub fn deleted_instance_dir(&self, name: &str) -> PathBuf {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.root
+            .join("instances")
+            .join(".deleted")
+            .join(format!("{name}-{stamp}"))
+    }
+
     pub fn instance_log(&self, name: &str) -> PathBuf {
         self.instance_dir(name).join("instance.log")
     }

@@ -76,6 +76,14 @@ impl Scenario {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let scenario: Scenario = parse_toml(&text, &path.display().to_string())?;
+        if let Some(budget) = scenario.settings.setup_budget_ms {
+            if budget == 0 || budget > 10_000 {
+                bail!(
+                    "{}: field `settings.setup_budget_ms`: {budget} is outside 1..=10000",
+                    path.display()
+                );
+            }
+        }
         for (index, call) in scenario.calls.iter().enumerate() {
             if call.via != Via::Direct && call.by.is_none() {
                 bail!(
@@ -153,6 +161,7 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
             }
         }
     }
+    dispatcher.flush_events(std::time::Duration::from_secs(2));
     dispatcher.record_faults(&host.db);
     // Hooks stuck in a module must not keep the process alive.
     runtime.shutdown_background();

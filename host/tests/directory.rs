@@ -108,6 +108,9 @@ fn scenario_errors_name_the_field() {
         err.contains("calls[0].via") && err.contains("teleport"),
         "{err}"
     );
+    let path = h.file("s4.toml", "[settings]\nsetup_budget_ms = 0\n");
+    let err = h.fails(&["simulate", path.to_str().unwrap()]);
+    assert!(err.contains("settings.setup_budget_ms"), "{err}");
     let path = h.file("s3.toml", "[[calls]]\nfrom = \"203\"\nto = \"202\"\n");
     let err = h.fails(&["simulate", path.to_str().unwrap()]);
     assert!(err.contains("no directory loaded"), "{err}");

@@ -261,3 +261,26 @@ fn unknown_instance_and_module_names_are_named_in_errors() {
     let err = h.fails(&["instance", "create", "hello", "bad name"]);
     assert!(err.contains("`bad name`"), "{err}");
 }
+
+#[test]
+fn a_deleted_instance_keeps_its_files_aside_and_the_name_starts_fresh() {
+    let h = with_hello();
+    h.create("hello", "hi", "greeting = \"Old\"\n");
+    h.ok(&["instance", "set-level", "hi", "DEBUG"]);
+    one_call(&h);
+    assert!(h.ok(&["instance", "log", "hi"]).contains("greeting"));
+    let out = h.ok(&["instance", "delete", "hi"]);
+    assert!(out.contains("kept in"), "{out}");
+    let kept: Vec<_> = std::fs::read_dir(h.data().join("instances/.deleted"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    let old_log = std::fs::read_to_string(kept[0].join("instance.log")).unwrap();
+    assert!(old_log.contains("greeting"), "{old_log}");
+    h.create("hello", "hi", "greeting = \"New\"\n");
+    assert!(
+        !h.ok(&["instance", "log", "hi"]).contains("DEBUG"),
+        "new instance, new log"
+    );
+}

@@ -93,3 +93,42 @@ fn upgrade_during_a_simulation_drops_no_call_and_keeps_configurations() {
     );
     assert_eq!(exports_before.1.replace("0.1.0", "0.2.0"), exports_after.1);
 }
+
+#[test]
+fn a_configuration_the_new_version_refuses_is_kept_and_only_that_instance_is_marked() {
+    let h = Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    h.create("fault-module", "keeps", "display = \"fine\"\n");
+    h.create(
+        "fault-module",
+        "refused",
+        "display = \"old\"\nrefuse_in_version = \"0.2.0\"\n",
+    );
+    h.create("fault-module", "also-keeps", "display = \"fine too\"\n");
+    let before = h.ok(&["instance", "export", "refused"]);
+
+    let out = h.install("fault-module-0.2.0.cmod");
+    assert!(
+        out.contains("warning") && out.contains("refused: "),
+        "{out}"
+    );
+    assert!(!out.contains("keeps:"), "{out}");
+    assert_eq!(h.instance("keeps")["status"], "active");
+    assert_eq!(h.instance("also-keeps")["status"], "active");
+    let refused = h.instance("refused");
+    assert_eq!(refused["status"], "faulted");
+    let fault = refused["fault"].as_str().unwrap();
+    assert!(
+        fault.contains("refused by fault-module 0.2.0") && fault.contains("refuse_in_version"),
+        "{fault}"
+    );
+    // Kept word for word.
+    assert_eq!(
+        h.ok(&["instance", "export", "refused"]),
+        before.replace("0.1.0", "0.2.0")
+    );
+    // Back to the old version, the administrator can bring it back.
+    h.install("fault-module-0.1.0.cmod");
+    h.ok(&["instance", "activate", "refused"]);
+    assert_eq!(h.instance("refused")["status"], "active");
+}

@@ -1,8 +1,9 @@
 //! `cargo xtask`: build, package, test, bench, demo.
 //!
-//! - `package [--debug] [--examples] [--version-override V]`: builds module
-//!   libraries and writes signed `.cmod` files to `target/modules/`
-//!   (`target/modules/debug/` with `--debug`).
+//! - `package [--debug] [--examples] [--only CRATE]… [--version-override V]
+//!   [--out DIR]`: builds module libraries and writes signed `.cmod` files to
+//!   `target/modules/` (`target/modules/debug/` with `--debug`), with the
+//!   crate's `assets/` and `verify.sh` when present.
 //! - `test`: packages what the tests load (debug, with a "v2" of the hello
 //!   module for the upgrade test), then runs every test of the workspace.
 //! - `bench [engine]`: release packages, then the benchmarks.
@@ -45,7 +46,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <package [--debug] [--examples] [--version-override V] | test [cargo test args…] | bench [engine] | demo>"
+                "usage: cargo xtask <package [--debug] [--examples] [--only CRATE] [--version-override V] [--out DIR] | test [cargo test args…] | bench [engine] | demo>"
             );
             std::process::exit(2);
         }
@@ -218,6 +219,10 @@ fn package(root: &Path, options: &PackageOptions) -> Result<Vec<PathBuf>> {
                 }
             }
         }
+        let verify = root.join(dir).join("verify.sh");
+        if verify.is_file() {
+            builder = builder.asset("verify.sh", std::fs::read(&verify)?);
+        }
         let out = out_dir.join(format!("{}-{}.cmod", manifest.id, manifest.version));
         builder.write(&out, Some(&key))?;
         written.push(out);
@@ -226,13 +231,14 @@ fn package(root: &Path, options: &PackageOptions) -> Result<Vec<PathBuf>> {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
-    // A "v2" of the hello module for the upgrade test, then the normal set.
+    // A "v2" of the hello and fault modules for the upgrade tests, then the
+    // normal set.
     package(
         root,
         &PackageOptions {
             debug: true,
             examples: true,
-            only: vec!["hello-module".into()],
+            only: vec!["hello-module".into(), "fault-module".into()],
             version_override: Some("0.2.0".into()),
             ..Default::default()
         },

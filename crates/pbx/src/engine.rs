@@ -161,7 +161,8 @@ pub struct CallOutcome {
     /// The forwards followed, first first.
     pub forwards: Vec<ForwardTaken>,
     pub decisions: Vec<ReportedDecision>,
-    /// Why the call did not ring, when it did not.
+    /// Why the call did not ring, or what was unusual on the way (a
+    /// forward not followed because of a loop).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Time spent in module hooks.
@@ -209,6 +210,8 @@ struct CallState<'r> {
     carried: Decision,
     /// What the next phone shows when set by an always/busy forward.
     forwarded_display: Option<String>,
+    /// The merged decisions of the latest hop (its bypass flags included).
+    last_hop: Decision,
     visited: HashSet<String>,
     outcome: CallOutcome,
 }
@@ -308,6 +311,7 @@ impl Engine {
             forwards: Vec::new(),
             carried: Decision::default(),
             forwarded_display: None,
+            last_hop: Decision::default(),
             visited: HashSet::new(),
             outcome: CallOutcome {
                 outcome: Outcome::Unavailable,
@@ -352,13 +356,17 @@ impl Engine {
                         .map(|id| call.visited.contains(id.as_str()))
                         .unwrap_or(false);
                     if looped || call.forwards.len() >= self.config.max_forwards {
-                        // A loop or a long chain: ring where we are instead.
-                        let outcome = self.ring_user_here(&mut call, &target);
+                        // A loop or a long chain: ring where we are instead,
+                        // if that user can take the call.
+                        let why = if looped { "loop" } else { "too many forwards" };
+                        let (outcome, reason) = self.ring_user_here(&mut call, &target);
                         call.outcome.outcome = outcome;
-                        call.outcome.reason = Some(format!(
-                            "forward to {to} not followed: {}",
-                            if looped { "loop" } else { "too many forwards" }
-                        ));
+                        call.outcome.reason = Some(match reason {
+                            Some(reason) => {
+                                format!("forward to {to} not followed ({why}); {reason}")
+                            }
+                            None => format!("forward to {to} not followed: {why}"),
+                        });
                         break;
                     }
                     call.outcome.forwards.push(ForwardTaken {
@@ -459,6 +467,7 @@ impl Engine {
                 error: made.error.clone(),
             });
         }
+        call.last_hop = hop.clone();
         // What holds for the rest of the call; hop-specific choices do not.
         call.carried = Decision {
             bypass_dnd: false,
@@ -589,30 +598,52 @@ impl Engine {
         });
     }
 
-    /// Rings the user of `target` regardless of forwards (loop fallback).
-    fn ring_user_here(&self, call: &mut CallState<'_>, target: &Party) -> Outcome {
+    /// Rings the user of `target` without following forwards (the loop and
+    /// chain fallback), if their phone can take the call.
+    fn ring_user_here(
+        &self,
+        call: &mut CallState<'_>,
+        target: &Party,
+    ) -> (Outcome, Option<String>) {
         let user = target
             .id
             .as_ref()
             .into_option()
+            .filter(|_| target.kind == PartyKind::User)
             .and_then(|id| self.directory.user(id));
-        match user {
-            Some(user) => {
-                let display = call
-                    .forwarded_display
-                    .clone()
-                    .unwrap_or_else(|| caller_display(&call.carried, &call.caller));
-                let waiting = self.directory.state(&user.id).busy;
-                self.ring(call, user, display, waiting, None);
-                Outcome::Ringing
-            }
-            None => Outcome::Unavailable,
+        let Some(user) = user else {
+            return (
+                Outcome::Unavailable,
+                Some(format!("{} cannot ring", target.number)),
+            );
+        };
+        let state = self.directory.state(&user.id);
+        if !state.registered {
+            return (
+                Outcome::Unavailable,
+                Some(format!("{} has no phone online", user.id)),
+            );
         }
+        let waiting = match abi_state(&state).availability(&call.last_hop) {
+            Availability::Free => false,
+            Availability::Waiting => true,
+            Availability::Busy => return (Outcome::Busy, Some(format!("{}: busy", user.id))),
+            Availability::DoNotDisturb => {
+                return (Outcome::Busy, Some(format!("{}: do not disturb", user.id)))
+            }
+        };
+        let display = call
+            .forwarded_display
+            .clone()
+            .unwrap_or_else(|| caller_display(&call.last_hop, &call.caller));
+        self.ring(call, user, display, waiting, None);
+        (Outcome::Ringing, None)
     }
 
     /// Group calls ring every logged-in member who can take a call; members'
     /// own forwards do not apply (the group is the target, not the member).
     fn ring_group(&self, call: &mut CallState<'_>, group: &Group, display: String) -> Next {
+        let rang_before = call.outcome.rang.len();
         let mut any_member = false;
         for member in group.active_members() {
             let Some(user) = self.directory.user(member) else {
@@ -631,7 +662,7 @@ impl Engine {
             }
             self.ring(call, user, display.clone(), state.busy, Some(group));
         }
-        if !call.outcome.rang.is_empty() {
+        if call.outcome.rang.len() > rang_before {
             Next::Done(Outcome::Ringing, None)
         } else if any_member {
             Next::Done(

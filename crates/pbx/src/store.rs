@@ -869,6 +869,8 @@ fn numbers_by_owner(
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]

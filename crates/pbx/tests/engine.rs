@@ -424,3 +424,29 @@ fn forward_followed_predicts_the_engine() {
     let out = place(&e, &call("203", "201"), &hooks);
     assert_eq!(rang(&out), [("boss", "Carl Clerk", true)]);
 }
+
+#[test]
+fn a_group_reached_after_ringing_reports_its_own_outcome() {
+    // The boss's phone rang, nobody answered, the group behind it is all busy.
+    let e = engine(
+        "[state.boss]\nforward_no_answer = \"300\"\n[state.sec]\ndnd = true\n[state.clerk]\ndnd = true\n",
+    );
+    let mut request = call("+49891234567", "201");
+    request.no_answer = true;
+    let out = place(&e, &request, &NoHooks);
+    assert_eq!(out.outcome, Outcome::Busy);
+    assert_eq!(rang(&out), [("boss", "Max Kunde", false)]);
+}
+
+#[test]
+fn the_loop_fallback_respects_the_users_state() {
+    let e = engine("[state.boss]\nforward_always = \"202\"\n[state.sec]\nforward_always = \"201\"\ndnd = true\n");
+    let out = place(&e, &call("+49891234567", "201"), &NoHooks);
+    assert_eq!(out.outcome, Outcome::Busy);
+    assert!(out.rang.is_empty());
+    let reason = out.reason.unwrap();
+    assert!(
+        reason.contains("loop") && reason.contains("do not disturb"),
+        "{reason}"
+    );
+}

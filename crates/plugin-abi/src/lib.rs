@@ -39,7 +39,6 @@ pub type HostServicesBox = HostServices_TO<'static, abi_stable::std_types::RArc<
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = ModuleRootRef)))]
-#[sabi(missing_field(panic))]
 pub struct ModuleRoot {
     pub manifest: extern "C" fn() -> ModuleManifest,
     pub new_instance: extern "C" fn(InstanceContext) -> RResult<InstanceBox, ModuleError>,
@@ -108,6 +107,9 @@ pub struct InstanceContext {
     pub data_dir: RString,
     /// `<data>/modules/<module id>/shared/`, for state all instances share.
     pub module_dir: RString,
+    /// The installed version's `assets/` from the package (prompts,
+    /// templates); read-only.
+    pub assets_dir: RString,
     pub host: HostServicesBox,
 }
 

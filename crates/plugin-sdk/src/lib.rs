@@ -106,6 +106,8 @@ pub struct Context {
     pub data_dir: PathBuf,
     /// A directory shared by all instances of this module.
     pub module_dir: PathBuf,
+    /// The package's `assets/` for the running version (read-only).
+    pub assets_dir: PathBuf,
     host: HostServicesBox,
 }
 
@@ -122,7 +124,16 @@ impl Context {
 
     /// Spawns work on the module's runtime (for events and background jobs).
     pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
-        runtime::spawn_detached(logging::instrument(&self.host, future));
+        use futures::FutureExt as _;
+        // A panic in background work is logged, never lost in silence.
+        let guarded = std::panic::AssertUnwindSafe(future)
+            .catch_unwind()
+            .map(|result| {
+                if let Err(panic) = result {
+                    tracing::error!("background task panicked: {}", hosted::panic_message(panic));
+                }
+            });
+        runtime::spawn_detached(logging::instrument(&self.host, guarded));
     }
 }
 

@@ -29,12 +29,34 @@ impl HostServices for TestHost {
 /// A context whose log goes to stderr and whose directory is empty.
 pub fn context(instance: &str) -> Context {
     let dir = std::env::temp_dir().join(format!("callhost-test-{instance}"));
+    let _ = std::fs::create_dir_all(&dir);
     Context {
         instance: instance.to_string(),
         data_dir: dir.clone(),
-        module_dir: dir,
+        module_dir: dir.clone(),
+        assets_dir: dir,
         host: HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque),
     }
+}
+
+/// Configures a fresh instance of `M` the way the host does (TOML text
+/// through the SDK's parser and `Module::new`): the configuration in force
+/// with defaults filled in, or the refusal naming the field.
+pub fn configure<M: crate::Module>(text: &str) -> Result<String, callhost_plugin_abi::ConfigError> {
+    let ctx = context("configure");
+    let instance = crate::new_instance::<M>(callhost_plugin_abi::InstanceContext {
+        instance_name: ctx.instance.as_str().into(),
+        data_dir: ctx.data_dir.display().to_string().into(),
+        module_dir: ctx.module_dir.display().to_string().into(),
+        assets_dir: ctx.assets_dir.display().to_string().into(),
+        host: ctx.host.clone(),
+    })
+    .into_result()
+    .map_err(|error| crate::config_error("(module)", error.message.into_string()))?;
+    instance
+        .configure(RStr::from_str(text))
+        .into_result()
+        .map(|()| instance.effective_config().into_string())
 }
 
 /// A bare party of `kind` with `number`; set the other fields as needed.

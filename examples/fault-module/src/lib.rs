@@ -32,6 +32,9 @@ pub struct Config {
     pub mode: Mode,
     pub delay_ms: u64,
     pub display: String,
+    /// This version refuses the configuration: stands in for a newer
+    /// release that no longer accepts what an older one did.
+    pub refuse_in_version: String,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             mode: Mode::Ok,
             delay_ms: 2000,
             display: "fault-module was here".into(),
+            refuse_in_version: String::new(),
         }
     }
 }
@@ -52,6 +56,13 @@ impl Module for Faulty {
     type Config = Config;
 
     fn new(_ctx: &Context, config: Config) -> Result<Self, ConfigError> {
+        let version = option_env!("CALLHOST_MODULE_VERSION").unwrap_or(env!("CARGO_PKG_VERSION"));
+        if config.refuse_in_version == version {
+            return Err(config_error(
+                "refuse_in_version",
+                format!("version {version} refuses this configuration"),
+            ));
+        }
         if config.mode == Mode::Slow && config.delay_ms == 0 {
             return Err(config_error(
                 "delay_ms",

@@ -1,13 +1,10 @@
 //! Rule table for the breakthrough module: every BT rule and every config
 //! error, with exact decisions.
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RStr, RString, RVec},
-};
+use abi_stable::std_types::{ROption, RString, RVec};
 use breakthrough::{Breakthrough, Config};
 use callhost_plugin_sdk::{
-    abi::{HostServices, HostServices_TO, InstanceContext, LogLevel, Transfer},
+    abi::Transfer,
     serde_json::json,
     testing::{context, party, user},
     Action, CallSetup, ConfigError, Decision, Direction, Forward, ForwardKind, Module, Party,
@@ -554,36 +551,10 @@ fn check_action() {
 
 // --------------------------------------------------------- configuration
 
-#[derive(Clone)]
-struct TestHost;
-
-impl HostServices for TestHost {
-    fn log(&self, _level: LogLevel, _target: RStr<'_>, _message: RStr<'_>) {}
-    fn log_level(&self) -> LogLevel {
-        LogLevel::Debug
-    }
-    fn lookup_number(&self, _number: RStr<'_>) -> ROption<Party> {
-        ROption::RNone
-    }
-}
-
-/// Configures an instance the way the host does (TOML text through the
-/// SDK), answering the effective configuration or the refusal.
+/// Configures an instance the way the host does, answering the effective
+/// configuration or the refusal.
 fn configure(text: &str) -> Result<String, ConfigError> {
-    let dir = std::env::temp_dir().join("callhost-breakthrough-config-test");
-    let context = InstanceContext {
-        instance_name: "config-test".into(),
-        data_dir: dir.display().to_string().into(),
-        module_dir: dir.display().to_string().into(),
-        host: HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque),
-    };
-    let instance = callhost_plugin_sdk::new_instance::<Breakthrough>(context)
-        .into_result()
-        .expect("instance");
-    instance
-        .configure(RStr::from_str(text))
-        .into_result()
-        .map(|()| instance.effective_config().into_string())
+    callhost_plugin_sdk::testing::configure::<Breakthrough>(text)
 }
 
 fn refused(text: &str) -> (String, String) {

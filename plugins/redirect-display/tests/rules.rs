@@ -1,12 +1,9 @@
 //! Rule table for the redirect-display module: every RD rule and every
 //! config error, with exact decisions.
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RStr, RString, RVec},
-};
+use abi_stable::std_types::{ROption, RString, RVec};
 use callhost_plugin_sdk::{
-    abi::{HostServices, HostServices_TO, InstanceContext, LogLevel, Transfer},
+    abi::Transfer,
     testing::{context, party, user},
     CallSetup, ConfigError, Decision, Direction, Forward, ForwardKind, Module, Party, PartyKind,
     Setup, TransferKind, UserState,
@@ -549,36 +546,10 @@ fn unknown_callers_are_never_entitled() {
 
 // --------------------------------------------------------- configuration
 
-#[derive(Clone)]
-struct TestHost;
-
-impl HostServices for TestHost {
-    fn log(&self, _level: LogLevel, _target: RStr<'_>, _message: RStr<'_>) {}
-    fn log_level(&self) -> LogLevel {
-        LogLevel::Debug
-    }
-    fn lookup_number(&self, _number: RStr<'_>) -> ROption<Party> {
-        ROption::RNone
-    }
-}
-
-/// Configures an instance the way the host does (TOML text through the
-/// SDK), answering the effective configuration or the refusal.
+/// Configures an instance the way the host does, answering the effective
+/// configuration or the refusal.
 fn configure(text: &str) -> Result<String, ConfigError> {
-    let dir = std::env::temp_dir().join("callhost-redirect-display-config-test");
-    let context = InstanceContext {
-        instance_name: "config-test".into(),
-        data_dir: dir.display().to_string().into(),
-        module_dir: dir.display().to_string().into(),
-        host: HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque),
-    };
-    let instance = callhost_plugin_sdk::new_instance::<RedirectDisplay>(context)
-        .into_result()
-        .expect("instance");
-    instance
-        .configure(RStr::from_str(text))
-        .into_result()
-        .map(|()| instance.effective_config().into_string())
+    callhost_plugin_sdk::testing::configure::<RedirectDisplay>(text)
 }
 
 fn refused(text: &str) -> (String, String) {
