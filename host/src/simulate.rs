@@ -11,7 +11,7 @@ use callhost_pbx::{
     engine::{CallOutcome, CallRequest, Engine, Via},
     store::{rfc3339_utc, CallDirection, CallListEntry},
 };
-use callhost_plugin_abi::PartyKind;
+use callhost_plugin_abi::{Party, PartyKind};
 use serde::{Deserialize, Serialize};
 
 use crate::{config::parse_toml, dispatch::Dispatcher, Host};
@@ -177,38 +177,27 @@ fn record_call_lists(
     outcome: &CallOutcome,
 ) -> Result<()> {
     let time = rfc3339_utc(std::time::SystemTime::now());
-    let caller = engine.party(&request.from);
-    for ring in &outcome.rang {
-        let Some(user) = &ring.user else { continue };
-        host.db.store.add_call_list_entry(&CallListEntry {
-            id: None,
-            user_id: user.clone(),
-            time: time.clone(),
-            direction: CallDirection::In,
-            number: caller.number.to_string(),
-            name: caller
-                .name
-                .as_ref()
-                .map(|name| name.to_string())
-                .into_option(),
-            call_id: request.call_id.clone(),
-        })?;
-    }
-    if let (PartyKind::User, ROption::RSome(user)) = (caller.kind, &caller.id) {
-        let callee = engine.party(&request.to);
+    let add = |user: &str, direction: CallDirection, other: &Party| {
         host.db.store.add_call_list_entry(&CallListEntry {
             id: None,
             user_id: user.to_string(),
-            time,
-            direction: CallDirection::Out,
-            number: callee.number.to_string(),
-            name: callee
+            time: time.clone(),
+            direction,
+            number: other.number.to_string(),
+            name: other
                 .name
                 .as_ref()
                 .map(|name| name.to_string())
                 .into_option(),
             call_id: request.call_id.clone(),
-        })?;
+        })
+    };
+    let caller = engine.party(&request.from);
+    for user in outcome.rang.iter().filter_map(|ring| ring.user.as_deref()) {
+        add(user, CallDirection::In, &caller)?;
+    }
+    if let (PartyKind::User, ROption::RSome(user)) = (caller.kind, &caller.id) {
+        add(user, CallDirection::Out, &engine.party(&request.to))?;
     }
     Ok(())
 }

@@ -235,7 +235,7 @@ impl Engine {
             Resolved::User(user) => self.user_party(user, number),
             Resolved::Group(group) => group_party(group, number),
             Resolved::External(external, contact) => external_party(&external, contact),
-            Resolved::Unknown => bare_party(PartyKind::Unknown, number),
+            Resolved::Unknown => Party::new(PartyKind::Unknown, number),
         }
     }
 
@@ -264,7 +264,7 @@ impl Engine {
                 .into_iter()
                 .map(RString::from)
                 .collect(),
-            ..bare_party(PartyKind::User, signalled)
+            ..Party::new(PartyKind::User, signalled)
         }
     }
 
@@ -719,27 +719,12 @@ fn abi_state(state: &UserState) -> AbiUserState {
     }
 }
 
-fn bare_party(kind: PartyKind, number: &str) -> Party {
-    Party {
-        kind,
-        number: number.into(),
-        international: ROption::RNone,
-        e164: ROption::RNone,
-        national: ROption::RNone,
-        id: ROption::RNone,
-        name: ROption::RNone,
-        primary_number: ROption::RNone,
-        groups: RVec::new(),
-        active_groups: RVec::new(),
-    }
-}
-
 fn group_party(group: &Group, signalled: &str) -> Party {
     Party {
         id: ROption::RSome(group.id.as_str().into()),
         name: ROption::RSome(group.name.as_str().into()),
         primary_number: ROption::RSome(group.primary_number().into()),
-        ..bare_party(PartyKind::Group, signalled)
+        ..Party::new(PartyKind::Group, signalled)
     }
 }
 
@@ -754,6 +739,6 @@ fn external_party(external: &ExternalNumber, contact: Option<&Contact>) -> Party
         e164: ROption::RSome(external.e164.as_str().into()),
         national: ROption::RSome(external.national.as_str().into()),
         name: name.map(RString::from).into(),
-        ..bare_party(PartyKind::External, &external.national)
+        ..Party::new(PartyKind::External, &external.national)
     }
 }

@@ -346,6 +346,22 @@ impl EventKind {
 }
 
 impl Party {
+    /// A party of `kind` with `number` and nothing else known.
+    pub fn new(kind: PartyKind, number: &str) -> Party {
+        Party {
+            kind,
+            number: number.into(),
+            international: ROption::RNone,
+            e164: ROption::RNone,
+            national: ROption::RNone,
+            id: ROption::RNone,
+            name: ROption::RNone,
+            primary_number: ROption::RNone,
+            groups: RVec::new(),
+            active_groups: RVec::new(),
+        }
+    }
+
     /// Every form this party's number is known by, for pattern matching.
     pub fn number_forms(&self) -> impl Iterator<Item = &str> + Clone {
         std::iter::once(self.number.as_str())

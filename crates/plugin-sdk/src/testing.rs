@@ -3,7 +3,7 @@
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RStr, RString, RVec},
+    std_types::{RArc, ROption, RStr, RString},
 };
 use callhost_plugin_abi::{HostServices, HostServices_TO, LogLevel, Party, PartyKind};
 
@@ -61,17 +61,19 @@ pub fn configure<M: crate::Module>(text: &str) -> Result<String, callhost_plugin
 
 /// A bare party of `kind` with `number`; set the other fields as needed.
 pub fn party(kind: PartyKind, number: &str) -> Party {
+    Party::new(kind, number)
+}
+
+/// An outside caller from Germany, shaped as the engine shapes it: every
+/// form filled in, and the national form (what a phone here dials back) as
+/// its number. `national` is like `"0301234567"`.
+pub fn external_de(national: &str) -> Party {
+    let significant = national.trim_start_matches('0');
     Party {
-        kind,
-        number: number.into(),
-        international: ROption::RNone,
-        e164: ROption::RNone,
-        national: ROption::RNone,
-        id: ROption::RNone,
-        name: ROption::RNone,
-        primary_number: ROption::RNone,
-        groups: RVec::new(),
-        active_groups: RVec::new(),
+        international: ROption::RSome(format!("0049{significant}").into()),
+        e164: ROption::RSome(format!("+49{significant}").into()),
+        national: ROption::RSome(national.into()),
+        ..Party::new(PartyKind::External, national)
     }
 }
 

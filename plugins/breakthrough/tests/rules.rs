@@ -6,7 +6,7 @@ use breakthrough::{Breakthrough, Config};
 use callhost_plugin_sdk::{
     abi::Transfer,
     serde_json::json,
-    testing::{context, party, user},
+    testing::{context, external_de, party, user},
     Action, CallSetup, ConfigError, Decision, Direction, Forward, ForwardKind, Module, Party,
     PartyKind, Setup, TransferKind, UserState,
 };
@@ -15,17 +15,6 @@ use callhost_plugin_sdk::{
 
 fn some(text: &str) -> ROption<RString> {
     ROption::RSome(RString::from(text))
-}
-
-/// An external party with every form of a German number.
-fn external(national: &str) -> Party {
-    let nsn = national.trim_start_matches('0');
-    Party {
-        international: some(&format!("0049{nsn}")),
-        e164: some(&format!("+49{nsn}")),
-        national: some(national),
-        ..party(PartyKind::External, &format!("0049{nsn}"))
-    }
 }
 
 fn boss() -> Party {
@@ -123,7 +112,7 @@ fn dnd_and_waiting() -> Decision {
 fn bt1_both_filters_match() {
     let m = module(RULE);
     assert_eq!(
-        decide(&m, &setup(external("02515906850"), boss())),
+        decide(&m, &setup(external_de("02515906850"), boss())),
         dnd_and_waiting()
     );
     assert_eq!(decide(&m, &setup(lead(), boss())), dnd_and_waiting());
@@ -135,7 +124,7 @@ fn bt1_any_number_form_counts() {
     // Signalled as +E.164: `*2515906850` cannot match the `+`, the 00 form does.
     let caller = Party {
         number: "+492515906850".into(),
-        ..external("02515906850")
+        ..external_de("02515906850")
     };
     assert_eq!(decide(&m, &setup(caller, boss())), dnd_and_waiting());
     // The callee reached by its DID: the primary internal number matches.
@@ -153,7 +142,7 @@ fn bt1_exceptions_and_non_matching_numbers_are_ignored() {
         (lead(), user("u209", "Excepted", "209")), // called exception
         (lead(), user("u210", "Outside", "210")),  // called not active
         (user("u399", "Excepted", "399"), boss()), // caller exception
-        (external("0301234567"), boss()),          // caller not active
+        (external_de("0301234567"), boss()),       // caller not active
         (user("u30", "Short", "30"), boss()),      // `3??` needs three digits
     ];
     for (caller, callee) in cases {
@@ -208,7 +197,7 @@ fn bt3_group_calls_are_never_touched() {
     assert_eq!(decide(&m, &setup(lead(), group)), Decision::default());
     // Nor calls to outside numbers.
     assert_eq!(
-        decide(&m, &setup(lead(), external("0301234567"))),
+        decide(&m, &setup(lead(), external_de("0301234567"))),
         Decision::default()
     );
 }
@@ -303,7 +292,7 @@ fn bt2_forward_to_self_external_number_written_differently() {
     let m = module(&format!(
         "bypass_forwards = true\nbypass_forward_to_self = true\n{ALL}"
     ));
-    let mut s = setup(external("02515906850"), boss());
+    let mut s = setup(external_de("02515906850"), boss());
     s.callee_state = ROption::RSome(UserState {
         busy: true,
         forward_busy: some("+49 251 5906850"),
@@ -410,12 +399,12 @@ fn bt4_without_a_name_the_number_is_shown() {
         name: ROption::RNone,
         ..boss()
     };
-    let s = forwarded_always(setup(external("02515906850"), nameless), secretary());
+    let s = forwarded_always(setup(external_de("02515906850"), nameless), secretary());
     assert_eq!(
         decide(&m, &s),
         Decision {
-            forward_display: some("00492515906850 (für 201)"),
-            ..decision("breakthrough rule matched: forward display \"00492515906850 (für 201)\"")
+            forward_display: some("02515906850 (für 201)"),
+            ..decision("breakthrough rule matched: forward display \"02515906850 (für 201)\"")
         }
     );
 }
@@ -423,7 +412,7 @@ fn bt4_without_a_name_the_number_is_shown() {
 #[test]
 fn bt4_prefers_an_earlier_instances_display() {
     let m = module(ALL);
-    let mut s = forwarded_always(setup(external("02515906850"), boss()), secretary());
+    let mut s = forwarded_always(setup(external_de("02515906850"), boss()), secretary());
     s.prior = Decision {
         display: some("Müller GmbH"),
         ..Decision::default()
@@ -470,7 +459,7 @@ fn bt4_no_display_when_nothing_is_followed_or_display_is_off() {
     assert_eq!(decide(&m, &s), Decision::default());
     // Not matching the rule: no display either.
     let m = module(RULE);
-    let s = forwarded_always(setup(external("0301234567"), boss()), secretary());
+    let s = forwarded_always(setup(external_de("0301234567"), boss()), secretary());
     assert_eq!(decide(&m, &s), Decision::default());
 }
 
@@ -479,7 +468,7 @@ fn transfers_use_whoever_rings_now() {
     let m = module(&format!(
         "bypass_forwards = true\nbypass_forward_to_self = true\n{ALL}"
     ));
-    let outside = external("0301234567");
+    let outside = external_de("0301234567");
     // Attended: the secretary consults the boss, who forwards to her.
     let mut attended = forwarded_always(setup(secretary(), boss()), secretary());
     attended.transfer = ROption::RSome(Transfer {
@@ -498,8 +487,8 @@ fn transfers_use_whoever_rings_now() {
     assert_eq!(
         decide(&m, &blind),
         Decision {
-            forward_display: some("0049301234567 (für Chef)"),
-            ..decision("breakthrough rule matched: forward display \"0049301234567 (für Chef)\"")
+            forward_display: some("0301234567 (für Chef)"),
+            ..decision("breakthrough rule matched: forward display \"0301234567 (für Chef)\"")
         }
     );
 }
@@ -652,7 +641,7 @@ fn sample_configuration_works_as_documented() {
     };
     let alarm = Party {
         number: "+492515906850".into(),
-        ..external("02515906850")
+        ..external_de("02515906850")
     };
     assert_eq!(decide(&m, &setup(alarm, boss())), all);
     let s = forwarded_always(setup(lead(), boss()), user("mueller", "Müller", "202"));

@@ -4,7 +4,7 @@
 use abi_stable::std_types::{ROption, RString, RVec};
 use callhost_plugin_sdk::{
     abi::Transfer,
-    testing::{context, party, user},
+    testing::{context, external_de, party, user},
     CallSetup, ConfigError, Decision, Direction, Forward, ForwardKind, Module, Party, PartyKind,
     Setup, TransferKind, UserState,
 };
@@ -14,17 +14,6 @@ use redirect_display::{Config, RedirectDisplay};
 
 fn some(text: &str) -> ROption<RString> {
     ROption::RSome(RString::from(text))
-}
-
-/// An external party with every form of a German number, no name.
-fn external(national: &str) -> Party {
-    let nsn = national.trim_start_matches('0');
-    Party {
-        international: some(&format!("0049{nsn}")),
-        e164: some(&format!("+49{nsn}")),
-        national: some(national),
-        ..party(PartyKind::External, &format!("0049{nsn}"))
-    }
 }
 
 fn boss() -> Party {
@@ -46,7 +35,7 @@ fn member_of(mut party: Party, groups: &[&str], logged_in: &[&str]) -> Party {
 }
 
 fn outsider() -> Party {
-    external("0301234567")
+    external_de("0301234567")
 }
 
 /// A setup of `caller` → `callee` with no forwards.
@@ -298,12 +287,12 @@ fn rd2_switchboard_group_members_logged_in_or_not() {
 #[test]
 fn rd3_external_forward_target_calls_through() {
     let m = module("");
-    let mobile = external("01711234567");
+    let mobile = external_de("01711234567");
     let s = always(setup(mobile.clone(), boss()), mobile.clone());
     assert_eq!(
         decide(&m, &s),
         breaks_through(
-            "caller 00491711234567 is the target of Chef's always forward (by number): break through"
+            "caller 01711234567 is the target of Chef's always forward (by number): break through"
         )
     );
     // The forward written in another form, with separators (no-answer).
@@ -315,15 +304,15 @@ fn rd3_external_forward_target_calls_through() {
     assert_eq!(
         decide(&m, &s),
         breaks_through(
-            "caller 00491711234567 is the target of Chef's no-answer forward (by number): break through"
+            "caller 01711234567 is the target of Chef's no-answer forward (by number): break through"
         )
     );
     // The resolved target signalled as +E.164 still matches the caller.
     let target = Party {
         number: "+491711234567".into(),
-        ..external("01711234567")
+        ..external_de("01711234567")
     };
-    let s = always(setup(external("01711234567"), boss()), target);
+    let s = always(setup(external_de("01711234567"), boss()), target);
     assert!(decide(&m, &s).bypass_forward);
 }
 
@@ -334,16 +323,16 @@ fn rd3_configured_external_callers() {
     assert_eq!(
         decide(&m, &s),
         breaks_through(
-            "external caller 0049301234567 matches external_callers pattern *301234567: break through"
+            "external caller 0301234567 matches external_callers pattern *301234567: break through"
         )
     );
     // Another external caller is forwarded and marked.
-    let s = always(setup(external("0401234567"), boss()), secretary());
+    let s = always(setup(external_de("0401234567"), boss()), secretary());
     assert_eq!(
         decide(&m, &s),
         marked(
-            "Uml. für Chef: 0049401234567",
-            "always forward of Chef to Sekretariat followed: marked \"Uml. für Chef: 0049401234567\""
+            "Uml. für Chef: 0401234567",
+            "always forward of Chef to Sekretariat followed: marked \"Uml. für Chef: 0401234567\""
         )
     );
     // The patterns are for external callers only.
@@ -485,8 +474,8 @@ fn rd6_not_transitive() {
     assert_eq!(
         decide(&m, &other),
         marked(
-            "Uml. für Chef: 0049301234567",
-            "always forward of Sekretariat to Carla followed: marked \"Uml. für Chef: 0049301234567\""
+            "Uml. für Chef: 0301234567",
+            "always forward of Sekretariat to Carla followed: marked \"Uml. für Chef: 0301234567\""
         )
     );
 }
@@ -524,8 +513,8 @@ fn rd8_blind_transfer_does_not() {
     assert_eq!(
         decide(&m, &s),
         marked(
-            "Uml. für Chef: 0049301234567",
-            "always forward of Chef to Sekretariat followed: marked \"Uml. für Chef: 0049301234567\""
+            "Uml. für Chef: 0301234567",
+            "always forward of Chef to Sekretariat followed: marked \"Uml. für Chef: 0301234567\""
         )
     );
 }
@@ -643,7 +632,7 @@ fn sample_configuration_works_as_documented() {
     assert!(decide(&m, &always(setup(operator, boss()), secretary())).bypass_forward);
     let caller = Party {
         number: "+49702278968480".into(),
-        ..external("0702278968480")
+        ..external_de("0702278968480")
     };
     let s = always(setup(caller, boss()), secretary());
     assert_eq!(
