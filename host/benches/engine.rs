@@ -56,7 +56,10 @@ fn main() {
         Arc::new(DirectoryIndex::new(directory).unwrap()),
         host.config.engine(),
     ));
-    let dispatcher = Dispatcher::new(EngineSlot::default(), host.config.hook_reserve());
+    let dispatcher = Arc::new(Dispatcher::new(
+        EngineSlot::default(),
+        host.config.hook_reserve(),
+    ));
     dispatcher.engine.store(Some(engine.clone()));
     dispatcher
         .refresh(&host.data, &host.db, &host.loader)

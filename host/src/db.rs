@@ -240,6 +240,28 @@ impl Db {
         self.changed(name, changed)
     }
 
+    /// Records a fault found on a live instance, only if the row still holds
+    /// the configuration and library it was found on (an administrator may
+    /// have fixed it meanwhile).
+    pub fn set_fault_if_current(
+        &self,
+        name: &str,
+        config: &str,
+        library_path: &str,
+        fault: &str,
+    ) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE instances SET fault = ?4, updated_at = ?5
+             WHERE name = ?1 AND config = ?2
+               AND module_id IN (SELECT id FROM modules WHERE library_path = ?3)",
+            params![name, config, library_path, fault, now()],
+        )?;
+        if changed > 0 {
+            self.bump()?;
+        }
+        Ok(())
+    }
+
     pub fn set_fault(&self, name: &str, fault: &str) -> Result<()> {
         self.update(
             name,

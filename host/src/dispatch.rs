@@ -17,7 +17,6 @@
 
 use std::{
     future::Future,
-    path::Path,
     pin::Pin,
     sync::{atomic::Ordering, mpsc, Arc, Mutex},
     time::Instant,
@@ -28,10 +27,11 @@ use anyhow::Result;
 use arc_swap::ArcSwap;
 use callhost_pbx::engine::{HookDecision, Hooks};
 use callhost_plugin_abi::{CallEvent, CallSetup, Decision, Hooks as HookSet, LogLevel};
+use futures::FutureExt as _;
 
 use crate::{
-    db::Db,
-    instances::{EngineSlot, Instances, LiveInstance},
+    db::{Db, InstanceRow},
+    instances::{live_instance, EngineSlot, Instances, LiveInstance, ModuleLibrary},
     loader::Loader,
     paths::DataDir,
 };
@@ -39,6 +39,50 @@ use crate::{
 /// Events waiting for delivery; beyond this they are dropped (and logged),
 /// never allowed to slow a call.
 const EVENT_QUEUE: usize = 4096;
+
+/// A fault found on a live instance, for the database.
+struct FaultReport {
+    name: String,
+    config: String,
+    library: String,
+    reason: String,
+}
+
+/// How long a module may take to create, configure and activate an instance.
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Builds and activates an instance on a thread of its own, so a module
+/// that hangs there cannot stop the host (the thread is abandoned).
+fn start_instance(
+    data: &DataDir,
+    library: ModuleLibrary,
+    row: &InstanceRow,
+    engine: &EngineSlot,
+) -> Result<LiveInstance> {
+    let (done, wait) = mpsc::channel();
+    let (data, row, engine) = (data.clone(), row.clone(), engine.clone());
+    std::thread::Builder::new()
+        .name("callhost-start".into())
+        .spawn(move || {
+            let started =
+                live_instance(&data, &library, &row, &row.config, &engine).and_then(|live| {
+                    match live.instance.activate() {
+                        RResult::ROk(()) => Ok(live),
+                        RResult::RErr(error) => {
+                            Err(anyhow::anyhow!("activation failed: {}", error.message))
+                        }
+                    }
+                });
+            let _ = done.send(started);
+        })?;
+    match wait.recv_timeout(START_LIMIT) {
+        Ok(started) => started,
+        Err(_) => Err(anyhow::anyhow!(
+            "the module did not create, configure and activate the instance within {} s",
+            START_LIMIT.as_secs()
+        )),
+    }
+}
 
 enum EventJob {
     Deliver(Arc<Vec<Arc<LiveInstance>>>, Box<CallEvent>),
@@ -49,8 +93,9 @@ enum EventJob {
 pub struct Dispatcher {
     instances: ArcSwap<Vec<Arc<LiveInstance>>>,
     generation: Mutex<Option<i64>>,
-    faults: mpsc::Sender<(String, String)>,
-    fault_receiver: Mutex<mpsc::Receiver<(String, String)>>,
+    faults: mpsc::Sender<FaultReport>,
+    fault_receiver: Mutex<mpsc::Receiver<FaultReport>>,
+    persist_faults: bool,
     events: mpsc::SyncSender<EventJob>,
     /// Budget kept back for each instance still to run.
     hook_reserve: std::time::Duration,
@@ -58,7 +103,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(engine: EngineSlot, hook_reserve: std::time::Duration) -> Arc<Dispatcher> {
+    pub fn new(engine: EngineSlot, hook_reserve: std::time::Duration) -> Dispatcher {
         let (faults, fault_receiver) = mpsc::channel();
         let (events, event_receiver) = mpsc::sync_channel::<EventJob>(EVENT_QUEUE);
         std::thread::Builder::new()
@@ -80,15 +125,16 @@ impl Dispatcher {
                 }
             })
             .expect("spawn event thread");
-        Arc::new(Dispatcher {
+        Dispatcher {
             instances: ArcSwap::from_pointee(Vec::new()),
             generation: Mutex::new(None),
             faults,
             fault_receiver: Mutex::new(fault_receiver),
             events,
             hook_reserve,
+            persist_faults: true,
             engine,
-        })
+        }
     }
 
     pub fn current(&self) -> Arc<Vec<Arc<LiveInstance>>> {
@@ -99,6 +145,8 @@ impl Dispatcher {
     /// look; also records faults found since. Cheap when nothing changed.
     pub fn refresh(&self, data: &DataDir, db: &Db, loader: &Loader) -> Result<()> {
         self.record_faults(db);
+        // Read once, before the rows: a change committed while we load is
+        // seen next time rather than mistaken for loaded.
         let generation = db.generation()?;
         let mut seen = self.generation.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == Some(generation) {
@@ -111,15 +159,14 @@ impl Dispatcher {
             if !row.active || row.fault.is_some() {
                 continue;
             }
-            let module = match db.module(&row.module_id)? {
-                Some(module) => module,
-                None => continue,
+            let Some(module) = db.module(&row.module_id)? else {
+                continue;
             };
             // Unchanged instances keep their live object (and its state).
             let reusable = previous.iter().find(|live| {
                 live.name == row.name
                     && live.config == row.config
-                    && live.library.path == Path::new(&module.library_path)
+                    && live.stored_library == module.library_path
             });
             if let Some(live) = reusable {
                 if let Ok(level) = crate::instance_log::parse_level(&row.log_level) {
@@ -128,14 +175,11 @@ impl Dispatcher {
                 next.push(live.clone());
                 continue;
             }
-            match instances.live(&row, &self.engine) {
+            let started = instances
+                .library_of(&row.module_id)
+                .and_then(|library| start_instance(data, library, &row, &self.engine));
+            match started {
                 Ok(live) => {
-                    if let RResult::RErr(error) = live.instance.activate() {
-                        let reason = format!("activation failed: {}", error.message);
-                        live.log.write(LogLevel::Error, "callhost", &reason);
-                        db.set_fault(&row.name, &reason)?;
-                        continue;
-                    }
                     live.log.write(
                         LogLevel::Info,
                         "callhost",
@@ -146,21 +190,41 @@ impl Dispatcher {
                 Err(error) => {
                     let reason = format!("{error:#}");
                     tracing::error!(instance = %row.name, "cannot start instance: {reason}");
-                    db.set_fault(&row.name, &reason)?;
+                    crate::instance_log::InstanceLog::new(
+                        data.instance_log(&row.name),
+                        LogLevel::Error,
+                    )
+                    .write(
+                        LogLevel::Error,
+                        "callhost",
+                        &format!("cannot start: {reason}"),
+                    );
+                    if self.persist_faults {
+                        db.set_fault(&row.name, &reason)?;
+                    }
                 }
             }
         }
         // Instances no longer in the set (deactivated, deleted, replaced)
-        // hear so; calls in progress still hold them until they end.
+        // hear so, off this thread: a module that hangs there holds nothing.
+        // Calls in progress still hold them until they end.
         for old in previous.iter() {
             if !next.iter().any(|live| Arc::ptr_eq(live, old)) {
-                let _ = old.instance.deactivate();
+                let old = old.clone();
+                std::thread::spawn(move || {
+                    let _ = old.instance.deactivate();
+                });
             }
         }
         self.instances.store(Arc::new(next));
-        // Our own fault writes bumped the generation; read it after them.
-        *seen = Some(db.generation()?);
+        *seen = Some(generation);
         Ok(())
+    }
+
+    /// Faults found in this process are written to the database unless the
+    /// run is a what-if (an inline directory): then they stay in memory.
+    pub fn set_persist_faults(&mut self, persist: bool) {
+        self.persist_faults = persist;
     }
 
     /// Waits (at most `timeout`) until queued events are delivered, so a
@@ -178,9 +242,14 @@ impl Dispatcher {
             .fault_receiver
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        while let Ok((name, reason)) = receiver.try_recv() {
-            if let Err(error) = db.set_fault(&name, &reason) {
-                tracing::error!(instance = %name, "cannot record fault: {error:#}");
+        while let Ok(fault) = receiver.try_recv() {
+            if !self.persist_faults {
+                continue;
+            }
+            let recorded =
+                db.set_fault_if_current(&fault.name, &fault.config, &fault.library, &fault.reason);
+            if let Err(error) = recorded {
+                tracing::error!(instance = %fault.name, "cannot record fault: {error:#}");
             }
         }
     }
@@ -192,7 +261,12 @@ impl Dispatcher {
         live.log
             .write(LogLevel::Error, "callhost", &format!("faulted: {reason}"));
         tracing::error!(instance = %live.name, "instance faulted: {reason}");
-        let _ = self.faults.send((live.name.clone(), reason));
+        let _ = self.faults.send(FaultReport {
+            name: live.name.clone(),
+            config: live.config.clone(),
+            library: live.stored_library.clone(),
+            reason,
+        });
     }
 }
 
@@ -212,7 +286,14 @@ async fn run_hook(
         let future = tokio::task::spawn_blocking(move || live.instance.call_setup(&setup))
             .await
             .map_err(|_| HookError::Failed("the hook's thread failed".into()))?;
-        match future.await {
+        // A panic re-raised while polling the module's future stays here.
+        let polled = std::panic::AssertUnwindSafe(future).catch_unwind().await;
+        let Ok(answer) = polled else {
+            return Err(HookError::Panicked(
+                "panicked while its future was polled".into(),
+            ));
+        };
+        match answer {
             RResult::ROk(decision) => Ok(decision),
             RResult::RErr(error) if error.message.starts_with("panicked") => {
                 Err(HookError::Panicked(error.message.into_string()))
@@ -240,6 +321,13 @@ impl Hooks for Dispatcher {
         deadline: Instant,
     ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>> {
         let instances = self.current();
+        let budget = self
+            .engine
+            .load()
+            .as_ref()
+            .map_or(std::time::Duration::from_millis(700), |engine| {
+                engine.config().setup_budget
+            });
         Box::pin(async move {
             let mut prior = setup.prior.clone();
             let mut made = Vec::new();
@@ -258,6 +346,7 @@ impl Hooks for Dispatcher {
                 let reserve = (self.hook_reserve * after).min(left / 2);
                 let own_deadline = deadline.checked_sub(reserve).unwrap_or(deadline);
                 let started = Instant::now();
+                let allotted = own_deadline.saturating_duration_since(started);
                 let result = run_hook((*live).clone(), hop, own_deadline).await;
                 let elapsed = started.elapsed();
                 let (decision, error) = match result {
@@ -266,7 +355,9 @@ impl Hooks for Dispatcher {
                         Decision::default(),
                         Some("skipped: the call-setup budget was used up".to_string()),
                     ),
-                    Err(HookError::Deadline(ms)) => {
+                    // Only a hook that had a fair share of the budget is
+                    // faulted; one squeezed by earlier hops is just late.
+                    Err(HookError::Deadline(ms)) if allotted >= budget / 2 => {
                         let reason = format!(
                             "missed the call-setup deadline (it had {ms} ms) on call {}",
                             setup.call_id
@@ -274,6 +365,10 @@ impl Hooks for Dispatcher {
                         self.fault(live.as_ref(), reason.clone());
                         (Decision::default(), Some(reason))
                     }
+                    Err(HookError::Deadline(ms)) => (
+                        Decision::default(),
+                        Some(format!("late: only {ms} ms of the budget were left for it")),
+                    ),
                     Err(HookError::Panicked(message)) => {
                         let reason = format!("call setup {message} (call {})", setup.call_id);
                         self.fault(live.as_ref(), reason.clone());

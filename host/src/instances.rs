@@ -1,6 +1,9 @@
 //! Instances: the live objects behind the `instances` table.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{atomic::AtomicBool, Arc},
+};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -24,7 +27,8 @@ use crate::{
 /// when the directory is reloaded.
 pub type EngineSlot = Arc<ArcSwapOption<Engine>>;
 
-/// What the host gives one instance.
+/// What the host gives one instance. Module code calls these; a panic in
+/// them must not unwind back into the module, so each is guarded.
 #[derive(Clone)]
 struct InstanceHost {
     log: Arc<InstanceLog>,
@@ -33,7 +37,9 @@ struct InstanceHost {
 
 impl HostServices for InstanceHost {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
-        self.log.write(level, target.as_str(), message.as_str());
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            self.log.write(level, target.as_str(), message.as_str())
+        }));
     }
 
     fn log_level(&self) -> LogLevel {
@@ -41,11 +47,15 @@ impl HostServices for InstanceHost {
     }
 
     fn lookup_number(&self, number: RStr<'_>) -> ROption<Party> {
-        self.engine
-            .load()
-            .as_ref()
-            .map(|engine| engine.party(number.as_str()))
-            .into()
+        catch_unwind(AssertUnwindSafe(|| {
+            self.engine
+                .load()
+                .as_ref()
+                .map(|engine| engine.party(number.as_str()))
+        }))
+        .ok()
+        .flatten()
+        .into()
     }
 }
 
@@ -58,8 +68,11 @@ pub struct LiveInstance {
     pub version: String,
     pub hooks: Hooks,
     pub log: Arc<InstanceLog>,
-    pub faulted: std::sync::atomic::AtomicBool,
+    pub faulted: AtomicBool,
+    /// The configuration text it was built from.
     pub config: String,
+    /// The library path as stored (relative to the data directory).
+    pub stored_library: String,
     pub library: Arc<Library>,
 }
 
@@ -76,98 +89,112 @@ pub struct Instances<'a> {
     loader: &'a Loader,
 }
 
+/// A module's library, loaded, with its path as stored.
+pub struct ModuleLibrary {
+    pub library: Arc<Library>,
+    pub stored_path: String,
+}
+
 impl<'a> Instances<'a> {
     pub fn new(data: &'a DataDir, db: &'a Db, loader: &'a Loader) -> Instances<'a> {
         Instances { data, db, loader }
     }
 
-    pub fn library_of(&self, module_id: &str) -> Result<Arc<Library>> {
+    pub fn library_of(&self, module_id: &str) -> Result<ModuleLibrary> {
         let module = self.db.module(module_id)?.with_context(|| {
             format!("no module `{module_id}` is installed (see `callhost module list`)")
         })?;
-        Ok(self.loader.load(Path::new(&module.library_path))?)
-    }
-
-    /// Builds a live instance of `row` with `config` on `library`.
-    pub fn live_with(
-        &self,
-        library: &Arc<Library>,
-        row: &InstanceRow,
-        config: &str,
-        engine: &EngineSlot,
-    ) -> Result<LiveInstance> {
-        let level = parse_level(&row.log_level)?;
-        let log = InstanceLog::new(self.data.instance_log(&row.name), level);
-        let instance_dir = self.data.instance_dir(&row.name);
-        let shared_dir = self.data.module_shared_dir(&row.module_id);
-        for dir in [&instance_dir, &shared_dir] {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let host = InstanceHost {
-            log: log.clone(),
-            engine: engine.clone(),
-        };
-        let context = InstanceContext {
-            instance_name: row.name.as_str().into(),
-            data_dir: instance_dir.display().to_string().into(),
-            module_dir: shared_dir.display().to_string().into(),
-            assets_dir: library
-                .path
-                .parent()
-                .map(|version_dir| version_dir.join("assets").display().to_string())
-                .unwrap_or_default()
-                .into(),
-            host: HostServices_TO::from_ptr(RArc::new(host), TD_Opaque),
-        };
-        let instance = match (library.root.new_instance())(context) {
-            RResult::ROk(instance) => instance,
-            RResult::RErr(error) => bail!(
-                "module `{}` could not create an instance: {}",
-                row.module_id,
-                error.message
-            ),
-        };
-        if let RResult::RErr(error) = instance.configure(RStr::from_str(config)) {
-            bail!(
-                "instance `{}`: field `{}`: {}",
-                row.name,
-                error.field,
-                error.message
-            );
-        }
-        Ok(LiveInstance {
-            instance,
-            name: row.name.clone(),
-            module_id: row.module_id.clone(),
-            version: library.manifest.version.to_string(),
-            hooks: library.manifest.hooks,
-            log,
-            faulted: std::sync::atomic::AtomicBool::new(false),
-            config: config.to_string(),
-            library: library.clone(),
+        let library = self.loader.load(&self.data.resolve(&module.library_path))?;
+        Ok(ModuleLibrary {
+            library,
+            stored_path: module.library_path,
         })
     }
 
     /// Refuses `config` for `row` with a message naming the field.
     pub fn check_config_with(
         &self,
-        library: &Arc<Library>,
+        library: &ModuleLibrary,
         row: &InstanceRow,
         config: &str,
     ) -> Result<()> {
-        self.live_with(library, row, config, &EngineSlot::default())
-            .map(drop)
+        live_instance(self.data, library, row, config, &EngineSlot::default()).map(drop)
     }
 
     pub fn check_config(&self, row: &InstanceRow, config: &str) -> Result<()> {
         self.check_config_with(&self.library_of(&row.module_id)?, row, config)
     }
 
-    /// A live instance of a stored row (for actions and the dispatcher).
+    /// A live instance of a stored row (for actions and commands).
     pub fn live(&self, row: &InstanceRow, engine: &EngineSlot) -> Result<LiveInstance> {
         let library = self.library_of(&row.module_id)?;
-        self.live_with(&library, row, &row.config, engine)
+        live_instance(self.data, &library, row, &row.config, engine)
     }
+}
+
+/// Builds a live instance of `row` with `config` on `library`. Runs module
+/// code (`new_instance`, `configure`); the dispatcher calls it on a thread
+/// of its own with a time limit.
+pub fn live_instance(
+    data: &DataDir,
+    library: &ModuleLibrary,
+    row: &InstanceRow,
+    config: &str,
+    engine: &EngineSlot,
+) -> Result<LiveInstance> {
+    let level = parse_level(&row.log_level)?;
+    let log = InstanceLog::new(data.instance_log(&row.name), level);
+    let instance_dir = data.instance_dir(&row.name);
+    let shared_dir = data.module_shared_dir(&row.module_id);
+    for dir in [&instance_dir, &shared_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let host = InstanceHost {
+        log: log.clone(),
+        engine: engine.clone(),
+    };
+    let assets = library
+        .library
+        .path
+        .parent()
+        .map(|version_dir| version_dir.join("assets"))
+        .unwrap_or_default();
+    let context = InstanceContext {
+        instance_name: row.name.as_str().into(),
+        data_dir: instance_dir.display().to_string().into(),
+        module_dir: shared_dir.display().to_string().into(),
+        assets_dir: assets.display().to_string().into(),
+        host: HostServices_TO::from_ptr(RArc::new(host), TD_Opaque),
+    };
+    let instance = match (library.library.root.new_instance())(context) {
+        RResult::ROk(instance) => instance,
+        RResult::RErr(error) => bail!(
+            "module `{}` could not create an instance: {}",
+            row.module_id,
+            error.message
+        ),
+    };
+    if let RResult::RErr(error) = instance.configure(RStr::from_str(config)) {
+        bail!(
+            "instance `{}`: field `{}`: {}",
+            row.name,
+            error.field,
+            error.message
+        );
+    }
+    let manifest = &library.library.manifest;
+    Ok(LiveInstance {
+        instance,
+        name: row.name.clone(),
+        module_id: row.module_id.clone(),
+        version: manifest.version.to_string(),
+        hooks: manifest.hooks,
+        log,
+        faulted: AtomicBool::new(false),
+        config: config.to_string(),
+        stored_library: library.stored_path.clone(),
+        library: library.library.clone(),
+    })
 }
 
 /// Runs an admin action and returns its JSON answer.

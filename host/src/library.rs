@@ -51,28 +51,31 @@ pub fn install(
     )
     .with_context(|| format!("refusing {}", package.display()))?;
     let manifest = &verified.manifest;
-    let library_bytes = verified.library_bytes();
-
-    // Every version gets its own file; a loaded file is never touched again.
-    let digest = hex::encode(Sha256::digest(library_bytes));
-    let version_dir =
-        data.module_dir(&manifest.id)
-            .join(format!("{}-{}", manifest.version, &digest[..12]));
     let file_name = Path::new(&manifest.library)
         .file_name()
-        .context("module.toml: field `library` has no file name")?;
-    let library_path = version_dir.join(file_name);
-    if !library_path.exists() {
-        write_new(&library_path, library_bytes)?;
-        for (name, bytes) in &verified.files {
-            if name.starts_with("assets/") || name == "verify.sh" {
-                write_new(&version_dir.join(name), bytes)?;
-            }
+        .context("module.toml: field `library` has no file name")?
+        .to_owned();
+    // What the version directory holds: the library under its plain name,
+    // assets and verify.sh as packaged.
+    let mut files: Vec<(PathBuf, &[u8])> =
+        vec![(PathBuf::from(&file_name), verified.library_bytes())];
+    for (name, bytes) in &verified.files {
+        if name.starts_with("assets/") || name == "verify.sh" {
+            files.push((PathBuf::from(name), bytes.as_slice()));
         }
     }
+    let version_dir = store_version(
+        &data.module_dir(&manifest.id),
+        &manifest.version.to_string(),
+        &files,
+    )?;
+    let library_path = version_dir.join(&file_name);
 
-    let library = loader.load(&library_path)?;
-    let found = &library.manifest;
+    let library = crate::instances::ModuleLibrary {
+        library: loader.load(&library_path)?,
+        stored_path: data.to_stored(&library_path),
+    };
+    let found = &library.library.manifest;
     if found.id.as_str() != manifest.id || found.version.as_str() != manifest.version.to_string() {
         bail!(
             "the library says it is {} {}, module.toml says {} {}",
@@ -90,7 +93,7 @@ pub fn install(
         version: manifest.version.to_string(),
         abi_version: manifest.abi_version,
         description: manifest.description.clone(),
-        library_path: library_path.display().to_string(),
+        library_path: data.to_stored(&library_path),
         signed_by: verified.signed_by.clone(),
         installed_at: now(),
     };
@@ -130,17 +133,73 @@ pub fn install(
     })
 }
 
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("no parent directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temporary = dir.join(format!(
-        ".{}.partial",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    std::fs::write(&temporary, bytes)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+/// Stores one version's files in a directory named by their content, so a
+/// loaded library is never overwritten: the files go to a private temporary
+/// directory first (synced), which is then renamed into place. A directory
+/// that exists already is used only if it holds exactly these files (a
+/// crash or a disk error may have left it short); otherwise a new name is
+/// taken.
+fn store_version(module_dir: &Path, version: &str, files: &[(PathBuf, &[u8])]) -> Result<PathBuf> {
+    let mut digest = Sha256::new();
+    let mut sorted: Vec<_> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, bytes) in &sorted {
+        digest.update(name.to_string_lossy().as_bytes());
+        digest.update([0]);
+        digest.update(Sha256::digest(bytes));
+    }
+    let digest = hex::encode(digest.finalize());
+    std::fs::create_dir_all(module_dir)
+        .with_context(|| format!("creating {}", module_dir.display()))?;
+    for attempt in 0..100 {
+        let name = match attempt {
+            0 => format!("{version}-{}", &digest[..12]),
+            n => format!("{version}-{}-{n}", &digest[..12]),
+        };
+        let target = module_dir.join(name);
+        if target.exists() {
+            if holds_exactly(&target, files) {
+                return Ok(target);
+            }
+            continue;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let staging = module_dir.join(format!(".partial-{}-{nanos}", std::process::id()));
+        for (name, bytes) in files {
+            let path = staging.join(name);
+            std::fs::create_dir_all(path.parent().expect("below staging"))?;
+            let mut file = std::fs::File::create(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()?;
+        }
+        match std::fs::rename(&staging, &target) {
+            Ok(()) => return Ok(target),
+            // Another install got there first: use it if it is the same.
+            Err(_) if target.exists() => {
+                let _ = std::fs::remove_dir_all(&staging);
+                if holds_exactly(&target, files) {
+                    return Ok(target);
+                }
+            }
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(error).with_context(|| format!("storing {}", target.display()));
+            }
+        }
+    }
+    bail!(
+        "cannot find a free directory for version {version} in {}",
+        module_dir.display()
+    )
+}
+
+fn holds_exactly(dir: &Path, files: &[(PathBuf, &[u8])]) -> bool {
+    files
+        .iter()
+        .all(|(name, bytes)| std::fs::read(dir.join(name)).is_ok_and(|found| found == *bytes))
 }
 
 /// Checks a module can be removed; returns the instances that go with it.

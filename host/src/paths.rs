@@ -16,6 +16,20 @@ impl DataDir {
         &self.root
     }
 
+    /// A path stored relative to the data directory, made usable; stored
+    /// paths stay valid when the directory is named differently or moved.
+    pub fn resolve(&self, stored: &str) -> PathBuf {
+        self.root.join(stored)
+    }
+
+    /// `path` below the data directory as stored (relative).
+    pub fn to_stored(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+
     /// Public keys whose signatures the host accepts.
     pub fn trusted_keys(&self) -> PathBuf {
         self.root.join("trusted-keys")

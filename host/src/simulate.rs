@@ -32,9 +32,12 @@ pub struct Scenario {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub setup_budget_ms: Option<u64>,
-    /// Wait between calls (lets an upgrade land during a run).
+    /// Wait between call starts (lets an upgrade land during a run).
     #[serde(default)]
     pub pause_ms: u64,
+    /// Calls in progress at once (default 1: one after the other).
+    #[serde(default)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +110,12 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
     // Calls on the stored directory are real traffic and land in the users'
     // call lists; an inline directory is a what-if and records nothing.
     let record = scenario.directory.is_none();
+    if scenario.settings.concurrency > 1000 {
+        bail!(
+            "scenario: field `settings.concurrency`: {} is more than 1000",
+            scenario.settings.concurrency
+        );
+    }
     let directory = match &scenario.directory {
         Some(inline) => Directory::from_value(inline.clone()).context("scenario: field `directory`")?,
         None => host.db.store.load_directory()?.context(
@@ -119,48 +128,91 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
         engine_config.setup_budget = std::time::Duration::from_millis(budget);
     }
     let engine = Arc::new(Engine::new(index, engine_config));
-    let dispatcher = Dispatcher::new(Default::default(), host.config.hook_reserve());
+    let mut dispatcher = Dispatcher::new(Default::default(), host.config.hook_reserve());
+    dispatcher.set_persist_faults(record);
+    let dispatcher = Arc::new(dispatcher);
     dispatcher.engine.store(Some(engine.clone()));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut number = 0u64;
-    for call in &scenario.calls {
-        for _ in 0..call.repeat {
-            number += 1;
-            dispatcher.refresh(&host.data, &host.db, &host.loader)?;
-            let request = CallRequest {
-                call_id: format!("sim-{}-{number}", std::process::id()),
-                from: call.from.clone(),
-                to: call.to.clone(),
-                via: call.via,
-                by: call.by.clone(),
-                no_answer: call.no_answer,
-            };
-            let started = Instant::now();
-            let outcome = runtime.block_on(engine.place(&request, dispatcher.as_ref()));
+    let concurrency = scenario.settings.concurrency.max(1);
+    let requests = scenario
+        .calls
+        .iter()
+        .flat_map(|call| std::iter::repeat_n(call, call.repeat as usize));
+    // Calls start in order, up to `concurrency` at a time; lines come out in
+    // call order. The instance set is refreshed before each call starts, so
+    // an upgrade during the run reaches new calls while calls in progress
+    // finish on the code they started with.
+    let mut running = tokio::task::JoinSet::new();
+    let mut finished = std::collections::BTreeMap::new();
+    let mut next_to_print = 1u64;
+    let print = |finished: &mut std::collections::BTreeMap<
+        u64,
+        (ScenarioCall, CallRequest, CallOutcome, f64),
+    >,
+                 next_to_print: &mut u64,
+                 out: &mut dyn Write|
+     -> Result<()> {
+        while let Some((call, request, outcome, setup_ms)) = finished.remove(next_to_print) {
+            if record {
+                record_call_lists(host, &engine, &request, &outcome)?;
+            }
             let line = CallLine {
-                call: number,
+                call: *next_to_print,
                 from: &call.from,
                 to: &call.to,
                 via: call.via,
                 forwarded: outcome.forwards.first(),
                 result: &outcome,
-                setup_ms: started.elapsed().as_secs_f64() * 1000.0,
+                setup_ms,
             };
-            if record {
-                record_call_lists(host, &engine, &request, &outcome)?;
-            }
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")?;
             out.flush()?;
-            if scenario.settings.pause_ms > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(scenario.settings.pause_ms));
-            }
+            *next_to_print += 1;
+        }
+        Ok(())
+    };
+    for (index, call) in requests.enumerate() {
+        let number = index as u64 + 1;
+        while running.len() >= concurrency {
+            let (n, done) = runtime
+                .block_on(running.join_next())
+                .expect("a call is running")?;
+            finished.insert(n, done);
+            print(&mut finished, &mut next_to_print, out)?;
+        }
+        dispatcher.refresh(&host.data, &host.db, &host.loader)?;
+        let request = CallRequest {
+            call_id: format!("sim-{}-{number}", std::process::id()),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            via: call.via,
+            by: call.by.clone(),
+            no_answer: call.no_answer,
+        };
+        let (engine, dispatcher, call) = (engine.clone(), dispatcher.clone(), call.clone());
+        running.spawn_on(
+            async move {
+                let started = Instant::now();
+                let outcome = engine.place(&request, dispatcher.as_ref()).await;
+                let setup_ms = started.elapsed().as_secs_f64() * 1000.0;
+                (number, (call, request, outcome, setup_ms))
+            },
+            runtime.handle(),
+        );
+        if scenario.settings.pause_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(scenario.settings.pause_ms));
         }
     }
+    while let Some(joined) = runtime.block_on(running.join_next()) {
+        let (n, done) = joined?;
+        finished.insert(n, done);
+    }
+    print(&mut finished, &mut next_to_print, out)?;
     dispatcher.flush_events(std::time::Duration::from_secs(2));
     dispatcher.record_faults(&host.db);
     // Hooks stuck in a module must not keep the process alive.

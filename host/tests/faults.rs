@@ -128,3 +128,74 @@ fn activating_a_faulted_instance_gives_it_another_try() {
     assert_eq!(bad["status"], "active");
     assert!(bad["fault"].is_null());
 }
+
+#[test]
+fn an_abandoned_future_is_aborted_not_left_running() {
+    let h = Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    let office = h.file("office.toml", OFFICE);
+    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.create(
+        "fault-module",
+        "bad",
+        "mode = \"slow\"\ndelay_ms = 600\ncompleted_marker = true\n",
+    );
+    // The process lives on for well past the delay after the deadline.
+    let lines = h.simulate(
+        "[settings]\nsetup_budget_ms = 200\npause_ms = 700\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = 2\n",
+    );
+    assert_eq!(lines.len(), 2);
+    assert_eq!(h.instance("bad")["status"], "faulted");
+    assert!(
+        !h.data().join("instances/bad/completed").exists(),
+        "the future ran on after its deadline"
+    );
+}
+
+#[test]
+fn a_hook_squeezed_by_earlier_hops_is_late_but_not_faulted() {
+    let h = Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    let office = h.file("office.toml", OFFICE);
+    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    // 400 ms per hop; the boss forwards to sec, so the second hop has less
+    // than half of the 700 ms budget left.
+    h.create(
+        "fault-module",
+        "slowish",
+        "mode = \"slow\"\ndelay_ms = 400\n",
+    );
+    let line = h
+        .simulate("[[calls]]\nfrom = \"203\"\nto = \"201\"\n")
+        .remove(0);
+    let decisions = line["decisions"].as_array().unwrap();
+    assert_eq!(decisions[0]["hop"], "boss");
+    assert_eq!(decisions[0]["decision"], "display", "{line}");
+    assert_eq!(decisions[1]["hop"], "sec");
+    assert!(
+        decisions[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("late: only"),
+        "{line}"
+    );
+    assert_eq!(line["rang"][0]["user"], "sec");
+    assert_eq!(h.instance("slowish")["status"], "active");
+}
+
+#[test]
+fn faults_in_a_what_if_run_are_not_recorded() {
+    let h = Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    h.create("fault-module", "bad", "mode = \"panic\"\n");
+    let lines = h.simulate(
+        "[directory]\nhome_country = \"DE\"\n[[directory.users]]\nid = \"a\"\nname = \"A\"\nnumbers = [\"201\"]\n[[calls]]\nfrom = \"+4940555666\"\nto = \"201\"\nrepeat = 2\n",
+    );
+    assert!(lines[0]["decisions"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("panicked"));
+    // Skipped for the rest of that run, but the stored instance stays active.
+    assert!(lines[1]["decisions"].as_array().unwrap().is_empty());
+    assert_eq!(h.instance("bad")["status"], "active");
+}

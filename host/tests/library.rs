@@ -242,3 +242,48 @@ fn removing_a_module_with_instances_needs_the_explicit_flag() {
     let err = h.fails(&["module", "remove", "hello"]);
     assert!(err.contains("no module `hello`"), "{err}");
 }
+
+#[test]
+fn a_relative_data_directory_keeps_working_from_anywhere() {
+    let parent = tempfile::tempdir().unwrap();
+    let run = |cwd: &std::path::Path, data: &str, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_callhost"))
+            .current_dir(cwd)
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .env_remove("CALLHOST_DATA")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let key = package("signing-key.pub");
+    run(
+        parent.path(),
+        "pbx",
+        &["trust", "add", key.to_str().unwrap()],
+    );
+    run(
+        parent.path(),
+        "pbx",
+        &[
+            "module",
+            "install",
+            package("hello-0.1.0.cmod").to_str().unwrap(),
+        ],
+    );
+    run(parent.path(), "pbx", &["instance", "create", "hello", "hi"]);
+    // Same data, named from elsewhere: the library is still found.
+    let absolute = parent.path().join("pbx");
+    let answer = run(
+        std::path::Path::new("/"),
+        absolute.to_str().unwrap(),
+        &["instance", "action", "hi", "greet", "Ann"],
+    );
+    assert!(answer.contains("Hello, Ann!"), "{answer}");
+}

@@ -132,3 +132,70 @@ fn a_configuration_the_new_version_refuses_is_kept_and_only_that_instance_is_mar
     h.ok(&["instance", "activate", "refused"]);
     assert_eq!(h.instance("refused")["status"], "active");
 }
+
+#[test]
+fn calls_in_progress_finish_on_the_old_version_while_new_calls_use_the_new_one() {
+    let h = Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    let office = h.file("office.toml", OFFICE);
+    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    // Every hook takes 150 ms on the module's runtime, four calls at a time:
+    // whenever the upgrade lands, calls are half-way through a v1 hook.
+    h.create(
+        "fault-module",
+        "slow",
+        "mode = \"slow\"\ndelay_ms = 150\ndisplay = \"from the module\"\n",
+    );
+    let calls = 120;
+    let scenario = h.file(
+        "traffic.toml",
+        &format!("[settings]\nconcurrency = 4\npause_ms = 10\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = {calls}\n"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
+        .arg("--data")
+        .arg(h.data())
+        .args(["simulate", scenario.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start simulation");
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines: Vec<Value> = Vec::new();
+    let mut line = String::new();
+    while lines.len() < 10 {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "simulation ended early"
+        );
+        lines.push(serde_json::from_str(&line).unwrap());
+    }
+    h.ok(&[
+        "module",
+        "install",
+        package("fault-module-0.2.0.cmod").to_str().unwrap(),
+    ]);
+    for rest in reader.lines() {
+        lines.push(serde_json::from_str(&rest.unwrap()).unwrap());
+    }
+    assert!(child.wait().unwrap().success(), "simulation failed");
+
+    assert_eq!(lines.len(), calls);
+    let mut versions = Vec::new();
+    for line in &lines {
+        // No call lost its module's answer: not the old version retiring
+        // under it, not the new one starting.
+        assert_eq!(line["outcome"], "ringing", "{line}");
+        assert_eq!(line["rang"][0]["display"], "from the module", "{line}");
+        let decision = &line["decisions"][0];
+        assert!(decision.get("error").is_none(), "{line}");
+        versions.push(decision["version"].as_str().unwrap().to_string());
+    }
+    assert_eq!(versions[0], "0.1.0");
+    assert_eq!(versions.last().unwrap(), "0.2.0");
+    let switch = versions.iter().position(|v| v == "0.2.0").unwrap();
+    assert!(
+        versions[switch..].iter().all(|v| v == "0.2.0"),
+        "{versions:?}"
+    );
+    assert_eq!(h.instance("slow")["status"], "active");
+}

@@ -617,6 +617,15 @@ impl Engine {
                 Some(format!("{} cannot ring", target.number)),
             );
         };
+        if call
+            .outcome
+            .rang
+            .iter()
+            .any(|ring| ring.user.as_deref() == Some(user.id.as_str()))
+        {
+            // Its phone rang already in this call (a no-answer loop).
+            return (Outcome::Ringing, None);
+        }
         let state = self.directory.state(&user.id);
         if !state.registered {
             return (

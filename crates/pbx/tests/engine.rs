@@ -450,3 +450,18 @@ fn the_loop_fallback_respects_the_users_state() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_no_answer_loop_rings_each_phone_once() {
+    let e = engine(
+        "[state.boss]\nforward_no_answer = \"202\"\n[state.sec]\nforward_no_answer = \"201\"\n",
+    );
+    let mut request = call("+49891234567", "201");
+    request.no_answer = true;
+    let out = place(&e, &request, &NoHooks);
+    assert_eq!(
+        rang(&out),
+        [("boss", "Max Kunde", false), ("sec", "Max Kunde", false)]
+    );
+    assert!(out.reason.unwrap().contains("loop"));
+}

@@ -133,6 +133,18 @@ fn later<T: Send + 'static>(
     }
 }
 
+impl<M: Module> Drop for Hosted<M> {
+    fn drop(&mut self) {
+        let current = self
+            .current
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        // Runs inside the host's call into the instance's destructor.
+        let _ = guard(move || drop(current));
+    }
+}
+
 impl<M: Module> Instance for Hosted<M> {
     fn configure(&self, text: RStr<'_>) -> RResult<(), ConfigError> {
         let outcome = self.enter(|| {
@@ -146,10 +158,13 @@ impl<M: Module> Instance for Hosted<M> {
         });
         match outcome {
             Ok(Ok(configured)) => {
-                *self
+                let previous = self
                     .current
                     .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(configured);
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .replace(configured);
+                // The old value's `Drop` is module code: guard it too.
+                let _ = self.enter(move || drop(previous));
                 RResult::ROk(())
             }
             Ok(Err(refused)) => RResult::RErr(refused),

@@ -35,6 +35,9 @@ pub struct Config {
     /// This version refuses the configuration: stands in for a newer
     /// release that no longer accepts what an older one did.
     pub refuse_in_version: String,
+    /// In mode "slow": write `completed` into the instance directory when
+    /// the delay is over (proves whether an abandoned future was aborted).
+    pub completed_marker: bool,
 }
 
 impl Default for Config {
@@ -44,18 +47,20 @@ impl Default for Config {
             delay_ms: 2000,
             display: "fault-module was here".into(),
             refuse_in_version: String::new(),
+            completed_marker: false,
         }
     }
 }
 
 pub struct Faulty {
     config: Config,
+    marker: std::path::PathBuf,
 }
 
 impl Module for Faulty {
     type Config = Config;
 
-    fn new(_ctx: &Context, config: Config) -> Result<Self, ConfigError> {
+    fn new(ctx: &Context, config: Config) -> Result<Self, ConfigError> {
         let version = option_env!("CALLHOST_MODULE_VERSION").unwrap_or(env!("CARGO_PKG_VERSION"));
         if config.refuse_in_version == version {
             return Err(config_error(
@@ -69,7 +74,10 @@ impl Module for Faulty {
                 "must be more than 0 for mode \"slow\"",
             ));
         }
-        Ok(Faulty { config })
+        Ok(Faulty {
+            config,
+            marker: ctx.data_dir.join("completed"),
+        })
     }
 
     fn call_setup(&self, _setup: &CallSetup) -> Setup {
@@ -91,9 +99,13 @@ impl Module for Faulty {
             Mode::HangAsync => Setup::Later(Box::pin(std::future::pending())),
             Mode::Slow => {
                 let delay = Duration::from_millis(self.config.delay_ms);
+                let marker = self.config.completed_marker.then(|| self.marker.clone());
                 Setup::Later(Box::pin(async move {
                     tracing::info!("answering after {} ms", delay.as_millis());
                     tokio::time::sleep(delay).await;
+                    if let Some(marker) = marker {
+                        let _ = std::fs::write(marker, b"completed");
+                    }
                     display
                 }))
             }
