@@ -1,0 +1,56 @@
+//! The pure, I/O-free core of callhost's media layer.
+//!
+//! The host anchors RTP for SIP calls so that modules can record calls, play
+//! announcements and see DTMF. Everything in this crate is the part of that job
+//! which needs no socket, clock or runtime, so it can be tested byte for byte:
+//!
+//! - [`rtp`]: zero-copy RTP packet view and header writer (RFC 3550 §5.1).
+//! - [`stats`]: per-leg receive statistics, i.e. sequence validation, loss,
+//!   fraction lost and interarrival jitter (RFC 3550 appendix A.1, A.3, A.8).
+//! - [`g711`]: A-law and µ-law sample conversion (ITU-T G.711).
+//! - [`dtmf`]: RFC 4733 telephone-event payloads and a detector that reports
+//!   each key press exactly once.
+//! - [`wav`]: a streaming WAV writer that keeps the call's own codec (A-law,
+//!   µ-law, 16-bit PCM), one party per channel, and switches to RF64
+//!   (EBU Tech 3306) in place when the file outgrows 4 GiB.
+//! - [`ring`]: a small ring of recently seen sequence numbers for cheap
+//!   duplicate detection.
+//!
+//! Later milestones add the parts that touch the outside world: UDP sockets
+//! and the relay loop that forwards RTP between legs, prompt playback (decoding
+//! announcement files with symphonia), and media taps that feed recordings.
+//! Those build on the types here and must not move protocol logic out of them.
+//!
+//! ```
+//! use callhost_media::{DtmfDetector, RtpHeader, RtpPacket, TelephoneEvent};
+//!
+//! // The end report of a '*' key press (RFC 4733 event 10), as a phone sends it.
+//! let event = TelephoneEvent { event: 10, end: true, volume: 10, duration: 800 };
+//! let mut buf = [0u8; 64];
+//! let len = RtpHeader::new(101, 7, 16_000, 0x1234_5678)
+//!     .write_packet(&event.to_bytes(), 0, &mut buf)
+//!     .unwrap();
+//!
+//! let packet = RtpPacket::parse(&buf[..len]).unwrap();
+//! let mut dtmf = DtmfDetector::new();
+//! let presses = dtmf
+//!     .push(packet.payload(), packet.timestamp(), packet.marker())
+//!     .unwrap();
+//! assert_eq!(presses[0].digit.to_char(), '*');
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod dtmf;
+pub mod g711;
+pub mod ring;
+pub mod rtp;
+pub mod stats;
+pub mod wav;
+
+pub use dtmf::{DtmfDetector, DtmfDigit, DtmfError, DtmfPress, TelephoneEvent};
+pub use g711::Law;
+pub use ring::{PacketRing, Seen};
+pub use rtp::{RtpError, RtpExtension, RtpHeader, RtpPacket};
+pub use stats::{ReceiveStats, ReceptionReport, SeqOutcome};
+pub use wav::{wav_header_is_valid, WavError, WavFormat, WavInfo, WavSpec, WavWriter};
