@@ -84,10 +84,51 @@ fn start_instance(
     }
 }
 
-enum EventJob {
-    Deliver(Arc<Vec<Arc<LiveInstance>>>, Box<CallEvent>),
+/// Work for an instance's event worker.
+pub enum EventJob {
+    Deliver(Box<CallEvent>),
     /// Answered once everything queued before it was delivered.
     Flush(mpsc::Sender<()>),
+}
+
+/// A `call_event` that has not returned after this long faults its
+/// instance: its events pile up, and the module is evidently stuck.
+const EVENT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Gives `live` its own event worker: a module that blocks in `call_event`
+/// delays only its own events. The worker holds the instance weakly and
+/// ends when the instance is dropped (its queue's sender goes with it).
+fn start_event_worker(live: &Arc<LiveInstance>) {
+    if !live.hooks.contains(HookSet::CALL_EVENT) {
+        return;
+    }
+    let (sender, receiver) = mpsc::sync_channel::<EventJob>(EVENT_QUEUE);
+    let weak = Arc::downgrade(live);
+    let spawned = std::thread::Builder::new()
+        .name(format!("callhost-events-{}", live.name))
+        .spawn(move || {
+            for job in receiver {
+                match job {
+                    EventJob::Deliver(event) => {
+                        let Some(live) = weak.upgrade() else { break };
+                        if !live.is_faulted() {
+                            live.event_started(Some(Instant::now()));
+                            live.instance.call_event(&event);
+                            live.event_started(None);
+                        }
+                    }
+                    EventJob::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = live.events.set(sender);
+        }
+        Err(error) => tracing::error!(instance = %live.name, "cannot start event worker: {error}"),
+    }
 }
 
 pub struct Dispatcher {
@@ -96,7 +137,6 @@ pub struct Dispatcher {
     faults: mpsc::Sender<FaultReport>,
     fault_receiver: Mutex<mpsc::Receiver<FaultReport>>,
     persist_faults: bool,
-    events: mpsc::SyncSender<EventJob>,
     /// Budget kept back for each instance still to run.
     hook_reserve: std::time::Duration,
     pub engine: EngineSlot,
@@ -105,32 +145,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(engine: EngineSlot, hook_reserve: std::time::Duration) -> Dispatcher {
         let (faults, fault_receiver) = mpsc::channel();
-        let (events, event_receiver) = mpsc::sync_channel::<EventJob>(EVENT_QUEUE);
-        std::thread::Builder::new()
-            .name("callhost-events".into())
-            .spawn(move || {
-                for job in event_receiver {
-                    match job {
-                        EventJob::Deliver(instances, event) => {
-                            for live in instances.iter() {
-                                if live.hooks.contains(HookSet::CALL_EVENT) && !live.is_faulted() {
-                                    live.instance.call_event(&event);
-                                }
-                            }
-                        }
-                        EventJob::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })
-            .expect("spawn event thread");
         Dispatcher {
             instances: ArcSwap::from_pointee(Vec::new()),
             generation: Mutex::new(None),
             faults,
             fault_receiver: Mutex::new(fault_receiver),
-            events,
             hook_reserve,
             persist_faults: true,
             engine,
@@ -185,7 +204,9 @@ impl Dispatcher {
                         "callhost",
                         &format!("running on {} {}", live.module_id, live.version),
                     );
-                    next.push(Arc::new(live));
+                    let live = Arc::new(live);
+                    start_event_worker(&live);
+                    next.push(live);
                 }
                 Err(error) => {
                     let reason = format!("{error:#}");
@@ -230,9 +251,18 @@ impl Dispatcher {
     /// Waits (at most `timeout`) until queued events are delivered, so a
     /// process that ends does not lose the last calls' events.
     pub fn flush_events(&self, timeout: std::time::Duration) {
-        let (done, wait) = mpsc::channel();
-        if self.events.send(EventJob::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(timeout);
+        let until = Instant::now() + timeout;
+        let waits: Vec<_> = self
+            .current()
+            .iter()
+            .filter_map(|live| {
+                let (done, wait) = mpsc::channel();
+                let sent = live.events.get()?.try_send(EventJob::Flush(done)).is_ok();
+                sent.then_some(wait)
+            })
+            .collect();
+        for wait in waits {
+            let _ = wait.recv_timeout(until.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -398,19 +428,40 @@ impl Hooks for Dispatcher {
     }
 
     fn call_event(&self, event: &CallEvent) {
-        let instances = self.current();
-        if !instances
-            .iter()
-            .any(|live| live.hooks.contains(HookSet::CALL_EVENT))
-        {
-            return;
-        }
-        if self
-            .events
-            .try_send(EventJob::Deliver(instances, Box::new(event.clone())))
-            .is_err()
-        {
-            tracing::warn!(call = %event.call_id, "event queue full: event dropped");
+        for live in self.current().iter() {
+            let Some(events) = live.events.get() else {
+                continue;
+            };
+            if live.is_faulted() {
+                continue;
+            }
+            if live
+                .event_running_for()
+                .is_some_and(|busy| busy > EVENT_LIMIT)
+            {
+                self.fault(
+                    live,
+                    format!(
+                        "call_event did not return within {} s",
+                        EVENT_LIMIT.as_secs()
+                    ),
+                );
+                continue;
+            }
+            if events
+                .try_send(EventJob::Deliver(Box::new(event.clone())))
+                .is_err()
+            {
+                live.log.write(
+                    LogLevel::Warn,
+                    "callhost",
+                    &format!(
+                        "event queue full: {} event of call {} dropped",
+                        event.kind.name(),
+                        event.call_id
+                    ),
+                );
+            }
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct LiveInstance {
     pub hooks: Hooks,
     pub log: Arc<InstanceLog>,
     pub faulted: AtomicBool,
+    /// This instance's event queue (only for modules with the event hook).
+    pub events: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::dispatch::EventJob>>,
+    /// When the `call_event` in progress started (for the stall watchdog).
+    event_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// The configuration text it was built from.
     pub config: String,
     /// The library path as stored (relative to the data directory).
@@ -79,6 +83,19 @@ pub struct LiveInstance {
 impl LiveInstance {
     pub fn is_faulted(&self) -> bool {
         self.faulted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the start (`Some`) or the end (`None`) of a `call_event`.
+    pub fn event_started(&self, at: Option<std::time::Instant>) {
+        *self.event_since.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    /// How long the `call_event` in progress has been running, if any.
+    pub fn event_running_for(&self) -> Option<std::time::Duration> {
+        self.event_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|since| since.elapsed())
     }
 }
 
@@ -191,6 +208,8 @@ pub fn live_instance(
         hooks: manifest.hooks,
         log,
         faulted: AtomicBool::new(false),
+        events: std::sync::OnceLock::new(),
+        event_since: std::sync::Mutex::new(None),
         config: config.to_string(),
         stored_library: library.stored_path.clone(),
         library: library.library.clone(),

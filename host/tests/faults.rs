@@ -199,3 +199,28 @@ fn faults_in_a_what_if_run_are_not_recorded() {
     assert!(lines[1]["decisions"].as_array().unwrap().is_empty());
     assert_eq!(h.instance("bad")["status"], "active");
 }
+
+#[test]
+fn a_module_stuck_in_call_event_delays_nobody_else_and_is_faulted() {
+    let h = Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    let office = h.file("office.toml", OFFICE);
+    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.create("fault-module", "stuck", "mode = \"hang-events\"\n");
+    h.create("fault-module", "listener", "display = \"heard\"\n");
+    let lines = h.simulate(
+        "[settings]\npause_ms = 600\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = 6\n",
+    );
+    // Calls are not held by the stuck event handler.
+    for line in &lines {
+        assert_eq!(line["outcome"], "ringing", "{line}");
+        assert_eq!(line["rang"][0]["display"], "heard", "{line}");
+    }
+    // The other instance heard every call's ringing.
+    let log = h.ok(&["instance", "log", "listener"]);
+    let heard = log.lines().filter(|l| l.contains("event ringing")).count();
+    assert_eq!(heard, 6, "{log}");
+    let stuck = h.instance("stuck");
+    assert_eq!(stuck["status"], "faulted", "{stuck}");
+    assert!(stuck["fault"].as_str().unwrap().contains("call_event did not return"), "{stuck}");
+}

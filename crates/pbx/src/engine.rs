@@ -389,6 +389,14 @@ impl Engine {
                 }
             }
         }
+        for ring in &call.outcome.rang {
+            hooks.call_event(&CallEvent {
+                call_id: request.call_id.as_str().into(),
+                kind: EventKind::RINGING,
+                party: ROption::RSome(self.party(&ring.number)),
+                detail: ring.display.as_str().into(),
+            });
+        }
         if call.outcome.outcome != Outcome::Ringing {
             hooks.call_event(&CallEvent {
                 call_id: request.call_id.as_str().into(),

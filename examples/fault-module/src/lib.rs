@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use callhost_plugin_sdk::{
-    config_error, export_module, tracing, CallSetup, ConfigError, Context, Decision, Module, Setup,
+    config_error, export_module, tracing, CallEvent, CallSetup, ConfigError, Context, Decision,
+    Module, Setup,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,8 @@ pub enum Mode {
     HangAsync,
     /// Answers after `delay_ms` on its runtime.
     Slow,
+    /// Behaves in call setup, blocks forever in `call_event`.
+    HangEvents,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,7 +90,7 @@ impl Module for Faulty {
             ..Decision::default()
         };
         match self.config.mode {
-            Mode::Ok => Setup::Ready(display),
+            Mode::Ok | Mode::HangEvents => Setup::Ready(display),
             Mode::Panic => panic!("fault-module panics on purpose"),
             Mode::PanicAsync => Setup::Later(Box::pin(async {
                 tokio::task::yield_now().await;
@@ -111,6 +114,15 @@ impl Module for Faulty {
             }
         }
     }
+
+    fn call_event(&self, event: &CallEvent) {
+        if self.config.mode == Mode::HangEvents {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        tracing::info!(call = %event.call_id, detail = %event.detail, "event {}", event.kind.name());
+    }
 }
 
 export_module! {
@@ -118,6 +130,6 @@ export_module! {
     id: "fault-module",
     name: "Fault module",
     description: "Misbehaves on purpose; for tests only.",
-    hooks: [call_setup],
+    hooks: [call_setup, call_event],
     actions: [],
 }
