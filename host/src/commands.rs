@@ -143,18 +143,19 @@ pub fn instance_configure(host: &Host, name: &str, file: &Path) -> Result<String
     Ok(format!("configured {name}"))
 }
 
-/// Deletes an instance: the module's `uninstall` hook runs, the row goes,
+/// Deletes an instance: the row goes, the module's `uninstall` hook runs,
 /// and the instance's directory is kept aside (renamed, never deleted) so a
 /// new instance of the same name starts fresh without anything being lost.
 pub fn instance_delete(host: &Host, name: &str) -> Result<String> {
     let row = host.db.instance(name)?;
     // A module that cannot load any more must not keep the instance alive.
-    if let Ok(live) =
-        Instances::new(&host.data, &host.db, &host.loader).live(&row, &EngineSlot::default())
-    {
+    let live =
+        Instances::new(&host.data, &host.db, &host.loader).live(&row, &EngineSlot::default());
+    // The row goes first: if that fails, the module has not cleaned up yet.
+    host.db.delete_instance(name)?;
+    if let Ok(live) = live {
         let _ = live.instance.uninstall();
     }
-    host.db.delete_instance(name)?;
     let dir = host.data.instance_dir(name);
     if dir.exists() {
         let kept = host.data.deleted_instance_dir(name);

@@ -427,6 +427,12 @@ impl Hooks for Dispatcher {
         })
     }
 
+    fn wants_events(&self) -> bool {
+        self.current()
+            .iter()
+            .any(|live| live.events.get().is_some())
+    }
+
     fn call_event(&self, event: &CallEvent) {
         for live in self.current().iter() {
             let Some(events) = live.events.get() else {

@@ -222,5 +222,11 @@ fn a_module_stuck_in_call_event_delays_nobody_else_and_is_faulted() {
     assert_eq!(heard, 6, "{log}");
     let stuck = h.instance("stuck");
     assert_eq!(stuck["status"], "faulted", "{stuck}");
-    assert!(stuck["fault"].as_str().unwrap().contains("call_event did not return"), "{stuck}");
+    assert!(
+        stuck["fault"]
+            .as_str()
+            .unwrap()
+            .contains("call_event did not return"),
+        "{stuck}"
+    );
 }

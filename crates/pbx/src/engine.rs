@@ -89,6 +89,11 @@ pub trait Hooks: Send + Sync {
 
     /// Tells every instance that wants events; must not block.
     fn call_event(&self, event: &CallEvent);
+
+    /// Whether anyone listens: events are not even built otherwise.
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 /// No modules at all.
@@ -104,6 +109,10 @@ impl Hooks for NoHooks {
     }
 
     fn call_event(&self, _event: &CallEvent) {}
+
+    fn wants_events(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -270,6 +279,7 @@ impl Engine {
 
     /// Sets one call up. Never fails: every problem is an outcome.
     pub async fn place(&self, request: &CallRequest, hooks: &dyn Hooks) -> CallOutcome {
+        let events = hooks.wants_events();
         let started = Instant::now();
         let original_caller = self.party(&request.from);
         let (caller, transfer) = match (request.via, &request.by) {
@@ -374,12 +384,14 @@ impl Engine {
                         from_user: target.id.as_ref().map(RString::as_str).unwrap_or("").into(),
                         to: to.clone(),
                     });
-                    hooks.call_event(&CallEvent {
-                        call_id: request.call_id.as_str().into(),
-                        kind: EventKind::FORWARDED,
-                        party: ROption::RSome(to_party.clone()),
-                        detail: forward_kind_name(kind).into(),
-                    });
+                    if events {
+                        hooks.call_event(&CallEvent {
+                            call_id: request.call_id.as_str().into(),
+                            kind: EventKind::FORWARDED,
+                            party: ROption::RSome(to_party.clone()),
+                            detail: forward_kind_name(kind).into(),
+                        });
+                    }
                     call.forwards.push(Forward {
                         kind,
                         from: target,
@@ -389,7 +401,12 @@ impl Engine {
                 }
             }
         }
-        for ring in &call.outcome.rang {
+        let rang = if events {
+            call.outcome.rang.as_slice()
+        } else {
+            &[]
+        };
+        for ring in rang {
             hooks.call_event(&CallEvent {
                 call_id: request.call_id.as_str().into(),
                 kind: EventKind::RINGING,
@@ -397,7 +414,7 @@ impl Engine {
                 detail: ring.display.as_str().into(),
             });
         }
-        if call.outcome.outcome != Outcome::Ringing {
+        if events && call.outcome.outcome != Outcome::Ringing {
             hooks.call_event(&CallEvent {
                 call_id: request.call_id.as_str().into(),
                 kind: EventKind::REJECTED,

@@ -9,7 +9,7 @@ use std::{
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RBox, RResult, RStr, RString, RVec},
+    std_types::{RResult, RStr, RString, RVec},
 };
 use async_ffi::{FfiFuture, FutureExt as _};
 use callhost_plugin_abi::{
@@ -257,7 +257,3 @@ impl<M: Module> Instance for Hosted<M> {
             .unwrap_or_default()
     }
 }
-
-// RBox is named in the instance type; keep the import honest for readers.
-#[allow(dead_code)]
-type _Boxed = RBox<()>;
