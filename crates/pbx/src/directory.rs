@@ -38,6 +38,9 @@ pub enum DirectoryError {
         value: String,
         first: String,
     },
+    /// A state flag that needs something the user does not have.
+    #[error("{field}: {reason}")]
+    NeedsField { field: String, reason: String },
     /// A user or group without any number.
     #[error("{field}: must contain at least the primary internal number")]
     NoNumbers { field: String },
@@ -233,6 +236,8 @@ pub struct UserState {
     pub busy: bool,
     /// `false`: no phone online.
     pub registered: bool,
+    /// Ring the user's `mobile` along with their phone (iFMC-like).
+    pub ring_mobile: bool,
 }
 
 impl Default for UserState {
@@ -246,6 +251,7 @@ impl Default for UserState {
             call_waiting: true,
             busy: false,
             registered: true,
+            ring_mobile: false,
         }
     }
 }
@@ -542,6 +548,12 @@ impl Directory {
                 let Some(target) = target else { continue };
                 let field = format!("{path}.{name}");
                 check_forward_target(&plan, &internal, field, target)?;
+            }
+            if state.ring_mobile && self.user(user_id).is_some_and(|u| u.mobile.is_none()) {
+                return Err(DirectoryError::NeedsField {
+                    field: format!("{path}.ring_mobile"),
+                    reason: format!("user {user_id:?} has no `mobile` number to ring"),
+                });
             }
             if !(1..=3600).contains(&state.no_answer_seconds) {
                 return Err(DirectoryError::OutOfRange {

@@ -137,6 +137,9 @@ pub struct Ring {
     /// The group this ring came through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The user's mobile, rung along with their phone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mobile: bool,
 }
 
 /// A forward that was followed.
@@ -445,6 +448,8 @@ impl Engine {
             );
         }
 
+        // Built once per hop: for the modules and for the routing rule.
+        let abi_user = state.as_ref().map(abi_state);
         let setup = CallSetup {
             call_id: call.request.call_id.as_str().into(),
             direction: call.direction,
@@ -452,10 +457,11 @@ impl Engine {
             callee: target.clone(),
             dialled: call.request.to.as_str().into(),
             transfer: call.transfer.clone(),
-            callee_state: state.as_ref().map(abi_state).into(),
+            callee_state: abi_user.clone().into(),
             pending_forward: state
                 .as_ref()
-                .and_then(|state| self.pending_forward(target, state))
+                .zip(abi_user.as_ref())
+                .and_then(|(state, abi)| self.pending_forward(target, state, abi))
                 .into(),
             forwarded: call.forwards.iter().cloned().collect::<RVec<_>>(),
             prior: call.carried.clone(),
@@ -530,13 +536,25 @@ impl Engine {
                     return next;
                 }
                 if !state.registered {
+                    // The mobile still rings; no desk phone to ring.
+                    self.ring_mobile(call, user, &state, &display);
+                    let mobile_rang = state.ring_mobile && user.mobile.is_some();
+                    if mobile_rang && !call.request.no_answer {
+                        return Next::Done(Outcome::Ringing, None);
+                    }
                     return follow(ForwardKind::NoAnswer, &state.forward_no_answer, call)
-                        .unwrap_or(Next::Done(
-                            Outcome::Unavailable,
-                            Some(format!("{} has no phone online", user.id)),
-                        ));
+                        .unwrap_or(if mobile_rang {
+                            Next::Done(Outcome::Ringing, None)
+                        } else {
+                            Next::Done(
+                                Outcome::Unavailable,
+                                Some(format!("{} has no phone online", user.id)),
+                            )
+                        });
                 }
-                let availability = abi_state(&state).availability(&hop);
+                let availability = abi_user
+                    .as_ref()
+                    .map_or(Availability::Free, |abi| abi.availability(&hop));
                 if let Availability::Busy | Availability::DoNotDisturb = availability {
                     return follow(ForwardKind::Busy, &state.forward_busy, call).unwrap_or_else(
                         || {
@@ -550,7 +568,9 @@ impl Engine {
                     );
                 }
                 let waiting = availability == Availability::Waiting;
+                let mobile_display = display.clone();
                 self.ring(call, user, display, waiting, None);
+                self.ring_mobile(call, user, &state, &mobile_display);
                 if call.request.no_answer {
                     if let Some(next) =
                         follow(ForwardKind::NoAnswer, &state.forward_no_answer, call)
@@ -582,6 +602,7 @@ impl Engine {
                     display,
                     waiting: false,
                     group: None,
+                    mobile: false,
                 });
                 Next::Done(Outcome::Ringing, None)
             }
@@ -590,8 +611,13 @@ impl Engine {
     }
 
     /// The always or busy forward that applies unless a module bypasses it.
-    fn pending_forward(&self, target: &Party, state: &UserState) -> Option<Forward> {
-        let undecided = abi_state(state).availability(&Decision::default());
+    fn pending_forward(
+        &self,
+        target: &Party,
+        state: &UserState,
+        abi: &AbiUserState,
+    ) -> Option<Forward> {
+        let undecided = abi.availability(&Decision::default());
         let (kind, to) = if let Some(to) = &state.forward_always {
             (ForwardKind::Always, to)
         } else if let Availability::Busy | Availability::DoNotDisturb = undecided {
@@ -620,6 +646,27 @@ impl Engine {
             display,
             waiting,
             group: group.map(|g| g.id.clone()),
+            mobile: false,
+        });
+    }
+
+    /// Rings the user's mobile too when they asked for it (iFMC-like).
+    fn ring_mobile(&self, call: &mut CallState<'_>, user: &User, state: &UserState, display: &str) {
+        let Some(mobile) = user.mobile.as_deref().filter(|_| state.ring_mobile) else {
+            return;
+        };
+        let number = self
+            .directory
+            .plan()
+            .normalize(mobile)
+            .map_or_else(|_| mobile.to_string(), |external| external.e164);
+        call.outcome.rang.push(Ring {
+            user: Some(user.id.clone()),
+            number,
+            display: display.to_string(),
+            waiting: false,
+            group: None,
+            mobile: true,
         });
     }
 

@@ -27,7 +27,8 @@ const ORIGIN_ADDED: &str = "added";
 
 /// This crate's schema, one step per version. Never edit a released step:
 /// append a new one.
-const PBX_MIGRATIONS: &[&str] = &[r#"
+pub const PBX_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE pbx_settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -102,7 +103,10 @@ CREATE TABLE call_list (
 );
 CREATE INDEX call_list_user_time ON call_list(user_id, time);
 CREATE INDEX call_list_number ON call_list(number);
-"#];
+"#,
+    // 2: ring the mobile along (P2, iFMC-like)
+    "ALTER TABLE user_state ADD COLUMN ring_mobile INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// Errors from the store. Messages say what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -485,7 +489,7 @@ impl Store {
             let mut stmt = tx
                 .prepare(
                     "SELECT user_id, dnd, forward_always, forward_busy, forward_no_answer,
-                            no_answer_seconds, call_waiting, busy, registered
+                            no_answer_seconds, call_waiting, busy, registered, ring_mobile
                      FROM user_state ORDER BY user_id",
                 )
                 .context("reading user state")?;
@@ -502,6 +506,7 @@ impl Store {
                             call_waiting: row.get(6)?,
                             busy: row.get(7)?,
                             registered: row.get(8)?,
+                            ring_mobile: row.get(9)?,
                         },
                     ))
                 })
@@ -761,8 +766,8 @@ fn insert_state(conn: &Connection, user_id: &str, s: &UserState) -> Result<(), S
     conn.execute(
         "INSERT OR REPLACE INTO user_state
             (user_id, dnd, forward_always, forward_busy, forward_no_answer,
-             no_answer_seconds, call_waiting, busy, registered)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             no_answer_seconds, call_waiting, busy, registered, ring_mobile)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             user_id,
             s.dnd,
@@ -772,7 +777,8 @@ fn insert_state(conn: &Connection, user_id: &str, s: &UserState) -> Result<(), S
             s.no_answer_seconds,
             s.call_waiting,
             s.busy,
-            s.registered
+            s.registered,
+            s.ring_mobile
         ],
     )
     .context("saving user state")?;

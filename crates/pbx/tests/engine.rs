@@ -465,3 +465,61 @@ fn a_no_answer_loop_rings_each_phone_once() {
     );
     assert!(out.reason.unwrap().contains("loop"));
 }
+
+#[test]
+fn the_mobile_rings_along_when_asked_and_alone_when_no_phone_is_online() {
+    let mobile_user = "[state.boss]\nring_mobile = true\n";
+    let with_mobile = |state: &str| {
+        let text = DIRECTORY.replace(
+            "numbers = [\"201\", \"+4930123456201\"]",
+            "numbers = [\"201\", \"+4930123456201\"]\nmobile = \"0170 1234567\"",
+        );
+        let directory = Directory::from_toml_str(&format!("{text}\n{state}")).unwrap();
+        Engine::new(
+            Arc::new(DirectoryIndex::new(directory).unwrap()),
+            EngineConfig::default(),
+        )
+    };
+    let out = place(&with_mobile(mobile_user), &call("203", "201"), &NoHooks);
+    let rings: Vec<(&str, &str, bool)> = out
+        .rang
+        .iter()
+        .map(|r| (r.user.as_deref().unwrap(), r.number.as_str(), r.mobile))
+        .collect();
+    assert_eq!(
+        rings,
+        [("boss", "201", false), ("boss", "+491701234567", true)]
+    );
+    assert!(out.rang.iter().all(|r| r.display == "Carl Clerk"));
+
+    // No desk phone online: the mobile alone.
+    let out = place(
+        &with_mobile("[state.boss]\nring_mobile = true\nregistered = false\n"),
+        &call("203", "201"),
+        &NoHooks,
+    );
+    assert_eq!(out.outcome, Outcome::Ringing);
+    assert_eq!(out.rang.len(), 1);
+    assert!(out.rang[0].mobile);
+
+    // DND stops the mobile too; without the flag the mobile stays quiet.
+    let out = place(
+        &with_mobile("[state.boss]\nring_mobile = true\ndnd = true\n"),
+        &call("203", "201"),
+        &NoHooks,
+    );
+    assert_eq!(out.outcome, Outcome::Busy);
+    let out = place(&with_mobile(""), &call("203", "201"), &NoHooks);
+    assert_eq!(out.rang.len(), 1);
+
+    // The flag needs a mobile number.
+    let err = Directory::from_toml_str(&format!("{DIRECTORY}\n[state.sec]\nring_mobile = true\n"))
+        .and_then(DirectoryIndex::new)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("state.sec.ring_mobile") && err.contains("mobile"),
+        "{err}"
+    );
+}
