@@ -515,8 +515,7 @@ fn the_mobile_rings_along_when_asked_and_alone_when_no_phone_is_online() {
     // The flag needs a mobile number.
     let err = Directory::from_toml_str(&format!("{DIRECTORY}\n[state.sec]\nring_mobile = true\n"))
         .and_then(DirectoryIndex::new)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         err.contains("state.sec.ring_mobile") && err.contains("mobile"),
