@@ -7,8 +7,7 @@ use common::{Harness, OFFICE};
 #[test]
 fn a_bad_directory_is_refused_naming_the_field_and_the_old_one_stays() {
     let h = Harness::new();
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     let bad = h.file(
         "bad.toml",
         &OFFICE.replace(
@@ -31,8 +30,7 @@ fn a_bad_directory_is_refused_naming_the_field_and_the_old_one_stays() {
 #[test]
 fn simulated_calls_fill_the_call_lists_and_reloads_keep_them() {
     let h = Harness::new();
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     h.simulate("[[calls]]\nfrom = \"+49891234567\"\nto = \"202\"\n[[calls]]\nfrom = \"203\"\nto = \"202\"\n");
     let sec: serde_json::Value = serde_json::from_str(&h.ok(&["calls", "sec", "--json"])).unwrap();
     let entries = sec.as_array().unwrap();
@@ -62,7 +60,7 @@ fn simulated_calls_fill_the_call_lists_and_reloads_keep_them() {
     assert_eq!(clerk[0]["name"], "Sarah Sekretariat");
 
     // Reloading the directory never loses call lists.
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     let again: serde_json::Value =
         serde_json::from_str(&h.ok(&["calls", "sec", "--json"])).unwrap();
     assert_eq!(again.as_array().unwrap().len(), 2);

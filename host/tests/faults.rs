@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Harness, OFFICE};
+use common::Harness;
 use serde_json::Value;
 
 /// Two calls with a misbehaving instance first and a good one after it.
@@ -11,8 +11,7 @@ fn run_with_fault(config: &str, budget_ms: u64) -> (Harness, Vec<Value>) {
     let h = Harness::new();
     h.install("fault-module-0.1.0.cmod");
     h.install("hello-0.1.0.cmod");
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     h.create("fault-module", "bad", config);
     h.create("hello", "good", "greeting = \"Hi\"\n");
     let lines = h.simulate(&format!(
@@ -133,8 +132,7 @@ fn activating_a_faulted_instance_gives_it_another_try() {
 fn an_abandoned_future_is_aborted_not_left_running() {
     let h = Harness::new();
     h.install("fault-module-0.1.0.cmod");
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     h.create(
         "fault-module",
         "bad",
@@ -156,8 +154,7 @@ fn an_abandoned_future_is_aborted_not_left_running() {
 fn a_hook_squeezed_by_earlier_hops_is_late_but_not_faulted() {
     let h = Harness::new();
     h.install("fault-module-0.1.0.cmod");
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     // 400 ms per hop; the boss forwards to sec, so the second hop has less
     // than half of the 700 ms budget left.
     h.create(
@@ -204,8 +201,7 @@ fn faults_in_a_what_if_run_are_not_recorded() {
 fn a_module_stuck_in_call_event_delays_nobody_else_and_is_faulted() {
     let h = Harness::new();
     h.install("fault-module-0.1.0.cmod");
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     h.create("fault-module", "stuck", "mode = \"hang-events\"\n");
     h.create("fault-module", "listener", "display = \"heard\"\n");
     let lines = h.simulate(

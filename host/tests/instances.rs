@@ -3,13 +3,12 @@
 
 mod common;
 
-use common::{Harness, OFFICE};
+use common::Harness;
 
 fn with_hello() -> Harness {
     let h = Harness::new();
     h.install("hello-0.1.0.cmod");
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     h
 }
 

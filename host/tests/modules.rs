@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Harness, OFFICE};
+use common::Harness;
 use serde_json::Value;
 
 const BT: &str = "breakthrough-0.1.0.cmod";
@@ -1777,8 +1777,7 @@ fn configure_changes_behaviour_on_the_next_simulation() {
 #[test]
 fn demo_scenario_gives_the_documented_outcomes() {
     let h = harness(&[BT, RD]);
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let example = |name: &str| examples.join(name).to_str().unwrap().to_string();
     h.ok(&[

@@ -3,20 +3,13 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-};
-
-use common::{package, Harness, OFFICE};
-use serde_json::Value;
+use common::Harness;
 
 #[test]
 fn upgrade_during_a_simulation_drops_no_call_and_keeps_configurations() {
     let h = Harness::new();
     h.install("hello-0.1.0.cmod");
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     h.create("hello", "one", "greeting = \"Moin\"\n");
     h.create(
         "hello",
@@ -29,39 +22,15 @@ fn upgrade_during_a_simulation_drops_no_call_and_keeps_configurations() {
     );
 
     let calls = 400;
-    let scenario = h.file(
-        "traffic.toml",
-        &format!("[settings]\npause_ms = 15\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = {calls}\n"),
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
-        .arg("--data")
-        .arg(h.data())
-        .args(["simulate", scenario.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start simulation");
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines: Vec<Value> = Vec::new();
-    let mut line = String::new();
-    while lines.len() < 20 {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "simulation ended early"
-        );
-        lines.push(serde_json::from_str(&line).unwrap());
-    }
     // Install v2 while calls keep coming.
-    let out = h.ok(&[
-        "module",
-        "install",
-        package("hello-0.2.0.cmod").to_str().unwrap(),
-    ]);
-    assert!(out.contains("replaced hello 0.1.0 with 0.2.0"), "{out}");
-    for rest in reader.lines() {
-        lines.push(serde_json::from_str(&rest.unwrap()).unwrap());
-    }
-    assert!(child.wait().unwrap().success(), "simulation failed");
+    let lines = h.simulate_while(
+        &format!("[settings]\npause_ms = 15\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = {calls}\n"),
+        20,
+        || {
+            let out = h.install("hello-0.2.0.cmod");
+            assert!(out.contains("replaced hello 0.1.0 with 0.2.0"), "{out}");
+        },
+    );
 
     assert_eq!(lines.len(), calls);
     let mut versions = Vec::new();
@@ -137,8 +106,7 @@ fn a_configuration_the_new_version_refuses_is_kept_and_only_that_instance_is_mar
 fn calls_in_progress_finish_on_the_old_version_while_new_calls_use_the_new_one() {
     let h = Harness::new();
     h.install("fault-module-0.1.0.cmod");
-    let office = h.file("office.toml", OFFICE);
-    h.ok(&["directory", "load", office.to_str().unwrap()]);
+    h.load_office();
     // Every hook takes 150 ms on the module's runtime, four calls at a time:
     // whenever the upgrade lands, calls are half-way through a v1 hook.
     h.create(
@@ -147,37 +115,13 @@ fn calls_in_progress_finish_on_the_old_version_while_new_calls_use_the_new_one()
         "mode = \"slow\"\ndelay_ms = 150\ndisplay = \"from the module\"\n",
     );
     let calls = 120;
-    let scenario = h.file(
-        "traffic.toml",
+    let lines = h.simulate_while(
         &format!("[settings]\nconcurrency = 4\npause_ms = 10\n[[calls]]\nfrom = \"203\"\nto = \"202\"\nrepeat = {calls}\n"),
+        10,
+        || {
+            h.install("fault-module-0.2.0.cmod");
+        },
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
-        .arg("--data")
-        .arg(h.data())
-        .args(["simulate", scenario.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start simulation");
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines: Vec<Value> = Vec::new();
-    let mut line = String::new();
-    while lines.len() < 10 {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "simulation ended early"
-        );
-        lines.push(serde_json::from_str(&line).unwrap());
-    }
-    h.ok(&[
-        "module",
-        "install",
-        package("fault-module-0.2.0.cmod").to_str().unwrap(),
-    ]);
-    for rest in reader.lines() {
-        lines.push(serde_json::from_str(&rest.unwrap()).unwrap());
-    }
-    assert!(child.wait().unwrap().success(), "simulation failed");
 
     assert_eq!(lines.len(), calls);
     let mut versions = Vec::new();

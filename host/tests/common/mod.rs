@@ -105,6 +105,43 @@ impl Harness {
         ]);
     }
 
+    /// Stores the office directory (examples/office.toml).
+    pub fn load_office(&self) {
+        let office = self.file("office.toml", OFFICE);
+        self.ok(&["directory", "load", office.to_str().unwrap()]);
+    }
+
+    /// Runs a scenario in the background; after `after` lines have come
+    /// out, runs `during` while the calls go on, then collects every line.
+    pub fn simulate_while(
+        &self,
+        scenario: &str,
+        after: usize,
+        during: impl FnOnce(),
+    ) -> Vec<Value> {
+        use std::io::{BufRead, BufReader};
+        let path = self.file("traffic.toml", scenario);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
+            .arg("--data")
+            .arg(self.data())
+            .args(["simulate", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start simulation");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut values: Vec<Value> = Vec::new();
+        while values.len() < after {
+            let line = lines.next().expect("simulation ended early").unwrap();
+            values.push(serde_json::from_str(&line).unwrap());
+        }
+        during();
+        for line in lines {
+            values.push(serde_json::from_str(&line.unwrap()).unwrap());
+        }
+        assert!(child.wait().unwrap().success(), "simulation failed");
+        values
+    }
+
     /// Runs a scenario; one JSON value per call.
     pub fn simulate(&self, scenario: &str) -> Vec<Value> {
         let path = self.file("scenario.toml", scenario);
