@@ -20,61 +20,33 @@ fn one_call(h: &Harness) -> serde_json::Value {
 #[test]
 fn invalid_configuration_is_refused_naming_the_field() {
     let h = with_hello();
-    let bad = h.file("bad.toml", "greeting = \"\"\n");
-    let err = h.fails(&[
-        "instance",
-        "create",
-        "hello",
-        "x",
-        "--config",
-        bad.to_str().unwrap(),
-    ]);
+    // Creating `x` from `text` fails; the error text.
+    let refused = |file: &str, text: &str| {
+        let bad = h.file(file, text);
+        h.fails(&[
+            "instance",
+            "create",
+            "hello",
+            "x",
+            "--config",
+            bad.to_str().unwrap(),
+        ])
+    };
+    let err = refused("bad.toml", "greeting = \"\"\n");
     assert!(
         err.contains("field `greeting`") && err.contains("must not be empty"),
         "{err}"
     );
-    let bad = h.file("bad2.toml", "greting = \"Hi\"\n");
-    let err = h.fails(&[
-        "instance",
-        "create",
-        "hello",
-        "x",
-        "--config",
-        bad.to_str().unwrap(),
-    ]);
+    let err = refused("bad2.toml", "greting = \"Hi\"\n");
     assert!(err.contains("field `greting`"), "{err}");
-    let bad = h.file("bad3.toml", "numbers = [\"201\", \"\"]\n");
-    let err = h.fails(&[
-        "instance",
-        "create",
-        "hello",
-        "x",
-        "--config",
-        bad.to_str().unwrap(),
-    ]);
+    let err = refused("bad3.toml", "numbers = [\"201\", \"\"]\n");
     assert!(err.contains("field `numbers[1]`"), "{err}");
-    let bad = h.file("bad4.toml", "numbers = 201\n");
-    let err = h.fails(&[
-        "instance",
-        "create",
-        "hello",
-        "x",
-        "--config",
-        bad.to_str().unwrap(),
-    ]);
+    let err = refused("bad4.toml", "numbers = 201\n");
     assert!(
         err.contains("field `numbers`") && err.contains("invalid type"),
         "{err}"
     );
-    let bad = h.file("bad5.toml", "greeting = \"unclosed\n");
-    let err = h.fails(&[
-        "instance",
-        "create",
-        "hello",
-        "x",
-        "--config",
-        bad.to_str().unwrap(),
-    ]);
+    let err = refused("bad5.toml", "greeting = \"unclosed\n");
     assert!(err.contains("bad5.toml"), "{err}");
     assert_eq!(
         h.ok(&["instance", "list", "--json"]).trim(),
