@@ -85,7 +85,7 @@ impl Db {
     pub fn open(data: &Path) -> Result<Db> {
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create data directory {}", data.display()))?;
-        let path = data.join("callhost.db");
+        let path = crate::paths::DataDir::new(data).database();
         let store = Store::open(&path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         migrate(store.conn(), "host", MIGRATIONS).context("host database migration")?;

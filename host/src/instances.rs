@@ -11,9 +11,14 @@ use abi_stable::{
 };
 use anyhow::{anyhow, bail, Context as _, Result};
 use arc_swap::ArcSwapOption;
-use callhost_pbx::engine::Engine;
+use callhost_pbx::{
+    directory::Contact,
+    engine::Engine,
+    store::{Store, StoreError},
+};
 use callhost_plugin_abi::{
-    Hooks, HostServices, HostServices_TO, InstanceBox, InstanceContext, LogLevel, Party,
+    Hooks, HostServices, HostServices_TO, InstanceBox, InstanceContext, LogLevel, ModuleError,
+    NewContact, Party,
 };
 
 use crate::{
@@ -33,6 +38,27 @@ pub type EngineSlot = Arc<ArcSwapOption<Engine>>;
 struct InstanceHost {
     log: Arc<InstanceLog>,
     engine: EngineSlot,
+    /// The host database, opened per request: these are background and
+    /// admin paths, never call setup.
+    database: std::path::PathBuf,
+}
+
+impl InstanceHost {
+    /// Runs `work` on the store, panics and errors turned into a module error.
+    fn with_store<T>(
+        &self,
+        what: &str,
+        work: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> RResult<T, ModuleError> {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            Store::open(&self.database).and_then(|store| work(&store))
+        }));
+        match result {
+            Ok(Ok(value)) => RResult::ROk(value),
+            Ok(Err(error)) => RResult::RErr(ModuleError::new(format!("{what}: {error}"))),
+            Err(_) => RResult::RErr(ModuleError::new(format!("{what}: the host panicked"))),
+        }
+    }
 }
 
 impl HostServices for InstanceHost {
@@ -57,7 +83,51 @@ impl HostServices for InstanceHost {
         .flatten()
         .into()
     }
+
+    fn home_country(&self) -> RString {
+        if let Some(engine) = self.engine.load().as_ref() {
+            return engine.directory().directory().home_country.as_str().into();
+        }
+        self.with_store("reading the home country", |store| store.home_country())
+            .into_result()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| DEFAULT_HOME_COUNTRY.to_string())
+            .into()
+    }
+
+    fn add_contact(&self, contact: &NewContact) -> RResult<(), ModuleError> {
+        let field = |f: &ROption<RString>| f.as_ref().map(RString::to_string).into_option();
+        let contact = Contact {
+            first_name: field(&contact.first_name),
+            last_name: field(&contact.last_name),
+            company: field(&contact.company),
+            numbers: vec![contact.number.to_string()],
+        };
+        self.with_store("adding a contact", |store| {
+            store.add_contact(&contact).map(drop)
+        })
+    }
+
+    fn unresolved_call_list_numbers(&self) -> RResult<RVec<RString>, ModuleError> {
+        self.with_store("reading the call lists", |store| {
+            store
+                .unresolved_call_list_numbers()
+                .map(|numbers| numbers.into_iter().map(RString::from).collect())
+        })
+    }
+
+    fn set_call_list_name(&self, number: RStr<'_>, name: RStr<'_>) -> RResult<u64, ModuleError> {
+        self.with_store("updating the call lists", |store| {
+            store
+                .set_call_list_name(number.as_str(), name.as_str())
+                .map(|changed| changed as u64)
+        })
+    }
 }
+
+/// The home country when no directory has been loaded yet.
+const DEFAULT_HOME_COUNTRY: &str = "DE";
 
 /// A configured instance on a loaded library. Field order matters: the
 /// instance is dropped before the library handle that may stop its runtime.
@@ -169,6 +239,7 @@ pub fn live_instance(
     let host = InstanceHost {
         log: log.clone(),
         engine: engine.clone(),
+        database: data.database(),
     };
     let assets = library
         .library

@@ -64,6 +64,11 @@ impl DataDir {
         self.instance_dir(name).join("instance.log")
     }
 
+    /// The host database (directory, call lists, address book, modules).
+    pub fn database(&self) -> PathBuf {
+        self.root.join("callhost.db")
+    }
+
     pub fn config_file(&self) -> PathBuf {
         self.root.join("callhost.toml")
     }

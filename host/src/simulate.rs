@@ -229,27 +229,35 @@ fn record_call_lists(
     outcome: &CallOutcome,
 ) -> Result<()> {
     let time = rfc3339_utc(std::time::SystemTime::now());
-    let add = |user: &str, direction: CallDirection, other: &Party| {
+    // A module's resolved name beats the address book's.
+    let add = |user: &str, direction: CallDirection, other: &Party, resolved: &Option<String>| {
         host.db.store.add_call_list_entry(&CallListEntry {
             id: None,
             user_id: user.to_string(),
             time: time.clone(),
             direction,
             number: other.number.to_string(),
-            name: other
-                .name
-                .as_ref()
-                .map(|name| name.to_string())
-                .into_option(),
+            name: resolved.clone().or_else(|| {
+                other
+                    .name
+                    .as_ref()
+                    .map(|name| name.to_string())
+                    .into_option()
+            }),
             call_id: request.call_id.clone(),
         })
     };
     let caller = engine.party(&request.from);
     for user in outcome.rang.iter().filter_map(|ring| ring.user.as_deref()) {
-        add(user, CallDirection::In, &caller)?;
+        add(user, CallDirection::In, &caller, &outcome.caller_name)?;
     }
     if let (PartyKind::User, ROption::RSome(user)) = (caller.kind, &caller.id) {
-        add(user, CallDirection::Out, &engine.party(&request.to))?;
+        add(
+            user,
+            CallDirection::Out,
+            &engine.party(&request.to),
+            &outcome.callee_name,
+        )?;
     }
     Ok(())
 }

@@ -22,7 +22,8 @@ pub use answer::{is_meaningful, verdict, Verdict};
 pub use cache::cache_key;
 pub use candidates::base_number_candidates;
 pub use placeholders::{
-    expand_url, sql_with_binds, BindStyle, Placeholder, TelFormat, TemplateError,
+    check_template, expand, expand_url, no_escape, percent_encode, sql_with_binds,
+    sql_with_binds_with, BindStyle, Placeholder, TelFormat, TemplateError,
 };
 pub use race::{first_success, Attempt, AttemptReport, AttemptResult, RaceOutcome, Winner};
 pub use rules::{Extracted, Field, Rule, RuleError, RuleSet};

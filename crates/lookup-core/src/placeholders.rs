@@ -201,16 +201,7 @@ fn placeholder(token: &str, offset: usize) -> Result<Placeholder, TemplateError>
 /// Check that every placeholder-shaped token in `template` is known, without
 /// expanding (for validating a provider's configuration when it is saved).
 pub fn check_url_template(template: &str) -> Result<(), TemplateError> {
-    let mut i = 0;
-    while i < template.len() {
-        if let Some(len) = token_at(&template[i..]) {
-            placeholder(&template[i..i + len], i)?;
-            i += len;
-        } else {
-            i += template[i..].chars().next().map_or(1, char::len_utf8);
-        }
-    }
-    Ok(())
+    check_template(template, &[])
 }
 
 /// Expand a lookup URL: `{tel}` is the `00…` form. See [`expand_url_with`].
@@ -226,13 +217,31 @@ pub fn expand_url_with(
     number: &ExternalNumber,
     tel: TelFormat,
 ) -> Result<String, TemplateError> {
+    expand(template, number, tel, &[], percent_encode)
+}
+
+/// Expand `template` with the number placeholders plus `extras` (`{name}`
+/// tokens with their values, e.g. a provider's API key), each value passed
+/// through `escape` on its way into the text (percent-encoding for URLs,
+/// RFC 4515 escaping for LDAP filters, nothing for headers). Anything else
+/// placeholder-shaped is an error, as in [`check_url_template`].
+pub fn expand(
+    template: &str,
+    number: &ExternalNumber,
+    tel: TelFormat,
+    extras: &[(&str, &str)],
+    escape: fn(&str, &mut String),
+) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(template.len() + 16);
     let mut i = 0;
     while i < template.len() {
         let rest = &template[i..];
         if let Some(len) = token_at(rest) {
-            let p = placeholder(&rest[..len], i)?;
-            percent_encode(&p.value(number, tel), &mut out);
+            let token = &rest[..len];
+            match extras.iter().find(|(name, _)| extra_token(name, token)) {
+                Some((_, value)) => escape(value, &mut out),
+                None => escape(&placeholder(token, i)?.value(number, tel), &mut out),
+            }
             i += len;
         } else {
             let c = rest.chars().next().expect("i < len");
@@ -243,7 +252,38 @@ pub fn expand_url_with(
     Ok(out)
 }
 
-fn percent_encode(value: &str, out: &mut String) {
+/// Like [`check_url_template`], with `extras` (names without braces) known too.
+pub fn check_template(template: &str, extras: &[&str]) -> Result<(), TemplateError> {
+    let mut i = 0;
+    while i < template.len() {
+        if let Some(len) = token_at(&template[i..]) {
+            let token = &template[i..i + len];
+            if !extras.iter().any(|name| extra_token(name, token)) {
+                placeholder(token, i)?;
+            }
+            i += len;
+        } else {
+            i += template[i..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `token` is `{name}`.
+fn extra_token(name: &str, token: &str) -> bool {
+    token
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .is_some_and(|inner| inner == name)
+}
+
+/// Copies `value` unchanged (for header values and log text).
+pub fn no_escape(value: &str, out: &mut String) {
+    out.push_str(value);
+}
+
+/// Percent-encodes `value` as a URL component.
+pub fn percent_encode(value: &str, out: &mut String) {
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));

@@ -179,6 +179,14 @@ pub struct CallOutcome {
     pub reason: Option<String>,
     /// Time spent in module hooks.
     pub hook_micros: u64,
+    /// The caller's name as modules resolved it (name fields of the last
+    /// hop's decisions), for the called users' call lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+    /// The called party's name on an outgoing call, as modules resolved it,
+    /// for the calling user's call list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callee_name: Option<String>,
 }
 
 /// Engine settings.
@@ -333,6 +341,8 @@ impl Engine {
                 decisions: Vec::new(),
                 reason: None,
                 hook_micros: 0,
+                caller_name: None,
+                callee_name: None,
             },
         };
 
@@ -499,6 +509,10 @@ impl Engine {
             });
         }
         call.last_hop = hop.clone();
+        call.outcome.caller_name = decided_name(&hop);
+        if let ROption::RSome(name) = &hop.callee_name {
+            call.outcome.callee_name = Some(name.to_string());
+        }
         // What holds for the rest of the call; hop-specific choices do not.
         call.carried = Decision {
             bypass_dnd: false,
@@ -765,6 +779,19 @@ fn forward_kind_name(kind: ForwardKind) -> &'static str {
         ForwardKind::Busy => "busy",
         ForwardKind::NoAnswer => "no_answer",
     }
+}
+
+/// "First Last" or the company from the decision's name fields, if any.
+fn decided_name(decision: &Decision) -> Option<String> {
+    let field = |f: &ROption<RString>| f.as_ref().map(RString::to_string).into_option();
+    let name = Contact {
+        first_name: field(&decision.first_name),
+        last_name: field(&decision.last_name),
+        company: field(&decision.company),
+        numbers: Vec::new(),
+    }
+    .display_name();
+    (!name.is_empty()).then_some(name)
 }
 
 /// The display from decisions, else the caller's own label.

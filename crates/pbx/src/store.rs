@@ -669,6 +669,18 @@ impl Store {
         Ok(id)
     }
 
+    /// The home country of the stored directory, if one was loaded.
+    pub fn home_country(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM pbx_settings WHERE key = 'home_country'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .context("reading home_country")
+    }
+
     /// The whole address book: directory contacts, then added ones.
     pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
         read_contacts(&self.conn, None)

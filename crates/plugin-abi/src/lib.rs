@@ -303,6 +303,21 @@ pub struct Decision {
     pub prompt: ROption<RString>,
     /// Why, in a few words, for logs and the simulator.
     pub reason: ROption<RString>,
+    /// The called party's name on an outgoing call (e.g. resolved from a
+    /// phone book): shown to the calling user and written to their call
+    /// list. Never sent to the called party.
+    pub callee_name: ROption<RString>,
+}
+
+/// A contact a module asks the host to add to its address book.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewContact {
+    pub first_name: ROption<RString>,
+    pub last_name: ROption<RString>,
+    pub company: ROption<RString>,
+    /// In `+E.164` form.
+    pub number: RString,
 }
 
 /// Something that happened to a call; never delays it.
@@ -459,6 +474,7 @@ impl Decision {
         over(&mut self.flag, &later.flag);
         over(&mut self.prompt, &later.prompt);
         over(&mut self.reason, &later.reason);
+        over(&mut self.callee_name, &later.callee_name);
         self.bypass_dnd |= later.bypass_dnd;
         self.bypass_forward |= later.bypass_forward;
         self.force_call_waiting |= later.force_call_waiting;
@@ -485,6 +501,7 @@ impl Decision {
                 "name_fields",
             ),
             (self.flag.is_some(), "flag"),
+            (self.callee_name.is_some(), "callee_name"),
             (self.tap != TapRequest::None, "tap"),
             (self.prompt.is_some(), "prompt"),
         ];

@@ -10,7 +10,9 @@ use abi_stable::{
 };
 use async_ffi::FfiFuture;
 
-use crate::{CallEvent, CallSetup, ConfigError, Decision, LogLevel, ModuleError, Party};
+use crate::{
+    CallEvent, CallSetup, ConfigError, Decision, LogLevel, ModuleError, NewContact, Party,
+};
 
 /// One configured instance of a module.
 #[sabi_trait]
@@ -55,6 +57,17 @@ pub trait HostServices: Send + Sync + Clone {
     fn log_level(&self) -> LogLevel;
 
     /// Looks a number up in the directory and the address book.
-    #[sabi(last_prefix_field)]
     fn lookup_number(&self, number: RStr<'_>) -> ROption<Party>;
+    /// The PBX's home country (ISO 3166 alpha-2), for reading numbers
+    /// typed in national form.
+    fn home_country(&self) -> RString;
+    /// Adds a contact to the host's address book.
+    fn add_contact(&self, contact: &NewContact) -> RResult<(), ModuleError>;
+    /// Distinct call-list numbers (any user) that have no name yet: none,
+    /// empty, or the number itself.
+    fn unresolved_call_list_numbers(&self) -> RResult<RVec<RString>, ModuleError>;
+    /// Names every call-list entry of `number`, for all users; returns how
+    /// many entries changed.
+    #[sabi(last_prefix_field)]
+    fn set_call_list_name(&self, number: RStr<'_>, name: RStr<'_>) -> RResult<u64, ModuleError>;
 }

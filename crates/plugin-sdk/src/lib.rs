@@ -17,13 +17,14 @@ mod config;
 mod hosted;
 mod logging;
 mod runtime;
+pub mod template;
 pub mod testing;
 
 pub use abi_stable;
 pub use callhost_plugin_abi as abi;
 pub use callhost_plugin_abi::{
-    CallEvent, CallSetup, ConfigError, Decision, Direction, EventKind, Forward, ForwardKind, Party,
-    PartyKind, TapRequest, TransferKind, UserState,
+    CallEvent, CallSetup, ConfigError, Decision, Direction, EventKind, Forward, ForwardKind,
+    NewContact, Party, PartyKind, TapRequest, TransferKind, UserState,
 };
 pub use serde;
 pub use serde_json;
@@ -115,6 +116,36 @@ impl Context {
     /// Looks a number up in the host's directory and address book.
     pub fn lookup_number(&self, number: &str) -> Option<Party> {
         self.host.lookup_number(rstr(number)).into_option()
+    }
+
+    /// The PBX's home country (ISO 3166 alpha-2).
+    pub fn home_country(&self) -> String {
+        self.host.home_country().into_string()
+    }
+
+    /// Adds a contact to the host's address book.
+    pub fn add_contact(&self, contact: &NewContact) -> Result<(), String> {
+        self.host
+            .add_contact(contact)
+            .into_result()
+            .map_err(|e| e.message.into_string())
+    }
+
+    /// Call-list numbers that have no name yet (any user).
+    pub fn unresolved_call_list_numbers(&self) -> Result<Vec<String>, String> {
+        self.host
+            .unresolved_call_list_numbers()
+            .into_result()
+            .map(|numbers| numbers.into_iter().map(RString::into_string).collect())
+            .map_err(|e| e.message.into_string())
+    }
+
+    /// Names every call-list entry of `number`; returns how many changed.
+    pub fn set_call_list_name(&self, number: &str, name: &str) -> Result<u64, String> {
+        self.host
+            .set_call_list_name(rstr(number), rstr(name))
+            .into_result()
+            .map_err(|e| e.message.into_string())
     }
 
     /// The level the administrator set for this instance.

@@ -3,9 +3,11 @@
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RStr, RString},
+    std_types::{RArc, ROption, RResult, RStr, RString, RVec},
 };
-use callhost_plugin_abi::{HostServices, HostServices_TO, LogLevel, Party, PartyKind};
+use callhost_plugin_abi::{
+    HostServices, HostServices_TO, LogLevel, ModuleError, NewContact, Party, PartyKind,
+};
 
 use crate::Context;
 
@@ -23,6 +25,22 @@ impl HostServices for TestHost {
 
     fn lookup_number(&self, _number: RStr<'_>) -> ROption<Party> {
         ROption::RNone
+    }
+
+    fn home_country(&self) -> RString {
+        "DE".into()
+    }
+
+    fn add_contact(&self, _contact: &NewContact) -> RResult<(), ModuleError> {
+        RResult::RErr(ModuleError::new("the test host has no address book"))
+    }
+
+    fn unresolved_call_list_numbers(&self) -> RResult<RVec<RString>, ModuleError> {
+        RResult::ROk(RVec::new())
+    }
+
+    fn set_call_list_name(&self, _number: RStr<'_>, _name: RStr<'_>) -> RResult<u64, ModuleError> {
+        RResult::ROk(0)
     }
 }
 

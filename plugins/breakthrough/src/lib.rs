@@ -12,6 +12,7 @@ use callhost_numbers::{any_matches, clean, Pattern};
 use callhost_plugin_sdk::{
     config_error, export_module,
     serde_json::{self, json},
+    template::Template,
     tracing, Action, CallSetup, ConfigError, Context, Decision, ForwardKind, Module, Party,
     PartyKind, Setup,
 };
@@ -74,90 +75,17 @@ impl Default for Config {
     }
 }
 
-/// A parsed `forward_display` template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Caller,
-    Callee,
-    CallerNumber,
-    CalleeNumber,
-}
+/// The placeholders of `forward_display`, in the order `render` fills them.
+const PLACEHOLDERS: [&str; 4] = ["caller", "callee", "caller_number", "callee_number"];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Template(Vec<Piece>);
-
-const PLACEHOLDERS: &str = "{caller}, {callee}, {caller_number}, {callee_number}";
-
-impl Template {
-    /// `{name}` is a placeholder, `{{` and `}}` are literal braces.
-    fn parse(text: &str) -> Result<Template, String> {
-        let mut pieces = Vec::new();
-        let mut literal = String::new();
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '{' if chars.peek() == Some(&'{') => {
-                    chars.next();
-                    literal.push('{');
-                }
-                '}' if chars.peek() == Some(&'}') => {
-                    chars.next();
-                    literal.push('}');
-                }
-                '{' => {
-                    let mut name = String::new();
-                    let mut closed = false;
-                    for c in chars.by_ref() {
-                        if c == '}' {
-                            closed = true;
-                            break;
-                        }
-                        name.push(c);
-                    }
-                    if !closed {
-                        return Err(format!(
-                            "unclosed `{{{name}`: placeholders are {PLACEHOLDERS} (write `{{{{` for a literal brace)"
-                        ));
-                    }
-                    let piece = match name.as_str() {
-                        "caller" => Piece::Caller,
-                        "callee" => Piece::Callee,
-                        "caller_number" => Piece::CallerNumber,
-                        "callee_number" => Piece::CalleeNumber,
-                        _ => {
-                            return Err(format!(
-                                "unknown placeholder `{{{name}}}`: known are {PLACEHOLDERS}"
-                            ))
-                        }
-                    };
-                    if !literal.is_empty() {
-                        pieces.push(Piece::Text(std::mem::take(&mut literal)));
-                    }
-                    pieces.push(piece);
-                }
-                c => literal.push(c),
-            }
-        }
-        if !literal.is_empty() {
-            pieces.push(Piece::Text(literal));
-        }
-        Ok(Template(pieces))
-    }
-
-    fn render(&self, setup: &CallSetup) -> String {
-        let mut out = String::new();
-        for piece in &self.0 {
-            match piece {
-                Piece::Text(text) => out.push_str(text),
-                Piece::Caller => out.push_str(caller_display(setup)),
-                Piece::Callee => out.push_str(setup.callee.label()),
-                Piece::CallerNumber => out.push_str(&setup.caller.number),
-                Piece::CalleeNumber => out.push_str(&setup.callee.number),
-            }
-        }
-        out
-    }
+/// Fills a parsed `forward_display` for this call.
+fn render(template: &Template, setup: &CallSetup) -> String {
+    template.render(|i| match i {
+        0 => caller_display(setup),
+        1 => setup.callee.label(),
+        2 => &setup.caller.number,
+        _ => &setup.callee.number,
+    })
 }
 
 /// What an earlier instance (e.g. a reverse lookup) found, else the caller's label.
@@ -283,7 +211,7 @@ impl Breakthrough {
         decided.merge(&decision);
         let forward_followed = setup.forward_followed(&decided).is_some();
         if let (Some(template), true) = (&self.template, forward_followed) {
-            let text = template.render(setup);
+            let text = render(template, setup);
             effects.push(format!("forward display \"{text}\""));
             decision.forward_display = Some(text.into()).into();
         }
@@ -365,7 +293,7 @@ impl Module for Breakthrough {
             None
         } else {
             Some(
-                Template::parse(&config.forward_display)
+                Template::parse(&config.forward_display, &PLACEHOLDERS)
                     .map_err(|message| config_error("forward_display", message))?,
             )
         };
