@@ -10,7 +10,7 @@ use crate::{
     config::parse_toml,
     db::InstanceRow,
     instance_log,
-    instances::{run_action, EngineSlot, Instances},
+    instances::{run_action, EngineSlot, Instances, LiveInstance},
     library, Host,
 };
 
@@ -123,6 +123,10 @@ pub fn instance_create(
 }
 
 fn check_instance_name(name: &str) -> Result<()> {
+    check_name("instance", name)
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -130,7 +134,7 @@ fn check_instance_name(name: &str) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.');
     if !ok {
-        bail!("instance name `{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'");
+        bail!("{what} name `{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'");
     }
     Ok(())
 }
@@ -352,16 +356,14 @@ pub fn instance_import(host: &Host, file: &Path, replace: bool) -> Result<String
     }
 }
 
+/// A live instance of `row` for admin actions (CLI and API): its host
+/// services answer from the stored directory.
+pub fn action_instance(host: &Host, row: &InstanceRow) -> Result<LiveInstance> {
+    Instances::new(&host.data, &host.db, &host.loader).live(row, &host.stored_engine()?)
+}
+
 pub fn instance_action(host: &Host, name: &str, action: &str, args: Vec<String>) -> Result<String> {
-    let row = host.db.instance(name)?;
-    let engine = EngineSlot::default();
-    if let Some(directory) = host.db.store.load_directory()? {
-        let index = callhost_pbx::directory::DirectoryIndex::new(directory)?;
-        engine.store(Some(std::sync::Arc::new(
-            callhost_pbx::engine::Engine::new(std::sync::Arc::new(index), host.config.engine()),
-        )));
-    }
-    let live = Instances::new(&host.data, &host.db, &host.loader).live(&row, &engine)?;
+    let live = action_instance(host, &host.db.instance(name)?)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -399,4 +401,31 @@ pub fn call_list(host: &Host, user: &str, json: bool) -> Result<String> {
         ));
     }
     Ok(text.trim_end().to_string())
+}
+
+/// Creates an API token and returns it: the only time it is shown. The
+/// database keeps its SHA-256.
+pub fn api_token_create(host: &Host, name: &str) -> Result<String> {
+    check_name("API token", name)?;
+    let token = crate::api::new_token();
+    host.db
+        .add_api_token(name, &hex::encode(crate::api::token_digest(&token)))?;
+    Ok(token)
+}
+
+pub fn api_token_list(host: &Host, json: bool) -> Result<String> {
+    let tokens = host.db.api_tokens()?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&tokens)?);
+    }
+    let mut text = format!("{:<24} {}\n", "NAME", "CREATED");
+    for token in &tokens {
+        text.push_str(&format!("{:<24} {}\n", token.name, token.created_at));
+    }
+    Ok(text.trim_end().to_string())
+}
+
+pub fn api_token_revoke(host: &Host, name: &str) -> Result<String> {
+    host.db.revoke_api_token(name)?;
+    Ok(format!("revoked API token {name}"))
 }

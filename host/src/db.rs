@@ -34,6 +34,12 @@ const MIGRATIONS: &[&str] = &[
     -- Bumped on every change a running host must pick up.
     CREATE TABLE generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
     INSERT INTO generation (id, value) VALUES (1, 0);",
+    // 2: HTTP API tokens; only a token's SHA-256 is kept, never the token
+    "CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -169,15 +175,21 @@ impl Db {
     }
 
     pub fn instance(&self, name: &str) -> Result<InstanceRow> {
-        self.conn()
+        self.find_instance(name)?
+            .with_context(|| format!("no instance named `{name}` (see `callhost instance list`)"))
+    }
+
+    /// The instance named `name`, `None` when there is none.
+    pub fn find_instance(&self, name: &str) -> Result<Option<InstanceRow>> {
+        Ok(self
+            .conn()
             .query_row(
                 "SELECT name, module_id, description, config, position, active, log_level, fault, updated_at
                  FROM instances WHERE name = ?1",
                 params![name],
                 instance_row,
             )
-            .optional()?
-            .with_context(|| format!("no instance named `{name}` (see `callhost instance list`)"))
+            .optional()?)
     }
 
     pub fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
@@ -310,6 +322,58 @@ impl Db {
             bail!("no instance named `{name}` (see `callhost instance list`)");
         }
         self.bump()
+    }
+}
+
+/// An HTTP API token as listed: the hash stays in the database.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiTokenRow {
+    pub name: String,
+    pub created_at: String,
+}
+
+impl Db {
+    /// Stores a new API token by the hex SHA-256 of its text.
+    pub fn add_api_token(&self, name: &str, sha256_hex: &str) -> Result<()> {
+        let inserted = self.conn().execute(
+            "INSERT INTO api_tokens (name, sha256, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![name, sha256_hex, now()],
+        )?;
+        if inserted == 0 {
+            bail!("an API token named `{name}` exists already (revoke it first)");
+        }
+        Ok(())
+    }
+
+    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
+        let mut statement = self
+            .conn()
+            .prepare("SELECT name, created_at FROM api_tokens ORDER BY name")?;
+        let rows = statement.query_map([], |row| {
+            Ok(ApiTokenRow {
+                name: row.get(0)?,
+                created_at: row.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every token's name with its hex SHA-256, for checking a request.
+    pub fn api_token_hashes(&self) -> Result<Vec<(String, String)>> {
+        let mut statement = self.conn().prepare("SELECT name, sha256 FROM api_tokens")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn revoke_api_token(&self, name: &str) -> Result<()> {
+        let deleted = self
+            .conn()
+            .execute("DELETE FROM api_tokens WHERE name = ?1", params![name])?;
+        if deleted == 0 {
+            bail!("no API token named `{name}` (see `callhost api token list`)");
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RArc, ROption, RResult, RStr, RString, RVec},
 };
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use arc_swap::ArcSwapOption;
 use callhost_pbx::{
     directory::Contact,
@@ -287,27 +287,43 @@ pub fn live_instance(
     })
 }
 
+/// Why an admin action gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The module has no such action; the message lists the ones it has.
+    #[error("{0}")]
+    Unknown(String),
+    /// The module answered with an error (or with invalid JSON).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A started action's answer; dropping it aborts the action.
+pub type ActionFuture = callhost_plugin_abi::FfiFuture<RResult<RString, ModuleError>>;
+
 /// Runs an admin action and returns its JSON answer.
 pub async fn run_action(
     live: &LiveInstance,
     action: &str,
     args: Vec<String>,
 ) -> Result<serde_json::Value> {
-    let known = live
-        .library
-        .manifest
-        .actions
-        .iter()
-        .any(|a| a.name.as_str() == action);
-    if !known {
-        let names: Vec<String> = live
-            .library
-            .manifest
-            .actions
+    Ok(action_answer(start_action(live, action, args)?).await?)
+}
+
+/// Starts an admin action. This runs the module's synchronous part, so an
+/// async caller runs it on a blocking thread.
+pub fn start_action(
+    live: &LiveInstance,
+    action: &str,
+    args: Vec<String>,
+) -> Result<ActionFuture, ActionError> {
+    let actions = &live.library.manifest.actions;
+    if !actions.iter().any(|a| a.name.as_str() == action) {
+        let names: Vec<String> = actions
             .iter()
             .map(|a| format!("{} {}", a.name, a.usage).trim().to_string())
             .collect();
-        bail!(
+        return Err(ActionError::Unknown(format!(
             "module `{}` has no action `{action}`; it has: {}",
             live.module_id,
             if names.is_empty() {
@@ -315,13 +331,17 @@ pub async fn run_action(
             } else {
                 names.join(", ")
             }
-        );
+        )));
     }
     let args: RVec<RString> = args.into_iter().map(RString::from).collect();
-    let answer = live.instance.action(RStr::from_str(action), args).await;
-    match answer {
+    Ok(live.instance.action(RStr::from_str(action), args))
+}
+
+/// Waits for a started action and parses its JSON answer.
+pub async fn action_answer(future: ActionFuture) -> Result<serde_json::Value, ActionError> {
+    match future.await {
         RResult::ROk(json) => serde_json::from_str(json.as_str())
-            .map_err(|e| anyhow!("module answered with invalid JSON: {e}")),
-        RResult::RErr(error) => bail!("{}", error.message),
+            .map_err(|e| ActionError::Failed(format!("module answered with invalid JSON: {e}"))),
+        RResult::RErr(error) => Err(ActionError::Failed(error.message.into_string())),
     }
 }

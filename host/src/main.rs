@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use callhost::{commands, simulate, Host};
+use callhost::{api, commands, simulate, Host};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -38,6 +38,36 @@ enum Command {
     },
     /// Run a call scenario through the engine and the active instances.
     Simulate { scenario: PathBuf },
+    /// The authenticated HTTP admin API and its tokens.
+    #[command(subcommand)]
+    Api(ApiCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiCommand {
+    /// Serve the HTTP admin API until SIGTERM or SIGINT.
+    Serve {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Tokens for the API's `Authorization: Bearer` header.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it; it is shown only this once (the host
+    /// keeps its SHA-256).
+    Create { name: String },
+    /// List tokens: names and creation times.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: requests with it are refused from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -132,14 +162,19 @@ enum TrustCommand {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // The API server logs its requests (info) unless told otherwise.
+    let default_filter = match cli.command {
+        Command::Api(ApiCommand::Serve { .. }) => "warn,callhost::api=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CALLHOST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(text) => {
             if !text.is_empty() {
@@ -229,5 +264,18 @@ fn run(cli: Cli) -> Result<String> {
             simulate::run(host_ref, &scenario, &mut out)?;
             String::new()
         }
+        Command::Api(ApiCommand::Serve { listen }) => {
+            api::serve(host, listen)?;
+            String::new()
+        }
+        Command::Api(ApiCommand::Token(command)) => match command {
+            TokenCommand::Create { name } => {
+                let token = commands::api_token_create(host_ref, &name)?;
+                eprintln!("created API token {name}; it is shown only this once:");
+                token
+            }
+            TokenCommand::List { json } => commands::api_token_list(host_ref, json)?,
+            TokenCommand::Revoke { name } => commands::api_token_revoke(host_ref, &name)?,
+        },
     })
 }

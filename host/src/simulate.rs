@@ -7,7 +7,7 @@ use std::{io::Write, sync::Arc, time::Instant};
 use abi_stable::std_types::ROption;
 use anyhow::{bail, Context as _, Result};
 use callhost_pbx::{
-    directory::{Directory, DirectoryIndex},
+    directory::Directory,
     engine::{CallOutcome, CallRequest, Engine, Via},
     store::{rfc3339_utc, CallDirection, CallListEntry},
 };
@@ -122,12 +122,12 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
             "no directory loaded: run `callhost directory load FILE` or put a [directory] table in the scenario",
         )?,
     };
-    let index = Arc::new(DirectoryIndex::new(directory).context("scenario: field `directory`")?);
     let mut engine_config = host.config.engine();
     if let Some(budget) = scenario.settings.setup_budget_ms {
         engine_config.setup_budget = std::time::Duration::from_millis(budget);
     }
-    let engine = Arc::new(Engine::new(index, engine_config));
+    let engine =
+        crate::engine_on(directory, engine_config).context("scenario: field `directory`")?;
     let mut dispatcher = Dispatcher::new(Default::default(), host.config.hook_reserve());
     dispatcher.set_persist_faults(record);
     let dispatcher = Arc::new(dispatcher);

@@ -22,6 +22,7 @@ use callhost_package::{Manifest, PackageBuilder, SigningKey};
 const PLUGINS: &[(&str, &str)] = &[
     ("breakthrough", "plugins/breakthrough"),
     ("redirect-display", "plugins/redirect-display"),
+    ("reverse-lookup", "plugins/reverse-lookup"),
 ];
 /// Modules only tests and the author guide use.
 const EXAMPLES: &[(&str, &str)] = &[
@@ -46,7 +47,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <package [--debug] [--examples] [--only CRATE] [--version-override V] [--out DIR] | test [cargo test args…] | bench [engine] | demo>"
+                "usage: cargo xtask <package [--debug] [--examples] [--only CRATE] [--version-override V] [--out DIR] | test [cargo test args…] | bench [engine|lookup] | demo>"
             );
             std::process::exit(2);
         }
@@ -266,23 +267,25 @@ fn target_dir(root: &Path) -> PathBuf {
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {
-    package(
-        root,
-        &PackageOptions {
-            examples: false,
-            ..Default::default()
-        },
-    )?;
     let which = args.first().map(String::as_str).unwrap_or("engine");
     match which {
         "engine" => {
+            package(
+                root,
+                &PackageOptions {
+                    examples: false,
+                    ..Default::default()
+                },
+            )?;
             let mut bench = cargo();
             bench
                 .args(["bench", "-p", "callhost", "--bench", "engine"])
                 .env("CALLHOST_BENCH_MODULES", target_dir(root).join("modules"));
             run(&mut bench)
         }
-        other => bail!("unknown benchmark `{other}` (known: engine)"),
+        // In-process: the lookup machinery against local HTTP providers.
+        "lookup" => run(cargo().args(["bench", "-p", "reverse-lookup", "--bench", "lookup"])),
+        other => bail!("unknown benchmark `{other}` (known: engine, lookup)"),
     }
 }
 

@@ -46,7 +46,16 @@ impl HostServices for TestHost {
 
 /// A context whose log goes to stderr and whose directory is empty.
 pub fn context(instance: &str) -> Context {
-    let dir = std::env::temp_dir().join(format!("callhost-test-{instance}"));
+    context_in(
+        instance,
+        &std::env::temp_dir().join(format!("callhost-test-{instance}")),
+    )
+}
+
+/// A context whose directories are `dir` (e.g. a fresh temporary one, for
+/// a module that keeps files).
+pub fn context_in(instance: &str, dir: &std::path::Path) -> Context {
+    let dir = dir.to_path_buf();
     let _ = std::fs::create_dir_all(&dir);
     Context {
         instance: instance.to_string(),
@@ -102,5 +111,34 @@ pub fn user(id: &str, name: &str, number: &str) -> Party {
         name: ROption::RSome(RString::from(name)),
         primary_number: ROption::RSome(RString::from(number)),
         ..party(PartyKind::User, number)
+    }
+}
+
+/// One hop's setup as the engine builds it for a first call from `caller`
+/// to `callee`: the direction from the parties' kinds, a default state for
+/// a called user, nothing forwarded or decided yet.
+pub fn setup(caller: Party, callee: Party) -> callhost_plugin_abi::CallSetup {
+    use callhost_plugin_abi::{Direction, UserState};
+    let direction = match (caller.kind, callee.kind) {
+        (PartyKind::External, _) => Direction::Incoming,
+        (_, PartyKind::External) => Direction::Outgoing,
+        _ => Direction::Internal,
+    };
+    let callee_state = if callee.kind == PartyKind::User {
+        ROption::RSome(UserState::default())
+    } else {
+        ROption::RNone
+    };
+    callhost_plugin_abi::CallSetup {
+        call_id: "call-1".into(),
+        direction,
+        dialled: callee.number.clone(),
+        caller,
+        callee,
+        transfer: ROption::RNone,
+        callee_state,
+        pending_forward: ROption::RNone,
+        forwarded: RVec::new(),
+        prior: callhost_plugin_abi::Decision::default(),
     }
 }

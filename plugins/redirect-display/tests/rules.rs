@@ -5,8 +5,8 @@ use abi_stable::std_types::{ROption, RString, RVec};
 use callhost_plugin_sdk::{
     abi::Transfer,
     testing::{context, external_de, party, user},
-    CallSetup, ConfigError, Decision, Direction, Forward, ForwardKind, Module, Party, PartyKind,
-    Setup, TransferKind, UserState,
+    CallSetup, ConfigError, Decision, Forward, ForwardKind, Module, Party, PartyKind, Setup,
+    TransferKind, UserState,
 };
 use redirect_display::{Config, RedirectDisplay};
 
@@ -38,31 +38,7 @@ fn outsider() -> Party {
     external_de("0301234567")
 }
 
-/// A setup of `caller` → `callee` with no forwards.
-fn setup(caller: Party, callee: Party) -> CallSetup {
-    let direction = if caller.kind == PartyKind::External {
-        Direction::Incoming
-    } else {
-        Direction::Internal
-    };
-    let callee_state = if callee.kind == PartyKind::User {
-        ROption::RSome(UserState::default())
-    } else {
-        ROption::RNone
-    };
-    CallSetup {
-        call_id: "call-1".into(),
-        direction,
-        dialled: callee.number.clone(),
-        caller,
-        callee,
-        transfer: ROption::RNone,
-        callee_state,
-        pending_forward: ROption::RNone,
-        forwarded: RVec::new(),
-        prior: Decision::default(),
-    }
-}
+use callhost_plugin_sdk::testing::setup;
 
 /// The callee's `kind` forward to `to`: in its state, and pending unless
 /// it is a no-answer forward.

@@ -209,12 +209,20 @@ impl Module for ReverseLookup {
                     };
                     let lookup = resolver.resolve(&number, None, Origin::Test).await;
                     let decision = view.decide(&lookup, false, "", false, &number.national);
-                    let verdict = match (&lookup.found, lookup.source) {
-                        (Some(_), _) => "success",
-                        (None, _) if lookup.steps.iter().any(|s| s.result.starts_with("error")) => {
-                            "error"
-                        }
-                        _ => "warning: no provider knows this number",
+                    // Error: every provider asked failed, so the answer says
+                    // nothing about the number; warning: they answered, but
+                    // no one knows it.
+                    let asked: Vec<&str> = lookup
+                        .steps
+                        .iter()
+                        .filter(|s| s.step == "provider" && !s.result.starts_with("skipped"))
+                        .map(|s| s.result.as_str())
+                        .collect();
+                    let failed = |r: &&str| r.starts_with("error") || *r == "timed out";
+                    let verdict = match &lookup.found {
+                        Some(_) => "success",
+                        None if !asked.is_empty() && asked.iter().all(failed) => "error",
+                        None => "warning: no provider knows this number",
                     };
                     Ok(json!({
                         "number": {"international": number.international, "e164": number.e164, "national": number.national, "country": number.country},
@@ -301,6 +309,11 @@ impl Module for ReverseLookup {
 }
 
 impl ReverseLookup {
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The party's number, normalised, if it is an external number.
     fn number_of(&self, party: &callhost_plugin_sdk::Party) -> Option<ExternalNumber> {
         let raw = party
