@@ -264,6 +264,14 @@ impl Dispatcher {
         for wait in waits {
             let _ = wait.recv_timeout(until.saturating_duration_since(Instant::now()));
         }
+        // Then the modules' own background work (history, contacts).
+        for live in self.current().iter().filter(|live| !live.is_faulted()) {
+            let left = until.saturating_duration_since(Instant::now());
+            let instance = &live.instance;
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                instance.settle(left.as_millis() as u64)
+            }));
+        }
     }
 
     /// Writes faults found during calls to the database.

@@ -104,7 +104,15 @@ impl HostServices for InstanceHost {
             company: field(&contact.company),
             numbers: vec![contact.number.to_string()],
         };
+        // A number already in the address book is not added again.
         self.with_store("adding a contact", |store| {
+            let known = store
+                .contacts()?
+                .iter()
+                .any(|c| c.numbers.iter().any(|n| contact.numbers.contains(n)));
+            if known {
+                return Ok(());
+            }
             store.add_contact(&contact).map(drop)
         })
     }

@@ -43,8 +43,12 @@ pub trait Instance: Send + Sync {
     ) -> FfiFuture<RResult<RString, ModuleError>>;
 
     /// The configuration in force, defaults filled in, as TOML.
-    #[sabi(last_prefix_field)]
     fn effective_config(&self) -> RString;
+    /// Waits up to `timeout_ms` for background work the module started
+    /// (history and contact writes, say); true when none is left. A
+    /// short-lived host process (simulate, CLI) calls it before it exits.
+    #[sabi(last_prefix_field)]
+    fn settle(&self, timeout_ms: u64) -> bool;
 }
 
 /// What the host offers every instance.

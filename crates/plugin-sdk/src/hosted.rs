@@ -246,6 +246,10 @@ impl<M: Module> Instance for Hosted<M> {
         }
     }
 
+    fn settle(&self, timeout_ms: u64) -> bool {
+        crate::runtime::settle(std::time::Duration::from_millis(timeout_ms))
+    }
+
     fn effective_config(&self) -> RString {
         let current = self
             .current

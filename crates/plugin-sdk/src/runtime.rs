@@ -8,8 +8,12 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use tokio::runtime::{Handle, Runtime};
@@ -41,10 +45,39 @@ pub(crate) fn spawn_joined<T: Send + 'static>(
     Ok(Joined(handle.spawn(future)))
 }
 
+/// Background tasks started and not yet ended (finished, panicked or aborted).
+static BACKGROUND: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one background task while it exists.
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        BACKGROUND.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub(crate) fn spawn_detached(future: impl Future<Output = ()> + Send + 'static) {
     if let Some(handle) = handle() {
-        handle.spawn(future);
+        BACKGROUND.fetch_add(1, Ordering::SeqCst);
+        let running = Running;
+        handle.spawn(async move {
+            let _running = running;
+            future.await
+        });
     }
+}
+
+/// Waits up to `timeout` for background tasks to end; true if they all did.
+pub(crate) fn settle(timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while BACKGROUND.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
 }
 
 /// Stops the runtime without waiting for its tasks.

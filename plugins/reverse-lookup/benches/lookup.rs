@@ -101,7 +101,7 @@ fn main() {
         let rounds = 60;
 
         // 1. Cache hit against the live fastest provider.
-        let (cached, _d1) = instance(&format!(
+        let (mut cached, _d1) = instance(&format!(
             "max_extension_length = 0\n{}",
             provider(&base, "fast", 20)
         ));

@@ -160,8 +160,13 @@ pub struct ProviderConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
     /// HTTP: the lookup URL; CRMs: the base URL; SQL, LDAP: the server URL;
-    /// CardDAV: the address book collection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// CardDAV: the address book collection. A password written into it is
+    /// shown as stars (better: `{password}` and a secret).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "masked_url"
+    )]
     pub url: Option<String>,
     /// HTTP: how to read the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,7 +207,7 @@ pub struct ProviderConfig {
     /// RL20: requests per minute at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_minute: Option<u32>,
-    /// RL20: requests per calendar month (UTC) at most.
+    /// RL20: requests per calendar month (UTC) at most; 0: no quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly_quota: Option<u32>,
     /// CardDAV: how often the address book is fetched again.
@@ -226,17 +231,14 @@ pub struct RuleConfig {
     pub name: String,
     pub field: FieldName,
     pub matcher: String,
-    #[serde(default = "whole_match")]
+    /// Empty: `{1}` when the matcher has a group, else `{0}` (the match).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub formatter: String,
     /// SQL only: the column this rule reads (0-based); by default the
     /// rule's position, as in the original ("the first parser reads the
     /// first column").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<usize>,
-}
-
-fn whole_match() -> String {
-    "{1}".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -350,6 +352,16 @@ impl fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(Secret::MASK)
+    }
+}
+
+fn masked_url<S: serde::Serializer>(
+    url: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_some(&mask_url_password(url)),
+        None => serializer.serialize_none(),
     }
 }
 

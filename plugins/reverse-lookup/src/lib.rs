@@ -178,7 +178,9 @@ impl Module for ReverseLookup {
         let callee = setup.callee.label().to_string();
         let shown_number = party.number.to_string();
         Setup::Later(Box::pin(async move {
-            let lookup = resolver.resolve(&number, known, Origin::Call).await;
+            let lookup = resolver
+                .resolve(&number, known, Origin::Call, !outgoing)
+                .await;
             view.decide(&lookup, outgoing, &callee, callee_is_local, &shown_number)
         }))
     }
@@ -207,7 +209,7 @@ impl Module for ReverseLookup {
                     } else {
                         resolver
                     };
-                    let lookup = resolver.resolve(&number, None, Origin::Test).await;
+                    let lookup = resolver.resolve(&number, None, Origin::Test, true).await;
                     let decision = view.decide(&lookup, false, "", false, &number.national);
                     // Error: every provider asked failed, so the answer says
                     // nothing about the number; warning: they answered, but
@@ -491,7 +493,9 @@ async fn refresh_call_lists(
             results.push(json!({"number": raw, "result": "not an external number"}));
             continue;
         };
-        let lookup = resolver.resolve(&number, None, Origin::Refresh).await;
+        let lookup = resolver
+            .resolve(&number, None, Origin::Refresh, false)
+            .await;
         let Some(name) = lookup.name() else {
             results.push(json!({"number": raw, "result": "not found"}));
             tracing::info!("call lists: {}/{total} {raw}: not found", i + 1);

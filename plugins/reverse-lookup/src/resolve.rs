@@ -166,7 +166,8 @@ impl Resolver {
             }
             window.push_back(now);
         }
-        if let Some(quota) = provider.monthly_quota {
+        // 0 turns a template's quota off (profile values cannot be removed).
+        if let Some(quota) = provider.monthly_quota.filter(|q| *q > 0) {
             match self.store.take_quota(&provider.id, quota) {
                 Ok(Ok(())) => {}
                 Ok(Err(quota)) => {
@@ -182,12 +183,15 @@ impl Resolver {
 
     /// Resolves `number`. `known_name` is the address-book name the host
     /// already found for a call's party (for other origins the host is
-    /// asked). Never takes longer than the budget.
+    /// asked). `spam`: also ask the spam providers (not for outgoing
+    /// calls, whose callee's score nobody uses). Never takes longer than
+    /// the budget.
     pub async fn resolve(
         self: &Arc<Self>,
         number: &ExternalNumber,
         known_name: Option<String>,
         origin: Origin,
+        spam: bool,
     ) -> Lookup {
         let started = Instant::now();
         let mut lookup = Lookup {
@@ -278,10 +282,10 @@ impl Resolver {
                             if let Some(score) = found.spam_score {
                                 cached_spam = Some((provider.id.clone(), score));
                             }
-                            (
-                                result.to_string(),
-                                vec![format!("spam score {:?}", found.spam_score)],
-                            )
+                            let note = found
+                                .spam_score
+                                .map_or("no spam score".to_string(), |s| format!("spam score {s}"));
+                            (result.to_string(), vec![note])
                         } else if lookup.found.is_none() {
                             let note = format!("{:?}, {} s old", found.name(), entry.age.as_secs());
                             lookup.found = Some(found);
@@ -344,7 +348,7 @@ impl Resolver {
         } else {
             Vec::new()
         };
-        let spam_attempts = if cached_spam.is_none() {
+        let spam_attempts = if spam && cached_spam.is_none() {
             attempts(Role::Spam)
         } else {
             Vec::new()
@@ -362,7 +366,9 @@ impl Resolver {
             lookup.found = Some(winner.value);
             lookup.source = "provider";
             lookup.provider = Some(winner.provider.clone());
-            if self.settings.create_contacts {
+            // Contacts come from calls only: a test or a call-list refresh
+            // is not a caller worth an address-book entry.
+            if self.settings.create_contacts && origin == Origin::Call {
                 self.create_contact(number, lookup.found.as_ref().expect("just set"));
             }
         }
@@ -447,11 +453,22 @@ impl Resolver {
             let trace = Trace::default();
             let permit = || resolver.permit(&provider);
             let max = resolver.settings.max_extension_length;
+            let started = Instant::now();
             let result = tokio::time::timeout(
                 provider.timeout,
                 provider.lookup(&number, max, &permit, &trace),
             )
             .await;
+            let outcome = match &result {
+                Ok(Ok(Some(_))) => "found".to_string(),
+                Ok(Ok(None)) => "not found".to_string(),
+                Ok(Err(e)) => format!("error: {e}"),
+                Err(_) => "timed out".to_string(),
+            };
+            let name = match &result {
+                Ok(Ok(Some(found))) => Some(found.name()).filter(|n| !n.is_empty()),
+                _ => None,
+            };
             match result {
                 Ok(Ok(found)) => {
                     // Only a real answer replaces the entry: a name that
@@ -471,10 +488,10 @@ impl Resolver {
                 number: number.e164.clone(),
                 source: "provider".into(),
                 provider: Some(provider.id.clone()),
-                name: None,
+                name,
                 spam_score: None,
-                elapsed_ms: 0.0,
-                attempts: serde_json::json!(trace.lines()),
+                elapsed_ms: ms(started.elapsed()),
+                attempts: serde_json::json!([{"step": "provider", "provider": provider.id, "result": outcome, "ms": ms(started.elapsed())}]),
             };
             let _ = resolver.store.history_add(&record);
             resolver.written.notify_waiters();

@@ -12,6 +12,10 @@ use reverse_lookup::{
 };
 use support::{instance, name, refusal, test};
 
+/// These tests check answers, not speed: first connections on a busy
+/// machine may take longer than a call could wait.
+const SLOW_OK: &str = "budget_ms = 5000\n";
+
 /// A table name no other test run uses.
 fn table(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -95,10 +99,11 @@ driver = "postgres"
 url = "{url}"
 query = "SELECT first_name, last_name, company, rank FROM {table} WHERE phone = {{tel}}"
 tel_format = "e164"
+timeout_ms = 4000
 "#
     );
     let dir = tempfile::tempdir().unwrap();
-    let rl = instance(dir.path(), &format!("[[providers]]\n{config}"));
+    let rl = instance(dir.path(), &format!("{SLOW_OK}[[providers]]\n{config}"));
     let result = test(&rl, "030 1234567").await;
     assert_eq!(
         name(&result).as_deref(),
@@ -157,10 +162,11 @@ rules = [
   {{ name = "caller", field = "display", matcher = '^(.+)$' }},
   {{ name = "company", field = "company", matcher = '^([^(]+?)\s*\(', formatter = "{{1}}" }},
 ]
+timeout_ms = 4000
 "#
     );
     let dir = tempfile::tempdir().unwrap();
-    let rl = instance(dir.path(), &format!("[[providers]]\n{config}"));
+    let rl = instance(dir.path(), &format!("{SLOW_OK}[[providers]]\n{config}"));
     let result = test(&rl, "089 12345").await;
     assert_eq!(
         name(&result).as_deref(),
@@ -196,9 +202,9 @@ async fn sqlite_with_positional_columns() {
         .unwrap();
     // Columns named like nothing known: first is the name, second the company.
     let config = format!(
-        "id = \"lite\"\nkind = \"sql\"\ndriver = \"sqlite\"\nurl = \"{url}\"\nquery = \"SELECT wer, wo FROM contacts WHERE nummer = #CALLERID_INT#\"\n"
+        "id = \"lite\"\nkind = \"sql\"\ndriver = \"sqlite\"\nurl = \"{url}\"\nquery = \"SELECT wer, wo FROM contacts WHERE nummer = #CALLERID_INT#\"\ntimeout_ms = 4000\n"
     );
-    let rl = instance(dir.path(), &format!("[[providers]]\n{config}"));
+    let rl = instance(dir.path(), &format!("{SLOW_OK}[[providers]]\n{config}"));
     let result = test(&rl, "030 1234567").await;
     assert_eq!(name(&result).as_deref(), Some("Lite Lena"), "{result:#}");
     assert_eq!(result["lookup"]["found"]["company"], "Feder GmbH");
@@ -259,6 +265,7 @@ url = "{}"
 base_dn = "{}"
 bind_dn = "{}"
 secrets.password = "{}"
+timeout_ms = 4000
 "#,
         slapd.url(),
         slapd.base_dn(),
@@ -266,7 +273,7 @@ secrets.password = "{}"
         slapd.password()
     );
     let dir = tempfile::tempdir().unwrap();
-    let rl = instance(dir.path(), &format!("[[providers]]\n{config}"));
+    let rl = instance(dir.path(), &format!("{SLOW_OK}[[providers]]\n{config}"));
     let result = test(&rl, "069 1234567").await;
     assert_eq!(name(&result).as_deref(), Some("Lara Ldap"), "{result:#}");
     assert_eq!(result["lookup"]["found"]["company"], "Verzeichnis GmbH");
@@ -321,12 +328,13 @@ id = "cloud"
 template = "nextcloud"
 url = "{book}"
 secrets = {{ user = "{}", password = "{}" }}
+timeout_ms = 4000
 "#,
         radicale.user(),
         radicale.password()
     );
     let dir = tempfile::tempdir().unwrap();
-    let rl = instance(dir.path(), &config);
+    let rl = instance(dir.path(), &format!("{SLOW_OK}{config}"));
     let result = test(&rl, "+49 711 123456").await;
     assert_eq!(name(&result).as_deref(), Some("Carla Dav"), "{result:#}");
     assert_eq!(result["lookup"]["found"]["company"], "Kalender AG");
@@ -336,7 +344,7 @@ secrets = {{ user = "{}", password = "{}" }}
     // Wrong credentials: an error, not a silent miss.
     let wrong = config.replace(radicale.password(), "wrong-password");
     let dir = tempfile::tempdir().unwrap();
-    let rl = instance(dir.path(), &wrong);
+    let rl = instance(dir.path(), &format!("{SLOW_OK}{wrong}"));
     let result = test(&rl, "0711 123456").await;
     assert_eq!(result["result"], "error", "{result:#}");
 }

@@ -41,6 +41,8 @@ struct Inner {
     home: NumberPlan,
     extras: Vec<(String, String)>,
     snapshot: Mutex<Option<Snapshot>>,
+    /// A background refresh is running (one at a time).
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -68,6 +70,7 @@ impl CardDav {
                 home,
                 extras: s.extras(),
                 snapshot: Mutex::new(None),
+                refreshing: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -89,12 +92,17 @@ impl CardDav {
             }
             Some(stale) => {
                 trace.note("address book snapshot is stale: answering from it, refreshing in the background");
-                let inner = self.inner.clone();
-                tokio::spawn(async move {
-                    if let Ok(fresh) = inner.fetch(&Trace::default()).await {
-                        *inner.snapshot.lock().await = Some(fresh);
-                    }
-                });
+                use std::sync::atomic::Ordering;
+                if !self.inner.refreshing.swap(true, Ordering::SeqCst) {
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move {
+                        match inner.fetch(&Trace::default()).await {
+                            Ok(fresh) => *inner.snapshot.lock().await = Some(fresh),
+                            Err(e) => tracing::warn!("address book refresh failed: {e}"),
+                        }
+                        inner.refreshing.store(false, Ordering::SeqCst);
+                    });
+                }
                 stale
             }
             None => {

@@ -120,7 +120,10 @@ impl Http {
             Auth::Bearer => request.bearer_auth(secret("token")),
         };
         let (status, body) = send(request).await.map_err(|e| mask(&e, &self.extras))?;
-        trace.note(format!("HTTP {status}: {}", excerpt(&body)));
+        trace.note(format!(
+            "HTTP {status}: {}",
+            mask(&excerpt(&body), &self.extras)
+        ));
         if status == 404 || status == 204 {
             return Ok(None);
         }

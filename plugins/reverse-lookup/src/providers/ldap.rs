@@ -3,7 +3,7 @@
 //! for the filter (RFC 4515), so it can never change the filter's shape.
 
 use callhost_numbers::ExternalNumber;
-use callhost_plugin_sdk::ConfigError;
+use callhost_plugin_sdk::{config_error, ConfigError};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 
 use super::{mask, Settings, Trace};
@@ -24,10 +24,21 @@ pub struct Ldap {
 
 impl Ldap {
     pub fn build(s: &Settings<'_>) -> Result<Ldap, ConfigError> {
+        // The filter gets the number only: a secret has no place in it.
+        let filter = s.required("query", &s.config.query)?;
+        callhost_lookup_core::check_template(&filter, &[])
+            .map_err(|e| config_error((s.at)("query"), e.to_string()))?;
+        if s.config.bind_dn.is_some() && s.secret("password").is_none() {
+            // An empty password is an anonymous bind on many servers.
+            return Err(config_error(
+                (s.at)("secrets.password"),
+                "missing: bind_dn needs it (leave bind_dn out to search anonymously)",
+            ));
+        }
         Ok(Ldap {
             url: s.required("url", &s.config.url)?,
             base_dn: s.required("base_dn", &s.config.base_dn)?,
-            filter: s.template("query", &s.config.query)?,
+            filter,
             bind_dn: s.config.bind_dn.clone(),
             password: s.secret("password"),
             tel: s.tel,

@@ -327,10 +327,18 @@ impl Settings<'_> {
 }
 
 fn core_rule(rule: &RuleConfig) -> callhost_lookup_core::Rule {
+    let formatter = if !rule.formatter.is_empty() {
+        rule.formatter.clone()
+    } else if regex::Regex::new(&rule.matcher).is_ok_and(|r| r.captures_len() > 1) {
+        "{1}".to_string()
+    } else {
+        // An invalid matcher is reported by the compile step.
+        "{0}".to_string()
+    };
     callhost_lookup_core::Rule {
         name: rule.name.clone(),
         matcher: rule.matcher.clone(),
-        formatter: rule.formatter.clone(),
+        formatter,
         field: rule.field.rule_field(),
     }
 }

@@ -76,14 +76,13 @@ impl Sql {
             national: String::new(),
             country: None,
         };
-        callhost_lookup_core::expand(
-            &self.url,
-            &probe,
-            self.tel.core(),
-            &extras,
-            callhost_lookup_core::percent_encode,
-        )
-        .map_err(|e| e.to_string())
+        // URLs carry secrets percent-encoded; an ADO string (MS SQL) as is.
+        let escape = match self.driver {
+            Driver::Mssql => callhost_lookup_core::no_escape,
+            _ => callhost_lookup_core::percent_encode,
+        };
+        callhost_lookup_core::expand(&self.url, &probe, self.tel.core(), &extras, escape)
+            .map_err(|e| e.to_string())
     }
 
     async fn pool(&self) -> Result<&Pool, String> {
