@@ -189,10 +189,17 @@ impl Module for ReverseLookup {
         let resolver = self.resolver.clone();
         match name {
             "test" => {
-                let Some(raw) = args.first() else {
+                // The number may come in pieces ("030 1234567" unquoted).
+                let raw: String = args
+                    .iter()
+                    .filter(|a| !a.starts_with("--"))
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if raw.is_empty() {
                     return Action::Ready(Err("usage: test NUMBER [--fresh]".into()));
-                };
-                let number = match self.plan.normalize(raw) {
+                }
+                let number = match self.plan.normalize(&raw) {
                     Ok(number) => number,
                     Err(e) => return Action::Ready(Err(format!("{raw:?}: {e}"))),
                 };

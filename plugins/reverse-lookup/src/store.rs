@@ -38,8 +38,11 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
+/// Two connections: WAL lets the call path read the cache while a history
+/// write is being committed on the other.
 pub struct LookupStore {
     conn: Mutex<Connection>,
+    reader: Mutex<Connection>,
     secret: Vec<u8>,
 }
 
@@ -121,15 +124,24 @@ impl LookupStore {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open(&path).map_err(open_error)?;
-        conn.busy_timeout(Duration::from_secs(2))
-            .map_err(open_error)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_error)?;
+        let connect = || -> Result<Connection, rusqlite::Error> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(2))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // Commits reach the disk at checkpoints, not each time: a power
+            // cut may cost the last lookups of the history or the cache,
+            // which are rebuilt by the next calls; nothing an administrator
+            // stored lives here.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(conn)
+        };
+        let conn = connect().map_err(open_error)?;
         conn.execute_batch(SCHEMA).map_err(open_error)?;
+        let reader = connect().map_err(open_error)?;
         let secret = cache_secret(&dir.join("cache.key"))?;
         Ok(LookupStore {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             secret,
         })
     }
