@@ -280,7 +280,7 @@ async fn log_request(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let token = response
+    let token_name = response
         .extensions()
         .get::<TokenName>()
         .map_or("-", |name| name.0.as_str());
@@ -288,8 +288,8 @@ async fn log_request(request: Request, next: Next) -> Response {
         %method,
         %path,
         status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        token,
+        duration_ms = %format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+        token_name,
         "request"
     );
     response

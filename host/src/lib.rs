@@ -58,10 +58,20 @@ impl Host {
     /// in a slot for host services; empty when no directory was loaded.
     pub fn stored_engine(&self) -> Result<instances::EngineSlot> {
         let slot = instances::EngineSlot::default();
-        if let Some(directory) = self.db.store.load_directory()? {
+        if let Some(directory) = self.stored_directory()? {
             slot.store(Some(engine_on(directory, self.config.engine())?));
         }
         Ok(slot)
+    }
+
+    /// The stored directory as calls see it: its address book includes the
+    /// contacts added since it was loaded (e.g. by a module, RL12).
+    pub fn stored_directory(&self) -> Result<Option<Directory>> {
+        let Some(mut directory) = self.db.store.load_directory()? else {
+            return Ok(None);
+        };
+        directory.contacts = self.db.store.contacts()?;
+        Ok(Some(directory))
     }
 }
 
@@ -78,7 +88,7 @@ mod tests {
     #[test]
     fn stored_engine_answers_from_the_stored_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let host = Host::open(dir.path()).unwrap();
+        let mut host = Host::open(dir.path()).unwrap();
         assert!(host.stored_engine().unwrap().load().is_none());
         let office = include_str!("../../examples/office.toml");
         host.db

@@ -145,6 +145,8 @@ enum InstanceCommand {
     Action {
         name: String,
         action: String,
+        /// Passed to the module as they are, `--flags` included.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }

@@ -118,7 +118,7 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
     }
     let directory = match &scenario.directory {
         Some(inline) => Directory::from_value(inline.clone()).context("scenario: field `directory`")?,
-        None => host.db.store.load_directory()?.context(
+        None => host.stored_directory()?.context(
             "no directory loaded: run `callhost directory load FILE` or put a [directory] table in the scenario",
         )?,
     };
