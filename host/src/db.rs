@@ -79,8 +79,10 @@ impl InstanceRow {
 }
 
 /// The host database: the directory store plus the host's tables.
+/// Instance configurations are sealed at rest (see `seal`).
 pub struct Db {
     pub store: Store,
+    sealer: crate::seal::Sealer,
 }
 
 pub fn now() -> String {
@@ -95,7 +97,42 @@ impl Db {
         let store = Store::open(&path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         migrate(store.conn(), "host", MIGRATIONS).context("host database migration")?;
-        Ok(Db { store })
+        // Overwrite what is deleted, so a configuration sealed now leaves
+        // no clear copy in free pages.
+        store
+            .conn()
+            .pragma_update(None, "secure_delete", "ON")
+            .context("enabling secure_delete")?;
+        let sealer = crate::seal::Sealer::open(data)?;
+        let db = Db { store, sealer };
+        db.seal_plain_configs()?;
+        Ok(db)
+    }
+
+    /// Seals configurations stored before sealing existed (idempotent).
+    fn seal_plain_configs(&self) -> Result<()> {
+        let plain: Vec<(String, String)> = self
+            .conn()
+            .prepare("SELECT name, config FROM instances WHERE config NOT LIKE 'sealed:%'")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (name, config) in plain {
+            // Only if nobody changed it meanwhile.
+            self.conn().execute(
+                "UPDATE instances SET config = ?3 WHERE name = ?1 AND config = ?2",
+                params![name, config, self.sealer.seal(&config)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A row as read, with its configuration unsealed.
+    fn unsealed(&self, mut row: InstanceRow) -> Result<InstanceRow> {
+        row.config = self
+            .sealer
+            .unseal(&row.config)
+            .with_context(|| format!("instance `{}`", row.name))?;
+        Ok(row)
     }
 
     fn conn(&self) -> &rusqlite::Connection {
@@ -171,7 +208,7 @@ impl Db {
              FROM instances ORDER BY position, name",
         )?;
         let rows = statement.query_map([], instance_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.map(|row| self.unsealed(row?)).collect()
     }
 
     pub fn instance(&self, name: &str) -> Result<InstanceRow> {
@@ -181,15 +218,16 @@ impl Db {
 
     /// The instance named `name`, `None` when there is none.
     pub fn find_instance(&self, name: &str) -> Result<Option<InstanceRow>> {
-        Ok(self
-            .conn()
+        self.conn()
             .query_row(
                 "SELECT name, module_id, description, config, position, active, log_level, fault, updated_at
                  FROM instances WHERE name = ?1",
                 params![name],
                 instance_row,
             )
-            .optional()?)
+            .optional()?
+            .map(|row| self.unsealed(row))
+            .transpose()
     }
 
     pub fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
@@ -206,7 +244,7 @@ impl Db {
                 row.name,
                 row.module_id,
                 row.description,
-                row.config,
+                self.sealer.seal(&row.config),
                 next,
                 row.active,
                 row.log_level,
@@ -223,7 +261,7 @@ impl Db {
         self.update(
             name,
             "UPDATE instances SET config = ?2, fault = NULL, updated_at = ?3 WHERE name = ?1",
-            config,
+            &self.sealer.seal(config),
         )
     }
 
@@ -262,11 +300,27 @@ impl Db {
         library_path: &str,
         fault: &str,
     ) -> Result<()> {
+        // Sealed values differ each time: compare the text, then update only
+        // the very value that was compared.
+        let stored: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT config FROM instances WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(stored) = stored else {
+            return Ok(());
+        };
+        if self.sealer.unseal(&stored)? != config {
+            return Ok(());
+        }
         let changed = self.conn().execute(
             "UPDATE instances SET fault = ?4, updated_at = ?5
              WHERE name = ?1 AND config = ?2
                AND module_id IN (SELECT id FROM modules WHERE library_path = ?3)",
-            params![name, config, library_path, fault, now()],
+            params![name, stored, library_path, fault, now()],
         )?;
         if changed > 0 {
             self.bump()?;

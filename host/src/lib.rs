@@ -12,6 +12,7 @@ pub mod instances;
 pub mod library;
 pub mod loader;
 pub mod paths;
+pub mod seal;
 pub mod simulate;
 
 use std::sync::Arc;

@@ -162,6 +162,24 @@ fn secrets_stay_out_of_show_and_log() {
     let shown = h.ok(&["instance", "show", "ch"]);
     assert!(shown.contains("template = \"tel-search-ch\""), "{shown}");
     assert!(!shown.contains("VERY-SECRET-KEY"), "{shown}");
+    // At rest the configuration is sealed: not in the database in clear.
+    let conn = rusqlite::Connection::open(h.data().join("callhost.db")).unwrap();
+    let stored: String = conn
+        .query_row("SELECT config FROM instances WHERE name = 'ch'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(stored.starts_with("sealed:v1:"), "{stored}");
+    drop(conn);
+    for file in ["callhost.db", "callhost.db-wal"] {
+        if let Ok(bytes) = std::fs::read(h.data().join(file)) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("VERY-SECRET-KEY"),
+                "{file} holds the key in clear"
+            );
+        }
+    }
     let refused = h.fails(&[
         "instance",
         "configure",

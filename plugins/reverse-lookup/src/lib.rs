@@ -18,6 +18,7 @@ pub mod store;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use callhost_numbers::{ExternalNumber, NumberPlan};
+use callhost_plugin_sdk::abi_stable::std_types::ROption;
 use callhost_plugin_sdk::{
     config_error, export_module, serde_json::json, template::Template, Action, CallSetup,
     ConfigError, Context, Decision, Direction, Module, PartyKind, Setup,
@@ -437,13 +438,12 @@ impl View {
             display = Some(prefix.render(|i| if i == 0 { callee } else { base.as_str() }));
         }
         decision.display = display.map(Into::into).into();
-        decision.reason = Some(match (&lookup.provider, lookup.source) {
+        let reason = match (&lookup.provider, lookup.source) {
             (_, "address_book") => format!("address book, {} ms", lookup.elapsed_ms),
             (Some(p), source) => format!("{source} {p}, {} ms", lookup.elapsed_ms),
             (None, _) => format!("not found, {} ms", lookup.elapsed_ms),
-        })
-        .map(Into::into)
-        .into();
+        };
+        decision.reason = ROption::RSome(reason.into());
         decision
     }
 }

@@ -157,7 +157,9 @@ impl LookupStore {
     ) -> Result<Option<CacheEntry>, StoreError> {
         let key = cache_key(&self.secret, provider, number);
         let row: Option<(Option<String>, i64)> = self
-            .conn()
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .prepare_cached("SELECT found, stored_at FROM cache WHERE key = ?1")?
             .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
