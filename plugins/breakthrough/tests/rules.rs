@@ -7,8 +7,8 @@ use callhost_plugin_sdk::{
     abi::Transfer,
     serde_json::json,
     testing::{context, external_de, party, user},
-    Action, CallSetup, ConfigError, Decision, Direction, Forward, ForwardKind, Module, Party,
-    PartyKind, Setup, TransferKind, UserState,
+    Action, CallSetup, ConfigError, Decision, Forward, ForwardKind, Module, Party, PartyKind,
+    Setup, TransferKind, UserState,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -29,31 +29,7 @@ fn secretary() -> Party {
     user("sek", "Sekretariat", "203")
 }
 
-/// A hop-1 setup of `caller` → `callee`.
-fn setup(caller: Party, callee: Party) -> CallSetup {
-    let direction = if caller.kind == PartyKind::External {
-        Direction::Incoming
-    } else {
-        Direction::Internal
-    };
-    let callee_state = if callee.kind == PartyKind::User {
-        ROption::RSome(UserState::default())
-    } else {
-        ROption::RNone
-    };
-    CallSetup {
-        call_id: "call-1".into(),
-        direction,
-        dialled: callee.number.clone(),
-        caller,
-        callee,
-        transfer: ROption::RNone,
-        callee_state,
-        pending_forward: ROption::RNone,
-        forwarded: RVec::new(),
-        prior: Decision::default(),
-    }
-}
+use callhost_plugin_sdk::testing::setup;
 
 /// The callee has an always forward to `to` (pending and in its state).
 fn forwarded_always(mut setup: CallSetup, to: Party) -> CallSetup {

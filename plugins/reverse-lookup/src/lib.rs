@@ -51,10 +51,8 @@ pub struct ReverseLookup {
     config: Config,
     resolver: Arc<Resolver>,
     plan: NumberPlan,
-    display: Template,
-    provider_displays: HashMap<String, Template>,
-    prefix: Template,
-    spam_display: Template,
+    /// Built once per configuration; calls share it.
+    view: Arc<View>,
 }
 
 fn template(field: &str, text: &str, names: &[&str]) -> Result<Template, ConfigError> {
@@ -140,11 +138,18 @@ impl Module for ReverseLookup {
         }
         let store = LookupStore::open(&ctx.data_dir)
             .map_err(|e| config_error("(instance data)", e.to_string()))?;
-        Ok(ReverseLookup {
+        // The prefix template is checked even when it is off.
+        let prefix = template("prefix_format", &config.prefix_format, &PREFIX)?;
+        let view = Arc::new(View {
             display: template("display", &config.display, &DISPLAY)?,
-            prefix: template("prefix_format", &config.prefix_format, &PREFIX)?,
-            spam_display: template("spam.display", &config.spam.display, &SPAM)?,
             provider_displays,
+            prefix: config.prefix_callee_name.then_some(prefix),
+            spam_display: template("spam.display", &config.spam.display, &SPAM)?,
+            spam_action: config.spam.action,
+            spam_threshold: config.spam.threshold,
+        });
+        Ok(ReverseLookup {
+            view,
             resolver: Arc::new(Resolver::new(
                 settings,
                 providers,
@@ -175,7 +180,7 @@ impl Module for ReverseLookup {
         };
         let known = party.name.clone().into_option().map(|n| n.into_string());
         let resolver = self.resolver.clone();
-        let view = self.view();
+        let view = self.view.clone();
         let callee = setup.callee.label().to_string();
         let shown_number = party.number.to_string();
         Setup::Later(Box::pin(async move {
@@ -205,7 +210,7 @@ impl Module for ReverseLookup {
                     Err(e) => return Action::Ready(Err(format!("{raw:?}: {e}"))),
                 };
                 let fresh = args.iter().any(|a| a == "--fresh");
-                let view = self.view();
+                let view = self.view.clone();
                 let chosen: Vec<_> = resolver
                     .providers
                     .iter()
@@ -333,17 +338,6 @@ impl ReverseLookup {
             .into_option()
             .unwrap_or(party.number.as_str());
         self.plan.normalize(raw).ok()
-    }
-
-    fn view(&self) -> Arc<View> {
-        Arc::new(View {
-            display: self.display.clone(),
-            provider_displays: self.provider_displays.clone(),
-            prefix: self.config.prefix_callee_name.then(|| self.prefix.clone()),
-            spam_display: self.spam_display.clone(),
-            spam_action: self.config.spam.action,
-            spam_threshold: self.config.spam.threshold,
-        })
     }
 }
 
