@@ -116,7 +116,7 @@ pub fn serve(host: Host, listen: SocketAddr) -> Result<()> {
     served
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
     pub calls: CallsConfig,
+    /// `callhost serve`: SIP listener, registrar and trunk.
+    pub sip: callhost_sip::SipConfig,
+    /// `callhost serve`: the anchored RTP relay.
+    pub media: callhost_sip::MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +66,9 @@ impl HostConfig {
                 config.calls.setup_budget_ms
             );
         }
+        let at = |error: callhost_sip::ConfigError| anyhow::anyhow!("{}: {error}", path.display());
+        config.sip.validate().map_err(at)?;
+        config.media.port_range().map_err(at)?;
         Ok(config)
     }
 

@@ -13,6 +13,7 @@ pub mod library;
 pub mod loader;
 pub mod paths;
 pub mod seal;
+pub mod serve;
 pub mod simulate;
 
 use std::sync::Arc;

@@ -38,6 +38,8 @@ enum Command {
     },
     /// Run a call scenario through the engine and the active instances.
     Simulate { scenario: PathBuf },
+    /// Serve the PBX on SIP (registrar, calls, anchored RTP) until SIGTERM.
+    Serve,
     /// The authenticated HTTP admin API and its tokens.
     #[command(subcommand)]
     Api(ApiCommand),
@@ -168,6 +170,7 @@ fn main() {
     // The API server logs its requests (info) unless told otherwise.
     let default_filter = match cli.command {
         Command::Api(ApiCommand::Serve { .. }) => "warn,callhost::api=info",
+        Command::Serve => "warn,callhost=info,callhost_sip=info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -264,6 +267,14 @@ fn run(cli: Cli) -> Result<String> {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             simulate::run(host_ref, &scenario, &mut out)?;
+            String::new()
+        }
+        Command::Serve => {
+            callhost::serve::run(host, |banner| {
+                println!("{banner}");
+                use std::io::Write as _;
+                std::io::stdout().flush().ok();
+            })?;
             String::new()
         }
         Command::Api(ApiCommand::Serve { listen }) => {

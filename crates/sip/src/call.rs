@@ -1,0 +1,675 @@
+//! One call through the back-to-back user agent.
+//!
+//! The caller's INVITE becomes a server dialog (the A leg). The engine
+//! decides who rings; every device of every ringing user, and every
+//! external number (through the trunk), gets its own client dialog (a B
+//! leg) with its own Call-ID. The first B leg to answer is connected, the
+//! others are cancelled. Media runs through one relay per call: the caller
+//! sees only the relay's caller-facing port, the callees only its
+//! callee-facing one.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abi_stable::std_types::{ROption, RString};
+use callhost_media::relay::{CallMedia, Leg as MediaLeg, MediaEvent};
+use callhost_media::sdp::{rewrite_connection, Sdp};
+use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Outcome, Ring, Via};
+use callhost_plugin_abi::{CallEvent, EventKind, PartyKind};
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
+};
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, HostWithPort, StatusCode, Transport, Uri};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::SipAddr;
+
+use crate::server::{CallRecord, Shared};
+
+/// Who is calling, once authenticated.
+struct Caller {
+    /// The number the engine sees (a user's primary number, or the
+    /// carrier's calling number).
+    number: String,
+    /// The directory user, for an internal caller.
+    user: Option<String>,
+}
+
+/// A new INVITE outside any dialog.
+pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, source: SocketAddr) {
+    let from_trunk = shared
+        .config
+        .trunk
+        .as_ref()
+        .is_some_and(|trunk| trunk.peer == source);
+    let Some(engine) = shared.control.engine() else {
+        tx.reply(StatusCode::ServiceUnavailable).await.ok();
+        return;
+    };
+    let caller = if from_trunk {
+        let number = tx
+            .original
+            .from_header()
+            .ok()
+            .and_then(|from| from.uri().ok())
+            .and_then(|uri| uri.auth.map(|auth| auth.user))
+            .unwrap_or_else(|| "anonymous".into());
+        Caller { number, user: None }
+    } else {
+        let Some(user) = shared.authenticate(&mut tx, source, true).await else {
+            return;
+        };
+        let number = engine
+            .directory()
+            .user(&user)
+            .map(|u| u.primary_number().to_string())
+            .unwrap_or_else(|| user.clone());
+        Caller {
+            number,
+            user: Some(user),
+        }
+    };
+    let Some(dialed) = tx.original.uri.auth.as_ref().map(|auth| auth.user.clone()) else {
+        tx.reply(StatusCode::NotFound).await.ok();
+        return;
+    };
+    // An internal caller dialling a number the directory does not know and
+    // that is not an outside number has misdialled.
+    if engine.party(&dialed).kind == PartyKind::Unknown {
+        tracing::info!(to = %dialed, "call to an unknown number");
+        tx.reply(StatusCode::NotFound).await.ok();
+        return;
+    }
+    let offer_text = String::from_utf8_lossy(&tx.original.body).into_owned();
+    let offer = match Sdp::parse_bytes(&tx.original.body) {
+        Ok(offer) => offer,
+        Err(error) => {
+            // No offer (late offer) or one we cannot relay.
+            tracing::info!(%error, "INVITE without a usable SDP offer");
+            tx.reply(StatusCode::NotAcceptableHere).await.ok();
+            return;
+        }
+    };
+    let media = match shared.relay.allocate() {
+        Ok(media) => media,
+        Err(error) => {
+            tracing::error!(%error, "no media ports for a call");
+            tx.reply(StatusCode::ServiceUnavailable).await.ok();
+            return;
+        }
+    };
+    if let Ok(endpoint) = offer.audio_endpoint() {
+        media.set_remote(MediaLeg::Caller, endpoint);
+    }
+    media.set_dtmf_payload_type(
+        MediaLeg::Caller,
+        offer.audio().and_then(|a| a.telephone_event_payload_type()),
+    );
+
+    let (state_sender, state_receiver) = shared.dialogs.new_dialog_state_channel();
+    let a = match shared.dialogs.get_or_create_server_invite(
+        &tx,
+        state_sender.clone(),
+        None,
+        Some(contact_uri(&shared, None)),
+    ) {
+        Ok(dialog) => dialog,
+        Err(error) => {
+            tracing::warn!(%error, "cannot create the caller's dialog");
+            tx.reply(StatusCode::ServerInternalError).await.ok();
+            return;
+        }
+    };
+    let call_id = a.id().call_id.clone();
+    shared
+        .calls
+        .lock()
+        .expect("calls")
+        .insert(call_id.clone(), ());
+    // The INVITE transaction lives on its own task: it answers CANCEL,
+    // retransmits our final answer and waits for the ACK.
+    let mut transaction_dialog = a.clone();
+    tokio::spawn(async move {
+        transaction_dialog.handle(&mut tx).await.ok();
+    });
+    let mut call = Call {
+        shared: shared.clone(),
+        engine,
+        call_id: call_id.clone(),
+        caller,
+        dialed,
+        a,
+        offer_text,
+        media,
+        state_sender,
+        legs: Vec::new(),
+        answered: None,
+        rang_caller: false,
+        answered_at: None,
+    };
+    call.run(state_receiver).await;
+    shared.calls.lock().expect("calls").remove(&call_id);
+}
+
+/// A callee leg.
+struct Leg {
+    dialog: InviteDialog,
+    call_id: String,
+    /// The directory user it rings, `None` for a number on the trunk.
+    user: Option<String>,
+    /// The number or user id, for logs and records.
+    target: String,
+    /// Ended (answered legs stay until they hang up).
+    gone: bool,
+    /// The status it ended with, if it failed.
+    failure: Option<StatusCode>,
+}
+
+struct Call {
+    shared: Arc<Shared>,
+    engine: Arc<Engine>,
+    call_id: String,
+    caller: Caller,
+    dialed: String,
+    a: InviteDialog,
+    offer_text: String,
+    media: CallMedia,
+    state_sender: DialogStateSender,
+    legs: Vec<Leg>,
+    /// Index into `legs` of the leg that answered.
+    answered: Option<usize>,
+    rang_caller: bool,
+    answered_at: Option<Instant>,
+}
+
+/// How the call ended, for the record and the caller's final answer.
+enum End {
+    /// Connected, then one side hung up.
+    HungUp(&'static str),
+    /// Never connected; the caller got this status (or had cancelled).
+    NotConnected(Option<StatusCode>),
+}
+
+impl Call {
+    async fn run(&mut self, mut states: DialogStateReceiver) {
+        let hooks = self.shared.control.hooks();
+        let request = CallRequest {
+            call_id: self.call_id.clone(),
+            from: self.caller.number.clone(),
+            to: self.dialed.clone(),
+            via: Via::Direct,
+            by: None,
+            no_answer: false,
+        };
+        if let Some(user) = &self.caller.user {
+            self.shared.live.enter(user);
+        }
+        let mut outcome = self.engine.place(&request, hooks.as_ref()).await;
+        let end = match outcome.outcome {
+            Outcome::Ringing => {
+                let mut rung = HashSet::new();
+                self.ring(&outcome.rang, &mut rung).await;
+                if self.legs.is_empty() {
+                    self.refuse(StatusCode::TemporarilyUnavailable, "nobody to ring");
+                    End::NotConnected(Some(StatusCode::TemporarilyUnavailable))
+                } else {
+                    self.connect(&mut states, &request, &mut outcome, &mut rung)
+                        .await
+                }
+            }
+            Outcome::Rejected => {
+                self.refuse(StatusCode::Decline, "rejected");
+                End::NotConnected(Some(StatusCode::Decline))
+            }
+            Outcome::Busy => {
+                self.refuse(StatusCode::BusyHere, "busy");
+                End::NotConnected(Some(StatusCode::BusyHere))
+            }
+            Outcome::Unavailable => {
+                self.refuse(StatusCode::TemporarilyUnavailable, "unavailable");
+                End::NotConnected(Some(StatusCode::TemporarilyUnavailable))
+            }
+        };
+        if let Some(user) = &self.caller.user {
+            self.shared.live.leave(user);
+        }
+        let answered_by = self.answered.map(|i| self.legs[i].target.clone());
+        if let Some(user) = self.answered.and_then(|i| self.legs[i].user.clone()) {
+            self.shared.live.leave(&user);
+        }
+        let cause = match &end {
+            End::HungUp(side) => side.to_string(),
+            End::NotConnected(Some(status)) => {
+                format!("not connected: {}", u16::from(status.clone()))
+            }
+            End::NotConnected(None) => "cancelled".to_string(),
+        };
+        if hooks.wants_events() {
+            hooks.call_event(&CallEvent {
+                call_id: self.call_id.as_str().into(),
+                kind: EventKind::HANGUP,
+                party: ROption::RNone,
+                detail: cause.as_str().into(),
+            });
+        }
+        // The relay stops when the call (and its media) is dropped.
+        let stats = self.media.stats();
+        tracing::info!(
+            call = %self.call_id,
+            from = %self.caller.number,
+            to = %self.dialed,
+            answered_by = ?answered_by,
+            end = %cause,
+            media = ?stats,
+            "call ended"
+        );
+        self.shared.control.call_ended(CallRecord {
+            request,
+            outcome,
+            answered_by,
+            answered_for: self.answered_at.map(|at| at.elapsed()),
+            media: serde_json_string(&stats),
+        });
+    }
+
+    /// Answers the caller with a final failure.
+    fn refuse(&self, status: StatusCode, why: &str) {
+        tracing::info!(call = %self.call_id, status = u16::from(status.clone()), why, "call not connected");
+        self.a.reject(Some(status), None).ok();
+    }
+
+    /// Starts a B leg for every device of every ring not rung yet.
+    async fn ring(&mut self, rings: &[Ring], rung: &mut HashSet<String>) {
+        for ring in rings {
+            let key = format!("{:?}/{}", ring.user, ring.number);
+            if !rung.insert(key) {
+                continue;
+            }
+            let targets: Vec<(Uri, SipAddr, Option<String>)> = match (&ring.user, ring.mobile) {
+                (Some(user), false) => self
+                    .shared
+                    .live
+                    .registrar
+                    .bindings(user)
+                    .into_iter()
+                    .filter_map(|binding| {
+                        let uri = Uri::try_from(binding.contact.as_str()).ok()?;
+                        let transport = if binding.reliable {
+                            Transport::Tcp
+                        } else {
+                            Transport::Udp
+                        };
+                        Some((
+                            uri,
+                            SipAddr::new(transport, HostWithPort::from(binding.source)),
+                            Some(user.clone()),
+                        ))
+                    })
+                    .collect(),
+                _ => match &self.shared.config.trunk {
+                    Some(trunk) => {
+                        let uri =
+                            Uri::try_from(format!("sip:{}@{}", ring.number, trunk.peer).as_str());
+                        match uri {
+                            Ok(uri) => vec![(
+                                uri,
+                                SipAddr::new(Transport::Udp, HostWithPort::from(trunk.peer)),
+                                None,
+                            )],
+                            Err(_) => Vec::new(),
+                        }
+                    }
+                    None => {
+                        tracing::warn!(number = %ring.number, "no SIP trunk configured: outside number not rung");
+                        Vec::new()
+                    }
+                },
+            };
+            for (uri, destination, user) in targets {
+                self.start_leg(ring, uri, destination, user).await;
+            }
+        }
+    }
+
+    async fn start_leg(
+        &mut self,
+        ring: &Ring,
+        callee: Uri,
+        destination: SipAddr,
+        user: Option<String>,
+    ) {
+        let leg_call_id = format!("{}@callhost", hex::encode(rand::random::<[u8; 12]>()));
+        let callee_side = self.media.local_addr(MediaLeg::Callee);
+        let offer = match rewrite_connection(&self.offer_text, callee_side.ip(), callee_side.port())
+        {
+            Ok(offer) => offer,
+            Err(error) => {
+                tracing::warn!(%error, "cannot rewrite the offer");
+                return;
+            }
+        };
+        let host = self.shared.local;
+        let caller_uri = Uri::try_from(format!("sip:{}@{}", self.caller.number, host).as_str());
+        let Ok(caller_uri) = caller_uri else {
+            return;
+        };
+        // The display the modules decided, in From and P-Asserted-Identity.
+        let display = ring.display.replace('"', "'");
+        let asserted = format!("\"{display}\" <sip:{}@{host}>", self.caller.number);
+        let option = InviteOption {
+            caller_display_name: Some(display.clone()),
+            caller: caller_uri,
+            callee,
+            destination: Some(destination),
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            contact: contact_uri(&self.shared, Some(&self.caller.number)),
+            headers: Some(vec![Header::PAssertedIdentity(asserted.into())]),
+            call_id: Some(leg_call_id.clone()),
+            ..Default::default()
+        };
+        match self
+            .shared
+            .dialogs
+            .do_invite_async(option, self.state_sender.clone())
+        {
+            Ok((dialog, _handle)) => {
+                tracing::debug!(call = %self.call_id, leg = %leg_call_id, target = %ring.number, "ringing");
+                self.legs.push(Leg {
+                    dialog,
+                    call_id: leg_call_id,
+                    target: user.clone().unwrap_or_else(|| ring.number.clone()),
+                    user,
+                    gone: false,
+                    failure: None,
+                });
+            }
+            Err(error) => tracing::warn!(%error, target = %ring.number, "cannot ring"),
+        }
+    }
+
+    fn leg_index(&self, call_id: &str) -> Option<usize> {
+        self.legs.iter().position(|leg| leg.call_id == call_id)
+    }
+
+    fn live_legs(&self) -> usize {
+        self.legs.iter().filter(|leg| !leg.gone).count()
+    }
+
+    /// Cancels (or, if answered meanwhile, hangs up) every leg but `keep`.
+    fn drop_legs(&mut self, keep: Option<usize>) {
+        for (index, leg) in self.legs.iter_mut().enumerate() {
+            if Some(index) == keep || leg.gone {
+                continue;
+            }
+            leg.gone = true;
+            let dialog = leg.dialog.clone();
+            tokio::spawn(async move {
+                if dialog.cancel().await.is_err() {
+                    dialog.hangup().await.ok();
+                }
+            });
+        }
+    }
+
+    /// The caller's status when every leg failed.
+    fn failure_status(&self) -> StatusCode {
+        let failures: Vec<&StatusCode> = self
+            .legs
+            .iter()
+            .filter_map(|l| l.failure.as_ref())
+            .collect();
+        if failures
+            .iter()
+            .any(|s| **s == StatusCode::BusyHere || **s == StatusCode::BusyEverywhere)
+        {
+            StatusCode::BusyHere
+        } else if failures.iter().any(|s| **s == StatusCode::Decline) {
+            StatusCode::Decline
+        } else {
+            StatusCode::TemporarilyUnavailable
+        }
+    }
+
+    /// Rings until someone answers, the caller gives up or every leg
+    /// fails; then relays until one side hangs up.
+    async fn connect(
+        &mut self,
+        states: &mut DialogStateReceiver,
+        request: &CallRequest,
+        outcome: &mut CallOutcome,
+        rung: &mut HashSet<String>,
+    ) -> End {
+        let hooks = self.shared.control.hooks();
+        let mut media_events = self.media.events();
+        let no_answer = no_answer_delay(&self.engine, outcome);
+        let no_answer_at =
+            tokio::time::Instant::now() + no_answer.unwrap_or(Duration::from_secs(86_400 * 365));
+        let mut no_answer_pending = no_answer.is_some();
+        let a_call_id = self.call_id.clone();
+        loop {
+            tokio::select! {
+                state = states.recv() => {
+                    let Some(state) = state else { return End::NotConnected(None) };
+                    match state {
+                        DialogState::Terminated(id, reason) if id.call_id == a_call_id => {
+                            // The caller hung up or cancelled.
+                            let answered = self.answered;
+                            self.drop_legs(answered);
+                            if let Some(index) = answered {
+                                let dialog = self.legs[index].dialog.clone();
+                                dialog.bye().await.ok();
+                                return End::HungUp("caller");
+                            }
+                            tracing::debug!(call = %self.call_id, ?reason, "caller gave up");
+                            return End::NotConnected(None);
+                        }
+                        DialogState::Early(id, response) => {
+                            let Some(index) = self.leg_index(&id.call_id) else { continue };
+                            if self.legs[index].gone || self.answered.is_some() {
+                                continue;
+                            }
+                            self.early(&response).await;
+                        }
+                        DialogState::Confirmed(id, response) if id.call_id != a_call_id => {
+                            let Some(index) = self.leg_index(&id.call_id) else { continue };
+                            if self.answered.is_some() || self.legs[index].gone {
+                                // A second answer (forked or late): not wanted.
+                                let dialog = self.legs[index].dialog.clone();
+                                tokio::spawn(async move { dialog.bye().await.ok() });
+                                continue;
+                            }
+                            self.answer(index, &response);
+                            let answering = self.legs[index].user.clone().unwrap_or_else(|| self.legs[index].target.clone());
+                            if hooks.wants_events() {
+                                hooks.call_event(&CallEvent {
+                                    call_id: self.call_id.as_str().into(),
+                                    kind: EventKind::ANSWERED,
+                                    party: ROption::RSome(self.engine.party(&answering)),
+                                    detail: RString::new(),
+                                });
+                            }
+                            no_answer_pending = false;
+                        }
+                        DialogState::Terminated(id, reason) => {
+                            let Some(index) = self.leg_index(&id.call_id) else { continue };
+                            if Some(index) == self.answered {
+                                // The callee hung up.
+                                self.a.bye().await.ok();
+                                return End::HungUp("callee");
+                            }
+                            let leg = &mut self.legs[index];
+                            if leg.gone {
+                                continue;
+                            }
+                            leg.gone = true;
+                            leg.failure = Some(status_of(&reason));
+                            tracing::debug!(call = %self.call_id, leg = %leg.call_id, ?reason, "leg failed");
+                            if self.answered.is_none() && self.live_legs() == 0 {
+                                let status = self.failure_status();
+                                self.refuse(status.clone(), "every phone refused");
+                                return End::NotConnected(Some(status));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(no_answer_at), if no_answer_pending => {
+                    no_answer_pending = false;
+                    // Ask the engine where an unanswered call goes (modules
+                    // included, exactly as `simulate --no-answer`).
+                    let again = CallRequest { no_answer: true, ..request.clone() };
+                    let next = self.engine.place(&again, hooks.as_ref()).await;
+                    if next.outcome == Outcome::Ringing && !next.forwards.is_empty() {
+                        tracing::info!(call = %self.call_id, to = ?next.forwards.last().map(|f| &f.to), "no answer: forwarding");
+                        self.drop_legs(None);
+                        let before = self.legs.len();
+                        self.ring(&next.rang, rung).await;
+                        *outcome = next;
+                        if self.legs.len() == before {
+                            self.refuse(StatusCode::TemporarilyUnavailable, "forward target not reachable");
+                            return End::NotConnected(Some(StatusCode::TemporarilyUnavailable));
+                        }
+                    }
+                }
+                event = async {
+                    match media_events.as_mut() {
+                        Some(events) => events.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(MediaEvent::Dtmf { leg, digit, .. }) = event {
+                        if hooks.wants_events() {
+                            let who = match leg {
+                                MediaLeg::Caller => self.caller.number.clone(),
+                                MediaLeg::Callee => self.answered.map(|i| self.legs[i].target.clone()).unwrap_or_default(),
+                            };
+                            hooks.call_event(&CallEvent {
+                                call_id: self.call_id.as_str().into(),
+                                kind: EventKind::DTMF,
+                                party: ROption::RSome(self.engine.party(&who)),
+                                detail: digit.to_string().into(),
+                            });
+                        }
+                    }
+                }
+                _ = self.shared.shutdown.cancelled() => {
+                    // The host is stopping: end the call cleanly.
+                    let answered = self.answered;
+                    self.drop_legs(answered);
+                    if let Some(index) = answered {
+                        let dialog = self.legs[index].dialog.clone();
+                        let (a, b) = (self.a.bye(), dialog.bye());
+                        let _ = tokio::join!(a, b);
+                        return End::HungUp("shutdown");
+                    }
+                    self.refuse(StatusCode::ServiceUnavailable, "host stopping");
+                    return End::NotConnected(Some(StatusCode::ServiceUnavailable));
+                }
+            }
+        }
+    }
+
+    /// A leg is ringing (180) or sends early media (183 with SDP).
+    async fn early(&mut self, response: &rsipstack::sip::Response) {
+        if response.body.is_empty() {
+            if !self.rang_caller {
+                self.rang_caller = true;
+                self.a.ringing(None, None).ok();
+            }
+            return;
+        }
+        if let Some(answer) = self.relay_answer(&response.body) {
+            self.rang_caller = true;
+            self.a.ringing(Some(vec![sdp_type()]), Some(answer)).ok();
+        }
+    }
+
+    /// Leg `index` answered: connect it.
+    fn answer(&mut self, index: usize, response: &rsipstack::sip::Response) {
+        self.answered = Some(index);
+        self.answered_at = Some(Instant::now());
+        if let Some(user) = &self.legs[index].user {
+            self.shared.live.enter(user);
+        }
+        self.drop_legs(Some(index));
+        tracing::info!(call = %self.call_id, answered_by = %self.legs[index].target, "answered");
+        match self.relay_answer(&response.body) {
+            Some(answer) => {
+                self.a.accept(Some(vec![sdp_type()]), Some(answer)).ok();
+            }
+            None => {
+                tracing::warn!(call = %self.call_id, "answer without usable SDP");
+                self.a.accept(None, None).ok();
+            }
+        }
+    }
+
+    /// Points the relay's callee side at the SDP's address and returns the
+    /// same SDP pointing at the relay's caller side.
+    fn relay_answer(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(body).ok()?;
+        let sdp = Sdp::parse(text).ok()?;
+        if let Ok(endpoint) = sdp.audio_endpoint() {
+            self.media.set_remote(MediaLeg::Callee, endpoint);
+        }
+        self.media.set_dtmf_payload_type(
+            MediaLeg::Callee,
+            sdp.audio().and_then(|a| a.telephone_event_payload_type()),
+        );
+        let caller_side = self.media.local_addr(MediaLeg::Caller);
+        rewrite_connection(text, caller_side.ip(), caller_side.port())
+            .ok()
+            .map(String::into_bytes)
+    }
+}
+
+fn sdp_type() -> Header {
+    Header::ContentType("application/sdp".into())
+}
+
+fn serde_json_string<T: std::fmt::Debug>(value: &T) -> Option<String> {
+    Some(format!("{value:?}"))
+}
+
+/// The status a failed leg ended with.
+fn status_of(reason: &TerminatedReason) -> StatusCode {
+    match reason {
+        TerminatedReason::UasBusy => StatusCode::BusyHere,
+        TerminatedReason::UasDecline => StatusCode::Decline,
+        TerminatedReason::UasOther(status)
+        | TerminatedReason::UacOther(status)
+        | TerminatedReason::ProxyError(status) => status.clone(),
+        _ => StatusCode::TemporarilyUnavailable,
+    }
+}
+
+/// How long the call rings before the no-answer forward, if the user it
+/// rings (the last hop) has one.
+fn no_answer_delay(engine: &Engine, outcome: &CallOutcome) -> Option<Duration> {
+    let user = outcome.rang.iter().find_map(|ring| ring.user.as_deref())?;
+    let state = engine.user_state(user);
+    state.forward_no_answer.as_ref()?;
+    Some(Duration::from_secs(u64::from(
+        state.no_answer_seconds.max(1),
+    )))
+}
+
+/// Our Contact URI (with a user part where the other side shows it).
+pub(crate) fn contact_uri(shared: &Shared, user: Option<&str>) -> Uri {
+    let text = match user {
+        Some(user) => format!("sip:{user}@{}", shared.local),
+        None => format!("sip:{}", shared.local),
+    };
+    Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
+}
+
+/// REFER inside a call: blind transfer (RD8 with real phones).
+pub(crate) async fn refer(_shared: &Shared, _dialog: &InviteDialog, tx: &mut Transaction) {
+    // Transfers are not carried yet: say so instead of pretending.
+    tx.reply(StatusCode::NotImplemented).await.ok();
+}

@@ -1,0 +1,126 @@
+//! `callhost serve`: the PBX on real SIP. Phones register and call through
+//! the SIP front end (`callhost-sip`); every call goes through the same
+//! engine and module hooks as `callhost simulate`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use callhost_pbx::directory::DirectoryIndex;
+use callhost_pbx::engine::{Engine, Hooks};
+use callhost_sip::{CallControl, CallRecord, SipServer};
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Dispatcher;
+use crate::instances::EngineSlot;
+use crate::Host;
+
+/// How long calls get to end (BYE, CANCEL) after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+struct HostControl {
+    engine: EngineSlot,
+    dispatcher: Arc<Dispatcher>,
+    /// The database connection is not shareable; call records are rare.
+    host: Mutex<Host>,
+}
+
+impl CallControl for HostControl {
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.engine.load_full()
+    }
+
+    fn hooks(&self) -> Arc<dyn Hooks> {
+        self.dispatcher.clone()
+    }
+
+    fn call_ended(&self, record: CallRecord) {
+        let Some(engine) = self.engine.load_full() else {
+            return;
+        };
+        let host = self.host.lock().expect("host");
+        if let Err(error) =
+            crate::simulate::record_call_lists(&host, &engine, &record.request, &record.outcome)
+        {
+            tracing::error!("writing call lists: {error:#}");
+        }
+        // Pick up instance changes (install, configure) for the next calls.
+        if let Err(error) = self.dispatcher.refresh(&host.data, &host.db, &host.loader) {
+            tracing::error!("reloading instances: {error:#}");
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub fn run(host: Host, ready: impl FnOnce(&str)) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let shutdown = CancellationToken::new();
+    let watcher = shutdown.clone();
+    runtime.spawn(async move {
+        crate::api::shutdown_signal().await;
+        tracing::info!("stopping: ending calls");
+        watcher.cancel();
+    });
+    let result = runtime.block_on(serve(host, shutdown, ready));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// Serves on `host` until `shutdown` is cancelled.
+pub async fn serve(
+    host: Host,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(&str),
+) -> Result<()> {
+    let directory = host.stored_directory()?.context(
+        "no directory loaded: run `callhost directory load FILE` before `callhost serve`",
+    )?;
+    let server = SipServer::bind(host.config.sip.clone(), host.config.media.clone()).await?;
+    let engine = Engine::new(
+        Arc::new(DirectoryIndex::new(directory.clone())?),
+        host.config.engine(),
+    )
+    .with_presence(server.live());
+    let slot = EngineSlot::default();
+    slot.store(Some(Arc::new(engine)));
+    let dispatcher = Arc::new(Dispatcher::new(slot.clone(), host.config.hook_reserve()));
+    dispatcher.refresh(&host.data, &host.db, &host.loader)?;
+
+    let mut banner = format!(
+        "callhost serve: SIP on {} (UDP{}), realm \"{}\"\n",
+        server.local_addr(),
+        if host.config.sip.tcp { " and TCP" } else { "" },
+        callhost_pbx::directory::SIP_REALM
+    );
+    for user in &directory.users {
+        banner.push_str(&format!(
+            "  user {} ({}): number {}\n",
+            user.id,
+            user.name,
+            user.primary_number()
+        ));
+    }
+    let instances = dispatcher.current();
+    banner.push_str(&format!("  {} active module instance(s)", instances.len()));
+    for instance in instances.iter() {
+        banner.push_str(&format!(" {}", instance.name));
+    }
+    ready(&banner);
+
+    let control = Arc::new(HostControl {
+        engine: slot,
+        dispatcher: dispatcher.clone(),
+        host: Mutex::new(host),
+    });
+    server
+        .serve(control.clone(), shutdown, SHUTDOWN_GRACE)
+        .await?;
+    dispatcher.flush_events(Duration::from_secs(2));
+    let host = control.host.lock().expect("host");
+    dispatcher.record_faults(&host.db);
+    tracing::info!("stopped");
+    Ok(())
+}
