@@ -7,8 +7,11 @@
 //! - `test`: packages what the tests load (debug, with a "v2" of the hello
 //!   module for the upgrade test), then runs every test of the workspace.
 //! - `bench [engine]`: release packages, then the benchmarks.
+//! - `bench sip`: SIPp load against `callhost serve` and Kamailio
+//!   (`bench_sip.rs`).
 //! - `demo`: the README's main command: a fresh data directory, both
-//!   modules, the office directory and a scenario showing what they do.
+//!   modules, the office directory and a scenario showing what they do,
+//!   then `callhost serve` on 127.0.0.1:5060 for real softphones.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,6 +20,8 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use callhost_package::{Manifest, PackageBuilder, SigningKey};
+
+mod bench_sip;
 
 /// Crates packaged as modules: (crate name, directory).
 const PLUGINS: &[(&str, &str)] = &[
@@ -47,7 +52,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <package [--debug] [--examples] [--only CRATE] [--version-override V] [--out DIR] | test [cargo test args…] | bench [engine|lookup] | demo>"
+                "usage: cargo xtask <package [--debug] [--examples] [--only CRATE] [--version-override V] [--out DIR] | test [cargo test args…] | bench [engine|lookup|sip] | demo>"
             );
             std::process::exit(2);
         }
@@ -285,7 +290,9 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         // In-process: the lookup machinery against local HTTP providers.
         "lookup" => run(cargo().args(["bench", "-p", "reverse-lookup", "--bench", "lookup"])),
-        other => bail!("unknown benchmark `{other}` (known: engine, lookup)"),
+        // SIPp load: `callhost serve` against Kamailio as the reference.
+        "sip" => bench_sip::bench_sip(root, &args[1..]),
+        other => bail!("unknown benchmark `{other}` (known: engine, lookup, sip)"),
     }
 }
 
@@ -334,5 +341,24 @@ fn demo(root: &Path) -> Result<()> {
     println!("\n# examples/demo.toml — one JSON line per call:");
     callhost(&["simulate", "examples/demo.toml"])?;
     println!("\ndata directory: {}", data.display());
+    println!(
+        r#"
+# Now the same PBX on SIP. Register two or three softphones (any SIP phone,
+# e.g. baresip, Linphone, MicroSIP) at 127.0.0.1:5060, UDP or TCP, realm
+# "callhost" (users and passwords from examples/office.toml):
+#   user boss  password boss-secret-201   number 201 (forwards to 202)
+#   user sec   password sec-secret-202    number 202
+#   user clerk password clerk-secret-203  number 203
+#   user dev   password dev-secret-204    number 204 (do not disturb)
+#   user lead  password lead-secret-210   number 210
+# Then dial:
+#   from clerk, 201: sec's phone rings and shows that the call was for
+#     the boss (redirect-display);
+#   from sec, 201: the boss's phone rings, the secretariat calls through;
+#   from clerk, 204: busy (dev is in do-not-disturb);
+#   from lead, 204: dev's phone rings anyway (breakthrough).
+# Stop with Ctrl-C: calls in progress are ended with BYE."#
+    );
+    callhost(&["serve"])?;
     Ok(())
 }

@@ -150,6 +150,8 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, source: S
         answered: None,
         rang_caller: false,
         answered_at: None,
+        connected: false,
+        transfers: 0,
     };
     call.run(state_receiver).await;
     shared.calls.lock().expect("calls").remove(&call_id);
@@ -184,6 +186,10 @@ struct Call {
     answered: Option<usize>,
     rang_caller: bool,
     answered_at: Option<Instant>,
+    /// The caller's leg got its 200: later answers (after a transfer) only
+    /// move the relay.
+    connected: bool,
+    transfers: u32,
 }
 
 /// How the call ended, for the record and the caller's final answer.
@@ -509,10 +515,38 @@ impl Call {
                             leg.gone = true;
                             leg.failure = Some(status_of(&reason));
                             tracing::debug!(call = %self.call_id, leg = %leg.call_id, ?reason, "leg failed");
+                            if self.answered.is_none() && self.live_legs() == 0 && self.connected {
+                                // The transfer target did not take the call.
+                                self.a.bye().await.ok();
+                                return End::HungUp("transfer failed");
+                            }
                             if self.answered.is_none() && self.live_legs() == 0 {
                                 let status = self.failure_status();
                                 self.refuse(status.clone(), "every phone refused");
                                 return End::NotConnected(Some(status));
+                            }
+                        }
+                        DialogState::Refer(id, refer, handle) => {
+                            let by_callee = self.answered.filter(|&i| self.legs[i].call_id == id.call_id);
+                            let target = refer
+                                .refer_to_header()
+                                .map(|h| transfer_target(h.value()))
+                                .unwrap_or(Err(StatusCode::BadRequest));
+                            match (by_callee, target) {
+                                (Some(index), Ok(target)) => {
+                                    handle.reply(StatusCode::Accepted).await.ok();
+                                    if let Some(end) = self.blind_transfer(index, &target, outcome, rung).await {
+                                        return end;
+                                    }
+                                }
+                                (None, _) => {
+                                    // Transfer by the caller's side is not carried yet.
+                                    tracing::info!(call = %self.call_id, "REFER from the caller's side refused");
+                                    handle.reply(StatusCode::NotImplemented).await.ok();
+                                }
+                                (_, Err(status)) => {
+                                    handle.reply(status).await.ok();
+                                }
                             }
                         }
                         _ => {}
@@ -574,8 +608,78 @@ impl Call {
         }
     }
 
+    /// The answered callee (leg `index`) sent the caller on to `target`
+    /// (REFER, RD8): the engine sets the transfer up as a blind transfer by
+    /// that user, the transferor is told (NOTIFY) and released, and the
+    /// target's phones ring with the caller's media path unchanged.
+    /// Returns how the call ended if it ended.
+    async fn blind_transfer(
+        &mut self,
+        index: usize,
+        target: &str,
+        outcome: &mut CallOutcome,
+        rung: &mut HashSet<String>,
+    ) -> Option<End> {
+        let hooks = self.shared.control.hooks();
+        self.transfers += 1;
+        let by = self.legs[index]
+            .user
+            .clone()
+            .unwrap_or_else(|| self.legs[index].target.clone());
+        let transfer = CallRequest {
+            call_id: format!("{}-transfer-{}", self.call_id, self.transfers),
+            from: self.caller.number.clone(),
+            to: target.to_string(),
+            via: Via::BlindTransfer,
+            by: Some(by.clone()),
+            no_answer: false,
+        };
+        let next = self.engine.place(&transfer, hooks.as_ref()).await;
+        tracing::info!(call = %self.call_id, by = %by, to = %target, outcome = ?next.outcome, "blind transfer");
+        let transferor = self.legs[index].dialog.clone();
+        let accepted = next.outcome == Outcome::Ringing;
+        tokio::spawn(async move {
+            let status = if accepted {
+                StatusCode::OK
+            } else {
+                StatusCode::BusyHere
+            };
+            transferor
+                .notify_refer(status, "terminated;reason=noresource")
+                .await
+                .ok();
+            // The final NOTIFY ends the transferor's dialog (its phone or
+            // the stack sends BYE, RFC 5589); make sure it does end.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !matches!(transferor.state(), DialogState::Terminated(..)) {
+                transferor.bye().await.ok();
+            }
+        });
+        self.legs[index].gone = true;
+        self.answered = None;
+        if let Some(user) = &self.legs[index].user {
+            self.shared.live.leave(user);
+        }
+        if !accepted {
+            self.a.bye().await.ok();
+            *outcome = next;
+            return Some(End::HungUp("transfer failed"));
+        }
+        let before = self.legs.len();
+        self.ring(&next.rang, rung).await;
+        *outcome = next;
+        if self.legs.len() == before {
+            self.a.bye().await.ok();
+            return Some(End::HungUp("transfer target not reachable"));
+        }
+        None
+    }
+
     /// A leg is ringing (180) or sends early media (183 with SDP).
     async fn early(&mut self, response: &rsipstack::sip::Response) {
+        if self.connected {
+            return;
+        }
         if response.body.is_empty() {
             if !self.rang_caller {
                 self.rang_caller = true;
@@ -598,6 +702,14 @@ impl Call {
         }
         self.drop_legs(Some(index));
         tracing::info!(call = %self.call_id, answered_by = %self.legs[index].target, "answered");
+        if self.connected {
+            // A transfer target answered: the caller keeps its media path.
+            if self.relay_answer(&response.body).is_none() {
+                tracing::warn!(call = %self.call_id, "transfer target answered without usable SDP");
+            }
+            return;
+        }
+        self.connected = true;
         match self.relay_answer(&response.body) {
             Some(answer) => {
                 self.a.accept(Some(vec![sdp_type()]), Some(answer)).ok();
@@ -668,8 +780,58 @@ pub(crate) fn contact_uri(shared: &Shared, user: Option<&str>) -> Uri {
     Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
 }
 
-/// REFER inside a call: blind transfer (RD8 with real phones).
-pub(crate) async fn refer(_shared: &Shared, _dialog: &InviteDialog, tx: &mut Transaction) {
-    // Transfers are not carried yet: say so instead of pretending.
-    tx.reply(StatusCode::NotImplemented).await.ok();
+/// The number a `Refer-To` names. A `Replaces` parameter (attended
+/// transfer, RFC 3891) is refused with 501 for now.
+fn transfer_target(refer_to: &str) -> Result<String, StatusCode> {
+    let inner = refer_to
+        .trim()
+        .trim_start_matches(|c| c != '<')
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or(refer_to)
+        .trim();
+    let inner = if inner.is_empty() {
+        refer_to.trim()
+    } else {
+        inner
+    };
+    if inner.to_ascii_lowercase().contains("replaces=") {
+        return Err(StatusCode::NotImplemented);
+    }
+    let without_headers = inner.split('?').next().unwrap_or(inner);
+    // Only the user part matters (the target is on this PBX), so a URI
+    // with an odd host part still transfers.
+    let user = match Uri::try_from(without_headers) {
+        Ok(uri) => uri.auth.map(|auth| auth.user),
+        Err(_) => without_headers
+            .split_once(':')
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(user, _)| user.to_string()),
+    };
+    user.filter(|user| !user.is_empty() && !user.contains(['<', '>', ' ']))
+        .ok_or(StatusCode::BadRequest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_targets() {
+        assert_eq!(transfer_target("<sip:201@127.0.0.1>").unwrap(), "201");
+        assert_eq!(
+            transfer_target("sip:boss@pbx.example;user=phone").unwrap(),
+            "boss"
+        );
+        assert_eq!(
+            transfer_target("<sip:201@h?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>"),
+            Err(StatusCode::NotImplemented)
+        );
+        assert_eq!(transfer_target("<sip:101@:5060>").unwrap(), "101");
+        assert_eq!(
+            transfer_target("<sip:host.example>"),
+            Err(StatusCode::BadRequest)
+        );
+    }
 }

@@ -301,10 +301,7 @@ impl Shared {
         if in_dialog || matches!(method, Method::Ack | Method::Cancel | Method::Bye) {
             match self.dialogs.match_dialog(&tx) {
                 Some(Dialog::Invite(mut dialog)) => {
-                    if method == Method::Refer {
-                        crate::call::refer(&self, &dialog, &mut tx).await;
-                        return;
-                    }
+                    // REFER, BYE and the rest reach the call as dialog states.
                     if let Err(error) = dialog.handle(&mut tx).await {
                         tracing::debug!(%error, %method, "in-dialog request");
                     }

@@ -1,0 +1,885 @@
+//! `callhost serve` end to end on real SIP: the built `callhost` binary
+//! serving on loopback, SIPp (tests/sipp/*.xml) as phones and as the
+//! carrier's trunk, and baresip as a real RTP endpoint. Every test has its
+//! own data directory, ports and server process; assertions are on SIPp's
+//! exit codes and on the SIP messages in its trace (printed on failure,
+//! with the server's log).
+
+mod common;
+#[path = "common/sip.rs"]
+mod sip_harness;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sip_harness::{free_port, free_ports, sipp, Serve, SilentPhone, Sipp, SippRun, LOCALHOST};
+
+/// Five users; every password is `<id>-pw`. Carl forwards everything to
+/// Bert, Dora is in DND, Erik forwards to Bert after a second of ringing.
+const DIRECTORY: &str = r#"
+home_country = "DE"
+
+[[users]]
+id = "anna"
+name = "Anna Alpha"
+numbers = ["201", "+4930123456201"]
+password = "anna-pw"
+
+[[users]]
+id = "bert"
+name = "Bert Beta"
+numbers = ["202", "+4930123456202"]
+password = "bert-pw"
+
+[[users]]
+id = "carl"
+name = "Carl Gamma"
+numbers = ["203", "+4930123456203"]
+password = "carl-pw"
+
+[[users]]
+id = "dora"
+name = "Dora Delta"
+numbers = ["204", "+4930123456204"]
+password = "dora-pw"
+
+[[users]]
+id = "erik"
+name = "Erik Epsilon"
+numbers = ["205", "+4930123456205"]
+password = "erik-pw"
+
+[state.carl]
+forward_always = "202"
+
+[state.dora]
+dnd = true
+
+[state.erik]
+forward_no_answer = "202"
+no_answer_seconds = 1
+"#;
+
+/// The DIDs (what the carrier dials).
+const BERT: &str = "+4930123456202";
+const CARL: &str = "+4930123456203";
+const DORA: &str = "+4930123456204";
+const ERIK: &str = "+4930123456205";
+/// An outside caller on the trunk.
+const OUTSIDE: &str = "+49891234567";
+
+/// A SIPp CSV file in the server's data directory.
+fn csv(serve: &Serve, name: &str, row: &str) -> String {
+    let path = serve.data.join(name);
+    std::fs::write(&path, format!("SEQUENTIAL\n{row}\n")).expect("write CSV");
+    path.to_str().unwrap().to_string()
+}
+
+/// `[field0]` = user, `[field1]` = credentials (right or wrong password).
+fn credentials(serve: &Serve, user: &str, password: &str) -> String {
+    csv(
+        serve,
+        &format!("{user}-{password}.csv"),
+        &format!("{user};[authentication username={user} password={password}]"),
+    )
+}
+
+/// `[field0]` = the calling number on the trunk, no credentials.
+fn trunk_caller(serve: &Serve, number: &str) -> String {
+    csv(serve, &format!("caller{number}.csv"), &format!("{number};"))
+}
+
+/// Registers `user` (right password) with Contact 127.0.0.1:`port`.
+fn register(serve: &Serve, user: &str, port: u16) -> SippRun {
+    let run = sipp(
+        &format!("register {user}"),
+        "register.xml",
+        Some(&serve.addr()),
+        port,
+        &["-inf", &credentials(serve, user, &format!("{user}-pw"))],
+    );
+    run.assert_ok();
+    run
+}
+
+/// A fresh SIPp media port (SIPp uses a few above it).
+fn media_port() -> String {
+    free_ports(4).to_string()
+}
+
+/// A phone that answers (uas.xml) on `port`.
+fn answering_phone(name: &str, port: u16) -> Sipp {
+    Sipp::start(
+        name,
+        "uas.xml",
+        None,
+        port,
+        &["-mi", LOCALHOST, "-mp", &media_port()],
+    )
+}
+
+/// A call from the trunk peer with `scenario` to `number`.
+fn trunk_call(serve: &Serve, scenario: &str, number: &str, extra: &[&str]) -> Sipp {
+    let media = media_port();
+    let mut args = vec!["-s", number, "-mi", LOCALHOST, "-mp", &media];
+    args.extend_from_slice(extra);
+    Sipp::start(
+        &format!("trunk {scenario} -> {number}"),
+        scenario,
+        Some(&serve.addr()),
+        serve.trunk_port,
+        &args,
+    )
+}
+
+/// A trunk call from `caller` with t_uac_any.xml: any final answer passes;
+/// returns the run (status from [`SippRun::final_invite_status`]).
+fn trunk_call_from(serve: &Serve, caller: &str, number: &str) -> SippRun {
+    let file = trunk_caller(serve, caller);
+    let run = trunk_call(serve, "t_uac_any.xml", number, &["-inf", &file]).wait();
+    run.assert_ok();
+    run
+}
+
+fn in_range(port: Option<u16>, range: (u16, u16)) -> bool {
+    port.is_some_and(|p| p >= range.0 && p <= range.1)
+}
+
+/// Per-leg RTP counters from a "call ended" log line: `[caller, callee]`,
+/// each `(packets_in, packets_out)`.
+fn leg_packets(line: &str) -> Vec<(u64, u64)> {
+    let counter = |leg: &str, name: &str| -> u64 {
+        let at = leg
+            .find(&format!("{name}: "))
+            .unwrap_or_else(|| panic!("no {name} in {line}"));
+        leg[at + name.len() + 2..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    line.split("LegStats {")
+        .skip(1)
+        .map(|leg| (counter(leg, "packets_in"), counter(leg, "packets_out")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Registration
+
+#[test]
+fn register_wrong_password_and_blocking_after_repeated_failures() {
+    let serve = Serve::start(DIRECTORY, "auth_failures = 3");
+    let phone = free_port();
+
+    let ok = register(&serve, "anna", phone);
+    assert_eq!(ok.received_statuses(), [401, 200], "{}", ok.context());
+    let challenge = ok.received()[0].clone();
+    let www = challenge.header("WWW-Authenticate").unwrap_or_default();
+    assert!(www.contains("realm=\"callhost\""), "{}", ok.context());
+    serve.wait_log(&["device registered", "user=anna"]);
+
+    // Three wrong passwords from the same source: 403 each time.
+    let attacker = free_port();
+    let wrong = credentials(&serve, "anna", "not-the-password");
+    for attempt in 1..=3 {
+        let run = sipp(
+            &format!("wrong password #{attempt}"),
+            "register_wrong.xml",
+            Some(&serve.addr()),
+            attacker,
+            &["-inf", &wrong],
+        );
+        run.assert_ok();
+        let statuses = run.received_statuses();
+        assert_eq!(statuses.last(), Some(&403), "{}", run.context());
+        assert!(!statuses.contains(&200), "{}", run.context());
+    }
+
+    // Now even the right password is refused, from any port of that address.
+    let right = credentials(&serve, "anna", "anna-pw");
+    let blocked = sipp(
+        "right password while blocked",
+        "t_register_blocked.xml",
+        Some(&serve.addr()),
+        phone,
+        &["-inf", &right],
+    );
+    blocked.assert_ok();
+    assert_eq!(
+        blocked.received_statuses().last(),
+        Some(&403),
+        "{}",
+        blocked.context()
+    );
+    assert!(
+        !blocked.received_statuses().contains(&200),
+        "{}",
+        blocked.context()
+    );
+
+    let warning = serve.wait_log(&["WARN", "source blocked"]);
+    assert!(warning.contains("127.0.0.1"), "{warning}");
+    let failures = serve
+        .log()
+        .lines()
+        .filter(|l| l.contains("SIP authentication failed") && l.contains("wrong password"))
+        .count();
+    assert_eq!(failures, 3, "{}", serve.log());
+}
+
+#[test]
+fn register_over_tcp() {
+    let serve = Serve::start(DIRECTORY, "");
+    let run = sipp(
+        "register over TCP",
+        "register.xml",
+        Some(&serve.addr()),
+        free_port(),
+        &["-t", "t1", "-inf", &credentials(&serve, "bert", "bert-pw")],
+    );
+    run.assert_ok();
+    assert_eq!(run.received_statuses(), [401, 200], "{}", run.context());
+    assert!(run.trace.contains("TCP message sent"), "{}", run.context());
+    serve.wait_log(&["device registered", "user=bert"]);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Trunk to a DID, media anchored
+
+#[test]
+fn trunk_call_to_a_did_is_answered_and_media_goes_through_the_relay() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let (callee_media, caller_media) = (media_port(), media_port());
+    let phone = Sipp::start(
+        "bert answers",
+        "uas.xml",
+        None,
+        bert,
+        &["-mi", LOCALHOST, "-mp", &callee_media],
+    );
+    let caller = Sipp::start(
+        "trunk caller",
+        "uac.xml",
+        Some(&serve.addr()),
+        serve.trunk_port,
+        &[
+            "-s",
+            BERT,
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &caller_media,
+            "-d",
+            "1000",
+        ],
+    )
+    .wait();
+    let phone = phone.wait();
+    caller.assert_ok();
+    phone.assert_ok();
+
+    // The phone sees the relay's callee side, never the caller's own port.
+    let invite = phone
+        .received_request("INVITE")
+        .expect("INVITE at the phone");
+    let offered = invite.sdp_audio_port();
+    assert!(
+        in_range(offered, serve.rtp),
+        "offer port {offered:?} not in {:?}:\n{}",
+        serve.rtp,
+        phone.context()
+    );
+    assert_ne!(offered, caller_media.parse().ok(), "{}", phone.context());
+    assert_eq!(
+        invite.sdp_connection(),
+        Some("127.0.0.1"),
+        "{}",
+        phone.context()
+    );
+    // And the caller sees the relay's caller side in the answer.
+    let answer = caller
+        .received()
+        .into_iter()
+        .find(|m| {
+            m.status() == Some(200) && m.header("CSeq").is_some_and(|c| c.ends_with("INVITE"))
+        })
+        .expect("200 for the INVITE");
+    let answered = answer.sdp_audio_port();
+    assert!(
+        in_range(answered, serve.rtp),
+        "answer port {answered:?}:\n{}",
+        caller.context()
+    );
+    assert_ne!(answered, callee_media.parse().ok(), "{}", caller.context());
+    assert_ne!(answered, offered, "one relay port per side");
+
+    // The caller's BYE reached the phone.
+    assert!(
+        phone.received_request("BYE").is_some(),
+        "{}",
+        phone.context()
+    );
+    let ended = serve.wait_log(&["call ended"]);
+    assert!(ended.contains("answered_by=Some(\"bert\")"), "{ended}");
+    assert!(ended.contains("end=caller"), "{ended}");
+    let legs = leg_packets(&ended);
+    assert_eq!(legs.len(), 2, "{ended}");
+    assert!(
+        legs[0].0 > 0 && legs[1].0 > 0,
+        "RTP from both sides: {ended}"
+    );
+}
+
+#[test]
+fn the_callee_hangs_up_and_the_caller_gets_the_bye() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = Sipp::start(
+        "bert answers and hangs up",
+        "t_uas_hangup.xml",
+        None,
+        bert,
+        &["-mi", LOCALHOST, "-mp", &media_port(), "-d", "500"],
+    );
+    let caller = trunk_call(&serve, "t_uac_wait_bye.xml", BERT, &[]).wait();
+    let phone = phone.wait();
+    phone.assert_ok();
+    caller.assert_ok();
+    assert!(
+        caller.received_request("BYE").is_some(),
+        "{}",
+        caller.context()
+    );
+    let ended = serve.wait_log(&["call ended"]);
+    assert!(ended.contains("end=callee"), "{ended}");
+}
+
+// ---------------------------------------------------------------------------
+// 3. User to user, with digest authentication on the INVITE
+
+#[test]
+fn user_to_user_call_is_challenged_and_shows_the_callers_name() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = answering_phone("bert answers", bert);
+    let auth_uri = format!("202@{}", serve.addr());
+    let caller = Sipp::start(
+        "anna calls 202",
+        "uac_auth.xml",
+        Some(&serve.addr()),
+        free_port(),
+        &[
+            "-inf",
+            &credentials(&serve, "anna", "anna-pw"),
+            "-s",
+            "202",
+            "-auth_uri",
+            &auth_uri,
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &media_port(),
+        ],
+    )
+    .wait();
+    let phone = phone.wait();
+    caller.assert_ok();
+    phone.assert_ok();
+
+    let statuses = caller.received_statuses();
+    assert_eq!(statuses.first(), Some(&407), "{}", caller.context());
+    assert!(statuses.contains(&200), "{}", caller.context());
+    let challenge = caller
+        .received()
+        .into_iter()
+        .find(|m| m.status() == Some(407))
+        .unwrap();
+    assert!(
+        challenge
+            .header("Proxy-Authenticate")
+            .is_some_and(|h| h.contains("realm=\"callhost\"")),
+        "{}",
+        caller.context()
+    );
+
+    let invite = phone
+        .received_request("INVITE")
+        .expect("INVITE at Bert's phone");
+    let from = invite.header("From").unwrap_or_default();
+    assert!(
+        from.starts_with("\"Anna Alpha\""),
+        "From: {from}\n{}",
+        phone.context()
+    );
+    assert!(from.contains("sip:201@"), "From: {from}");
+    let asserted = invite
+        .header("P-Asserted-Identity")
+        .unwrap_or_else(|| panic!("no P-Asserted-Identity:\n{}", phone.context()));
+    assert!(
+        asserted.contains("Anna Alpha") && asserted.contains("sip:201@"),
+        "{asserted}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Busy, not found, cancel
+
+#[test]
+fn a_busy_phone_makes_the_caller_busy() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = Sipp::start("bert is busy", "uas_busy.xml", None, bert, &[]);
+    let caller = trunk_call(&serve, "uac_busy.xml", BERT, &[]).wait();
+    let phone = phone.wait();
+    caller.assert_ok();
+    phone.assert_ok();
+    assert_eq!(
+        caller.final_invite_status(),
+        Some(486),
+        "{}",
+        caller.context()
+    );
+    assert!(phone.received_request("INVITE").is_some());
+}
+
+#[test]
+fn an_unknown_internal_number_is_not_found() {
+    let serve = Serve::start(DIRECTORY, "");
+    let caller = Sipp::start(
+        "anna dials 299",
+        "t_uac_any.xml",
+        Some(&serve.addr()),
+        free_port(),
+        &[
+            "-inf",
+            &credentials(&serve, "anna", "anna-pw"),
+            "-s",
+            "299",
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &media_port(),
+        ],
+    )
+    .wait();
+    caller.assert_ok();
+    assert_eq!(
+        caller.received_statuses().first(),
+        Some(&407),
+        "{}",
+        caller.context()
+    );
+    assert_eq!(
+        caller.final_invite_status(),
+        Some(404),
+        "{}",
+        caller.context()
+    );
+}
+
+#[test]
+fn the_caller_cancels_while_it_rings() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = Sipp::start("bert rings", "uas_ring.xml", None, bert, &[]);
+    let caller = trunk_call(&serve, "uac_cancel.xml", BERT, &["-d", "500"]).wait();
+    let phone = phone.wait();
+    caller.assert_ok();
+    phone.assert_ok();
+    assert_eq!(
+        caller.final_invite_status(),
+        Some(487),
+        "{}",
+        caller.context()
+    );
+    assert!(
+        phone.received_request("CANCEL").is_some(),
+        "{}",
+        phone.context()
+    );
+    let ended = serve.wait_log(&["call ended"]);
+    assert!(ended.contains("end=cancelled"), "{ended}");
+}
+
+// ---------------------------------------------------------------------------
+// 5. DND and forwards
+
+#[test]
+fn dnd_user_gets_no_invite_and_the_caller_is_busy() {
+    let serve = Serve::start(DIRECTORY, "");
+    let dora = free_port();
+    register(&serve, "dora", dora);
+    let phone = SilentPhone::listen(dora);
+    let caller = trunk_call(&serve, "uac_busy.xml", DORA, &[]).wait();
+    caller.assert_ok();
+    assert_eq!(
+        caller.final_invite_status(),
+        Some(486),
+        "{}",
+        caller.context()
+    );
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        phone.invites().is_empty(),
+        "Dora's phone rang: {:?}",
+        phone.invites()
+    );
+}
+
+#[test]
+fn forward_always_rings_the_target() {
+    let serve = Serve::start(DIRECTORY, "");
+    let (bert, carl) = (free_port(), free_port());
+    register(&serve, "bert", bert);
+    register(&serve, "carl", carl);
+    let carls_phone = SilentPhone::listen(carl);
+    let berts_phone = answering_phone("bert answers", bert);
+    let caller = trunk_call(&serve, "uac.xml", CARL, &[]).wait();
+    let berts_phone = berts_phone.wait();
+    caller.assert_ok();
+    berts_phone.assert_ok();
+    assert!(
+        carls_phone.invites().is_empty(),
+        "Carl's phone rang: {:?}",
+        carls_phone.invites()
+    );
+    let ended = serve.wait_log(&["call ended"]);
+    assert!(ended.contains("answered_by=Some(\"bert\")"), "{ended}");
+}
+
+#[test]
+fn no_answer_forward_cancels_the_first_phone_and_rings_the_target() {
+    let serve = Serve::start(DIRECTORY, "");
+    let (bert, erik) = (free_port(), free_port());
+    register(&serve, "bert", bert);
+    register(&serve, "erik", erik);
+    let eriks_phone = Sipp::start("erik rings", "uas_ring.xml", None, erik, &[]);
+    let berts_phone = answering_phone("bert answers", bert);
+    let started = Instant::now();
+    let caller = trunk_call(&serve, "uac.xml", ERIK, &[]).wait();
+    let (eriks_phone, berts_phone) = (eriks_phone.wait(), berts_phone.wait());
+    caller.assert_ok();
+    eriks_phone.assert_ok();
+    berts_phone.assert_ok();
+    assert!(eriks_phone.received_request("INVITE").is_some());
+    assert!(
+        eriks_phone.received_request("CANCEL").is_some(),
+        "{}",
+        eriks_phone.context()
+    );
+    assert!(berts_phone.received_request("INVITE").is_some());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "forwarded before no_answer_seconds"
+    );
+    serve.wait_log(&["no answer: forwarding"]);
+    let ended = serve.wait_log(&["call ended"]);
+    assert!(ended.contains("answered_by=Some(\"bert\")"), "{ended}");
+}
+
+// ---------------------------------------------------------------------------
+// 6. The simulator and SIP agree
+
+/// What the caller's final status means in the simulator's words.
+fn outcome_of(status: Option<u16>) -> &'static str {
+    match status {
+        Some(200) => "ringing",
+        Some(486) => "busy",
+        Some(603) => "rejected",
+        Some(404 | 480) => "unavailable",
+        _ => "other",
+    }
+}
+
+/// Places one trunk call over SIP; every phone in `phones` either answers
+/// (if `expected` says it rings) or stays silent. Returns the outcome and
+/// the users whose phones got an INVITE.
+fn sip_outcome(
+    serve: &Serve,
+    caller: &str,
+    to: &str,
+    phones: &[(&str, u16)],
+    expected: &BTreeSet<String>,
+) -> (String, BTreeSet<String>) {
+    let mut answering = Vec::new();
+    let mut silent = Vec::new();
+    for (user, port) in phones {
+        if expected.contains(*user) {
+            answering.push((user.to_string(), answering_phone(user, *port)));
+        } else {
+            silent.push((user.to_string(), SilentPhone::listen(*port)));
+        }
+    }
+    let run = trunk_call_from(serve, caller, to);
+    let mut rang = BTreeSet::new();
+    for (user, phone) in answering {
+        let phone = phone.wait();
+        if phone.received_request("INVITE").is_some() {
+            rang.insert(user);
+        }
+    }
+    thread::sleep(Duration::from_millis(200));
+    for (user, phone) in silent {
+        if !phone.invites().is_empty() {
+            rang.insert(user);
+        }
+    }
+    (outcome_of(run.final_invite_status()).to_string(), rang)
+}
+
+#[test]
+fn simulate_and_sip_agree_on_who_rings() {
+    let serve = Serve::start(DIRECTORY, "");
+    let calls = [BERT, DORA, CARL]; // plain, DND busy, forward always
+    let scenario: String = calls
+        .iter()
+        .map(|to| format!("[[calls]]\nfrom = \"{OUTSIDE}\"\nto = \"{to}\"\n\n"))
+        .collect();
+    let file = serve.data.join("sip-scenario.toml");
+    std::fs::write(&file, scenario).unwrap();
+    let simulated: Vec<Value> =
+        sip_harness::callhost(&serve.data, &["simulate", file.to_str().unwrap()])
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON line"))
+            .collect();
+    assert_eq!(simulated.len(), calls.len());
+
+    let phones = [
+        ("bert", free_port()),
+        ("carl", free_port()),
+        ("dora", free_port()),
+    ];
+    for (user, port) in phones {
+        register(&serve, user, port);
+    }
+    let expected_outcomes = ["ringing", "busy", "ringing"];
+    for ((to, simulated), expected_outcome) in calls.iter().zip(&simulated).zip(expected_outcomes) {
+        let outcome = simulated["outcome"].as_str().unwrap().to_string();
+        let rang: BTreeSet<String> = simulated["rang"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ring| ring["user"].as_str().unwrap().to_string())
+            .collect();
+        // The simulator itself is right about these three.
+        assert_eq!(outcome, expected_outcome, "{simulated}");
+        let over_sip = sip_outcome(&serve, OUTSIDE, to, &phones, &rang);
+        assert_eq!(
+            over_sip,
+            (outcome, rang),
+            "call to {to}: SIP vs simulate {simulated}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 7. Module decisions on SIP
+
+#[test]
+fn breakthrough_module_rings_a_dnd_phone_over_sip() {
+    if std::env::var_os("CALLHOST_TEST_MODULES").is_none() {
+        eprintln!("skipped: CALLHOST_TEST_MODULES is not set (run `cargo xtask test`)");
+        return;
+    }
+    let h = common::Harness::new();
+    h.install("breakthrough-0.1.0.cmod");
+    h.create(
+        "breakthrough",
+        "bt",
+        "bypass_dnd = true\n[called]\nactive_for = [\"204\"]\n[callers]\nactive_for = [\"*891234567\"]\n",
+    );
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    assert!(
+        serve.banner.contains("1 active module instance(s) bt"),
+        "{}",
+        serve.banner
+    );
+    let dora = free_port();
+    register(&serve, "dora", dora);
+
+    // The rule's caller gets through DND.
+    let phone = answering_phone("dora answers", dora);
+    let run = trunk_call_from(&serve, OUTSIDE, DORA);
+    let phone = phone.wait();
+    phone.assert_ok();
+    assert_eq!(run.final_invite_status(), Some(200), "{}", run.context());
+    assert!(phone.received_request("INVITE").is_some());
+    serve.wait_log(&["call ended", "answered_by=Some(\"dora\")"]);
+
+    // Anybody else still finds her busy.
+    let phone = SilentPhone::listen(dora);
+    let run = trunk_call_from(&serve, "+493012345678", DORA);
+    assert_eq!(run.final_invite_status(), Some(486), "{}", run.context());
+    thread::sleep(Duration::from_millis(200));
+    assert!(phone.invites().is_empty(), "{:?}", phone.invites());
+}
+
+// ---------------------------------------------------------------------------
+// 8. Real RTP both ways: baresip answers, SIPp plays from the trunk
+
+/// A 16-bit mono 8 kHz WAV with a 440 Hz tone.
+fn tone_wav(path: &Path, seconds: u32) {
+    let samples = 8000 * seconds;
+    let mut bytes = Vec::with_capacity(44 + 2 * samples as usize);
+    let data_len = 2 * samples;
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
+    bytes.extend_from_slice(&8000u32.to_le_bytes());
+    bytes.extend_from_slice(&16000u32.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples {
+        let t = i as f64 / 8000.0;
+        let sample = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+        bytes.extend_from_slice(&sample.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("write WAV");
+}
+
+struct Baresip {
+    child: Child,
+    output: PathBuf,
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        if thread::panicking() {
+            eprintln!(
+                "--- baresip output ---\n{}",
+                std::fs::read_to_string(&self.output).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// baresip registered as `user`, answering automatically, playing a tone
+/// file as its microphone. No audio devices: the player is a dead-end
+/// `aubridge` device.
+fn baresip(serve: &Serve, dir: &Path, user: &str) -> Baresip {
+    let wav = dir.join("tone.wav");
+    tone_wav(&wav, 10);
+    let sip = free_port();
+    let rtp = free_ports(10);
+    let config = format!(
+        "poll_method\t\tepoll\n\
+         sip_listen\t\t{LOCALHOST}:{sip}\n\
+         audio_player\t\taubridge,nil\n\
+         audio_alert\t\taubridge,nil\n\
+         audio_source\t\taufile,{}\n\
+         audio_srate\t\t8000\n\
+         audio_channels\t\t1\n\
+         rtp_ports\t\t{}-{}\n\
+         module_path\t\t/usr/lib/baresip/modules\n\
+         module\t\t\tg711.so\n\
+         module\t\t\taufile.so\n\
+         module\t\t\taubridge.so\n\
+         module_app\t\taccount.so\n\
+         module_app\t\tmenu.so\n",
+        wav.display(),
+        rtp,
+        rtp + 9
+    );
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        format!(
+            "<sip:{user}@{};transport=udp>;auth_pass={user}-pw;answermode=auto;regint=60\n",
+            serve.addr()
+        ),
+    )
+    .unwrap();
+    let output = dir.join("baresip.out");
+    let log = std::fs::File::create(&output).unwrap();
+    let child = Command::new("baresip")
+        .arg("-f")
+        .arg(dir)
+        .args(["-t", "60"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start baresip (is it installed?)");
+    Baresip { child, output }
+}
+
+#[test]
+fn baresip_and_sipp_exchange_rtp_through_the_relay() {
+    if Command::new("baresip").arg("-h").output().is_err() {
+        eprintln!("skipped: baresip is not installed");
+        return;
+    }
+    let serve = Serve::start(DIRECTORY, "");
+    let dir = tempfile::tempdir().unwrap();
+    let _phone = baresip(&serve, dir.path(), "bert");
+    serve.wait_log(&["device registered", "user=bert"]);
+
+    let caller = trunk_call(&serve, "uac.xml", BERT, &["-d", "3000"]).wait();
+    caller.assert_ok();
+    let ended = serve.wait_log(&["call ended"]);
+    assert!(ended.contains("answered_by=Some(\"bert\")"), "{ended}");
+    let legs = leg_packets(&ended);
+    assert_eq!(legs.len(), 2, "{ended}");
+    let ((caller_in, caller_out), (callee_in, callee_out)) = (legs[0], legs[1]);
+    // SIPp's g711a.pcap is a few seconds of audio; baresip sends for as
+    // long as the call lasts (3 s = 150 packets).
+    assert!(caller_in >= 50, "from SIPp into the relay: {ended}");
+    assert!(callee_out >= 50, "from the relay to baresip: {ended}");
+    assert!(callee_in >= 50, "from baresip into the relay: {ended}");
+    assert!(caller_out >= 50, "from the relay to SIPp: {ended}");
+}
+
+// ---------------------------------------------------------------------------
+// 9. SIGTERM ends calls cleanly
+
+#[test]
+fn sigterm_during_a_call_sends_bye_to_both_sides_and_exits_zero() {
+    let mut serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = answering_phone("bert answers", bert);
+    let caller = trunk_call(&serve, "t_uac_wait_bye.xml", BERT, &[]);
+    serve.wait_log(&["answered", "answered_by=bert"]);
+    thread::sleep(Duration::from_millis(300));
+    let status = serve.stop();
+    let (caller, phone) = (caller.wait(), phone.wait());
+    caller.assert_ok();
+    phone.assert_ok();
+    assert!(
+        caller.received_request("BYE").is_some(),
+        "{}",
+        caller.context()
+    );
+    assert!(
+        phone.received_request("BYE").is_some(),
+        "{}",
+        phone.context()
+    );
+    assert!(
+        status.success(),
+        "serve exited with {status:?}:\n{}",
+        serve.log()
+    );
+    let log = serve.log();
+    assert!(log.contains("end=shutdown"), "{log}");
+    assert!(!log.contains("still open after the grace period"), "{log}");
+}
