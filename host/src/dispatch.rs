@@ -22,11 +22,13 @@ use std::{
     time::Instant,
 };
 
-use abi_stable::std_types::RResult;
+use abi_stable::std_types::{RResult, RSlice, RStr};
 use anyhow::Result;
 use arc_swap::ArcSwap;
 use callhost_pbx::engine::{HookDecision, Hooks};
-use callhost_plugin_abi::{CallEvent, CallSetup, Decision, Hooks as HookSet, LogLevel};
+use callhost_plugin_abi::{
+    CallEvent, CallSetup, Decision, Hooks as HookSet, LogLevel, MediaFrame, TapRequest,
+};
 use futures::FutureExt as _;
 
 use crate::{
@@ -81,6 +83,56 @@ fn start_instance(
             "the module did not create, configure and activate the instance within {} s",
             START_LIMIT.as_secs()
         )),
+    }
+}
+
+/// Media frames waiting for an instance; beyond this they are dropped
+/// (counted in the relay's tap statistics as the call goes on).
+const MEDIA_QUEUE: usize = 2_000;
+
+/// One tapped frame on its way to an instance's media thread.
+pub struct MediaJob {
+    pub call_id: Arc<str>,
+    pub leg: TapRequest,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    pub payload: bytes::Bytes,
+}
+
+/// Gives `live` its own media thread: frames reach the module in order,
+/// and a slow module only loses its own frames.
+fn start_media_worker(live: &Arc<LiveInstance>) {
+    if !live.hooks.contains(HookSet::MEDIA) {
+        return;
+    }
+    let (sender, receiver) = mpsc::sync_channel::<MediaJob>(MEDIA_QUEUE);
+    let weak = Arc::downgrade(live);
+    let spawned = std::thread::Builder::new()
+        .name(format!("callhost-media-{}", live.name))
+        .spawn(move || {
+            while let Ok(job) = receiver.recv() {
+                let Some(live) = weak.upgrade() else { break };
+                if live.is_faulted() {
+                    continue;
+                }
+                live.instance.media(&MediaFrame {
+                    call_id: RStr::from_str(&job.call_id),
+                    leg: job.leg,
+                    sequence: job.sequence,
+                    timestamp: job.timestamp,
+                    payload_type: job.payload_type,
+                    marker: job.marker,
+                    payload: RSlice::from_slice(&job.payload),
+                });
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = live.media.set(sender);
+        }
+        Err(error) => tracing::error!(instance = %live.name, "cannot start media worker: {error}"),
     }
 }
 
@@ -206,6 +258,7 @@ impl Dispatcher {
                     );
                     let live = Arc::new(live);
                     start_event_worker(&live);
+                    start_media_worker(&live);
                     next.push(live);
                 }
                 Err(error) => {

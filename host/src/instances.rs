@@ -149,6 +149,10 @@ pub struct LiveInstance {
     pub faulted: AtomicBool,
     /// This instance's event queue (only for modules with the event hook).
     pub events: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::dispatch::EventJob>>,
+    /// This instance's media frame queue (only for modules with the media hook).
+    pub media: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::dispatch::MediaJob>>,
+    /// The installed version's `assets/` (prompts).
+    pub assets_dir: std::path::PathBuf,
     /// When the `call_event` in progress started (for the stall watchdog).
     event_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// The configuration text it was built from.
@@ -288,6 +292,8 @@ pub fn live_instance(
         log,
         faulted: AtomicBool::new(false),
         events: std::sync::OnceLock::new(),
+        media: std::sync::OnceLock::new(),
+        assets_dir: assets,
         event_since: std::sync::Mutex::new(None),
         config: config.to_string(),
         stored_library: library.stored_path.clone(),

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use callhost_media::relay::{Leg, TapFrame};
 use callhost_pbx::directory::DirectoryIndex;
 use callhost_pbx::engine::{Engine, Hooks};
-use callhost_sip::{CallControl, CallRecord, SipServer};
+use callhost_plugin_abi::TapRequest;
+use callhost_sip::{CallControl, CallRecord, MediaSink, SipServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
@@ -34,6 +36,34 @@ impl CallControl for HostControl {
         self.dispatcher.clone()
     }
 
+    fn media_sink(&self, instance: &str) -> Option<Arc<dyn MediaSink>> {
+        let instances = self.dispatcher.current();
+        let live = instances.iter().find(|live| live.name == instance)?;
+        let queue = live.media.get()?.clone();
+        Some(Arc::new(InstanceMedia { queue }))
+    }
+
+    fn prompt_file(&self, instance: &str, asset: &str) -> Option<std::path::PathBuf> {
+        let instances = self.dispatcher.current();
+        let live = instances.iter().find(|live| live.name == instance)?;
+        // Only files inside the module's own assets.
+        let relative = std::path::Path::new(asset);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|part| !matches!(part, std::path::Component::Normal(_)))
+        {
+            tracing::warn!(
+                instance,
+                asset,
+                "prompt path outside the module's assets refused"
+            );
+            return None;
+        }
+        let path = live.assets_dir.join(relative);
+        path.is_file().then_some(path)
+    }
+
     fn call_ended(&self, record: CallRecord) {
         let Some(engine) = self.engine.load_full() else {
             return;
@@ -48,6 +78,29 @@ impl CallControl for HostControl {
         if let Err(error) = self.dispatcher.refresh(&host.data, &host.db, &host.loader) {
             tracing::error!("reloading instances: {error:#}");
         }
+    }
+}
+
+/// An instance's media queue as the relay sees it.
+struct InstanceMedia {
+    queue: std::sync::mpsc::SyncSender<crate::dispatch::MediaJob>,
+}
+
+impl MediaSink for InstanceMedia {
+    fn frame(&self, call_id: &Arc<str>, frame: &TapFrame) {
+        // A full queue drops the frame: the module is slow, the call is not.
+        let _ = self.queue.try_send(crate::dispatch::MediaJob {
+            call_id: call_id.clone(),
+            leg: match frame.leg {
+                Leg::Caller => TapRequest::Caller,
+                Leg::Callee => TapRequest::Callee,
+            },
+            sequence: frame.sequence,
+            timestamp: frame.timestamp,
+            payload_type: frame.payload_type,
+            marker: frame.marker,
+            payload: frame.payload.clone(),
+        });
     }
 }
 

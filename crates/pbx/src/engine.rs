@@ -34,7 +34,7 @@ use abi_stable::std_types::{ROption, RString, RVec};
 use callhost_numbers::ExternalNumber;
 use callhost_plugin_abi::{
     Availability, CallEvent, CallSetup, Decision, Direction, EventKind, Forward, ForwardKind,
-    Party, PartyKind, Transfer, TransferKind, UserState as AbiUserState,
+    Party, PartyKind, TapRequest, Transfer, TransferKind, UserState as AbiUserState,
 };
 use serde::Serialize;
 
@@ -187,6 +187,36 @@ pub struct CallOutcome {
     /// for the calling user's call list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callee_name: Option<String>,
+    /// Instances that asked for the call's media, and which legs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub taps: Vec<MediaTap>,
+    /// The first prompt an instance asked to play to the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<MediaPrompt>,
+}
+
+/// An instance's request for a call's media frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaTap {
+    pub instance: String,
+    #[serde(serialize_with = "tap_legs")]
+    pub legs: TapRequest,
+}
+
+fn tap_legs<S: serde::Serializer>(legs: &TapRequest, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(match legs {
+        TapRequest::None => "none",
+        TapRequest::Caller => "caller",
+        TapRequest::Callee => "callee",
+        TapRequest::Both => "both",
+    })
+}
+
+/// An instance's prompt for the caller: a path in its module's assets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaPrompt {
+    pub instance: String,
+    pub asset: String,
 }
 
 /// Engine settings.
@@ -219,6 +249,31 @@ pub struct Engine {
     directory: Arc<DirectoryIndex>,
     config: EngineConfig,
     presence: Option<Arc<dyn Presence>>,
+}
+
+/// Records which instance asked for taps or a prompt: the front end needs
+/// to know whom to give the frames and whose assets hold the prompt.
+fn note_media_requests(outcome: &mut CallOutcome, made: &HookDecision) {
+    if made.decision.tap != TapRequest::None {
+        match outcome
+            .taps
+            .iter_mut()
+            .find(|t| t.instance == made.instance)
+        {
+            Some(tap) if tap.legs != made.decision.tap => tap.legs = TapRequest::Both,
+            Some(_) => {}
+            None => outcome.taps.push(MediaTap {
+                instance: made.instance.clone(),
+                legs: made.decision.tap,
+            }),
+        }
+    }
+    if let (ROption::RSome(asset), None) = (&made.decision.prompt, &outcome.prompt) {
+        outcome.prompt = Some(MediaPrompt {
+            instance: made.instance.clone(),
+            asset: asset.to_string(),
+        });
+    }
 }
 
 /// Where a hop leads.
@@ -372,6 +427,8 @@ impl Engine {
                 hook_micros: 0,
                 caller_name: None,
                 callee_name: None,
+                taps: Vec::new(),
+                prompt: None,
             },
         };
 
@@ -512,6 +569,7 @@ impl Engine {
         let mut hop = call.carried.clone();
         for made in &decisions {
             hop.merge(&made.decision);
+            note_media_requests(&mut call.outcome, made);
             let effects = made.decision.effects();
             call.outcome.decisions.push(ReportedDecision {
                 instance: made.instance.clone(),

@@ -15,7 +15,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{ROption, RResult, RStr, RString, RVec},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 pub use async_ffi::FfiFuture;
@@ -307,6 +307,21 @@ pub struct Decision {
     /// phone book): shown to the calling user and written to their call
     /// list. Never sent to the called party.
     pub callee_name: ROption<RString>,
+}
+
+/// One RTP payload of a tapped call, borrowed for the duration of the
+/// `media` call (copy what you keep).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct MediaFrame<'a> {
+    pub call_id: RStr<'a>,
+    /// `Caller` or `Callee`: whose audio this is.
+    pub leg: TapRequest,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    pub payload: RSlice<'a, u8>,
 }
 
 /// A contact a module asks the host to add to its address book.

@@ -11,7 +11,8 @@ use abi_stable::{
 use async_ffi::FfiFuture;
 
 use crate::{
-    CallEvent, CallSetup, ConfigError, Decision, LogLevel, ModuleError, NewContact, Party,
+    CallEvent, CallSetup, ConfigError, Decision, LogLevel, MediaFrame, ModuleError, NewContact,
+    Party,
 };
 
 /// One configured instance of a module.
@@ -47,8 +48,14 @@ pub trait Instance: Send + Sync {
     /// Waits up to `timeout_ms` for background work the module started
     /// (history and contact writes, say); true when none is left. A
     /// short-lived host process (simulate, CLI) calls it before it exits.
-    #[sabi(last_prefix_field)]
     fn settle(&self, timeout_ms: u64) -> bool;
+
+    /// One media frame of a call this instance asked to tap (its decision's
+    /// `tap`), from call setup to hangup (the `hangup` event ends it). Runs
+    /// on the instance's own media thread; frames it is too slow for are
+    /// dropped, never the call's audio.
+    #[sabi(last_prefix_field)]
+    fn media(&self, frame: &MediaFrame<'_>);
 }
 
 /// What the host offers every instance.

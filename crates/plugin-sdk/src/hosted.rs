@@ -14,7 +14,7 @@ use abi_stable::{
 use async_ffi::{FfiFuture, FutureExt as _};
 use callhost_plugin_abi::{
     ActionSpec, CallEvent, CallSetup, ConfigError, Decision, Instance, InstanceBox,
-    InstanceContext, Instance_TO, ModuleError, ModuleManifest, ABI_VERSION,
+    InstanceContext, Instance_TO, MediaFrame, ModuleError, ModuleManifest, ABI_VERSION,
 };
 
 use crate::{__manifest_parts, config, logging, runtime, Action, Context, Module, Setup};
@@ -243,6 +243,16 @@ impl<M: Module> Instance for Hosted<M> {
             Err(panic) => ready(RResult::RErr(ModuleError::new(format!(
                 "panicked: {panic}"
             )))),
+        }
+    }
+
+    fn media(&self, frame: &MediaFrame<'_>) {
+        if let Ok(module) = self.module() {
+            if let Err(panic) = self.enter(|| module.media(frame)) {
+                tracing::dispatcher::with_default(&self.dispatch, || {
+                    tracing::error!("panicked while handling a media frame: {panic}")
+                });
+            }
         }
     }
 

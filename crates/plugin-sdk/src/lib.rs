@@ -24,7 +24,7 @@ pub use abi_stable;
 pub use callhost_plugin_abi as abi;
 pub use callhost_plugin_abi::{
     CallEvent, CallSetup, ConfigError, Decision, Direction, EventKind, Forward, ForwardKind,
-    NewContact, Party, PartyKind, TapRequest, TransferKind, UserState,
+    MediaFrame, NewContact, Party, PartyKind, TapRequest, TransferKind, UserState,
 };
 pub use serde;
 pub use serde_json;
@@ -64,6 +64,11 @@ pub trait Module: Sized + Send + Sync + 'static {
 
     /// Learn what happened to a call. Must return quickly; spawn for I/O.
     fn call_event(&self, _event: &CallEvent) {}
+
+    /// A media frame of a call this module tapped (declare `media` among
+    /// the hooks and set `Decision::tap`). Runs on the instance's media
+    /// thread; a slow module loses frames, never delays the call.
+    fn media(&self, _frame: &MediaFrame<'_>) {}
 
     /// Run a named admin action declared in [`export_module!`].
     fn action(&self, name: &str, _args: &[String]) -> Action {

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{ROption, RString};
-use callhost_media::relay::{CallMedia, Leg as MediaLeg, MediaEvent};
-use callhost_media::sdp::{rewrite_connection, Sdp};
+use callhost_media::prompt::Prompt;
+use callhost_media::relay::{CallMedia, Leg as MediaLeg, MediaEvent, TapLegs};
+use callhost_media::sdp::{rewrite_connection, Codec, Sdp};
 use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Outcome, Ring, Via};
-use callhost_plugin_abi::{CallEvent, EventKind, PartyKind};
+use callhost_plugin_abi::{CallEvent, EventKind, PartyKind, TapRequest};
 use rsipstack::dialog::dialog::{
     DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
 };
@@ -215,7 +216,11 @@ impl Call {
             self.shared.live.enter(user);
         }
         let mut outcome = self.engine.place(&request, hooks.as_ref()).await;
+        self.start_taps(&outcome);
         let end = match outcome.outcome {
+            Outcome::Ringing if !self.play_prompt(&outcome, &mut states).await => {
+                End::NotConnected(None)
+            }
             Outcome::Ringing => {
                 let mut rung = HashSet::new();
                 self.ring(&outcome.rang, &mut rung).await;
@@ -280,6 +285,101 @@ impl Call {
             answered_for: self.answered_at.map(|at| at.elapsed()),
             media: serde_json_string(&stats),
         });
+    }
+
+    /// Gives every instance that tapped the call its frames, from now (call
+    /// setup) until the media closes at hangup.
+    fn start_taps(&self, outcome: &CallOutcome) {
+        let call_id: Arc<str> = self.call_id.as_str().into();
+        for tap in &outcome.taps {
+            let Some(sink) = self.shared.control.media_sink(&tap.instance) else {
+                tracing::warn!(instance = %tap.instance, "tap requested by an instance without the media hook");
+                continue;
+            };
+            let legs = match tap.legs {
+                TapRequest::Caller => TapLegs::Caller,
+                TapRequest::Callee => TapLegs::Callee,
+                _ => TapLegs::Both,
+            };
+            let mut frames = self.media.tap(legs, TAP_QUEUE);
+            let call_id = call_id.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = frames.recv().await {
+                    sink.frame(&call_id, &frame);
+                }
+            });
+        }
+    }
+
+    /// Plays the prompt an instance asked for to the caller as early media
+    /// (183 with our SDP) before any phone rings. False when the caller
+    /// hung up meanwhile.
+    async fn play_prompt(
+        &mut self,
+        outcome: &CallOutcome,
+        states: &mut DialogStateReceiver,
+    ) -> bool {
+        let Some(request) = &outcome.prompt else {
+            return true;
+        };
+        let Some(path) = self
+            .shared
+            .control
+            .prompt_file(&request.instance, &request.asset)
+        else {
+            tracing::warn!(instance = %request.instance, asset = %request.asset, "prompt not found");
+            return true;
+        };
+        let prompt = match tokio::task::spawn_blocking(move || Prompt::load(path)).await {
+            Ok(Ok(prompt)) => prompt,
+            Ok(Err(error)) => {
+                tracing::warn!(instance = %request.instance, %error, "prompt not playable");
+                return true;
+            }
+            Err(_) => return true,
+        };
+        let Ok(offer) = Sdp::parse(&self.offer_text) else {
+            return true;
+        };
+        let Some(audio) = offer.audio() else {
+            return true;
+        };
+        let Some(format) = audio
+            .formats
+            .iter()
+            .find(|f| matches!(f.codec(), Codec::Pcmu | Codec::Pcma))
+        else {
+            tracing::warn!(call = %self.call_id, "prompt skipped: the caller offers no G.711");
+            return true;
+        };
+        let caller_side = self.media.local_addr(MediaLeg::Caller);
+        let answer = early_answer(
+            caller_side,
+            format.payload_type,
+            format.codec(),
+            audio.telephone_event_payload_type(),
+        );
+        self.rang_caller = true;
+        self.a
+            .ringing(Some(vec![sdp_type()]), Some(answer.into_bytes()))
+            .ok();
+        let playing = self
+            .media
+            .play_prompt(MediaLeg::Caller, &prompt, format.codec());
+        tokio::pin!(playing);
+        loop {
+            tokio::select! {
+                played = &mut playing => {
+                    tracing::info!(call = %self.call_id, instance = %request.instance, asset = %request.asset, result = ?played.as_ref().map_err(|e| e.to_string()), "prompt played");
+                    return true;
+                }
+                state = states.recv() => match state {
+                    Some(DialogState::Terminated(id, _)) if id.call_id == self.call_id => return false,
+                    None => return false,
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Answers the caller with a final failure.
@@ -740,6 +840,33 @@ impl Call {
     }
 }
 
+/// Frames a tap may queue before the relay drops them for that tap.
+const TAP_QUEUE: usize = 512;
+
+/// Our own SDP answer for early media (a prompt before anyone answered):
+/// the relay's caller side, the caller's G.711 choice and its DTMF type.
+fn early_answer(relay: SocketAddr, payload_type: u8, codec: Codec, dtmf: Option<u8>) -> String {
+    let family = if relay.is_ipv6() { "IP6" } else { "IP4" };
+    let ip = relay.ip();
+    let name = if codec == Codec::Pcma { "PCMA" } else { "PCMU" };
+    let mut sdp = format!(
+        "v=0\r\no=callhost {session} 1 IN {family} {ip}\r\ns=callhost\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {payload_type}",
+        session = rand::random::<u32>(),
+        port = relay.port(),
+    );
+    if let Some(dtmf) = dtmf {
+        sdp.push_str(&format!(" {dtmf}"));
+    }
+    sdp.push_str(&format!("\r\na=rtpmap:{payload_type} {name}/8000\r\n"));
+    if let Some(dtmf) = dtmf {
+        sdp.push_str(&format!(
+            "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\n"
+        ));
+    }
+    sdp.push_str("a=sendrecv\r\n");
+    sdp
+}
+
 fn sdp_type() -> Header {
     Header::ContentType("application/sdp".into())
 }
@@ -816,6 +943,24 @@ fn transfer_target(refer_to: &str) -> Result<String, StatusCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn early_answers_are_sdp_the_media_crate_reads() {
+        let text = early_answer(
+            "127.0.0.1:30002".parse().unwrap(),
+            8,
+            Codec::Pcma,
+            Some(101),
+        );
+        let sdp = Sdp::parse(&text).unwrap();
+        assert_eq!(
+            sdp.audio_endpoint().unwrap(),
+            "127.0.0.1:30002".parse().unwrap()
+        );
+        let audio = sdp.audio().unwrap();
+        assert_eq!(audio.telephone_event_payload_type(), Some(101));
+        assert_eq!(audio.format(8).unwrap().codec(), Codec::Pcma);
+    }
 
     #[test]
     fn transfer_targets() {

@@ -23,7 +23,7 @@ pub use config::{ConfigError, MediaConfig, SipConfig, TrunkConfig};
 pub use digest::{DigestCheck, Nonces};
 pub use guard::AuthGuard;
 pub use registrar::{Binding, Registrar};
-pub use server::{CallControl, CallRecord, LiveCalls, ServeError, SipServer};
+pub use server::{CallControl, CallRecord, LiveCalls, MediaSink, ServeError, SipServer};
 
 /// Parses a SIP message; for the fuzz and property tests of the parsing the
 /// server relies on. `Err` for anything that is not a SIP message.

@@ -46,6 +46,18 @@ pub trait CallControl: Send + Sync + 'static {
     /// A call ended; the host writes call lists and the like. Runs on the
     /// call's task after both legs are gone: may block briefly.
     fn call_ended(&self, record: CallRecord);
+
+    /// Where the frames an instance tapped go (`None`: the instance is gone
+    /// or has no media hook).
+    fn media_sink(&self, instance: &str) -> Option<Arc<dyn MediaSink>>;
+
+    /// The file of a prompt an instance asked for (an asset of its module).
+    fn prompt_file(&self, instance: &str, asset: &str) -> Option<std::path::PathBuf>;
+}
+
+/// Takes a tapped call's frames; must never block (drop instead).
+pub trait MediaSink: Send + Sync {
+    fn frame(&self, call_id: &Arc<str>, frame: &callhost_media::relay::TapFrame);
 }
 
 /// One finished call as the host records it.

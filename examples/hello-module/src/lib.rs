@@ -1,8 +1,11 @@
 //! Greets callers: prefixes the display of calls to chosen numbers.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use callhost_plugin_sdk::{
-    config_error, export_module, serde_json::json, tracing, Action, CallSetup, ConfigError,
-    Context, Decision, Module, Setup,
+    config_error, export_module, serde_json, serde_json::json, tracing, Action, CallEvent,
+    CallSetup, ConfigError, Context, Decision, EventKind, MediaFrame, Module, Setup, TapRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +16,11 @@ pub struct Config {
     pub greeting: String,
     /// Only calls to these internal numbers are greeted (empty: all).
     pub numbers: Vec<String>,
+    /// Ask for the greeted calls' media: `caller`, `callee` or `both`.
+    /// The frames are only counted (see the `media` action).
+    pub tap: Option<String>,
+    /// A prompt from the package's `assets/` played to the caller first.
+    pub prompt: Option<String>,
 }
 
 impl Default for Config {
@@ -20,18 +28,42 @@ impl Default for Config {
         Config {
             greeting: "Hello".into(),
             numbers: Vec::new(),
+            tap: None,
+            prompt: None,
         }
     }
 }
 
 pub struct Hello {
     config: Config,
+    tap: TapRequest,
+    /// Frames and payload bytes seen per call and leg.
+    media: Mutex<BTreeMap<String, MediaCount>>,
+    /// Where the counts of finished calls are kept: the `media` action
+    /// runs in whichever process asks (CLI, API), not in `callhost serve`.
+    counts_file: std::path::PathBuf,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct MediaCount {
+    caller_frames: u64,
+    callee_frames: u64,
+    payload_bytes: u64,
+}
+
+impl Hello {
+    fn stored_counts(&self) -> BTreeMap<String, MediaCount> {
+        std::fs::read_to_string(&self.counts_file)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
 }
 
 impl Module for Hello {
     type Config = Config;
 
-    fn new(_ctx: &Context, config: Config) -> Result<Self, ConfigError> {
+    fn new(ctx: &Context, config: Config) -> Result<Self, ConfigError> {
         if config.greeting.trim().is_empty() {
             return Err(config_error("greeting", "must not be empty"));
         }
@@ -41,7 +73,24 @@ impl Module for Hello {
                 "must not be empty",
             ));
         }
-        Ok(Hello { config })
+        let tap = match config.tap.as_deref() {
+            None => TapRequest::None,
+            Some("caller") => TapRequest::Caller,
+            Some("callee") => TapRequest::Callee,
+            Some("both") => TapRequest::Both,
+            Some(other) => {
+                return Err(config_error(
+                    "tap",
+                    format!("{other:?} is not caller, callee or both"),
+                ))
+            }
+        };
+        Ok(Hello {
+            config,
+            tap,
+            media: Mutex::default(),
+            counts_file: ctx.data_dir.join("media.json"),
+        })
     }
 
     fn call_setup(&self, setup: &CallSetup) -> Setup {
@@ -54,8 +103,39 @@ impl Module for Hello {
             display: Some(format!("{}: {}", self.config.greeting, setup.caller.label()).into())
                 .into(),
             reason: Some("greeted".into()).into(),
+            tap: self.tap,
+            prompt: self.config.prompt.as_deref().map(Into::into).into(),
             ..Decision::default()
         })
+    }
+
+    fn media(&self, frame: &MediaFrame<'_>) {
+        let mut media = self.media.lock().unwrap_or_else(|p| p.into_inner());
+        let count = media.entry(frame.call_id.to_string()).or_default();
+        match frame.leg {
+            TapRequest::Caller => count.caller_frames += 1,
+            _ => count.callee_frames += 1,
+        }
+        count.payload_bytes += frame.payload.len() as u64;
+    }
+
+    fn call_event(&self, event: &CallEvent) {
+        if event.kind != EventKind::HANGUP {
+            return;
+        }
+        let Some(count) = self
+            .media
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(event.call_id.as_str())
+        else {
+            return;
+        };
+        let mut all = self.stored_counts();
+        all.insert(event.call_id.to_string(), count);
+        if let Ok(text) = serde_json::to_string(&all) {
+            let _ = std::fs::write(&self.counts_file, text);
+        }
     }
 
     fn action(&self, name: &str, args: &[String]) -> Action {
@@ -66,6 +146,7 @@ impl Module for Hello {
                     json!({ "text": format!("{}, {who}!", self.config.greeting) }),
                 ))
             }
+            "media" => Action::Ready(Ok(json!(self.stored_counts()))),
             other => Action::Ready(Err(format!("unknown action `{other}`"))),
         }
     }
@@ -76,6 +157,9 @@ export_module! {
     id: "hello",
     name: "Hello",
     description: "Greets callers on the ringing phone's display.",
-    hooks: [call_setup],
-    actions: [{ name: "greet", usage: "[NAME]", help: "Answers with the configured greeting." }],
+    hooks: [call_setup, call_event, media],
+    actions: [
+        { name: "greet", usage: "[NAME]", help: "Answers with the configured greeting." },
+        { name: "media", usage: "", help: "Frames counted per finished tapped call and leg." },
+    ],
 }
