@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use callhost_media::relay::{Leg, TapFrame};
 use callhost_pbx::directory::DirectoryIndex;
-use callhost_pbx::engine::{Engine, Hooks};
+use callhost_pbx::engine::{Engine, Hooks, Presence};
 use callhost_plugin_abi::TapRequest;
 use callhost_sip::{CallControl, CallRecord, MediaSink, SipServer};
 use tokio_util::sync::CancellationToken;
@@ -25,10 +25,61 @@ struct HostControl {
     dispatcher: Arc<Dispatcher>,
     /// The database connection is not shareable; call records are rare.
     host: Mutex<Host>,
+    /// The SIP server's registrations and calls, for every engine built.
+    presence: Arc<dyn Presence>,
+    /// SQLite's `data_version` when the engine was built, and when it was
+    /// last looked at: `directory load` in another process reaches new
+    /// calls within a second.
+    seen: Mutex<(i64, std::time::Instant)>,
+}
+
+/// How often a running server looks for a reloaded directory.
+const DIRECTORY_CHECK: Duration = Duration::from_secs(1);
+
+impl HostControl {
+    fn reload_directory_if_changed(&self) {
+        let mut seen = self.seen.lock().expect("seen");
+        if seen.1.elapsed() < DIRECTORY_CHECK {
+            return;
+        }
+        seen.1 = std::time::Instant::now();
+        let host = self.host.lock().expect("host");
+        let Ok(version) = data_version(&host) else {
+            return;
+        };
+        if version == seen.0 {
+            return;
+        }
+        seen.0 = version;
+        match host.stored_directory() {
+            Ok(Some(directory)) => match DirectoryIndex::new(directory) {
+                Ok(index) => {
+                    let engine = Engine::new(Arc::new(index), host.config.engine())
+                        .with_presence(self.presence.clone());
+                    self.engine.store(Some(Arc::new(engine)));
+                    tracing::info!("directory reloaded");
+                }
+                Err(error) => tracing::error!(
+                    "stored directory not usable, keeping the previous one: {error}"
+                ),
+            },
+            Ok(None) => {}
+            Err(error) => tracing::error!("reading the stored directory: {error:#}"),
+        }
+    }
+}
+
+/// Changes whenever another connection commits to `callhost.db`.
+fn data_version(host: &Host) -> rusqlite::Result<i64> {
+    host.db
+        .store
+        .conn()
+        .query_row("PRAGMA data_version", [], |row| row.get(0))
 }
 
 impl CallControl for HostControl {
     fn engine(&self) -> Option<Arc<Engine>> {
+        self.reload_directory_if_changed();
         self.engine.load_full()
     }
 
@@ -132,11 +183,13 @@ pub async fn serve(
         "no directory loaded: run `callhost directory load FILE` before `callhost serve`",
     )?;
     let server = SipServer::bind(host.config.sip.clone(), host.config.media.clone()).await?;
+    let presence: Arc<dyn Presence> = server.live();
+    let version = data_version(&host)?;
     let engine = Engine::new(
         Arc::new(DirectoryIndex::new(directory.clone())?),
         host.config.engine(),
     )
-    .with_presence(server.live());
+    .with_presence(presence.clone());
     let slot = EngineSlot::default();
     slot.store(Some(Arc::new(engine)));
     let dispatcher = Arc::new(Dispatcher::new(slot.clone(), host.config.hook_reserve()));
@@ -167,6 +220,8 @@ pub async fn serve(
         engine: slot,
         dispatcher: dispatcher.clone(),
         host: Mutex::new(host),
+        presence,
+        seen: Mutex::new((version, std::time::Instant::now())),
     });
     server
         .serve(control.clone(), shutdown, SHUTDOWN_GRACE)

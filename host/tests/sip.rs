@@ -883,3 +883,100 @@ fn sigterm_during_a_call_sends_bye_to_both_sides_and_exits_zero() {
     assert!(log.contains("end=shutdown"), "{log}");
     assert!(!log.contains("still open after the grace period"), "{log}");
 }
+
+#[test]
+fn sigterm_while_ringing_cancels_the_phone_and_refuses_the_caller() {
+    let mut serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = Sipp::start("bert rings", "uas_ring.xml", None, bert, &[]);
+    let file = trunk_caller(&serve, OUTSIDE);
+    let caller = trunk_call(&serve, "t_uac_any.xml", BERT, &["-inf", &file]);
+    // The caller is told it rings once Bert's phone does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !serve.log().contains("ringing") && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let status = serve.stop();
+    let (caller, phone) = (caller.wait(), phone.wait());
+    caller.assert_ok();
+    phone.assert_ok();
+    assert_eq!(
+        caller.final_invite_status(),
+        Some(503),
+        "{}",
+        caller.context()
+    );
+    assert!(
+        phone.received_request("CANCEL").is_some(),
+        "{}",
+        phone.context()
+    );
+    assert!(
+        status.success(),
+        "serve exited with {status:?}:\n{}",
+        serve.log()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Outside numbers go out on the trunk
+
+#[test]
+fn a_user_calling_an_outside_number_goes_out_on_the_trunk() {
+    let serve = Serve::start(DIRECTORY, "");
+    let carrier = Sipp::start(
+        "carrier answers",
+        "uas.xml",
+        None,
+        serve.trunk_port,
+        &["-mi", LOCALHOST, "-mp", &media_port()],
+    );
+    let caller = Sipp::start(
+        "anna dials 030 12345678",
+        "t_uac_any.xml",
+        Some(&serve.addr()),
+        free_port(),
+        &[
+            "-inf",
+            &credentials(&serve, "anna", "anna-pw"),
+            "-s",
+            "03012345678",
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &media_port(),
+        ],
+    )
+    .wait();
+    let carrier = carrier.wait();
+    caller.assert_ok();
+    carrier.assert_ok();
+    assert_eq!(
+        caller.final_invite_status(),
+        Some(200),
+        "{}",
+        caller.context()
+    );
+    let invite = carrier
+        .received_request("INVITE")
+        .expect("INVITE on the trunk");
+    assert!(
+        invite.start_line().starts_with(&format!(
+            "INVITE sip:+493012345678@127.0.0.1:{} ",
+            serve.trunk_port
+        )),
+        "{}",
+        carrier.context()
+    );
+    // The carrier sees the user's number, not the user id.
+    let from = invite.header("From").unwrap_or_default();
+    assert!(from.contains("sip:201@"), "{}", carrier.context());
+    assert!(
+        in_range(invite.sdp_audio_port(), serve.rtp),
+        "{}",
+        carrier.context()
+    );
+    assert!(carrier.received_request("BYE").is_some());
+}
