@@ -153,6 +153,8 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, source: S
         answered_at: None,
         connected: false,
         transfers: 0,
+        a_leg_call_id: call_id.clone(),
+        callee_sdp: None,
     };
     call.run(state_receiver).await;
     shared.calls.lock().expect("calls").remove(&call_id);
@@ -170,6 +172,9 @@ struct Leg {
     gone: bool,
     /// The status it ended with, if it failed.
     failure: Option<StatusCode>,
+    /// The relay side it is on: callees ring on `Callee`; a target the
+    /// caller's side transferred to rings on `Caller`.
+    side: MediaLeg,
 }
 
 struct Call {
@@ -191,6 +196,12 @@ struct Call {
     /// move the relay.
     connected: bool,
     transfers: u32,
+    /// The Call-ID of the dialog on the caller's side (the caller's own,
+    /// until the caller transfers and the target answers).
+    a_leg_call_id: String,
+    /// The answered callee's SDP: the offer when the caller's side
+    /// transfers the callee elsewhere.
+    callee_sdp: Option<String>,
 }
 
 /// How the call ended, for the record and the caller's final answer.
@@ -390,6 +401,15 @@ impl Call {
 
     /// Starts a B leg for every device of every ring not rung yet.
     async fn ring(&mut self, rings: &[Ring], rung: &mut HashSet<String>) {
+        let plan = LegPlan {
+            side: MediaLeg::Callee,
+            offer: self.offer_text.clone(),
+            from_number: self.caller.number.clone(),
+        };
+        self.ring_with(rings, rung, &plan).await;
+    }
+
+    async fn ring_with(&mut self, rings: &[Ring], rung: &mut HashSet<String>, plan: &LegPlan) {
         for ring in rings {
             let key = format!("{:?}/{}", ring.user, ring.number);
             if !rung.insert(key) {
@@ -436,7 +456,7 @@ impl Call {
                 },
             };
             for (uri, destination, user) in targets {
-                self.start_leg(ring, uri, destination, user).await;
+                self.start_leg(ring, uri, destination, user, plan).await;
             }
         }
     }
@@ -447,11 +467,11 @@ impl Call {
         callee: Uri,
         destination: SipAddr,
         user: Option<String>,
+        plan: &LegPlan,
     ) {
         let leg_call_id = format!("{}@callhost", hex::encode(rand::random::<[u8; 12]>()));
-        let callee_side = self.media.local_addr(MediaLeg::Callee);
-        let offer = match rewrite_connection(&self.offer_text, callee_side.ip(), callee_side.port())
-        {
+        let relay_side = self.media.local_addr(plan.side);
+        let offer = match rewrite_connection(&plan.offer, relay_side.ip(), relay_side.port()) {
             Ok(offer) => offer,
             Err(error) => {
                 tracing::warn!(%error, "cannot rewrite the offer");
@@ -459,13 +479,13 @@ impl Call {
             }
         };
         let host = self.shared.local;
-        let caller_uri = Uri::try_from(format!("sip:{}@{}", self.caller.number, host).as_str());
+        let caller_uri = Uri::try_from(format!("sip:{}@{}", plan.from_number, host).as_str());
         let Ok(caller_uri) = caller_uri else {
             return;
         };
         // The display the modules decided, in From and P-Asserted-Identity.
         let display = ring.display.replace('"', "'");
-        let asserted = format!("\"{display}\" <sip:{}@{host}>", self.caller.number);
+        let asserted = format!("\"{display}\" <sip:{}@{host}>", plan.from_number);
         let option = InviteOption {
             caller_display_name: Some(display.clone()),
             caller: caller_uri,
@@ -473,7 +493,7 @@ impl Call {
             destination: Some(destination),
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
-            contact: contact_uri(&self.shared, Some(&self.caller.number)),
+            contact: contact_uri(&self.shared, Some(&plan.from_number)),
             headers: Some(vec![Header::PAssertedIdentity(asserted.into())]),
             call_id: Some(leg_call_id.clone()),
             ..Default::default()
@@ -492,6 +512,7 @@ impl Call {
                     user,
                     gone: false,
                     failure: None,
+                    side: plan.side,
                 });
             }
             Err(error) => tracing::warn!(%error, target = %ring.number, "cannot ring"),
@@ -556,13 +577,12 @@ impl Call {
         let no_answer_at =
             tokio::time::Instant::now() + no_answer.unwrap_or(Duration::from_secs(86_400 * 365));
         let mut no_answer_pending = no_answer.is_some();
-        let a_call_id = self.call_id.clone();
         loop {
             tokio::select! {
                 state = states.recv() => {
                     let Some(state) = state else { return End::NotConnected(None) };
                     match state {
-                        DialogState::Terminated(id, reason) if id.call_id == a_call_id => {
+                        DialogState::Terminated(id, reason) if id.call_id == self.a_leg_call_id => {
                             // The caller hung up or cancelled.
                             let answered = self.answered;
                             self.drop_legs(answered);
@@ -581,8 +601,12 @@ impl Call {
                             }
                             self.early(&response).await;
                         }
-                        DialogState::Confirmed(id, response) if id.call_id != a_call_id => {
+                        DialogState::Confirmed(id, response) if id.call_id != self.a_leg_call_id => {
                             let Some(index) = self.leg_index(&id.call_id) else { continue };
+                            if self.legs[index].side == MediaLeg::Caller && !self.legs[index].gone {
+                                self.caller_side_answered(index, &response);
+                                continue;
+                            }
                             if self.answered.is_some() || self.legs[index].gone {
                                 // A second answer (forked or late): not wanted.
                                 let dialog = self.legs[index].dialog.clone();
@@ -614,7 +638,19 @@ impl Call {
                             }
                             leg.gone = true;
                             leg.failure = Some(status_of(&reason));
+                            let side = leg.side;
                             tracing::debug!(call = %self.call_id, leg = %leg.call_id, ?reason, "leg failed");
+                            if side == MediaLeg::Caller {
+                                if !self.legs.iter().any(|l| l.side == MediaLeg::Caller && !l.gone) {
+                                    // Nobody took the caller's transfer: release the callee.
+                                    if let Some(answered) = self.answered {
+                                        let dialog = self.legs[answered].dialog.clone();
+                                        dialog.bye().await.ok();
+                                    }
+                                    return End::HungUp("transfer failed");
+                                }
+                                continue;
+                            }
                             if self.answered.is_none() && self.live_legs() == 0 && self.connected {
                                 // The transfer target did not take the call.
                                 self.a.bye().await.ok();
@@ -632,6 +668,7 @@ impl Call {
                                 .refer_to_header()
                                 .map(|h| transfer_target(h.value()))
                                 .unwrap_or(Err(StatusCode::BadRequest));
+                            let by_caller = id.call_id == self.a_leg_call_id && self.answered.is_some();
                             match (by_callee, target) {
                                 (Some(index), Ok(target)) => {
                                     handle.reply(StatusCode::Accepted).await.ok();
@@ -639,10 +676,15 @@ impl Call {
                                         return end;
                                     }
                                 }
+                                (None, Ok(target)) if by_caller => {
+                                    handle.reply(StatusCode::Accepted).await.ok();
+                                    if let Some(end) = self.caller_side_transfer(&target, outcome, rung).await {
+                                        return end;
+                                    }
+                                }
                                 (None, _) => {
-                                    // Transfer by the caller's side is not carried yet.
-                                    tracing::info!(call = %self.call_id, "REFER from the caller's side refused");
-                                    handle.reply(StatusCode::NotImplemented).await.ok();
+                                    tracing::info!(call = %self.call_id, "REFER outside an answered call refused");
+                                    handle.reply(StatusCode::CallTransactionDoesNotExist).await.ok();
                                 }
                                 (_, Err(status)) => {
                                     handle.reply(status).await.ok();
@@ -736,25 +778,8 @@ impl Call {
         };
         let next = self.engine.place(&transfer, hooks.as_ref()).await;
         tracing::info!(call = %self.call_id, by = %by, to = %target, outcome = ?next.outcome, "blind transfer");
-        let transferor = self.legs[index].dialog.clone();
         let accepted = next.outcome == Outcome::Ringing;
-        tokio::spawn(async move {
-            let status = if accepted {
-                StatusCode::OK
-            } else {
-                StatusCode::BusyHere
-            };
-            transferor
-                .notify_refer(status, "terminated;reason=noresource")
-                .await
-                .ok();
-            // The final NOTIFY ends the transferor's dialog (its phone or
-            // the stack sends BYE, RFC 5589); make sure it does end.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            if !matches!(transferor.state(), DialogState::Terminated(..)) {
-                transferor.bye().await.ok();
-            }
-        });
+        release_transferor(self.legs[index].dialog.clone(), accepted);
         self.legs[index].gone = true;
         self.answered = None;
         if let Some(user) = &self.legs[index].user {
@@ -773,6 +798,113 @@ impl Call {
             return Some(End::HungUp("transfer target not reachable"));
         }
         None
+    }
+
+    /// The caller's side sent the answered callee on to `target` (REFER
+    /// from the caller, a blind transfer by the caller): the target rings on
+    /// the relay's caller side with the callee's SDP as the offer, and takes
+    /// the caller's place when it answers.
+    async fn caller_side_transfer(
+        &mut self,
+        target: &str,
+        outcome: &mut CallOutcome,
+        rung: &mut HashSet<String>,
+    ) -> Option<End> {
+        let index = self.answered?;
+        let hooks = self.shared.control.hooks();
+        self.transfers += 1;
+        let transferee = self.legs[index].target.clone();
+        let transferee_number = match &self.legs[index].user {
+            Some(user) => self
+                .engine
+                .directory()
+                .user(user)
+                .map(|u| u.primary_number().to_string())
+                .unwrap_or_else(|| user.clone()),
+            None => transferee.clone(),
+        };
+        let by = self
+            .caller
+            .user
+            .clone()
+            .unwrap_or_else(|| self.caller.number.clone());
+        let transfer = CallRequest {
+            call_id: format!("{}-transfer-{}", self.call_id, self.transfers),
+            from: transferee_number.clone(),
+            to: target.to_string(),
+            via: Via::BlindTransfer,
+            by: Some(by.clone()),
+            no_answer: false,
+        };
+        let next = self.engine.place(&transfer, hooks.as_ref()).await;
+        tracing::info!(call = %self.call_id, by = %by, to = %target, outcome = ?next.outcome, "blind transfer by the caller");
+        let accepted = next.outcome == Outcome::Ringing;
+        release_transferor(self.a.clone(), accepted);
+        // The transferor's hangup no longer ends the call.
+        self.a_leg_call_id.clear();
+        if let Some(user) = self.caller.user.take() {
+            self.shared.live.leave(&user);
+        }
+        let release_callee = |call: &Call| {
+            let dialog = call.legs[index].dialog.clone();
+            tokio::spawn(async move { dialog.bye().await.ok() });
+        };
+        let Some(offer) = self.callee_sdp.clone().filter(|_| accepted) else {
+            release_callee(self);
+            *outcome = next;
+            return Some(End::HungUp("transfer failed"));
+        };
+        let plan = LegPlan {
+            side: MediaLeg::Caller,
+            offer,
+            from_number: transferee_number,
+        };
+        let before = self.legs.len();
+        self.ring_with(&next.rang, rung, &plan).await;
+        *outcome = next;
+        if self.legs.len() == before {
+            release_callee(self);
+            return Some(End::HungUp("transfer target not reachable"));
+        }
+        None
+    }
+
+    /// The target of a caller-side transfer answered: it is the caller's
+    /// side from now on.
+    fn caller_side_answered(&mut self, index: usize, response: &rsipstack::sip::Response) {
+        let leg = &mut self.legs[index];
+        leg.gone = true;
+        tracing::info!(call = %self.call_id, answered_by = %leg.target, "transfer target answered");
+        if let Some(sdp) = std::str::from_utf8(&response.body)
+            .ok()
+            .and_then(|text| Sdp::parse(text).ok())
+        {
+            if let Ok(endpoint) = sdp.audio_endpoint() {
+                self.media.set_remote(MediaLeg::Caller, endpoint);
+            }
+            self.media.set_dtmf_payload_type(
+                MediaLeg::Caller,
+                sdp.audio().and_then(|a| a.telephone_event_payload_type()),
+            );
+        }
+        self.a = leg.dialog.clone();
+        self.a_leg_call_id = leg.call_id.clone();
+        if let Some(user) = leg.user.clone() {
+            self.shared.live.enter(&user);
+            self.caller.user = Some(user);
+        }
+        // Other phones of the target stop ringing.
+        for other in self.legs.iter_mut() {
+            if other.side == MediaLeg::Caller && !other.gone {
+                other.gone = true;
+                let dialog = other.dialog.clone();
+                tokio::spawn(async move {
+                    if dialog.cancel().await.is_err() {
+                        dialog.hangup().await.ok();
+                    }
+                });
+            }
+        }
     }
 
     /// A leg is ringing (180) or sends early media (183 with SDP).
@@ -810,6 +942,7 @@ impl Call {
             return;
         }
         self.connected = true;
+        self.callee_sdp = std::str::from_utf8(&response.body).ok().map(str::to_string);
         match self.relay_answer(&response.body) {
             Some(answer) => {
                 self.a.accept(Some(vec![sdp_type()]), Some(answer)).ok();
@@ -838,6 +971,36 @@ impl Call {
             .ok()
             .map(String::into_bytes)
     }
+}
+
+/// What new legs offer and on which relay side they ring.
+struct LegPlan {
+    side: MediaLeg,
+    /// The SDP to offer (rewritten to the relay's `side`).
+    offer: String,
+    /// The calling number the new legs show.
+    from_number: String,
+}
+
+/// Tells a transferor how its REFER went and lets it go: the final NOTIFY
+/// ends its dialog (its phone or the stack sends BYE, RFC 5589); if it is
+/// still up after 2 s, we hang up.
+fn release_transferor(transferor: InviteDialog, accepted: bool) {
+    tokio::spawn(async move {
+        let status = if accepted {
+            StatusCode::OK
+        } else {
+            StatusCode::BusyHere
+        };
+        transferor
+            .notify_refer(status, "terminated;reason=noresource")
+            .await
+            .ok();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !matches!(transferor.state(), DialogState::Terminated(..)) {
+            transferor.bye().await.ok();
+        }
+    });
 }
 
 /// Frames a tap may queue before the relay drops them for that tap.
