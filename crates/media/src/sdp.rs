@@ -426,6 +426,74 @@ pub fn rewrite_connection(
     Ok(out)
 }
 
+impl Direction {
+    /// What an answer says to an offer with this direction (RFC 3264 §6.1).
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            other => other,
+        }
+    }
+}
+
+/// Our answer to a re-offer (hold, resume) within a dialog: the SDP we sent
+/// before, with the session version in `o=` incremented (RFC 3264 §8) and
+/// the direction set to `direction` for the session (direction attributes
+/// are replaced; one is added after the `m=audio` line when there was
+/// none). Everything else stays byte for byte.
+pub fn reanswer(previous: &str, direction: Direction) -> Result<String, SdpError> {
+    let sdp = Sdp::parse(previous)?;
+    let m_line = sdp.audio_media_line.ok_or(SdpError::NoAudio)?;
+    let mut out = String::with_capacity(previous.len() + 16);
+    let mut eol_seen = "\r\n";
+    let mut added = false;
+    for (index, raw) in lines(previous).enumerate() {
+        let line = strip_eol(raw);
+        let eol = &raw[line.len()..];
+        if !eol.is_empty() {
+            eol_seen = if eol == "\n" { "\n" } else { "\r\n" };
+        }
+        if let Some(origin) = line.strip_prefix("o=") {
+            let mut fields: Vec<&str> = origin.split(' ').collect();
+            let bumped;
+            if let Some(version) = fields.get(2).and_then(|v| v.parse::<u64>().ok()) {
+                bumped = (version + 1).to_string();
+                fields[2] = &bumped;
+            }
+            out.push_str("o=");
+            out.push_str(&fields.join(" "));
+            out.push_str(eol);
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("a=") {
+            if Direction::from_attribute(name).is_some() {
+                if !added {
+                    out.push_str(&format!("a={direction}"));
+                    out.push_str(eol);
+                    added = true;
+                }
+                continue;
+            }
+        }
+        out.push_str(raw);
+        if index == m_line && !added && !sdp_has_direction(previous) {
+            if eol.is_empty() {
+                out.push_str(eol_seen);
+            }
+            out.push_str(&format!("a={direction}{eol_seen}"));
+            added = true;
+        }
+    }
+    Ok(out)
+}
+
+fn sdp_has_direction(text: &str) -> bool {
+    lines(text)
+        .filter_map(|raw| strip_eol(raw).strip_prefix("a="))
+        .any(|name| Direction::from_attribute(name).is_some())
+}
+
 /// Lines with their terminators (`\n` or `\r\n`); the last may have none.
 fn lines(text: &str) -> impl Iterator<Item = &str> {
     text.split_inclusive('\n')
@@ -573,6 +641,36 @@ impl fmt::Display for Direction {
             Direction::RecvOnly => "recvonly",
             Direction::Inactive => "inactive",
         })
+    }
+}
+
+#[cfg(test)]
+mod reanswer_tests {
+    use super::*;
+
+    #[test]
+    fn hold_and_resume_answers() {
+        let previous = "v=0\r\no=callhost 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+        let held = reanswer(previous, Direction::SendOnly.answer()).unwrap();
+        assert!(held.contains("o=callhost 7 2 IN IP4"), "{held}");
+        assert!(
+            held.contains("a=recvonly\r\n") && !held.contains("sendrecv"),
+            "{held}"
+        );
+        assert_eq!(
+            Sdp::parse(&held).unwrap().audio().unwrap().direction,
+            Direction::RecvOnly
+        );
+        let resumed = reanswer(&held, Direction::SendRecv).unwrap();
+        assert!(resumed.contains("o=callhost 7 3 IN IP4") && resumed.contains("a=sendrecv"));
+        // No direction attribute before: one is added after the m= line.
+        let bare =
+            "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 8";
+        let answer = reanswer(bare, Direction::Inactive).unwrap();
+        assert_eq!(
+            Sdp::parse(&answer).unwrap().audio().unwrap().direction,
+            Direction::Inactive
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use abi_stable::std_types::{ROption, RString};
 use callhost_media::prompt::Prompt;
 use callhost_media::relay::{CallMedia, Leg as MediaLeg, MediaEvent, TapLegs};
-use callhost_media::sdp::{rewrite_connection, Codec, Sdp};
+use callhost_media::sdp::{reanswer, rewrite_connection, Codec, Direction, Sdp};
 use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Outcome, Ring, Via};
 use callhost_plugin_abi::{CallEvent, EventKind, PartyKind, TapRequest};
 use rsipstack::dialog::dialog::{
@@ -155,6 +155,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, source: S
         transfers: 0,
         a_leg_call_id: call_id.clone(),
         callee_sdp: None,
+        sent_to_caller: None,
     };
     call.run(state_receiver).await;
     shared.calls.lock().expect("calls").remove(&call_id);
@@ -175,6 +176,8 @@ struct Leg {
     /// The relay side it is on: callees ring on `Callee`; a target the
     /// caller's side transferred to rings on `Caller`.
     side: MediaLeg,
+    /// The SDP we offered it (our side of its session, for re-INVITEs).
+    sent_offer: String,
 }
 
 struct Call {
@@ -202,6 +205,8 @@ struct Call {
     /// The answered callee's SDP: the offer when the caller's side
     /// transfers the callee elsewhere.
     callee_sdp: Option<String>,
+    /// The SDP we last gave the caller's side (for its re-INVITEs).
+    sent_to_caller: Option<String>,
 }
 
 /// How the call ended, for the record and the caller's final answer.
@@ -371,6 +376,7 @@ impl Call {
             audio.telephone_event_payload_type(),
         );
         self.rang_caller = true;
+        self.sent_to_caller = Some(answer.clone());
         self.a
             .ringing(Some(vec![sdp_type()]), Some(answer.into_bytes()))
             .ok();
@@ -486,6 +492,7 @@ impl Call {
         // The display the modules decided, in From and P-Asserted-Identity.
         let display = ring.display.replace('"', "'");
         let asserted = format!("\"{display}\" <sip:{}@{host}>", plan.from_number);
+        let sent_offer = offer.clone();
         let option = InviteOption {
             caller_display_name: Some(display.clone()),
             caller: caller_uri,
@@ -513,6 +520,7 @@ impl Call {
                     gone: false,
                     failure: None,
                     side: plan.side,
+                    sent_offer,
                 });
             }
             Err(error) => tracing::warn!(%error, target = %ring.number, "cannot ring"),
@@ -690,6 +698,32 @@ impl Call {
                                     handle.reply(status).await.ok();
                                 }
                             }
+                        }
+                        DialogState::Updated(id, offer, handle) => {
+                            self.reoffer(&id.call_id, &offer, handle).await;
+                        }
+                        DialogState::Info(id, info, handle) => {
+                            handle.reply(StatusCode::OK).await.ok();
+                            if let Some(digit) = info_digit(&info.body) {
+                                let who = if id.call_id == self.a_leg_call_id {
+                                    self.caller.number.clone()
+                                } else {
+                                    self.answered.map(|i| self.legs[i].target.clone()).unwrap_or_default()
+                                };
+                                if hooks.wants_events() {
+                                    hooks.call_event(&CallEvent {
+                                        call_id: self.call_id.as_str().into(),
+                                        kind: EventKind::DTMF,
+                                        party: ROption::RSome(self.engine.party(&who)),
+                                        detail: digit.to_string().into(),
+                                    });
+                                }
+                            }
+                        }
+                        DialogState::Options(_, _, handle)
+                        | DialogState::Notify(_, _, handle)
+                        | DialogState::Message(_, _, handle) => {
+                            handle.reply(StatusCode::OK).await.ok();
                         }
                         _ => {}
                     }
@@ -889,6 +923,7 @@ impl Call {
         }
         self.a = leg.dialog.clone();
         self.a_leg_call_id = leg.call_id.clone();
+        self.sent_to_caller = Some(leg.sent_offer.clone());
         if let Some(user) = leg.user.clone() {
             self.shared.live.enter(&user);
             self.caller.user = Some(user);
@@ -907,6 +942,77 @@ impl Call {
         }
     }
 
+    /// A re-INVITE or UPDATE from one side (hold, resume, a new address):
+    /// the relay follows the new address; the answer is our earlier SDP for
+    /// that side with the answering direction and a new session version.
+    /// The other side is not bothered: the relay carries on.
+    async fn reoffer(
+        &mut self,
+        dialog_call_id: &str,
+        offer: &rsipstack::sip::Request,
+        handle: rsipstack::dialog::dialog::TransactionHandle,
+    ) {
+        let answered = self
+            .answered
+            .filter(|&i| self.legs[i].call_id == dialog_call_id);
+        let (side, previous) = if dialog_call_id == self.a_leg_call_id {
+            (MediaLeg::Caller, self.sent_to_caller.clone())
+        } else if let Some(index) = answered {
+            (MediaLeg::Callee, Some(self.legs[index].sent_offer.clone()))
+        } else {
+            handle
+                .reply(StatusCode::CallTransactionDoesNotExist)
+                .await
+                .ok();
+            return;
+        };
+        let Some(previous) = previous else {
+            handle.reply(StatusCode::NotAcceptableHere).await.ok();
+            return;
+        };
+        let mut direction = Direction::SendRecv;
+        if !offer.body.is_empty() {
+            let Ok(sdp) = Sdp::parse_bytes(&offer.body) else {
+                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+                return;
+            };
+            if let Some(audio) = sdp.audio() {
+                direction = audio.direction.answer();
+            }
+            // `c=0.0.0.0` is the old way to say hold: keep the address.
+            if let Ok(endpoint) = sdp.audio_endpoint() {
+                if !endpoint.ip().is_unspecified() && endpoint.port() != 0 {
+                    self.media.set_remote(side, endpoint);
+                }
+            }
+        }
+        match reanswer(&previous, direction) {
+            Ok(answer) => {
+                tracing::info!(call = %self.call_id, side = ?side, %direction, "re-offer answered");
+                match side {
+                    MediaLeg::Caller => self.sent_to_caller = Some(answer.clone()),
+                    MediaLeg::Callee => {
+                        if let Some(index) = answered {
+                            self.legs[index].sent_offer = answer.clone();
+                        }
+                    }
+                }
+                handle
+                    .respond(
+                        StatusCode::OK,
+                        Some(vec![sdp_type()]),
+                        Some(answer.into_bytes()),
+                    )
+                    .await
+                    .ok();
+            }
+            Err(error) => {
+                tracing::warn!(call = %self.call_id, %error, "cannot answer a re-offer");
+                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+            }
+        }
+    }
+
     /// A leg is ringing (180) or sends early media (183 with SDP).
     async fn early(&mut self, response: &rsipstack::sip::Response) {
         if self.connected {
@@ -921,6 +1027,7 @@ impl Call {
         }
         if let Some(answer) = self.relay_answer(&response.body) {
             self.rang_caller = true;
+            self.sent_to_caller = Some(String::from_utf8_lossy(&answer).into_owned());
             self.a.ringing(Some(vec![sdp_type()]), Some(answer)).ok();
         }
     }
@@ -945,6 +1052,7 @@ impl Call {
         self.callee_sdp = std::str::from_utf8(&response.body).ok().map(str::to_string);
         match self.relay_answer(&response.body) {
             Some(answer) => {
+                self.sent_to_caller = Some(String::from_utf8_lossy(&answer).into_owned());
                 self.a.accept(Some(vec![sdp_type()]), Some(answer)).ok();
             }
             None => {
@@ -1001,6 +1109,19 @@ fn release_transferor(transferor: InviteDialog, accepted: bool) {
             transferor.bye().await.ok();
         }
     });
+}
+
+/// The key of a SIP INFO DTMF (`application/dtmf-relay`: `Signal=5`).
+fn info_digit(body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("signal") {
+            return None;
+        }
+        let digit = value.trim().chars().next()?.to_ascii_uppercase();
+        matches!(digit, '0'..='9' | '*' | '#' | 'A'..='D').then_some(digit)
+    })
 }
 
 /// Frames a tap may queue before the relay drops them for that tap.
@@ -1123,6 +1244,14 @@ mod tests {
         let audio = sdp.audio().unwrap();
         assert_eq!(audio.telephone_event_payload_type(), Some(101));
         assert_eq!(audio.format(8).unwrap().codec(), Codec::Pcma);
+    }
+
+    #[test]
+    fn info_dtmf_bodies() {
+        assert_eq!(info_digit(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(info_digit(b"signal= #\nDuration=100"), Some('#'));
+        assert_eq!(info_digit(b"Duration=100"), None);
+        assert_eq!(info_digit(b"Signal=x"), None);
     }
 
     #[test]
