@@ -376,6 +376,21 @@ impl Sipp {
         }
     }
 
+    /// Waits (at most `timeout`) until the trace so far contains `text`.
+    pub fn wait_trace(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let trace = std::fs::read_to_string(&self.trace).unwrap_or_default();
+            if trace.contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (at most 40 s) for SIPp to finish.
     pub fn wait(mut self) -> SippRun {
         let mut child = self.child.take().unwrap();
@@ -490,8 +505,7 @@ impl SippRun {
             .iter()
             .filter(|m| m.header("CSeq").is_some_and(|c| c.ends_with("INVITE")))
             .filter_map(Message::status)
-            .filter(|s| *s >= 200 && *s != 407 && *s != 401)
-            .last()
+            .rfind(|s| *s >= 200 && *s != 407 && *s != 401)
     }
 
     pub fn context(&self) -> String {
