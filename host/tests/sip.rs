@@ -978,3 +978,244 @@ fn a_user_calling_an_outside_number_goes_out_on_the_trunk() {
     );
     assert!(carrier.received_request("BYE").is_some());
 }
+
+// ---------------------------------------------------------------------------
+// 10. Transfers, hold, prompts and taps, reloads, bad input
+
+/// `[field0]` = the transfer target (uas_transfer.xml, uac_refer.xml).
+fn transfer_target(serve: &Serve, number: &str) -> String {
+    csv(serve, &format!("target{number}.csv"), number)
+}
+
+#[test]
+fn the_callee_transfers_the_caller_blind() {
+    let serve = Serve::start(DIRECTORY, "");
+    let (bert, anna) = (free_port(), free_port());
+    register(&serve, "bert", bert);
+    register(&serve, "anna", anna);
+    let target = transfer_target(&serve, "201");
+    let transferor = Sipp::start(
+        "bert transfers to 201",
+        "uas_transfer.xml",
+        None,
+        bert,
+        &["-inf", &target, "-mi", LOCALHOST, "-mp", &media_port()],
+    );
+    let anna_phone = Sipp::start(
+        "anna takes the transfer",
+        "t_uas_hangup.xml",
+        None,
+        anna,
+        &["-mi", LOCALHOST, "-mp", &media_port(), "-d", "500"],
+    );
+    let caller = trunk_call(&serve, "t_uac_wait_bye.xml", BERT, &[]).wait();
+    let transferor = transferor.wait();
+    let anna_phone = anna_phone.wait();
+    caller.assert_ok();
+    transferor.assert_ok();
+    anna_phone.assert_ok();
+    // Bert got 202 and the final NOTIFY; Anna's phone shows the outside caller.
+    assert!(
+        transferor.received_statuses().contains(&202),
+        "{}",
+        transferor.context()
+    );
+    let notify = transferor.received_request("NOTIFY").expect("NOTIFY");
+    assert!(notify.header("Event").is_some_and(|e| e.contains("refer")));
+    // Anna's phone shows the original caller, not Bert.
+    let invite = anna_phone
+        .received_request("INVITE")
+        .expect("INVITE at anna");
+    assert!(
+        invite
+            .header("From")
+            .is_some_and(|f| f.contains("sip:sipp@")),
+        "{}",
+        anna_phone.context()
+    );
+    let log = serve.wait_log(&["call ended", "answered_by=Some(\"anna\")"]);
+    assert!(serve.log().contains("blind transfer"), "{log}");
+}
+
+#[test]
+fn the_caller_transfers_the_callee_blind() {
+    let serve = Serve::start(DIRECTORY, "");
+    let (bert, anna) = (free_port(), free_port());
+    register(&serve, "bert", bert);
+    register(&serve, "anna", anna);
+    let bert_phone = answering_phone("bert answers, then waits", bert);
+    let anna_phone = Sipp::start(
+        "anna takes the transfer",
+        "t_uas_hangup.xml",
+        None,
+        anna,
+        &["-mi", LOCALHOST, "-mp", &media_port(), "-d", "500"],
+    );
+    let target = transfer_target(&serve, "201");
+    let caller = trunk_call(&serve, "uac_refer.xml", BERT, &["-inf", &target]).wait();
+    let anna_phone = anna_phone.wait();
+    let bert_phone = bert_phone.wait();
+    caller.assert_ok();
+    anna_phone.assert_ok();
+    bert_phone.assert_ok();
+    // Bert stayed on the line; Anna took the caller's place, so her hangup
+    // ends the call from the caller's side and Bert gets the BYE.
+    assert!(
+        bert_phone.received_request("BYE").is_some(),
+        "{}",
+        bert_phone.context()
+    );
+    let invite = anna_phone
+        .received_request("INVITE")
+        .expect("INVITE at anna");
+    assert!(
+        invite.header("From").is_some_and(|f| f.contains("202")),
+        "the target sees the transferee:\n{}",
+        anna_phone.context()
+    );
+    serve.wait_log(&["blind transfer by the caller", "to=201"]);
+    serve.wait_log(&["call ended", "end=caller"]);
+}
+
+#[test]
+fn hold_is_answered_recvonly_and_the_call_goes_on() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = answering_phone("bert answers", bert);
+    let caller = trunk_call(&serve, "uac_hold.xml", BERT, &["-d", "300"]).wait();
+    let phone = phone.wait();
+    caller.assert_ok();
+    phone.assert_ok();
+    let answers: Vec<_> = caller
+        .received()
+        .into_iter()
+        .filter(|m| {
+            m.status() == Some(200) && m.header("CSeq").is_some_and(|c| c.contains("2 INVITE"))
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "{}", caller.context());
+    // The relay's port stays the same; only the direction changes.
+    assert!(
+        in_range(answers[0].sdp_audio_port(), serve.rtp),
+        "{}",
+        caller.context()
+    );
+    serve.wait_log(&["re-offer answered", "direction=recvonly"]);
+}
+
+#[test]
+fn a_modules_prompt_plays_first_and_its_tap_gets_both_legs() {
+    if std::env::var_os("CALLHOST_TEST_MODULES").is_none() {
+        eprintln!("skipped: CALLHOST_TEST_MODULES is not set (run `cargo xtask test`)");
+        return;
+    }
+    let h = common::Harness::new();
+    h.install("hello-0.1.0.cmod");
+    h.create(
+        "hello",
+        "hi",
+        "greeting = \"Hi\"\ntap = \"both\"\nprompt = \"hello.wav\"\n",
+    );
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = answering_phone("bert answers", bert);
+    let caller = trunk_call(&serve, "uac.xml", BERT, &["-d", "1500"]).wait();
+    let phone = phone.wait();
+    caller.assert_ok();
+    phone.assert_ok();
+    // The prompt is early media: 183 with the relay's SDP before the 200.
+    let statuses = caller.received_statuses();
+    let early = statuses.iter().position(|s| *s == 183);
+    let answered = statuses.iter().position(|s| *s == 200);
+    assert!(
+        early.is_some() && early < answered,
+        "{statuses:?}\n{}",
+        caller.context()
+    );
+    serve.wait_log(&["prompt played", "asset=hello.wav", "Ok(20)"]);
+    // The module's display reached the phone.
+    let invite = phone.received_request("INVITE").unwrap();
+    assert!(
+        invite.header("From").is_some_and(|f| f.contains("Hi: ")),
+        "{}",
+        phone.context()
+    );
+    // The module counted frames of both legs (written at hangup).
+    serve.wait_log(&["call ended"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts: Value =
+            serde_json::from_str(&h.ok(&["instance", "action", "hi", "media"])).unwrap();
+        let call = counts
+            .as_object()
+            .and_then(|calls| calls.values().next().cloned());
+        if let Some(call) = call {
+            assert!(call["caller_frames"].as_u64().unwrap() > 10, "{counts}");
+            assert!(call["callee_frames"].as_u64().unwrap() > 10, "{counts}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tapped frames: {counts}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_directory_reload_reaches_the_running_server() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let dnd = format!("{DIRECTORY}\n[state.bert]\ndnd = true\n");
+    let file = serve.data.join("reloaded.toml");
+    std::fs::write(&file, dnd).unwrap();
+    sip_harness::callhost(&serve.data, &["directory", "load", file.to_str().unwrap()]);
+    thread::sleep(Duration::from_millis(1200));
+    let phone = SilentPhone::listen(bert);
+    let run = trunk_call_from(&serve, OUTSIDE, BERT);
+    assert_eq!(run.final_invite_status(), Some(486), "{}", run.context());
+    assert!(phone.invites().is_empty(), "{:?}", phone.invites());
+    serve.wait_log(&["directory reloaded"]);
+    // The registration survived the reload: without DND he rings again.
+    std::fs::write(&file, DIRECTORY).unwrap();
+    sip_harness::callhost(&serve.data, &["directory", "load", file.to_str().unwrap()]);
+    thread::sleep(Duration::from_millis(1200));
+    drop(phone);
+    let phone = answering_phone("bert answers", bert);
+    let run = trunk_call_from(&serve, OUTSIDE, BERT);
+    phone.wait().assert_ok();
+    assert_eq!(run.final_invite_status(), Some(200), "{}", run.context());
+}
+
+#[test]
+fn bad_sip_is_dropped_or_refused_and_the_server_keeps_serving() {
+    use std::io::Write as _;
+    let serve = Serve::start(DIRECTORY, "");
+    let target = format!("{LOCALHOST}:{}", serve.port);
+    let socket = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let garbage: [&[u8]; 6] = [
+        b"\x00\x01\x02\xff\xfe",
+        b"INVITE sip:201@x SIP/2.0\r\n\r\n",
+        b"REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bK1\r\nContent-Length: 99999\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nVia: nonsense\r\n\r\n",
+        b"INVITE sip:201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:201@127.0.0.1>\r\nCall-ID: bad-1\r\nCSeq: one INVITE\r\nContent-Length: 0\r\n\r\n",
+        &[b'A'; 60_000],
+    ];
+    for bytes in garbage {
+        socket.send_to(bytes, &target).unwrap();
+    }
+    let mut tcp = std::net::TcpStream::connect(&target).unwrap();
+    tcp.write_all(b"OPTIONS garbage\r\n\r\n\x00\xff").ok();
+    drop(tcp);
+    thread::sleep(Duration::from_millis(300));
+    // Still serving: a phone registers and a call goes through.
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = answering_phone("bert answers", bert);
+    let run = trunk_call_from(&serve, OUTSIDE, BERT);
+    phone.wait().assert_ok();
+    assert_eq!(run.final_invite_status(), Some(200), "{}", run.context());
+}

@@ -93,11 +93,10 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     let scenarios = Scenarios::prepare(root, &work)?;
 
     let mut columns: Vec<Figures> = Vec::new();
-    let mut skipped: Option<String> = None;
     if wanted("callhost") {
         match Server::callhost(root, &work, &scenarios)? {
             Ok(server) => columns.push(measure(server, &work, &scenarios)?),
-            Err(reason) => skipped = Some(reason),
+            Err(reason) => bail!("callhost: {reason}"),
         }
     }
     if wanted("kamailio") {
@@ -105,9 +104,6 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
         columns.push(measure(server, &work, &scenarios)?);
     }
     print_table(&columns);
-    if let Some(reason) = skipped {
-        println!("\ncallhost skipped: {reason}");
-    }
     println!("\nlogs and SIPp traces: {}", work.display());
     Ok(())
 }
@@ -154,6 +150,8 @@ struct Server {
     child: Child,
     /// Before each UAS start (callhost: register the UAS's address).
     register: Option<(PathBuf, PathBuf)>,
+    /// The server's log, when it reports per-call relay counters.
+    log: Option<PathBuf>,
 }
 
 impl Server {
@@ -183,6 +181,7 @@ impl Server {
             port: KAMAILIO_PORT,
             child,
             register: None,
+            log: None,
         };
         server.settle(&run.join("kamailio.log"))?;
         Ok(server)
@@ -256,6 +255,7 @@ impl Server {
             port: CALLHOST_PORT,
             child,
             register: Some((scenarios.register.clone(), scenarios.users.clone())),
+            log: Some(log_path.clone()),
         };
         if let Err(error) = server.settle(&log_path) {
             return Ok(Err(format!("{error:#}")));
@@ -468,6 +468,8 @@ struct Figures {
     latency_failed: u64,
     concurrent_failed: u64,
     cpu_percent: f64,
+    /// RTP through the relay in the concurrent run: (received, lost).
+    rtp: Option<(u64, u64)>,
 }
 
 fn measure(server: Server, work: &Path, scenarios: &Scenarios) -> Result<Figures> {
@@ -546,6 +548,10 @@ fn measure(server: Server, work: &Path, scenarios: &Scenarios) -> Result<Figures
             CONCURRENT,
             CALL_MS / 1000 + 30,
         ));
+        let log_offset = server
+            .log
+            .as_ref()
+            .map(|log| fs::metadata(log).map(|m| m.len()).unwrap_or(0));
         let ticks_per_second = clock_ticks_per_second();
         let start_ticks = server.cpu_ticks();
         let started = Instant::now();
@@ -555,6 +561,13 @@ fn measure(server: Server, work: &Path, scenarios: &Scenarios) -> Result<Figures
         figures.concurrent_failed = outcome.failed
             + (CONCURRENT as u64).saturating_sub(outcome.successful + outcome.failed);
         figures.cpu_percent = 100.0 * used / elapsed;
+        if let (Some(log), Some(offset)) = (&server.log, log_offset) {
+            // The calls' "call ended" lines carry the relay's counters.
+            thread::sleep(Duration::from_secs(1));
+            let text = fs::read(log)?;
+            let text = String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]);
+            figures.rtp = Some(relay_counters(&text));
+        }
         println!(
             "   {} ok, {} failed, {:.2} s CPU over {:.1} s",
             outcome.successful, outcome.failed, used, elapsed
@@ -562,6 +575,31 @@ fn measure(server: Server, work: &Path, scenarios: &Scenarios) -> Result<Figures
     }
     drop(server);
     Ok(figures)
+}
+
+/// Sums `packets_in` and `packets_lost` over every leg of every "call
+/// ended" line in callhost's log.
+fn relay_counters(log: &str) -> (u64, u64) {
+    let field = |leg: &str, name: &str| -> u64 {
+        leg.find(&format!("{name}: "))
+            .and_then(|at| {
+                leg[at + name.len() + 2..]
+                    .split(|c: char| !c.is_ascii_digit() && c != '-')
+                    .next()?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .map_or(0, |value| value.max(0) as u64)
+    };
+    log.lines()
+        .filter(|line| line.contains("call ended"))
+        .flat_map(|line| line.split("LegStats {").skip(1))
+        .fold((0, 0), |(received, lost), leg| {
+            (
+                received + field(leg, "packets_in"),
+                lost + field(leg, "packets_lost"),
+            )
+        })
 }
 
 /// Rate, call count, call duration (ms), concurrency limit, global timeout (s).
@@ -722,8 +760,18 @@ fn print_table(columns: &[Figures]) {
             columns.iter().map(|c| Some(c.cpu_percent)).collect(),
         ),
         (
-            "RTP loss".into(),
-            columns.iter().map(|_| "n/a".to_string()).collect(),
+            "RTP loss through the relay".into(),
+            columns
+                .iter()
+                .map(|c| match c.rtp {
+                    Some((received, lost)) => format!(
+                        "{:.2}% of {}",
+                        100.0 * lost as f64 / (received + lost).max(1) as f64,
+                        received + lost
+                    ),
+                    None => "n/a".to_string(),
+                })
+                .collect(),
             columns.iter().map(|_| None).collect(),
         ),
     ];
@@ -759,7 +807,7 @@ fn print_table(columns: &[Figures]) {
         }
     }
     println!(
-        "RTP loss is not measured: SIPp's play_pcap_audio only sends and reports no received packets."
+        "RTP loss: the relay's own counters (RFC 3550 loss per leg, summed over the calls' \"call ended\" lines); SIPp's play_pcap_audio reports nothing received, so Kamailio's direct RTP has no figure."
     );
     println!(
         "Kamailio relays signalling only (RTP goes SIPp to SIPp); callhost anchors the RTP, so its CPU row includes the media relay."

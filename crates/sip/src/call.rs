@@ -178,6 +178,9 @@ struct Leg {
     side: MediaLeg,
     /// The SDP we offered it (our side of its session, for re-INVITEs).
     sent_offer: String,
+    /// It answered once; later `Confirmed` states (after a REFER or a
+    /// re-INVITE) are not answers.
+    connected: bool,
 }
 
 struct Call {
@@ -521,6 +524,7 @@ impl Call {
                     failure: None,
                     side: plan.side,
                     sent_offer,
+                    connected: false,
                 });
             }
             Err(error) => tracing::warn!(%error, target = %ring.number, "cannot ring"),
@@ -611,6 +615,10 @@ impl Call {
                         }
                         DialogState::Confirmed(id, response) if id.call_id != self.a_leg_call_id => {
                             let Some(index) = self.leg_index(&id.call_id) else { continue };
+                            if std::mem::replace(&mut self.legs[index].connected, true) {
+                                // Back to confirmed after an in-dialog request.
+                                continue;
+                            }
                             if self.legs[index].side == MediaLeg::Caller && !self.legs[index].gone {
                                 self.caller_side_answered(index, &response);
                                 continue;
