@@ -49,7 +49,7 @@ const CALLHOST_PORT: u16 = 5080;
 /// The called number (callhost: user `bench`).
 const SERVICE: &str = "100";
 
-const RATES: &[u32] = &[50, 100, 200, 400, 800];
+const RATES: &[u32] = &[50, 100, 200, 400, 800, 1600];
 const STEP_SECONDS: u32 = 3;
 const LATENCY_RATE: u32 = 100;
 const LATENCY_CALLS: u32 = 500;
@@ -219,6 +219,7 @@ impl Server {
         fs::write(
             &directory,
             "# The benchmark's callee: SIPp's UAS registers as this user.\n\
+             home_country = \"DE\"\n\
              [[users]]\nid = \"bench\"\nname = \"Bench Callee\"\n\
              numbers = [\"100\"]\npassword = \"bench-secret\"\n",
         )?;
@@ -401,6 +402,10 @@ fn base_args(scenario: &Path, server_port: u16, local_port: u16) -> Vec<String> 
             "stat.csv",
             "-fd",
             "1",
+            // A provisional response overtaken by the 200 (Kamailio's
+            // workers forward in parallel) is not a failed call.
+            "-default_behaviors",
+            "all,-abortunexp",
         ]
         .map(String::from),
     );
