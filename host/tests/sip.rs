@@ -1219,3 +1219,39 @@ fn bad_sip_is_dropped_or_refused_and_the_server_keeps_serving() {
     phone.wait().assert_ok();
     assert_eq!(run.final_invite_status(), Some(200), "{}", run.context());
 }
+
+#[test]
+fn rfc4733_keys_reach_the_modules_as_dtmf_events() {
+    if std::env::var_os("CALLHOST_TEST_MODULES").is_none() {
+        eprintln!("skipped: CALLHOST_TEST_MODULES is not set (run `cargo xtask test`)");
+        return;
+    }
+    let h = common::Harness::new();
+    h.install("hello-0.1.0.cmod");
+    h.create("hello", "hi", "greeting = \"Hi\"\n");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = answering_phone("bert answers", bert);
+    let caller = trunk_call(&serve, "uac_dtmf.xml", BERT, &["-d", "300"]).wait();
+    phone.wait().assert_ok();
+    caller.assert_ok();
+    serve.wait_log(&["call ended"]);
+    // dtmf_2833_1.pcap then dtmf_2833_5.pcap: one event per key press,
+    // however many packets (and end retransmissions) each press had.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts: Value =
+            serde_json::from_str(&h.ok(&["instance", "action", "hi", "media"])).unwrap();
+        let keys = counts
+            .as_object()
+            .and_then(|calls| calls.values().next())
+            .map(|call| call["dtmf"].as_str().unwrap_or_default().to_string());
+        if let Some(keys) = keys {
+            assert_eq!(keys, "15", "{counts}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no DTMF recorded: {counts}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}

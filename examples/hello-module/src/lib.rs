@@ -49,6 +49,9 @@ struct MediaCount {
     caller_frames: u64,
     callee_frames: u64,
     payload_bytes: u64,
+    /// Keys pressed during the call (DTMF events), in order.
+    #[serde(default)]
+    dtmf: String,
 }
 
 impl Hello {
@@ -120,6 +123,12 @@ impl Module for Hello {
     }
 
     fn call_event(&self, event: &CallEvent) {
+        if event.kind == EventKind::DTMF {
+            let mut media = self.media.lock().unwrap_or_else(|p| p.into_inner());
+            let count = media.entry(event.call_id.to_string()).or_default();
+            count.dtmf.push_str(event.detail.as_str());
+            return;
+        }
         if event.kind != EventKind::HANGUP {
             return;
         }
@@ -160,6 +169,6 @@ export_module! {
     hooks: [call_setup, call_event, media],
     actions: [
         { name: "greet", usage: "[NAME]", help: "Answers with the configured greeting." },
-        { name: "media", usage: "", help: "Frames counted per finished tapped call and leg." },
+        { name: "media", usage: "", help: "Frames and keys counted per finished call." },
     ],
 }
