@@ -1255,3 +1255,150 @@ fn rfc4733_keys_reach_the_modules_as_dtmf_events() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Anna has no call waiting and forwards to Fred when busy; Bert keeps
+/// call waiting (the default); the group rings Anna and Bert, not Fred.
+const BUSY_DIRECTORY: &str = r#"
+home_country = "DE"
+
+[[users]]
+id = "anna"
+name = "Anna Alpha"
+numbers = ["201", "+4930123456201"]
+password = "anna-pw"
+
+[[users]]
+id = "bert"
+name = "Bert Beta"
+numbers = ["202", "+4930123456202"]
+password = "bert-pw"
+
+[[users]]
+id = "fred"
+name = "Fred Phi"
+numbers = ["206", "+4930123456206"]
+password = "fred-pw"
+
+[[groups]]
+id = "team"
+name = "Team"
+numbers = ["300", "+4930123456300"]
+members = ["anna", "bert", "fred"]
+inactive = ["fred"]
+
+[state.anna]
+call_waiting = false
+forward_busy = "206"
+"#;
+
+/// A trunk call that `phone` answers and that lasts `ms`; returns once the
+/// host logged the answer, with the caller still running.
+fn call_in_progress(serve: &Serve, number: &str, user: &str, port: u16, ms: &str) -> (Sipp, Sipp) {
+    let phone = answering_phone(&format!("{user} answers the first call"), port);
+    let caller = trunk_call(serve, "uac.xml", number, &["-d", ms]);
+    serve.wait_log(&["answered", &format!("answered_by={user}")]);
+    (phone, caller)
+}
+
+/// `user` (authenticated) calls `number`; any final answer passes.
+fn user_call(serve: &Serve, user: &str, number: &str) -> SippRun {
+    let auth_uri = format!("{number}@{}", serve.addr());
+    let run = Sipp::start(
+        &format!("{user} calls {number}"),
+        "t_uac_any.xml",
+        Some(&serve.addr()),
+        free_port(),
+        &[
+            "-inf",
+            &credentials(serve, user, &format!("{user}-pw")),
+            "-s",
+            number,
+            "-auth_uri",
+            &auth_uri,
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &media_port(),
+        ],
+    )
+    .wait();
+    run.assert_ok();
+    run
+}
+
+#[test]
+fn a_group_rings_every_active_member() {
+    let serve = Serve::start(BUSY_DIRECTORY, "");
+    let (anna, bert, fred) = (free_port(), free_port(), free_port());
+    register(&serve, "anna", anna);
+    register(&serve, "bert", bert);
+    register(&serve, "fred", fred);
+    let fred_phone = SilentPhone::listen(fred);
+    let bert_phone = Sipp::start(
+        "bert rings until cancelled",
+        "uas_ring.xml",
+        None,
+        bert,
+        &["-mi", LOCALHOST, "-mp", &media_port()],
+    );
+    let anna_phone = answering_phone("anna answers", anna);
+    let caller = trunk_call(&serve, "uac.xml", "+4930123456300", &["-d", "300"]).wait();
+    caller.assert_ok();
+    anna_phone.wait().assert_ok();
+    let bert_phone = bert_phone.wait();
+    bert_phone.assert_ok();
+    assert!(
+        bert_phone.received_request("CANCEL").is_some(),
+        "{}",
+        bert_phone.context()
+    );
+    assert!(
+        fred_phone.invites().is_empty(),
+        "inactive member rang: {:?}",
+        fred_phone.invites()
+    );
+    serve.wait_log(&["call ended", "answered_by=Some(\"anna\")"]);
+}
+
+#[test]
+fn a_user_in_a_call_gets_a_knock_or_the_busy_forward() {
+    let serve = Serve::start(BUSY_DIRECTORY, "");
+    let (bert, anna, fred) = (free_port(), free_port(), free_port());
+    register(&serve, "bert", bert);
+    register(&serve, "anna", anna);
+    register(&serve, "fred", fred);
+
+    // Bert is in a call; with call waiting a second call still reaches his
+    // phone, which takes it too (SIPp answers a second call).
+    let phone = Sipp::start(
+        "bert answers two calls",
+        "uas.xml",
+        None,
+        bert,
+        &["-mi", LOCALHOST, "-mp", &media_port(), "-m", "2"],
+    );
+    let first_caller = trunk_call(&serve, "uac.xml", "+4930123456202", &["-d", "4000"]);
+    serve.wait_log(&["answered", "answered_by=bert"]);
+    let run = user_call(&serve, "fred", "202");
+    assert_eq!(run.final_invite_status(), Some(200), "{}", run.context());
+    first_caller.wait().assert_ok();
+    let phone = phone.wait();
+    phone.assert_ok();
+    let invites = phone
+        .received()
+        .into_iter()
+        .filter(|m| m.start_line().starts_with("INVITE"))
+        .count();
+    assert_eq!(invites, 2, "{}", phone.context());
+
+    // Anna is in a call without call waiting: the busy forward to Fred.
+    let (first_phone, first_caller) =
+        call_in_progress(&serve, "+4930123456201", "anna", anna, "4000");
+    let fred_phone = answering_phone("fred takes the busy forward", fred);
+    let run = user_call(&serve, "bert", "201");
+    fred_phone.wait().assert_ok();
+    assert_eq!(run.final_invite_status(), Some(200), "{}", run.context());
+    serve.wait_log(&["call ended", "answered_by=Some(\"fred\")"]);
+    first_caller.wait().assert_ok();
+    first_phone.wait().assert_ok();
+}
