@@ -1402,3 +1402,259 @@ fn a_user_in_a_call_gets_a_knock_or_the_busy_forward() {
     first_caller.wait().assert_ok();
     first_phone.wait().assert_ok();
 }
+
+// ---------------------------------------------------------------------------
+// 11. Attended transfer: a hand-written phone (no SIPp scenario can hold two
+// calls and put one's dialog into the other's REFER)
+
+/// A SIP phone on one UDP socket, as much as the transfer needs.
+struct HandPhone {
+    socket: std::net::UdpSocket,
+    port: u16,
+    server: String,
+    /// Every message received, in order.
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+impl HandPhone {
+    fn bind(port: u16, server: &str) -> HandPhone {
+        let socket = std::net::UdpSocket::bind((LOCALHOST, port)).expect("bind the hand phone");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        HandPhone {
+            socket,
+            port,
+            server: server.to_string(),
+            seen: Default::default(),
+        }
+    }
+
+    fn send(&self, message: &str) {
+        self.socket
+            .send_to(message.as_bytes(), &self.server)
+            .unwrap();
+    }
+
+    /// The next message whose first line contains `first_line`; others are
+    /// answered 200 when they are requests (NOTIFY, BYE) or skipped.
+    fn expect(&self, first_line: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buffer = [0u8; 65536];
+        while Instant::now() < deadline {
+            let Ok((n, _)) = self.socket.recv_from(&mut buffer) else {
+                continue;
+            };
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            self.seen.borrow_mut().push(message.clone());
+            let first = message.lines().next().unwrap_or_default().to_string();
+            if first.contains(first_line) {
+                return message;
+            }
+            if !first.starts_with("SIP/2.0") && !first.starts_with("ACK") {
+                self.send(&self.response(&message, "200 OK", "", ""));
+            }
+        }
+        panic!("no `{first_line}` within 10 s at the hand phone");
+    }
+
+    /// Answers whatever arrives for `time` (requests get 200).
+    fn drain(&self, time: Duration) {
+        let until = Instant::now() + time;
+        let mut buffer = [0u8; 65536];
+        while Instant::now() < until {
+            let Ok((n, _)) = self.socket.recv_from(&mut buffer) else {
+                continue;
+            };
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            self.seen.borrow_mut().push(message.clone());
+            let first = message.lines().next().unwrap_or_default();
+            if !first.starts_with("SIP/2.0") && !first.starts_with("ACK") {
+                self.send(&self.response(&message, "200 OK", "", ""));
+            }
+        }
+    }
+
+    /// A response to `request` with our tag added to To when `tag` is set.
+    fn response(&self, request: &str, status: &str, tag: &str, sdp: &str) -> String {
+        let mut out = format!("SIP/2.0 {status}\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for value in headers(request, name) {
+                let value = if name == "To" && !tag.is_empty() && !value.contains("tag=") {
+                    format!("{value};tag={tag}")
+                } else {
+                    value.to_string()
+                };
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        out.push_str(&format!(
+            "Contact: <sip:bert@{LOCALHOST}:{}>\r\n",
+            self.port
+        ));
+        if sdp.is_empty() {
+            out.push_str("Content-Length: 0\r\n\r\n");
+        } else {
+            out.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ));
+        }
+        out
+    }
+
+    fn sdp(&self, media_port: u16) -> String {
+        format!(
+            "v=0\r\no=hand 1 1 IN IP4 {LOCALHOST}\r\ns=-\r\nc=IN IP4 {LOCALHOST}\r\nt=0 0\r\nm=audio {media_port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+        )
+    }
+}
+
+fn headers<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
+    message
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+        .collect()
+}
+
+fn header<'a>(message: &'a str, name: &str) -> &'a str {
+    headers(message, name)
+        .first()
+        .copied()
+        .unwrap_or_else(|| panic!("no {name} in:\n{message}"))
+}
+
+fn tag_of(value: &str) -> &str {
+    value
+        .split(";tag=")
+        .nth(1)
+        .map(|rest| rest.split(';').next().unwrap_or(rest).trim())
+        .unwrap_or_else(|| panic!("no tag in {value}"))
+}
+
+fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+#[test]
+fn attended_transfer_connects_the_caller_with_the_consulted_user() {
+    let serve = Serve::start(DIRECTORY, "");
+    let (bert, anna) = (free_port(), free_port());
+    register(&serve, "bert", bert);
+    register(&serve, "anna", anna);
+    let phone = HandPhone::bind(bert, &serve.addr());
+
+    // Call 1: an outside caller reaches Bert (the transferor).
+    let caller = trunk_call(&serve, "t_uac_wait_bye.xml", BERT, &[]);
+    let invite = phone.expect("INVITE ");
+    let contact1 = header(&invite, "Contact")
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_string();
+    phone.send(&phone.response(&invite, "200 OK", "hand1", &phone.sdp(free_ports(2))));
+    phone.expect("ACK ");
+    let (call1_id, host_tag1) = (
+        header(&invite, "Call-ID").to_string(),
+        tag_of(header(&invite, "From")).to_string(),
+    );
+    let call1_to = format!("{};tag=hand1", header(&invite, "To"));
+    let call1_from = header(&invite, "From").to_string();
+
+    // Call 2: Bert consults Anna (digest challenge on the INVITE).
+    let anna_phone = Sipp::start(
+        "anna is consulted, then moved",
+        "uas_reinvite.xml",
+        None,
+        anna,
+        &["-mi", LOCALHOST, "-mp", &media_port(), "-d", "800"],
+    );
+    let call2_id = "consult-1@hand";
+    let uri = format!("sip:201@{}", serve.addr());
+    let sdp = phone.sdp(free_ports(2));
+    let invite2 = |cseq: u32, branch: &str, auth: &str| {
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {LOCALHOST}:{bert};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:bert@{LOCALHOST}>;tag=hand2\r\nTo: <{uri}>\r\nCall-ID: {call2_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:bert@{LOCALHOST}:{bert}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    };
+    phone.send(&invite2(1, "c2a", ""));
+    let challenge = phone.expect("407");
+    phone.send(&format!(
+        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {LOCALHOST}:{bert};branch=z9hG4bKc2a;rport\r\nMax-Forwards: 70\r\nFrom: <sip:bert@{LOCALHOST}>;tag=hand2\r\nTo: {}\r\nCall-ID: {call2_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        header(&challenge, "To")
+    ));
+    let nonce = header(&challenge, "Proxy-Authenticate")
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let ha1 = callhost_pbx::directory::digest_ha1("bert", "bert-pw");
+    let response = md5_hex(&format!(
+        "{ha1}:{nonce}:00000001:hand:auth:{}",
+        md5_hex(&format!("INVITE:{uri}"))
+    ));
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"bert\", realm=\"callhost\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"hand\"\r\n"
+    );
+    phone.send(&invite2(2, "c2b", &auth));
+    let ok2 = phone.expect("200 OK");
+    let host_tag2 = tag_of(header(&ok2, "To")).to_string();
+    let contact2 = header(&ok2, "Contact")
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_string();
+    phone.send(&format!(
+        "ACK {contact2} SIP/2.0\r\nVia: SIP/2.0/UDP {LOCALHOST}:{bert};branch=z9hG4bKc2ack;rport\r\nMax-Forwards: 70\r\nFrom: <sip:bert@{LOCALHOST}>;tag=hand2\r\nTo: {}\r\nCall-ID: {call2_id}\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n",
+        header(&ok2, "To")
+    ));
+
+    // Bert transfers: REFER in call 1, Replaces naming his dialog of call 2.
+    let replaces = format!("consult-1%40hand%3Bto-tag%3D{host_tag2}%3Bfrom-tag%3Dhand2");
+    phone.send(&format!(
+        "REFER {contact1} SIP/2.0\r\nVia: SIP/2.0/UDP {LOCALHOST}:{bert};branch=z9hG4bKref;rport\r\nMax-Forwards: 70\r\nFrom: {call1_to}\r\nTo: {call1_from}\r\nCall-ID: {call1_id}\r\nCSeq: 1 REFER\r\nContact: <sip:bert@{LOCALHOST}:{bert}>\r\nRefer-To: <sip:201@{LOCALHOST}?Replaces={replaces}>\r\nContent-Length: 0\r\n\r\n"
+    ));
+    phone.expect("202");
+    let _ = host_tag1;
+
+    // Anna was moved onto call 1's media (re-INVITE), then hangs up; the
+    // outside caller gets the BYE.
+    let anna_phone = anna_phone.wait();
+    anna_phone.assert_ok();
+    let reinvite = anna_phone
+        .received()
+        .into_iter()
+        .filter(|m| m.start_line().starts_with("INVITE"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no re-INVITE at anna:\n{}", anna_phone.context()));
+    assert!(
+        in_range(reinvite.sdp_audio_port(), serve.rtp),
+        "{}",
+        anna_phone.context()
+    );
+    caller.wait().assert_ok();
+    serve.wait_log(&["attended transfer", "partner=anna"]);
+    serve.wait_log(&["call ended", "end=callee"]);
+    // Bert got the NOTIFY of call 1 and the host ended both of his dialogs:
+    // the replaced consultation (RFC 3891) and the transferred call.
+    phone.drain(Duration::from_secs(3));
+    let seen = phone.seen.borrow();
+    let byes: Vec<&str> = seen
+        .iter()
+        .filter(|m| m.starts_with("BYE "))
+        .map(|m| header(m, "Call-ID"))
+        .collect();
+    assert!(byes.contains(&call2_id), "{byes:?}");
+    assert!(byes.contains(&call1_id.as_str()), "{byes:?}");
+    assert!(
+        seen.iter()
+            .any(|m| m.starts_with("NOTIFY ") && m.contains("SIP/2.0 200")),
+        "no final NOTIFY"
+    );
+}

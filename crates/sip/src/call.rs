@@ -31,6 +31,28 @@ use rsipstack::transport::SipAddr;
 
 use crate::server::{CallRecord, Shared};
 
+/// Orders one call takes from another.
+pub(crate) enum CallCommand {
+    /// An attended transfer elsewhere replaces the dialog `replaced` of this
+    /// call: hand over the party on the other side of it (its dialog's
+    /// states go to `states` from now on), end `replaced`, and stop.
+    HandOver {
+        replaced: String,
+        states: DialogStateSender,
+        reply: tokio::sync::oneshot::Sender<Option<Partner>>,
+    },
+}
+
+pub(crate) type CallCommands = tokio::sync::mpsc::UnboundedSender<CallCommand>;
+
+/// The party a call hands over in an attended transfer.
+pub(crate) struct Partner {
+    dialog: InviteDialog,
+    call_id: String,
+    user: Option<String>,
+    number: String,
+}
+
 /// Who is calling, once authenticated.
 struct Caller {
     /// The number the engine sees (a user's primary number, or the
@@ -131,6 +153,12 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, source: S
         .lock()
         .expect("calls")
         .insert(call_id.clone(), ());
+    let (commands, command_receiver) = tokio::sync::mpsc::unbounded_channel();
+    shared
+        .dialogs_to_calls
+        .lock()
+        .expect("dialogs")
+        .insert(call_id.clone(), commands.clone());
     // The INVITE transaction lives on its own task: it answers CANCEL,
     // retransmits our final answer and waits for the ACK.
     let mut transaction_dialog = a.clone();
@@ -156,9 +184,15 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, source: S
         a_leg_call_id: call_id.clone(),
         callee_sdp: None,
         sent_to_caller: None,
+        commands,
+        command_receiver,
     };
     call.run(state_receiver).await;
     shared.calls.lock().expect("calls").remove(&call_id);
+    // Only this call's entries: a party handed over to another call is
+    // registered there by now.
+    let mut dialogs = shared.dialogs_to_calls.lock().expect("dialogs");
+    dialogs.retain(|_, commands| !commands.same_channel(&call.commands));
 }
 
 /// A callee leg.
@@ -210,6 +244,9 @@ struct Call {
     callee_sdp: Option<String>,
     /// The SDP we last gave the caller's side (for its re-INVITEs).
     sent_to_caller: Option<String>,
+    /// This call's own command channel (registered for its dialogs).
+    commands: CallCommands,
+    command_receiver: tokio::sync::mpsc::UnboundedReceiver<CallCommand>,
 }
 
 /// How the call ended, for the record and the caller's final answer.
@@ -218,6 +255,12 @@ enum End {
     HungUp(&'static str),
     /// Never connected; the caller got this status (or had cancelled).
     NotConnected(Option<StatusCode>),
+    /// Handed its remaining party to another call (attended transfer);
+    /// that party's dialog states go on to `states`.
+    HandedOver {
+        states: DialogStateSender,
+        partner_call_id: String,
+    },
 }
 
 impl Call {
@@ -273,6 +316,7 @@ impl Call {
         }
         let cause = match &end {
             End::HungUp(side) => side.to_string(),
+            End::HandedOver { .. } => "transferred".to_string(),
             End::NotConnected(Some(status)) => {
                 format!("not connected: {}", u16::from(status.clone()))
             }
@@ -304,6 +348,40 @@ impl Call {
             answered_for: self.answered_at.map(|at| at.elapsed()),
             media: serde_json_string(&stats),
         });
+        if let End::HandedOver {
+            states: target,
+            partner_call_id,
+        } = end
+        {
+            // The partner's dialog was created on this call's channel: its
+            // states (BYE, re-INVITE, REFER) now belong to the other call.
+            tokio::spawn(async move {
+                while let Some(state) = states.recv().await {
+                    let id = match &state {
+                        DialogState::Calling(id)
+                        | DialogState::Trying(id)
+                        | DialogState::Early(id, _)
+                        | DialogState::WaitAck(id, _)
+                        | DialogState::Confirmed(id, _)
+                        | DialogState::Updated(id, _, _)
+                        | DialogState::Publish(id, _, _)
+                        | DialogState::Notify(id, _, _)
+                        | DialogState::Refer(id, _, _)
+                        | DialogState::Message(id, _, _)
+                        | DialogState::Info(id, _, _)
+                        | DialogState::Options(id, _, _)
+                        | DialogState::Terminated(id, _) => id.call_id.clone(),
+                    };
+                    if id != partner_call_id {
+                        continue;
+                    }
+                    let last = matches!(state, DialogState::Terminated(..));
+                    if target.send(state).is_err() || last {
+                        break;
+                    }
+                }
+            });
+        }
     }
 
     /// Gives every instance that tapped the call its frames, from now (call
@@ -526,6 +604,14 @@ impl Call {
                     sent_offer,
                     connected: false,
                 });
+                self.shared
+                    .dialogs_to_calls
+                    .lock()
+                    .expect("dialogs")
+                    .insert(
+                        self.legs.last().expect("pushed").call_id.clone(),
+                        self.commands.clone(),
+                    );
             }
             Err(error) => tracing::warn!(%error, target = %ring.number, "cannot ring"),
         }
@@ -680,11 +766,21 @@ impl Call {
                         }
                         DialogState::Refer(id, refer, handle) => {
                             let by_callee = self.answered.filter(|&i| self.legs[i].call_id == id.call_id);
+                            let by_caller = id.call_id == self.a_leg_call_id && self.answered.is_some();
                             let target = refer
                                 .refer_to_header()
                                 .map(|h| transfer_target(h.value()))
                                 .unwrap_or(Err(StatusCode::BadRequest));
-                            let by_caller = id.call_id == self.a_leg_call_id && self.answered.is_some();
+                            if let Some(replaces) = refer.refer_to_header().and_then(|h| replaces_call_id(h.value())) {
+                                if by_callee.is_none() && !by_caller {
+                                    handle.reply(StatusCode::CallTransactionDoesNotExist).await.ok();
+                                    continue;
+                                }
+                                handle.reply(StatusCode::Accepted).await.ok();
+                                let side = if by_callee.is_some() { MediaLeg::Callee } else { MediaLeg::Caller };
+                                self.attended_transfer(side, &replaces).await;
+                                continue;
+                            }
                             match (by_callee, target) {
                                 (Some(index), Ok(target)) => {
                                     handle.reply(StatusCode::Accepted).await.ok();
@@ -734,6 +830,19 @@ impl Call {
                             handle.reply(StatusCode::OK).await.ok();
                         }
                         _ => {}
+                    }
+                }
+                command = self.command_receiver.recv() => {
+                    let Some(CallCommand::HandOver { replaced, states: target, reply }) = command else { continue };
+                    if let Some((partner, transferor)) = self.hand_over(&replaced) {
+                        let partner_call_id = partner.call_id.clone();
+                        if reply.send(Some(partner)).is_ok() {
+                            // RFC 3891: the replaced dialog ends.
+                            transferor.bye().await.ok();
+                            return End::HandedOver { states: target, partner_call_id };
+                        }
+                    } else {
+                        let _ = reply.send(None);
                     }
                 }
                 _ = tokio::time::sleep_until(no_answer_at), if no_answer_pending => {
@@ -947,6 +1056,169 @@ impl Call {
                     }
                 });
             }
+        }
+    }
+
+    /// Another call's attended transfer replaces `replaced`, one of this
+    /// call's answered dialogs: the party on the other side of it, and the
+    /// replaced dialog (the transferor's).
+    fn hand_over(&self, replaced: &str) -> Option<(Partner, InviteDialog)> {
+        let index = self.answered?;
+        let leg = &self.legs[index];
+        if replaced == self.a_leg_call_id {
+            let partner = Partner {
+                dialog: leg.dialog.clone(),
+                call_id: leg.call_id.clone(),
+                user: leg.user.clone(),
+                number: leg.target.clone(),
+            };
+            Some((partner, self.a.clone()))
+        } else if replaced == leg.call_id {
+            let partner = Partner {
+                dialog: self.a.clone(),
+                call_id: self.a_leg_call_id.clone(),
+                user: self.caller.user.clone(),
+                number: self.caller.number.clone(),
+            };
+            Some((partner, leg.dialog.clone()))
+        } else {
+            None
+        }
+    }
+
+    /// An attended transfer (REFER with Replaces, RFC 3891) from this call's
+    /// `side`: the transferor's other call hands over its party, who takes
+    /// the transferor's place here (re-INVITEd onto this call's relay).
+    async fn attended_transfer(&mut self, side: MediaLeg, replaced: &str) {
+        let Some(index) = self.answered else { return };
+        let transferor = match side {
+            MediaLeg::Callee => self.legs[index].dialog.clone(),
+            MediaLeg::Caller => self.a.clone(),
+        };
+        let other_call = self
+            .shared
+            .dialogs_to_calls
+            .lock()
+            .expect("dialogs")
+            .get(replaced)
+            .cloned();
+        let refuse = |transferor: InviteDialog| {
+            tokio::spawn(async move {
+                transferor
+                    .notify_refer(
+                        StatusCode::CallTransactionDoesNotExist,
+                        "terminated;reason=noresource",
+                    )
+                    .await
+                    .ok();
+            });
+        };
+        let Some(other_call) = other_call.filter(|other| !other.same_channel(&self.commands))
+        else {
+            tracing::info!(call = %self.call_id, replaced, "attended transfer: no other call with that dialog");
+            refuse(transferor);
+            return;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = other_call.send(CallCommand::HandOver {
+            replaced: replaced.to_string(),
+            states: self.state_sender.clone(),
+            reply,
+        });
+        let partner = match (
+            asked,
+            tokio::time::timeout(Duration::from_secs(2), answer).await,
+        ) {
+            (Ok(()), Ok(Ok(Some(partner)))) => partner,
+            _ => {
+                tracing::info!(call = %self.call_id, replaced, "attended transfer: the other call did not hand over");
+                refuse(transferor);
+                return;
+            }
+        };
+        tracing::info!(call = %self.call_id, side = ?side, partner = %partner.number, "attended transfer");
+        // What the partner is offered: the staying party's SDP at our relay.
+        let staying = match side {
+            MediaLeg::Callee => Some(self.offer_text.clone()),
+            MediaLeg::Caller => self.callee_sdp.clone(),
+        };
+        let relay = self.media.local_addr(side);
+        let offer =
+            staying.and_then(|text| rewrite_connection(&text, relay.ip(), relay.port()).ok());
+        release_transferor(transferor, true);
+        match side {
+            MediaLeg::Callee => {
+                self.legs[index].gone = true;
+                if let Some(user) = &self.legs[index].user {
+                    self.shared.live.leave(user);
+                }
+                self.legs.push(Leg {
+                    dialog: partner.dialog.clone(),
+                    call_id: partner.call_id.clone(),
+                    target: partner
+                        .user
+                        .clone()
+                        .unwrap_or_else(|| partner.number.clone()),
+                    user: partner.user.clone(),
+                    gone: false,
+                    failure: None,
+                    side: MediaLeg::Callee,
+                    sent_offer: offer.clone().unwrap_or_default(),
+                    connected: true,
+                });
+                self.answered = Some(self.legs.len() - 1);
+            }
+            MediaLeg::Caller => {
+                if let Some(user) = self.caller.user.take() {
+                    self.shared.live.leave(&user);
+                }
+                self.a = partner.dialog.clone();
+                self.a_leg_call_id = partner.call_id.clone();
+                self.caller.user = partner.user.clone();
+                self.sent_to_caller = offer.clone();
+            }
+        }
+        if let Some(user) = &partner.user {
+            self.shared.live.enter(user);
+        }
+        self.shared
+            .dialogs_to_calls
+            .lock()
+            .expect("dialogs")
+            .insert(partner.call_id.clone(), self.commands.clone());
+        match offer {
+            Some(offer) => match partner
+                .dialog
+                .reinvite(Some(vec![sdp_type()]), Some(offer.into_bytes()))
+                .await
+            {
+                Ok(Some(response)) => {
+                    if let Ok(sdp) = Sdp::parse_bytes(&response.body) {
+                        if let Ok(endpoint) = sdp.audio_endpoint() {
+                            self.media.set_remote(side, endpoint);
+                        }
+                        self.media.set_dtmf_payload_type(
+                            side,
+                            sdp.audio().and_then(|a| a.telephone_event_payload_type()),
+                        );
+                    }
+                }
+                other => {
+                    tracing::warn!(call = %self.call_id, result = ?other.map(|r| r.map(|r| r.status_code)), "attended transfer: re-INVITE of the partner failed");
+                }
+            },
+            None => {
+                tracing::warn!(call = %self.call_id, "attended transfer: no SDP to offer the partner")
+            }
+        }
+        let hooks = self.shared.control.hooks();
+        if hooks.wants_events() {
+            hooks.call_event(&CallEvent {
+                call_id: self.call_id.as_str().into(),
+                kind: EventKind::TRANSFERRED,
+                party: ROption::RSome(self.engine.party(&partner.number)),
+                detail: "attended".into(),
+            });
         }
     }
 
@@ -1199,8 +1471,38 @@ pub(crate) fn contact_uri(shared: &Shared, user: Option<&str>) -> Uri {
     Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
 }
 
-/// The number a `Refer-To` names. A `Replaces` parameter (attended
-/// transfer, RFC 3891) is refused with 501 for now.
+/// The Call-ID in a `Refer-To`'s `Replaces` header (attended transfer,
+/// RFC 3891): `<sip:201@host?Replaces=CALLID%3Bto-tag%3DA%3Bfrom-tag%3DB>`.
+fn replaces_call_id(refer_to: &str) -> Option<String> {
+    let lower = refer_to.to_ascii_lowercase();
+    let start = lower.find("replaces=")? + "replaces=".len();
+    let value = &refer_to[start..];
+    let end = value.find(['&', '>']).unwrap_or(value.len());
+    let decoded = percent_decode(&value[..end]);
+    let call_id = decoded.split(';').next()?.trim();
+    (!call_id.is_empty()).then(|| call_id.to_string())
+}
+
+/// `%XX` escapes of a URI header value.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The number a `Refer-To` names.
 fn transfer_target(refer_to: &str) -> Result<String, StatusCode> {
     let inner = refer_to
         .trim()
@@ -1270,8 +1572,14 @@ mod tests {
             "boss"
         );
         assert_eq!(
-            transfer_target("<sip:201@h?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>"),
-            Err(StatusCode::NotImplemented)
+            replaces_call_id("<sip:201@h?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>")
+                .as_deref(),
+            Some("abc@host")
+        );
+        assert_eq!(replaces_call_id("<sip:201@h>"), None);
+        assert_eq!(
+            replaces_call_id("<sip:201@h?replaces=%"),
+            Some("%".to_string())
         );
         assert_eq!(transfer_target("<sip:101@:5060>").unwrap(), "101");
         assert_eq!(

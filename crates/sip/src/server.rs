@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Calls in progress (A-leg Call-ID), for a clean shutdown.
     pub calls: Mutex<HashMap<String, ()>>,
+    /// Every dialog's Call-ID → its call's command channel: how an attended
+    /// transfer (REFER with Replaces) finds the call it replaces.
+    pub dialogs_to_calls: Mutex<HashMap<String, crate::call::CallCommands>>,
 }
 
 pub struct SipServer {
@@ -237,6 +240,7 @@ impl SipServer {
             local: self.local,
             shutdown: shutdown.clone(),
             calls: Mutex::default(),
+            dialogs_to_calls: Mutex::default(),
         });
         let endpoint_inner = self.endpoint.inner.clone();
         let endpoint_task = tokio::spawn(async move {
