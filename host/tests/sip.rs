@@ -1658,3 +1658,27 @@ fn attended_transfer_connects_the_caller_with_the_consulted_user() {
         "no final NOTIFY"
     );
 }
+
+#[test]
+fn a_modules_reject_declines_the_call_with_603() {
+    if std::env::var_os("CALLHOST_TEST_MODULES").is_none() {
+        eprintln!("skipped: CALLHOST_TEST_MODULES is not set (run `cargo xtask test`)");
+        return;
+    }
+    let h = common::Harness::new();
+    h.install("hello-0.1.0.cmod");
+    h.create(
+        "hello",
+        "hi",
+        "numbers = [\"+4930123456202\"]\nreject = \"no calls today\"\n",
+    );
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let phone = SilentPhone::listen(bert);
+    let run = trunk_call_from(&serve, OUTSIDE, BERT);
+    assert_eq!(run.final_invite_status(), Some(603), "{}", run.context());
+    thread::sleep(Duration::from_millis(200));
+    assert!(phone.invites().is_empty(), "{:?}", phone.invites());
+    serve.wait_log(&["call not connected", "status=603"]);
+}

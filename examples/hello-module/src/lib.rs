@@ -21,6 +21,9 @@ pub struct Config {
     pub tap: Option<String>,
     /// A prompt from the package's `assets/` played to the caller first.
     pub prompt: Option<String>,
+    /// Reject the greeted calls instead, with this reason (a module's
+    /// reject: callers get 603 Decline on SIP).
+    pub reject: Option<String>,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             numbers: Vec::new(),
             tap: None,
             prompt: None,
+            reject: None,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Module for Hello {
             reason: Some("greeted".into()).into(),
             tap: self.tap,
             prompt: self.config.prompt.as_deref().map(Into::into).into(),
+            reject: self.config.reject.as_deref().map(Into::into).into(),
             ..Decision::default()
         })
     }
