@@ -837,8 +837,10 @@ impl Call {
                     if let Some((partner, transferor)) = self.hand_over(&replaced) {
                         let partner_call_id = partner.call_id.clone();
                         if reply.send(Some(partner)).is_ok() {
-                            // RFC 3891: the replaced dialog ends.
-                            transferor.bye().await.ok();
+                            // RFC 3891: the replaced dialog ends. Not awaited:
+                            // the partner's states must be forwarded at once,
+                            // however long the transferor takes to answer.
+                            tokio::spawn(async move { transferor.bye().await.ok() });
                             return End::HandedOver { states: target, partner_call_id };
                         }
                     } else {
