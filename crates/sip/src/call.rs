@@ -346,7 +346,7 @@ impl Call {
             outcome,
             answered_by,
             answered_for: self.answered_at.map(|at| at.elapsed()),
-            media: serde_json_string(&stats),
+            media: serde_json::to_string(&stats).ok(),
         });
         if let End::HandedOver {
             states: target,
@@ -1377,6 +1377,9 @@ struct LegPlan {
 /// still up after 2 s, we hang up.
 fn release_transferor(transferor: InviteDialog, accepted: bool) {
     tokio::spawn(async move {
+        // The 202 goes out on the REFER transaction's own task: let it leave
+        // first, strict phones (and SIPp) want it before the NOTIFY.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let status = if accepted {
             StatusCode::OK
         } else {
@@ -1435,10 +1438,6 @@ fn early_answer(relay: SocketAddr, payload_type: u8, codec: Codec, dtmf: Option<
 
 fn sdp_type() -> Header {
     Header::ContentType("application/sdp".into())
-}
-
-fn serde_json_string<T: std::fmt::Debug>(value: &T) -> Option<String> {
-    Some(format!("{value:?}"))
 }
 
 /// The status a failed leg ended with.

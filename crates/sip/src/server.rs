@@ -68,7 +68,8 @@ pub struct CallRecord {
     /// The user whose phone took the call (or the number, via the trunk).
     pub answered_by: Option<String>,
     pub answered_for: Option<Duration>,
-    /// Per-leg media counters (JSON from the relay).
+    /// Per-leg media counters as JSON (`[caller, callee]`, the relay's
+    /// `LegStats`).
     pub media: Option<String>,
 }
 
@@ -141,6 +142,9 @@ pub(crate) struct Shared {
 
 pub struct SipServer {
     endpoint: Endpoint,
+    /// The endpoint's transport loop, started by `bind` so that the TCP
+    /// listener accepts before anyone is told the server is ready.
+    endpoint_task: tokio::task::JoinHandle<()>,
     config: SipConfig,
     relay: MediaRelay,
     live: Arc<LiveCalls>,
@@ -187,8 +191,26 @@ impl SipServer {
             .with_cancel_token(transport_cancel.clone())
             .with_user_agent(concat!("callhost/", env!("CARGO_PKG_VERSION")))
             .build();
+        let endpoint_inner = endpoint.inner.clone();
+        let endpoint_task = tokio::spawn(async move {
+            if let Err(error) = endpoint_inner.serve().await {
+                tracing::error!(%error, "SIP endpoint stopped");
+            }
+        });
+        if config.tcp {
+            // rsipstack binds the TCP listener when the endpoint starts
+            // serving; wait until it accepts (a few ms).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while tokio::net::TcpStream::connect(local).await.is_err() {
+                if Instant::now() >= deadline {
+                    return Err(listen_error("TCP listener did not start".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         Ok(SipServer {
             endpoint,
+            endpoint_task,
             config,
             relay,
             live: Arc::new(LiveCalls {
@@ -242,12 +264,7 @@ impl SipServer {
             calls: Mutex::default(),
             dialogs_to_calls: Mutex::default(),
         });
-        let endpoint_inner = self.endpoint.inner.clone();
-        let endpoint_task = tokio::spawn(async move {
-            if let Err(error) = endpoint_inner.serve().await {
-                tracing::error!(%error, "SIP endpoint stopped");
-            }
-        });
+        let endpoint_task = self.endpoint_task;
         tracing::info!(address = %shared.local, "SIP listening");
         loop {
             tokio::select! {
