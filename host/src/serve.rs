@@ -27,19 +27,21 @@ struct HostControl {
     host: Mutex<Host>,
     /// The SIP server's registrations and calls, for every engine built.
     presence: Arc<dyn Presence>,
-    /// SQLite's `data_version` when the engine was built, and when it was
-    /// last looked at: `directory load` in another process reaches new
-    /// calls within a second.
+    /// SQLite's `data_version` when the engine and instances were loaded,
+    /// and when it was last looked at: `directory load` or an instance
+    /// change in another process reaches new calls within a second.
     seen: Mutex<(i64, std::time::Instant)>,
 }
 
-/// How often a running server looks for a reloaded directory.
-const DIRECTORY_CHECK: Duration = Duration::from_secs(1);
+/// How often a running server looks for changes by other processes.
+const CHANGE_CHECK: Duration = Duration::from_secs(1);
 
 impl HostControl {
-    fn reload_directory_if_changed(&self) {
+    /// Reloads the directory and the instance set when another process
+    /// committed to `callhost.db` since the last look.
+    fn reload_if_changed(&self) {
         let mut seen = self.seen.lock().expect("seen");
-        if seen.1.elapsed() < DIRECTORY_CHECK {
+        if seen.1.elapsed() < CHANGE_CHECK {
             return;
         }
         seen.1 = std::time::Instant::now();
@@ -51,6 +53,9 @@ impl HostControl {
             return;
         }
         seen.0 = version;
+        if let Err(error) = self.dispatcher.refresh(&host.data, &host.db, &host.loader) {
+            tracing::error!("reloading instances: {error:#}");
+        }
         match host.stored_directory() {
             Ok(Some(directory)) => match DirectoryIndex::new(directory) {
                 Ok(index) => {
@@ -79,7 +84,7 @@ fn data_version(host: &Host) -> rusqlite::Result<i64> {
 
 impl CallControl for HostControl {
     fn engine(&self) -> Option<Arc<Engine>> {
-        self.reload_directory_if_changed();
+        self.reload_if_changed();
         self.engine.load_full()
     }
 
@@ -124,10 +129,6 @@ impl CallControl for HostControl {
             crate::simulate::record_call_lists(&host, &engine, &record.request, &record.outcome)
         {
             tracing::error!("writing call lists: {error:#}");
-        }
-        // Pick up instance changes (install, configure) for the next calls.
-        if let Err(error) = self.dispatcher.refresh(&host.data, &host.db, &host.loader) {
-            tracing::error!("reloading instances: {error:#}");
         }
     }
 }

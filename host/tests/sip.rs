@@ -1073,7 +1073,7 @@ fn the_caller_transfers_the_callee_blind() {
         "the target sees the transferee:\n{}",
         anna_phone.context()
     );
-    serve.wait_log(&["blind transfer by the caller", "to=201"]);
+    serve.wait_log(&["blind transfer", "from=202", "by=sipp", "to=201"]);
     serve.wait_log(&["call ended", "end=caller"]);
 }
 
@@ -1681,4 +1681,29 @@ fn a_modules_reject_declines_the_call_with_603() {
     thread::sleep(Duration::from_millis(200));
     assert!(phone.invites().is_empty(), "{:?}", phone.invites());
     serve.wait_log(&["call not connected", "status=603"]);
+}
+
+#[test]
+fn an_instance_created_while_serving_acts_on_the_next_call() {
+    if std::env::var_os("CALLHOST_TEST_MODULES").is_none() {
+        eprintln!("skipped: CALLHOST_TEST_MODULES is not set (run `cargo xtask test`)");
+        return;
+    }
+    let h = common::Harness::new();
+    h.install("hello-0.1.0.cmod");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    // No call has ended since the server started: the change must be
+    // picked up on its own, not after a call.
+    h.create(
+        "hello",
+        "hi",
+        "numbers = [\"+4930123456202\"]\nreject = \"closed\"\n",
+    );
+    thread::sleep(Duration::from_millis(1200));
+    let phone = SilentPhone::listen(bert);
+    let run = trunk_call_from(&serve, OUTSIDE, BERT);
+    assert_eq!(run.final_invite_status(), Some(603), "{}", run.context());
+    assert!(phone.invites().is_empty(), "{:?}", phone.invites());
 }

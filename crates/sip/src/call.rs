@@ -125,13 +125,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, source: S
             return;
         }
     };
-    if let Ok(endpoint) = offer.audio_endpoint() {
-        media.set_remote(MediaLeg::Caller, endpoint);
-    }
-    media.set_dtmf_payload_type(
-        MediaLeg::Caller,
-        offer.audio().and_then(|a| a.telephone_event_payload_type()),
-    );
+    point_relay(&media, MediaLeg::Caller, &offer);
 
     let (state_sender, state_receiver) = shared.dialogs.new_dialog_state_channel();
     let a = match shared.dialogs.get_or_create_server_invite(
@@ -915,22 +909,12 @@ impl Call {
         outcome: &mut CallOutcome,
         rung: &mut HashSet<String>,
     ) -> Option<End> {
-        let hooks = self.shared.control.hooks();
-        self.transfers += 1;
         let by = self.legs[index]
             .user
             .clone()
             .unwrap_or_else(|| self.legs[index].target.clone());
-        let transfer = CallRequest {
-            call_id: format!("{}-transfer-{}", self.call_id, self.transfers),
-            from: self.caller.number.clone(),
-            to: target.to_string(),
-            via: Via::BlindTransfer,
-            by: Some(by.clone()),
-            no_answer: false,
-        };
-        let next = self.engine.place(&transfer, hooks.as_ref()).await;
-        tracing::info!(call = %self.call_id, by = %by, to = %target, outcome = ?next.outcome, "blind transfer");
+        let from = self.caller.number.clone();
+        let next = self.place_blind_transfer(&from, target, &by).await;
         let accepted = next.outcome == Outcome::Ringing;
         release_transferor(self.legs[index].dialog.clone(), accepted);
         self.legs[index].gone = true;
@@ -953,6 +937,24 @@ impl Call {
         None
     }
 
+    /// Asks the engine (and so the modules) where `from`, sent on by `by`,
+    /// rings at `target`: the engine's blind transfer.
+    async fn place_blind_transfer(&mut self, from: &str, target: &str, by: &str) -> CallOutcome {
+        self.transfers += 1;
+        let transfer = CallRequest {
+            call_id: format!("{}-transfer-{}", self.call_id, self.transfers),
+            from: from.to_string(),
+            to: target.to_string(),
+            via: Via::BlindTransfer,
+            by: Some(by.to_string()),
+            no_answer: false,
+        };
+        let hooks = self.shared.control.hooks();
+        let next = self.engine.place(&transfer, hooks.as_ref()).await;
+        tracing::info!(call = %self.call_id, from = %from, by = %by, to = %target, outcome = ?next.outcome, "blind transfer");
+        next
+    }
+
     /// The caller's side sent the answered callee on to `target` (REFER
     /// from the caller, a blind transfer by the caller): the target rings on
     /// the relay's caller side with the callee's SDP as the offer, and takes
@@ -964,8 +966,6 @@ impl Call {
         rung: &mut HashSet<String>,
     ) -> Option<End> {
         let index = self.answered?;
-        let hooks = self.shared.control.hooks();
-        self.transfers += 1;
         let transferee = self.legs[index].target.clone();
         let transferee_number = match &self.legs[index].user {
             Some(user) => self
@@ -981,16 +981,9 @@ impl Call {
             .user
             .clone()
             .unwrap_or_else(|| self.caller.number.clone());
-        let transfer = CallRequest {
-            call_id: format!("{}-transfer-{}", self.call_id, self.transfers),
-            from: transferee_number.clone(),
-            to: target.to_string(),
-            via: Via::BlindTransfer,
-            by: Some(by.clone()),
-            no_answer: false,
-        };
-        let next = self.engine.place(&transfer, hooks.as_ref()).await;
-        tracing::info!(call = %self.call_id, by = %by, to = %target, outcome = ?next.outcome, "blind transfer by the caller");
+        let next = self
+            .place_blind_transfer(&transferee_number, target, &by)
+            .await;
         let accepted = next.outcome == Outcome::Ringing;
         release_transferor(self.a.clone(), accepted);
         // The transferor's hangup no longer ends the call.
@@ -1028,17 +1021,8 @@ impl Call {
         let leg = &mut self.legs[index];
         leg.gone = true;
         tracing::info!(call = %self.call_id, answered_by = %leg.target, "transfer target answered");
-        if let Some(sdp) = std::str::from_utf8(&response.body)
-            .ok()
-            .and_then(|text| Sdp::parse(text).ok())
-        {
-            if let Ok(endpoint) = sdp.audio_endpoint() {
-                self.media.set_remote(MediaLeg::Caller, endpoint);
-            }
-            self.media.set_dtmf_payload_type(
-                MediaLeg::Caller,
-                sdp.audio().and_then(|a| a.telephone_event_payload_type()),
-            );
+        if let Ok(sdp) = Sdp::parse_bytes(&response.body) {
+            point_relay(&self.media, MediaLeg::Caller, &sdp);
         }
         self.a = leg.dialog.clone();
         self.a_leg_call_id = leg.call_id.clone();
@@ -1196,13 +1180,7 @@ impl Call {
             {
                 Ok(Some(response)) => {
                     if let Ok(sdp) = Sdp::parse_bytes(&response.body) {
-                        if let Ok(endpoint) = sdp.audio_endpoint() {
-                            self.media.set_remote(side, endpoint);
-                        }
-                        self.media.set_dtmf_payload_type(
-                            side,
-                            sdp.audio().and_then(|a| a.telephone_event_payload_type()),
-                        );
+                        point_relay(&self.media, side, &sdp);
                     }
                 }
                 other => {
@@ -1261,12 +1239,7 @@ impl Call {
             if let Some(audio) = sdp.audio() {
                 direction = audio.direction.answer();
             }
-            // `c=0.0.0.0` is the old way to say hold: keep the address.
-            if let Ok(endpoint) = sdp.audio_endpoint() {
-                if !endpoint.ip().is_unspecified() && endpoint.port() != 0 {
-                    self.media.set_remote(side, endpoint);
-                }
-            }
+            point_relay(&self.media, side, &sdp);
         }
         match reanswer(&previous, direction) {
             Ok(answer) => {
@@ -1349,13 +1322,7 @@ impl Call {
     fn relay_answer(&self, body: &[u8]) -> Option<Vec<u8>> {
         let text = std::str::from_utf8(body).ok()?;
         let sdp = Sdp::parse(text).ok()?;
-        if let Ok(endpoint) = sdp.audio_endpoint() {
-            self.media.set_remote(MediaLeg::Callee, endpoint);
-        }
-        self.media.set_dtmf_payload_type(
-            MediaLeg::Callee,
-            sdp.audio().and_then(|a| a.telephone_event_payload_type()),
-        );
+        point_relay(&self.media, MediaLeg::Callee, &sdp);
         let caller_side = self.media.local_addr(MediaLeg::Caller);
         rewrite_connection(text, caller_side.ip(), caller_side.port())
             .ok()
@@ -1434,6 +1401,21 @@ fn early_answer(relay: SocketAddr, payload_type: u8, codec: Codec, dtmf: Option<
     }
     sdp.push_str("a=sendrecv\r\n");
     sdp
+}
+
+/// Points the relay's `side` at where an SDP says that party receives,
+/// with its DTMF payload type. `c=0.0.0.0` (the old way to say hold) or
+/// port 0 keeps the previous address.
+fn point_relay(media: &CallMedia, side: MediaLeg, sdp: &Sdp) {
+    if let Ok(endpoint) = sdp.audio_endpoint() {
+        if !endpoint.ip().is_unspecified() && endpoint.port() != 0 {
+            media.set_remote(side, endpoint);
+        }
+    }
+    media.set_dtmf_payload_type(
+        side,
+        sdp.audio().and_then(|a| a.telephone_event_payload_type()),
+    );
 }
 
 fn sdp_type() -> Header {
