@@ -159,6 +159,7 @@ fn demo_calls() -> Vec<CallRequest> {
         via,
         by: by.map(str::to_string),
         no_answer: false,
+        external_caller: false,
     };
     vec![
         call("203", "201", Via::Direct, None),

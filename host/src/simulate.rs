@@ -193,6 +193,7 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
             via: call.via,
             by: call.by.clone(),
             no_answer: call.no_answer,
+            external_caller: false,
         };
         let (engine, dispatcher, call) = (engine.clone(), dispatcher.clone(), call.clone());
         running.spawn_on(
@@ -247,7 +248,7 @@ pub(crate) fn record_call_lists(
             call_id: request.call_id.clone(),
         })
     };
-    let caller = engine.party(&request.from);
+    let caller = engine.caller_party(request);
     for user in outcome.rang.iter().filter_map(|ring| ring.user.as_deref()) {
         add(user, CallDirection::In, &caller, &outcome.caller_name)?;
     }

@@ -201,13 +201,14 @@ fn register_wrong_password_and_blocking_after_repeated_failures() {
         assert!(!statuses.contains(&200), "{}", run.context());
     }
 
-    // Now even the right password is refused, from any port of that address.
+    // A new phone at that address is refused now, even with the right
+    // password; the phone already registered from there goes on.
     let right = credentials(&serve, "anna", "anna-pw");
     let blocked = sipp(
-        "right password while blocked",
+        "right password from a new port while blocked",
         "t_register_blocked.xml",
         Some(&serve.addr()),
-        phone,
+        free_port(),
         &["-inf", &right],
     );
     blocked.assert_ok();
@@ -222,13 +223,24 @@ fn register_wrong_password_and_blocking_after_repeated_failures() {
         "{}",
         blocked.context()
     );
+    let refresh = register(&serve, "anna", phone);
+    assert_eq!(
+        refresh.received_statuses(),
+        [401, 200],
+        "{}",
+        refresh.context()
+    );
 
-    let warning = serve.wait_log(&["WARN", "source blocked"]);
-    assert!(warning.contains("127.0.0.1"), "{warning}");
+    let warning = serve.wait_log(&["WARN", "source 127.0.0.1 blocked"]);
+    assert!(warning.contains("wrong password"), "{warning}");
+    serve.wait_log(&[
+        "request refused",
+        "blocked after repeated authentication failures",
+    ]);
     let failures = serve
         .log()
         .lines()
-        .filter(|l| l.contains("SIP authentication failed") && l.contains("wrong password"))
+        .filter(|l| l.contains("request refused") && l.contains("wrong password for user"))
         .count();
     assert_eq!(failures, 3, "{}", serve.log());
 }
@@ -466,6 +478,8 @@ fn an_unknown_internal_number_is_not_found() {
             &credentials(&serve, "anna", "anna-pw"),
             "-s",
             "299",
+            "-auth_uri",
+            &format!("299@{}", serve.addr()),
             "-mi",
             LOCALHOST,
             "-mp",
@@ -941,6 +955,8 @@ fn a_user_calling_an_outside_number_goes_out_on_the_trunk() {
             &credentials(&serve, "anna", "anna-pw"),
             "-s",
             "03012345678",
+            "-auth_uri",
+            &format!("03012345678@{}", serve.addr()),
             "-mi",
             LOCALHOST,
             "-mp",

@@ -760,10 +760,7 @@ impl DirectoryIndex {
         if let Some(&owner) = self.dids.get(&ext.international) {
             return self.owner(owner);
         }
-        let contact = self
-            .contacts
-            .get(&ext.international)
-            .map(|&i| &self.dir.contacts[i]);
+        let contact = self.contact_by_number(&ext.international);
         Resolved::External(ext, contact)
     }
 
@@ -805,6 +802,13 @@ impl DirectoryIndex {
             .flatten()
             .map(|&i| self.dir.groups[i].id.as_str())
             .collect()
+    }
+
+    /// The address book entry with this number (`00…` international form).
+    pub fn contact_by_number(&self, international: &str) -> Option<&Contact> {
+        self.contacts
+            .get(international)
+            .map(|&i| &self.dir.contacts[i])
     }
 
     /// The home country's number plan.

@@ -63,6 +63,10 @@ pub struct CallRequest {
     pub by: Option<String>,
     /// Nobody picks up: no-answer forwards apply after ringing.
     pub no_answer: bool,
+    /// `from` came in on the trunk: an outside caller, even when the number
+    /// looks like an internal one or a user's DID (a carrier's `From` is
+    /// whatever the other end wrote).
+    pub external_caller: bool,
 }
 
 /// What one instance decided at one hop.
@@ -343,6 +347,21 @@ impl Engine {
         }
     }
 
+    /// The calling party of `request`: resolved like any number, except
+    /// that a caller from the trunk is always an outside party.
+    pub fn caller_party(&self, request: &CallRequest) -> Party {
+        if !request.external_caller {
+            return self.party(&request.from);
+        }
+        match self.directory.plan().normalize(&request.from) {
+            Ok(external) => {
+                let contact = self.directory.contact_by_number(&external.international);
+                external_party(&external, contact)
+            }
+            Err(_) => Party::new(PartyKind::External, &request.from),
+        }
+    }
+
     /// A user id or a number.
     fn party_by_id_or_number(&self, who: &str) -> Party {
         match self.directory.user(who) {
@@ -376,7 +395,7 @@ impl Engine {
     pub async fn place(&self, request: &CallRequest, hooks: &dyn Hooks) -> CallOutcome {
         let events = hooks.wants_events();
         let started = Instant::now();
-        let original_caller = self.party(&request.from);
+        let original_caller = self.caller_party(request);
         let (caller, transfer) = match (request.via, &request.by) {
             (Via::Direct, _) | (_, None) => (original_caller, ROption::RNone),
             (via, Some(by)) => {

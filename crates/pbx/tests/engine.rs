@@ -110,6 +110,7 @@ fn call(from: &str, to: &str) -> CallRequest {
         via: Via::Direct,
         by: None,
         no_answer: false,
+        external_caller: false,
     }
 }
 

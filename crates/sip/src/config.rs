@@ -1,8 +1,10 @@
 //! The `[sip]` and `[media]` tables of the host configuration.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 
+use callhost_numbers::Pattern;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +14,13 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
 }
 
 /// Where and how the SIP front end listens.
@@ -27,13 +36,20 @@ pub struct SipConfig {
     pub max_expires: u32,
     /// Shorter registrations are refused with 423 (RFC 3261 §10.3).
     pub min_expires: u32,
-    /// Failed authentications from one source before it is blocked.
+    /// Failed authentications from one source address before it is blocked.
     pub auth_failures: u32,
-    /// How long a blocked source gets only 403 (seconds).
+    /// Failed authentications for one user name, from any source, before
+    /// new attempts for that user are refused.
+    pub auth_failures_per_user: u32,
+    /// How long a blocked source or user gets only 403 (seconds).
     pub auth_block_seconds: u64,
     /// The carrier: where external numbers are dialled, and whose calls
     /// come in unchallenged.
     pub trunk: Option<TrunkConfig>,
+    /// What internal users may dial outside.
+    pub outbound: OutboundConfig,
+    /// Bounds on what one user or one source may hold.
+    pub limits: LimitsConfig,
 }
 
 impl Default for SipConfig {
@@ -44,19 +60,176 @@ impl Default for SipConfig {
             max_expires: 3600,
             min_expires: 30,
             auth_failures: 5,
+            auth_failures_per_user: 10,
             auth_block_seconds: 60,
             trunk: None,
+            outbound: OutboundConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
+}
+
+/// The transports a trunk's requests may arrive on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    #[default]
+    Any,
+    Udp,
+    Tcp,
 }
 
 /// A SIP trunk that is a fixed peer (a carrier's SBC, another PBX, SIPp).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
-    /// The peer's address and port: requests from it are carrier calls,
-    /// calls to external numbers go to it.
+    /// The peer's address and port: calls to external numbers go to it,
+    /// and requests from exactly this address are the carrier's.
     pub peer: SocketAddr,
+    /// More addresses whose requests are the carrier's (`IP` for any port,
+    /// `IP:PORT` for one): carriers often send from several SBCs.
+    #[serde(default)]
+    pub accept_from: Vec<String>,
+    /// Only requests on this transport count as the carrier's.
+    #[serde(default)]
+    pub transport: TrunkTransport,
+    /// Calls from the trunk may go back out through it (transit). Off: the
+    /// trunk reaches internal users, groups and DIDs only.
+    #[serde(default)]
+    pub allow_transit: bool,
+    /// A party on the trunk side may transfer (REFER) an internal party to
+    /// an outside number. Off: such REFERs are refused with 403.
+    #[serde(default)]
+    pub allow_refer_out: bool,
+}
+
+/// One address a trunk's requests may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrunkSource {
+    Host(IpAddr),
+    Exact(SocketAddr),
+}
+
+impl TrunkSource {
+    fn parse(text: &str) -> Result<TrunkSource, ConfigError> {
+        let text = text.trim();
+        if let Ok(address) = text.parse::<SocketAddr>() {
+            return Ok(TrunkSource::Exact(address));
+        }
+        text.parse::<IpAddr>().map(TrunkSource::Host).map_err(|_| {
+            invalid(
+                "sip.trunk.accept_from",
+                format!("{text:?} is neither IP nor IP:PORT"),
+            )
+        })
+    }
+
+    pub(crate) fn matches(self, address: SocketAddr) -> bool {
+        match self {
+            TrunkSource::Host(ip) => ip == address.ip(),
+            TrunkSource::Exact(exact) => exact == address,
+        }
+    }
+}
+
+impl TrunkConfig {
+    /// Every address the trunk's requests may come from (`peer` first).
+    pub(crate) fn sources(&self) -> Result<Vec<TrunkSource>, ConfigError> {
+        let mut sources = vec![TrunkSource::Exact(self.peer)];
+        for text in &self.accept_from {
+            sources.push(TrunkSource::parse(text)?);
+        }
+        Ok(sources)
+    }
+}
+
+/// Outbound permissions: which outside numbers internal users may dial
+/// (and transfer calls to). Patterns use `?` (one digit) and `*` (any
+/// digits) and are matched against the number as dialled, its national
+/// dialling form (`030…`, `00…` abroad) and its E.164 form (`+49…`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Refused for every user unless the user's own `allow` matches.
+    pub deny: Vec<Pattern>,
+    /// Always allowed, whatever `deny` says (emergency numbers).
+    pub always_allow: Vec<Pattern>,
+    /// Per user id: extra `deny` patterns and `allow` exceptions.
+    pub users: BTreeMap<String, UserOutbound>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            deny: Vec::new(),
+            always_allow: ["110", "112", "911", "999"]
+                .into_iter()
+                .map(|p| Pattern::parse(p).expect("valid emergency pattern"))
+                .collect(),
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// One user's outbound exceptions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserOutbound {
+    pub allow: Vec<Pattern>,
+    pub deny: Vec<Pattern>,
+}
+
+/// Resource limits (`[sip.limits]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Calls in progress on the whole host; more get 503.
+    pub max_calls: usize,
+    /// Calls one user may have in progress as the caller; more get 403.
+    pub calls_per_user: usize,
+    /// Calls in progress from one source address (IP); more get 503.
+    /// The trunk is bounded by `max_calls` only.
+    pub calls_per_source: usize,
+    /// New INVITEs per second one source address may send (sustained);
+    /// more get 503 with Retry-After.
+    pub invites_per_second: u32,
+    /// Burst of INVITEs above the sustained rate.
+    pub invite_burst: u32,
+    /// Devices one user may have registered at once.
+    pub registrations_per_user: usize,
+    /// Contacts one REGISTER may carry.
+    pub contacts_per_register: usize,
+    /// A call nobody answers is given up after this long (seconds): the
+    /// phones get CANCEL, the caller 480.
+    pub ring_timeout_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_calls: 1000,
+            calls_per_user: 8,
+            calls_per_source: 60,
+            invites_per_second: 20,
+            invite_burst: 40,
+            registrations_per_user: 10,
+            contacts_per_register: 4,
+            ring_timeout_seconds: 180,
+        }
+    }
+}
+
+/// How the relay latches onto a party's RTP source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatchingMode {
+    /// Latch once (the signalled address, or the first source in the first
+    /// seconds); a later move only with the same SSRC.
+    #[default]
+    Strict,
+    /// Follow every new source (for labs; anyone reaching the port can
+    /// redirect the leg).
+    Follow,
 }
 
 /// The anchored media relay.
@@ -67,6 +240,12 @@ pub struct MediaConfig {
     pub address: IpAddr,
     /// UDP ports for RTP, `FIRST-LAST`; two per call.
     pub rtp_ports: String,
+    /// How a leg latches onto where its RTP comes from.
+    pub latching: LatchingMode,
+    /// Accept SDP connection addresses on loopback from peers that are not
+    /// on loopback themselves (tests only: otherwise a caller could point
+    /// the relay at the host's own services).
+    pub allow_local_addresses: bool,
 }
 
 impl Default for MediaConfig {
@@ -74,28 +253,27 @@ impl Default for MediaConfig {
         MediaConfig {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             rtp_ports: "30000-39999".into(),
+            latching: LatchingMode::Strict,
+            allow_local_addresses: false,
         }
     }
 }
 
 impl MediaConfig {
     pub fn port_range(&self) -> Result<RangeInclusive<u16>, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            field: "media.rtp_ports",
-            message,
-        };
+        let bad = |message: String| invalid("media.rtp_ports", message);
         let (first, last) = self
             .rtp_ports
             .split_once('-')
-            .ok_or_else(|| invalid(format!("{:?} is not FIRST-LAST", self.rtp_ports)))?;
+            .ok_or_else(|| bad(format!("{:?} is not FIRST-LAST", self.rtp_ports)))?;
         let port = |text: &str| {
             text.trim()
                 .parse::<u16>()
-                .map_err(|_| invalid(format!("{text:?} is not a port number")))
+                .map_err(|_| bad(format!("{text:?} is not a port number")))
         };
         let (first, last) = (port(first)?, port(last)?);
         if first < 1024 || last < first.saturating_add(3) {
-            return Err(invalid(format!(
+            return Err(bad(format!(
                 "{first}-{last}: need at least 4 ports above 1023"
             )));
         }
@@ -106,19 +284,52 @@ impl MediaConfig {
 impl SipConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.min_expires == 0 || self.min_expires > self.max_expires {
-            return Err(ConfigError::Invalid {
-                field: "sip.min_expires",
-                message: format!(
+            return Err(invalid(
+                "sip.min_expires",
+                format!(
                     "{} must be between 1 and max_expires ({})",
                     self.min_expires, self.max_expires
                 ),
-            });
+            ));
         }
         if self.auth_failures == 0 {
-            return Err(ConfigError::Invalid {
-                field: "sip.auth_failures",
-                message: "must be at least 1".into(),
-            });
+            return Err(invalid("sip.auth_failures", "must be at least 1"));
+        }
+        if self.auth_failures_per_user == 0 {
+            return Err(invalid("sip.auth_failures_per_user", "must be at least 1"));
+        }
+        if let Some(trunk) = &self.trunk {
+            trunk.sources()?;
+        }
+        let limits = &self.limits;
+        let at_least_one = [
+            ("sip.limits.max_calls", limits.max_calls as u64),
+            ("sip.limits.calls_per_user", limits.calls_per_user as u64),
+            (
+                "sip.limits.calls_per_source",
+                limits.calls_per_source as u64,
+            ),
+            (
+                "sip.limits.invites_per_second",
+                u64::from(limits.invites_per_second),
+            ),
+            (
+                "sip.limits.registrations_per_user",
+                limits.registrations_per_user as u64,
+            ),
+            (
+                "sip.limits.contacts_per_register",
+                limits.contacts_per_register as u64,
+            ),
+            (
+                "sip.limits.ring_timeout_seconds",
+                limits.ring_timeout_seconds,
+            ),
+        ];
+        for (field, value) in at_least_one {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -137,5 +348,38 @@ mod tests {
             let error = media.port_range().unwrap_err().to_string();
             assert!(error.contains("media.rtp_ports"), "{error}");
         }
+    }
+
+    #[test]
+    fn bad_limits_and_trunk_sources_name_the_field() {
+        let mut config = SipConfig::default();
+        config.validate().unwrap();
+        config.limits.calls_per_user = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("sip.limits.calls_per_user"), "{error}");
+        config.limits = LimitsConfig::default();
+        config.trunk = Some(TrunkConfig {
+            peer: "192.0.2.1:5060".parse().unwrap(),
+            accept_from: vec!["192.0.2.2".into(), "carrier.example".into()],
+            transport: TrunkTransport::Any,
+            allow_transit: false,
+            allow_refer_out: false,
+        });
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("sip.trunk.accept_from") && error.contains("carrier.example"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn outbound_patterns_are_parsed_with_the_numbers_crate() {
+        let config: SipConfig = toml::from_str(
+            "[outbound]\ndeny = [\"0900*\", \"00*\"]\n[outbound.users.anna]\nallow = [\"0043*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.outbound.deny.len(), 2);
+        assert_eq!(config.outbound.users["anna"].allow[0].as_str(), "0043*");
+        assert!(toml::from_str::<SipConfig>("[outbound]\ndeny = [\"09x\"]\n").is_err());
     }
 }

@@ -7,23 +7,42 @@
 //! goes (modules included); this crate only turns that decision into SIP and
 //! back.
 //!
+//! Everything that arrives is judged by its real source address
+//! (`peer.rs`), never by a header the sender wrote: the trunk is recognised
+//! by address, everyone else authenticates (`auth.rs`, `digest.rs`) under a
+//! brute-force guard (`guard.rs`), and new calls pass the limits
+//! (`limits.rs`) and the dial policy (`policy.rs`) before anything is
+//! allocated for them.
+//!
 //! The SIP stack is `rsipstack` (transactions, dialogs, UDP/TCP). Its types
 //! never leave this crate: the host sees [`SipServer`], [`SipConfig`],
 //! [`CallControl`] and the engine's own types, so the stack can be replaced
 //! here alone.
 
+mod auth;
 mod call;
 mod config;
-mod digest;
+pub mod digest;
 mod guard;
+pub mod identity;
+mod limits;
+mod peer;
+mod policy;
+mod presence;
+pub mod refer;
+mod register;
 mod registrar;
 mod server;
 
-pub use config::{ConfigError, MediaConfig, SipConfig, TrunkConfig};
-pub use digest::{DigestCheck, Nonces};
+pub use config::{
+    ConfigError, LatchingMode, LimitsConfig, MediaConfig, OutboundConfig, SipConfig, TrunkConfig,
+    TrunkTransport, UserOutbound,
+};
+pub use digest::{AuthFailure, DigestCheck, DigestRequest, Nonces};
 pub use guard::AuthGuard;
+pub use presence::LiveCalls;
 pub use registrar::{Binding, Registrar};
-pub use server::{CallControl, CallRecord, LiveCalls, MediaSink, ServeError, SipServer};
+pub use server::{CallControl, CallRecord, MediaSink, ServeError, SipServer};
 
 /// Parses a SIP message; for the fuzz and property tests of the parsing the
 /// server relies on. `Err` for anything that is not a SIP message.

@@ -1,5 +1,5 @@
 //! Where each user's phones are: the location service behind REGISTER.
-//! Several devices per user; each binding expires on its own.
+//! Several devices per user, up to a limit; each binding expires on its own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 pub struct Binding {
     /// The Contact URI the phone registered, as text.
     pub contact: String,
-    /// Where requests for it are sent: the address the REGISTER came from
-    /// (works behind NAT, unlike the Contact's own host).
+    /// Where requests for it are sent: the real address the REGISTER came
+    /// from (works behind NAT, unlike the Contact's own host; never a
+    /// header the phone wrote).
     pub source: SocketAddr,
     /// `true` for TCP.
     pub reliable: bool,
@@ -20,30 +21,83 @@ pub struct Binding {
     pub expires_at: Instant,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("user already has {limit} registered devices")]
+pub struct TooManyBindings {
+    pub limit: usize,
+}
+
 pub struct Registrar {
+    max_per_user: usize,
     bindings: RwLock<HashMap<String, Vec<Binding>>>,
 }
 
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar::new(usize::MAX)
+    }
+}
+
 impl Registrar {
+    pub fn new(max_per_user: usize) -> Registrar {
+        Registrar {
+            max_per_user,
+            bindings: RwLock::default(),
+        }
+    }
+
     /// Adds or refreshes `binding` for `user` (same contact replaces), or
-    /// removes it when `expires` is zero.
-    pub fn update(&self, user: &str, binding: Binding, expires: Duration) {
-        let mut all = self.bindings.write().expect("registrar");
+    /// removes it when `expires` is zero. A new device beyond the limit is
+    /// refused; refreshing or removing one never is.
+    pub fn update(
+        &self,
+        user: &str,
+        binding: Binding,
+        expires: Duration,
+    ) -> Result<(), TooManyBindings> {
+        let mut all = self.bindings.write().unwrap_or_else(|p| p.into_inner());
         let list = all.entry(user.to_string()).or_default();
         let now = Instant::now();
-        list.retain(|b| b.contact != binding.contact && b.expires_at > now);
-        if !expires.is_zero() {
+        list.retain(|b| b.expires_at > now);
+        let known = list.iter().any(|b| b.contact == binding.contact);
+        list.retain(|b| b.contact != binding.contact);
+        let result = if expires.is_zero() {
+            Ok(())
+        } else if !known && list.len() >= self.max_per_user {
+            Err(TooManyBindings {
+                limit: self.max_per_user,
+            })
+        } else {
             list.push(binding);
-        }
+            Ok(())
+        };
         if list.is_empty() {
             all.remove(user);
         }
+        result
+    }
+
+    /// Whether `update` would take this many new contacts for `user`.
+    pub fn has_room(&self, user: &str, new_contacts: &[&str]) -> bool {
+        let now = Instant::now();
+        let all = self.bindings.read().unwrap_or_else(|p| p.into_inner());
+        let live: Vec<&Binding> = all
+            .get(user)
+            .map(|list| list.iter().filter(|b| b.expires_at > now).collect())
+            .unwrap_or_default();
+        let added = new_contacts
+            .iter()
+            .filter(|contact| !live.iter().any(|b| b.contact == **contact))
+            .count();
+        live.len() + added <= self.max_per_user
     }
 
     /// Removes every binding of `user` (`Contact: *`).
     pub fn clear(&self, user: &str) {
-        self.bindings.write().expect("registrar").remove(user);
+        self.bindings
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user);
     }
 
     /// The user's live devices.
@@ -51,7 +105,7 @@ impl Registrar {
         let now = Instant::now();
         self.bindings
             .read()
-            .expect("registrar")
+            .unwrap_or_else(|p| p.into_inner())
             .get(user)
             .map(|list| {
                 list.iter()
@@ -66,13 +120,26 @@ impl Registrar {
         !self.bindings(user).is_empty()
     }
 
+    /// `user` has a live device registered from exactly `source`.
+    pub fn is_registered_at(&self, user: &str, source: SocketAddr) -> bool {
+        let now = Instant::now();
+        self.bindings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|b| b.source == source && b.expires_at > now)
+            })
+    }
+
     /// Every user with a live device, for `callhost serve`'s status.
     pub fn registered_users(&self) -> Vec<String> {
         let now = Instant::now();
         let mut users: Vec<String> = self
             .bindings
             .read()
-            .expect("registrar")
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, list)| list.iter().any(|b| b.expires_at > now))
             .map(|(user, _)| user.clone())
@@ -96,22 +163,50 @@ mod tests {
         }
     }
 
+    fn update(registrar: &Registrar, user: &str, contact: &str, seconds: u64) {
+        registrar
+            .update(
+                user,
+                binding(contact, seconds),
+                Duration::from_secs(seconds),
+            )
+            .unwrap();
+    }
+
     #[test]
     fn devices_register_refresh_and_leave() {
         let registrar = Registrar::default();
-        registrar.update("anna", binding("sip:a@1", 60), Duration::from_secs(60));
-        registrar.update("anna", binding("sip:a@2", 60), Duration::from_secs(60));
-        registrar.update("anna", binding("sip:a@1", 60), Duration::from_secs(60));
+        update(&registrar, "anna", "sip:a@1", 60);
+        update(&registrar, "anna", "sip:a@2", 60);
+        update(&registrar, "anna", "sip:a@1", 60);
         assert_eq!(registrar.bindings("anna").len(), 2);
-        registrar.update("anna", binding("sip:a@1", 0), Duration::ZERO);
+        update(&registrar, "anna", "sip:a@1", 0);
         assert_eq!(registrar.bindings("anna").len(), 1);
         assert!(registrar.is_registered("anna"));
-        registrar.update("anna", binding("sip:a@3", 0), Duration::ZERO);
+        assert!(registrar.is_registered_at("anna", "127.0.0.1:5070".parse().unwrap()));
+        assert!(!registrar.is_registered_at("anna", "127.0.0.1:5071".parse().unwrap()));
+        update(&registrar, "anna", "sip:a@3", 0);
         // Expired bindings do not count.
-        registrar.update("bert", binding("sip:b@1", 0), Duration::from_secs(1));
+        registrar
+            .update("bert", binding("sip:b@1", 0), Duration::from_secs(1))
+            .unwrap();
         assert!(!registrar.is_registered("bert"));
         assert_eq!(registrar.registered_users(), vec!["anna".to_string()]);
         registrar.clear("anna");
         assert!(!registrar.is_registered("anna"));
+    }
+
+    #[test]
+    fn a_user_has_at_most_the_limit_of_devices() {
+        let registrar = Registrar::new(2);
+        update(&registrar, "anna", "sip:a@1", 60);
+        update(&registrar, "anna", "sip:a@2", 60);
+        assert!(!registrar.has_room("anna", &["sip:a@3"]));
+        assert!(registrar.has_room("anna", &["sip:a@1"]));
+        let refused = registrar.update("anna", binding("sip:a@3", 60), Duration::from_secs(60));
+        assert_eq!(refused, Err(TooManyBindings { limit: 2 }));
+        // Refreshing a known one is fine.
+        update(&registrar, "anna", "sip:a@2", 60);
+        assert_eq!(registrar.bindings("anna").len(), 2);
     }
 }

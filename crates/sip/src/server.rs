@@ -1,13 +1,16 @@
-//! The server: transport, the request loop, REGISTER, and handing new
-//! INVITEs to [`crate::call`].
+//! The server: transports, the request loop, and routing each request to
+//! REGISTER (`register.rs`), a new call (`call`) or the dialog it belongs
+//! to. Every request is judged by its real source address (`peer.rs`).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use callhost_media::relay::{MediaRelay, RelayConfig};
-use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Hooks, Presence};
+use callhost_media::sdp::AddressPolicy;
+use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Hooks};
 use rsipstack::dialog::dialog::Dialog;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
@@ -16,13 +19,18 @@ use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transaction::{Endpoint, EndpointBuilder};
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::{SipConnection, TransportLayer};
+use rsipstack::transport::TransportLayer;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, MediaConfig, SipConfig};
-use crate::digest::{DigestCheck, Nonces};
-use crate::guard::{AuthGuard, Verdict};
-use crate::registrar::{Binding, Registrar};
+use crate::call::CallCommands;
+use crate::config::{ConfigError, LatchingMode, MediaConfig, SipConfig};
+use crate::digest::Nonces;
+use crate::guard::AuthGuard;
+use crate::limits::CallLimits;
+use crate::peer::{Peer, TrunkMatcher};
+use crate::policy::DialPolicy;
+use crate::presence::LiveCalls;
+use crate::registrar::Registrar;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -73,71 +81,112 @@ pub struct CallRecord {
     pub media: Option<String>,
 }
 
-/// Registrations and calls in progress: the engine's live presence.
-pub struct LiveCalls {
-    pub registrar: Registrar,
-    in_call: Mutex<HashMap<String, usize>>,
+/// Who is on the far side of one of our dialogs, so that its in-dialog
+/// requests are taken from there only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialogPeer {
+    /// Any of the trunk's addresses.
+    Trunk,
+    /// A phone (or anyone else) at this address.
+    Host(IpAddr),
 }
 
-impl LiveCalls {
-    pub(crate) fn enter(&self, user: &str) {
-        *self
-            .in_call
-            .lock()
-            .expect("in_call")
-            .entry(user.to_string())
-            .or_default() += 1;
-    }
-
-    pub(crate) fn leave(&self, user: &str) {
-        let mut in_call = self.in_call.lock().expect("in_call");
-        if let Some(count) = in_call.get_mut(user) {
-            *count -= 1;
-            if *count == 0 {
-                in_call.remove(user);
-            }
-        }
-    }
-
-    /// Calls in progress with this user in them.
-    pub fn calls_of(&self, user: &str) -> usize {
-        self.in_call
-            .lock()
-            .expect("in_call")
-            .get(user)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-impl Presence for LiveCalls {
-    fn registered(&self, user_id: &str) -> bool {
-        self.registrar.is_registered(user_id)
-    }
-
-    fn busy(&self, user_id: &str) -> bool {
-        self.calls_of(user_id) > 0
-    }
+/// Where a dialog's requests go: the call that owns it, and who may send
+/// them.
+#[derive(Clone)]
+pub(crate) struct DialogRoute {
+    pub call: CallCommands,
+    pub peer: DialogPeer,
 }
 
 /// State every request handler shares.
 pub(crate) struct Shared {
     pub config: SipConfig,
+    pub trunk: TrunkMatcher,
+    pub policy: DialPolicy,
+    pub limits: Arc<CallLimits>,
     pub dialogs: Arc<DialogLayer>,
     pub nonces: Nonces,
     pub guard: AuthGuard,
     pub live: Arc<LiveCalls>,
     pub relay: MediaRelay,
+    /// Which SDP connection addresses peers may name.
+    pub address_policy: AddressPolicy,
     pub control: Arc<dyn CallControl>,
     /// Our address as it goes into Contact, Via and From.
     pub local: SocketAddr,
     /// Cancelled on SIGTERM: calls end, new ones are refused.
     pub shutdown: CancellationToken,
-    /// Calls in progress (A-leg Call-ID), for a clean shutdown.
-    pub calls: Mutex<HashMap<String, ()>>,
-    /// Every dialog's Call-ID → its call's command channel: how an attended
-    /// transfer (REFER with Replaces) finds the call it replaces.
-    pub dialogs_to_calls: Mutex<HashMap<String, crate::call::CallCommands>>,
+    /// Every dialog's Call-ID → its call and its peer: how in-dialog
+    /// requests are checked, and how an attended transfer (REFER with
+    /// Replaces) finds the call it replaces.
+    routes: Mutex<HashMap<String, DialogRoute>>,
+}
+
+/// How loudly a refusal is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Severity {
+    /// Normal operation (a busy user, an unknown number).
+    Info,
+    /// Security-relevant (failed authentication, a block, a denied number).
+    Warn,
+}
+
+impl Shared {
+    pub fn routes(&self) -> MutexGuard<'_, HashMap<String, DialogRoute>> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The dialog's peer for a request from `peer`.
+    pub fn dialog_peer(&self, peer: &Peer) -> DialogPeer {
+        if self.trunk.is_trunk(peer) {
+            DialogPeer::Trunk
+        } else {
+            DialogPeer::Host(peer.address.ip())
+        }
+    }
+
+    /// The HA1 of a directory user, by user id: `Err(())` for no such user.
+    pub fn ha1_of(&self, user: &str) -> Result<Option<String>, ()> {
+        let engine = self.control.engine().ok_or(())?;
+        let user = engine.directory().user(user).ok_or(())?;
+        Ok(user.digest_ha1())
+    }
+
+    /// Answers `tx` with `status` and logs why, once per request.
+    pub async fn refuse(
+        &self,
+        tx: &mut Transaction,
+        peer: &Peer,
+        status: StatusCode,
+        headers: Vec<Header>,
+        severity: Severity,
+        why: &(dyn Display + Sync),
+    ) {
+        log_refusal(tx, peer, &status, severity, why);
+        tx.reply_with(status, headers, None).await.ok();
+    }
+}
+
+/// The one log line of a refused request.
+pub(crate) fn log_refusal(
+    tx: &Transaction,
+    peer: &Peer,
+    status: &StatusCode,
+    severity: Severity,
+    why: &(dyn Display + Sync),
+) {
+    let method = tx.original.method.to_string();
+    let code = u16::from(status.clone());
+    let source = peer.address;
+    match severity {
+        Severity::Info => {
+            tracing::info!(%source, %method, status = code, reason = %why, "request refused")
+        }
+        Severity::Warn => {
+            tracing::warn!(%source, %method, status = code, reason = %why, "request refused")
+        }
+    }
 }
 
 pub struct SipServer {
@@ -147,6 +196,7 @@ pub struct SipServer {
     endpoint_task: tokio::task::JoinHandle<()>,
     config: SipConfig,
     relay: MediaRelay,
+    address_policy: AddressPolicy,
     live: Arc<LiveCalls>,
     local: SocketAddr,
     transport_cancel: CancellationToken,
@@ -158,10 +208,17 @@ impl SipServer {
     pub async fn bind(config: SipConfig, media: MediaConfig) -> Result<SipServer, ServeError> {
         config.validate()?;
         let ports = media.port_range()?;
+        // MEDIA-MERGE: RelayConfig::new + latching
+        let _ = LatchingMode::Strict;
         let relay = MediaRelay::new(RelayConfig {
             address: media.address,
             ports,
         });
+        let address_policy = if media.allow_local_addresses {
+            AddressPolicy::AllowLocal
+        } else {
+            AddressPolicy::Strict
+        };
         let transport_cancel = CancellationToken::new();
         let transport = TransportLayer::new(transport_cancel.clone());
         let listen_error = |message: String| ServeError::Listen {
@@ -208,15 +265,14 @@ impl SipServer {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        let registrar = Registrar::new(config.limits.registrations_per_user);
         Ok(SipServer {
             endpoint,
             endpoint_task,
             config,
             relay,
-            live: Arc::new(LiveCalls {
-                registrar: Registrar::default(),
-                in_call: Mutex::default(),
-            }),
+            address_policy,
+            live: Arc::new(LiveCalls::new(registrar)),
             local,
             transport_cancel,
         })
@@ -251,18 +307,22 @@ impl SipServer {
         let shared = Arc::new(Shared {
             guard: AuthGuard::new(
                 self.config.auth_failures,
+                self.config.auth_failures_per_user,
                 Duration::from_secs(self.config.auth_block_seconds),
             ),
+            trunk: TrunkMatcher::new(self.config.trunk.as_ref())?,
+            policy: DialPolicy::new(&self.config),
+            limits: CallLimits::new(self.config.limits.clone()),
             config: self.config,
             dialogs: Arc::new(DialogLayer::new(self.endpoint.inner.clone())),
             nonces: Nonces::default(),
             live: self.live,
             relay: self.relay,
+            address_policy: self.address_policy,
             control,
             local: self.local,
             shutdown: shutdown.clone(),
-            calls: Mutex::default(),
-            dialogs_to_calls: Mutex::default(),
+            routes: Mutex::default(),
         });
         let endpoint_task = self.endpoint_task;
         tracing::info!(address = %shared.local, "SIP listening");
@@ -285,12 +345,12 @@ impl SipServer {
                 let shared = shared.clone();
                 tokio::spawn(async move { shared.handle(tx).await });
             }
-            if shared.calls.lock().expect("calls").is_empty() || Instant::now() >= deadline {
+            if shared.limits.calls() == 0 || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = shared.calls.lock().expect("calls").len();
+        let left = shared.limits.calls();
         if left > 0 {
             tracing::warn!(
                 calls = left,
@@ -303,27 +363,12 @@ impl SipServer {
     }
 }
 
-/// Where a request came from: the top Via with `received`/`rport` applied.
-pub(crate) fn source_of(tx: &Transaction) -> Option<SocketAddr> {
-    let via = tx.original.via_header().ok()?;
-    let (_, host_with_port) = SipConnection::parse_target_from_via(via).ok()?;
-    host_with_port.try_into().ok()
-}
-
 impl Shared {
     async fn handle(self: Arc<Self>, mut tx: Transaction) {
-        let Some(source) = source_of(&tx) else {
-            tx.reply(StatusCode::BadRequest).await.ok();
+        let Some(peer) = Peer::of(&tx) else {
+            // Not from a socket: nothing to answer to.
             return;
         };
-        match self.guard.verdict(source.ip()) {
-            Verdict::Allow => {}
-            Verdict::Refuse => {
-                tx.reply(StatusCode::Forbidden).await.ok();
-                return;
-            }
-            Verdict::Drop => return,
-        }
         let method = tx.original.method;
         let in_dialog = tx
             .original
@@ -332,182 +377,92 @@ impl Shared {
             .and_then(|to| to.tag().ok().flatten())
             .is_some();
         if in_dialog || matches!(method, Method::Ack | Method::Cancel | Method::Bye) {
-            match self.dialogs.match_dialog(&tx) {
-                Some(Dialog::Invite(mut dialog)) => {
-                    // REFER, BYE and the rest reach the call as dialog states.
-                    if let Err(error) = dialog.handle(&mut tx).await {
-                        tracing::debug!(%error, %method, "in-dialog request");
-                    }
-                }
-                _ if method == Method::Ack => {}
-                _ => {
-                    tx.reply(StatusCode::CallTransactionDoesNotExist).await.ok();
-                }
-            }
+            self.in_dialog(tx, peer).await;
             return;
         }
         match method {
-            Method::Register => self.register(tx, source).await,
+            Method::Register => crate::register::register(&self, tx, peer).await,
             Method::Invite => {
                 if self.shutdown.is_cancelled() {
-                    tx.reply(StatusCode::ServiceUnavailable).await.ok();
+                    self.refuse(
+                        &mut tx,
+                        &peer,
+                        StatusCode::ServiceUnavailable,
+                        Vec::new(),
+                        Severity::Info,
+                        &"the host is stopping",
+                    )
+                    .await;
                     return;
                 }
-                crate::call::incoming(self, tx, source).await;
+                crate::call::incoming(self, tx, peer).await;
             }
             Method::Options => {
                 tx.reply(StatusCode::OK).await.ok();
             }
             _ => {
-                tx.reply(StatusCode::MethodNotAllowed).await.ok();
+                self.refuse(
+                    &mut tx,
+                    &peer,
+                    StatusCode::MethodNotAllowed,
+                    Vec::new(),
+                    Severity::Info,
+                    &"method not supported outside a dialog",
+                )
+                .await;
             }
         }
     }
 
-    /// The HA1 of a directory user, by user id.
-    pub fn ha1_of(&self, user: &str) -> Option<String> {
-        let engine = self.control.engine()?;
-        engine.directory().user(user)?.digest_ha1()
-    }
-
-    /// Checks the request's credentials; on anything but success answers
-    /// it (401/407 challenge or 403) and returns `None`.
-    pub async fn authenticate(
-        &self,
-        tx: &mut Transaction,
-        source: SocketAddr,
-        proxy: bool,
-    ) -> Option<String> {
-        let header = tx.original.headers.iter().find_map(|header| match header {
-            Header::Authorization(h) if !proxy => Some(h.value().to_string()),
-            Header::ProxyAuthorization(h) if proxy => Some(h.value().to_string()),
-            _ => None,
-        });
-        let method = tx.original.method.to_string();
-        match self
-            .nonces
-            .check(header.as_deref(), &method, |user| self.ha1_of(user))
-        {
-            DigestCheck::Valid(user) => {
-                self.guard.succeeded(source.ip());
-                Some(user)
-            }
-            check @ (DigestCheck::Missing | DigestCheck::Stale) => {
-                let challenge = self.nonces.challenge(check == DigestCheck::Stale);
-                let (status, header) = if proxy {
-                    (
-                        StatusCode::ProxyAuthenticationRequired,
-                        Header::ProxyAuthenticate(challenge.into()),
-                    )
-                } else {
-                    (
-                        StatusCode::Unauthorized,
-                        Header::WwwAuthenticate(challenge.into()),
-                    )
-                };
-                tx.reply_with(status, vec![header], None).await.ok();
-                None
-            }
-            DigestCheck::Invalid(why) => {
-                // The reason names the user, never the password or digest.
-                tracing::warn!(source = %source, method = %method, reason = %why, "SIP authentication failed");
-                self.guard.failed(source.ip());
-                tx.reply(StatusCode::Forbidden).await.ok();
-                None
-            }
-        }
-    }
-
-    async fn register(&self, mut tx: Transaction, source: SocketAddr) {
-        let Some(user) = self.authenticate(&mut tx, source, false).await else {
-            return;
-        };
-        // The address of record must be the authenticated user's.
-        let aor_user = tx
-            .original
-            .to_header()
-            .ok()
-            .and_then(|to| to.uri().ok())
-            .and_then(|uri| uri.auth.map(|auth| auth.user));
-        if aor_user.as_deref() != Some(user.as_str()) {
-            tracing::warn!(source = %source, user = %user, aor = ?aor_user, "REGISTER for another user's address refused");
-            tx.reply(StatusCode::Forbidden).await.ok();
-            return;
-        }
-        let header_expires = tx
-            .original
-            .expires_header()
-            .and_then(|h| h.value().trim().parse::<u32>().ok());
+    /// A request within a dialog (or an ACK/CANCEL/BYE): taken only from
+    /// the dialog's own peer, then handed to the dialog, whose call sees it
+    /// as a dialog state.
+    async fn in_dialog(&self, mut tx: Transaction, peer: Peer) {
+        let method = tx.original.method;
         let call_id = tx
             .original
             .call_id_header()
             .map(|h| h.value().to_string())
             .unwrap_or_default();
-        let reliable = tx
-            .connection
-            .as_ref()
-            .is_some_and(|connection| connection.is_reliable());
-        let contacts = tx.original.typed_contact_headers().unwrap_or_default();
-        let star = tx
-            .original
-            .contact_header()
-            .is_ok_and(|h| h.value().trim() == "*");
-        if star {
-            if header_expires != Some(0) {
-                tx.reply(StatusCode::BadRequest).await.ok();
-                return;
-            }
-            self.live.registrar.clear(&user);
-            tracing::info!(user = %user, "all devices unregistered");
-        }
-        for contact in &contacts {
-            let asked = contact.expires().or(header_expires).unwrap_or(3600);
-            if asked > 0 && asked < self.config.min_expires {
-                let min = Header::MinExpires(self.config.min_expires.to_string().into());
-                tx.reply_with(StatusCode::IntervalTooBrief, vec![min], None)
-                    .await
-                    .ok();
-                return;
-            }
-            let expires = Duration::from_secs(asked.min(self.config.max_expires) as u64);
-            let contact_uri = contact.uri.to_string();
-            tracing::info!(
-                user = %user,
-                contact = %contact_uri,
-                source = %source,
-                seconds = expires.as_secs(),
-                "{}",
-                if expires.is_zero() { "device unregistered" } else { "device registered" }
-            );
-            self.live.registrar.update(
-                &user,
-                Binding {
-                    contact: contact_uri,
-                    source,
-                    reliable,
-                    call_id: call_id.clone(),
-                    expires_at: Instant::now() + expires,
-                },
-                expires,
-            );
-        }
-        let now = Instant::now();
-        let headers: Vec<Header> = self
-            .live
-            .registrar
-            .bindings(&user)
-            .into_iter()
-            .map(|b| {
-                Header::Contact(
-                    format!(
-                        "<{}>;expires={}",
-                        b.contact,
-                        b.expires_at.saturating_duration_since(now).as_secs()
-                    )
-                    .into(),
+        let expected = self.routes().get(&call_id).map(|route| route.peer);
+        let from_peer = match expected {
+            Some(DialogPeer::Trunk) => self.trunk.is_trunk(&peer),
+            Some(DialogPeer::Host(ip)) => ip == peer.address.ip(),
+            None => true,
+        };
+        if !from_peer {
+            if method != Method::Ack {
+                self.refuse(
+                    &mut tx,
+                    &peer,
+                    StatusCode::Forbidden,
+                    Vec::new(),
+                    Severity::Warn,
+                    &format!("{method} for a dialog of another address"),
                 )
-            })
-            .collect();
-        tx.reply_with(StatusCode::OK, headers, None).await.ok();
+                .await;
+            }
+            return;
+        }
+        match self.dialogs.match_dialog(&tx) {
+            Some(Dialog::Invite(mut dialog)) => {
+                // REFER, BYE and the rest reach the call as dialog states.
+                if let Err(error) = dialog.handle(&mut tx).await {
+                    tracing::debug!(%error, %method, "in-dialog request");
+                }
+            }
+            _ if method == Method::Ack => {}
+            _ => {
+                self.refuse(
+                    &mut tx,
+                    &peer,
+                    StatusCode::CallTransactionDoesNotExist,
+                    Vec::new(),
+                    Severity::Info,
+                    &"no such dialog",
+                )
+                .await;
+            }
+        }
     }
 }

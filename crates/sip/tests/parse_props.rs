@@ -46,8 +46,31 @@ proptest! {
     #[test]
     fn credential_headers_never_panic(value in "[ -~]{0,300}") {
         let nonces = callhost_sip::Nonces::default();
-        let _ = nonces.check(Some(&value), "INVITE", |_| Some("00".repeat(16)));
-        let _ = nonces.check(Some(&format!("Digest {value}")), "REGISTER", |_| None);
+        let uri = rsipstack::sip::Uri::try_from("sip:127.0.0.1").unwrap();
+        let request = |method| callhost_sip::DigestRequest {
+            method,
+            uri: &uri,
+            source: std::net::Ipv4Addr::LOCALHOST.into(),
+            contacts: None,
+        };
+        let _ = nonces.check(Some(&value), request("INVITE"), |_| Ok(Some("00".repeat(16))));
+        let _ = nonces.check(Some(&format!("Digest {value}")), request("REGISTER"), |_| Err(()));
+        // With a nonce we issued, the check goes on to the fields.
+        let nonce = nonces.issue(std::net::Ipv4Addr::LOCALHOST.into());
+        let with_nonce = format!("Digest nonce=\"{nonce}\", realm=\"callhost\", {value}");
+        let _ = nonces.check(Some(&with_nonce), request("REGISTER"), |_| Ok(None));
+    }
+
+    #[test]
+    fn refer_to_values_never_panic(value in any::<String>()) {
+        let _ = callhost_sip::refer::parse_refer_to(&value);
+        let _ = callhost_sip::refer::percent_decode(&value);
+        let _ = callhost_sip::refer::parse_replaces(&value);
+        let _ = callhost_sip::refer::info_digit(value.as_bytes());
+        let display = callhost_sip::identity::safe_display(&value);
+        prop_assert!(!display.contains(['\r', '\n', '"', '\\']));
+        let number = callhost_sip::identity::safe_number(&value);
+        prop_assert!(number.chars().all(|c| c.is_ascii_alphanumeric() || "+*._-".contains(c)));
     }
 }
 

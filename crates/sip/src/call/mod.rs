@@ -1,0 +1,925 @@
+//! One call through the back-to-back user agent.
+//!
+//! The caller's INVITE is admitted (`admit`: limits, authentication, dial
+//! policy, the offer), becomes a server dialog (the A leg) and asks the
+//! engine who rings. Only a call that rings gets relay ports; every device
+//! of every ringing user, and every outside number (through the trunk),
+//! gets its own client dialog (a B leg, `legs.rs`). The first B leg to
+//! answer is connected, the others are cancelled. Media runs through one
+//! relay per call (`sdp.rs`): the caller sees only the relay's caller-facing
+//! port, the callees only its callee-facing one. Transfers are in
+//! `transfer.rs`, the events modules see in `events.rs`.
+//!
+//! [`Call`] is a state machine: its [`Phase`] says where the call is, and
+//! each input (a dialog state, a command from another call, a timer, a
+//! media event, shutdown) has one handler that returns whether the call
+//! goes on. Users are counted as in a call by [`PresenceGuard`]s and the
+//! call's share of the limits by a [`CallSlot`], so however the task ends
+//! (a panic included) nobody is left busy.
+
+mod events;
+mod legs;
+mod sdp;
+mod transfer;
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callhost_media::relay::{CallMedia, Leg as MediaLeg, MediaEvent};
+use callhost_media::sdp::Sdp;
+use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Hooks, Outcome, Via};
+use callhost_plugin_abi::{EventKind, PartyKind};
+use futures::FutureExt as _;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, StatusCode, Uri};
+use rsipstack::transaction::transaction::Transaction;
+
+use crate::auth::Challenge;
+use crate::identity::safe_number;
+use crate::limits::{CallSlot, LimitRefusal};
+use crate::peer::Peer;
+use crate::policy::Dialler;
+use crate::presence::PresenceGuard;
+use crate::refer::Replaces;
+use crate::server::{CallRecord, DialogPeer, DialogRoute, Severity, Shared};
+
+use legs::{Leg, LegState};
+
+/// Orders one call takes from another.
+pub(crate) enum CallCommand {
+    /// An attended transfer elsewhere replaces the dialog `replaces` names:
+    /// if it is one of this call's and `transferor` is its party, hand over
+    /// the party on the other side of it (its dialog's states go to
+    /// `states` from now on), end the replaced dialog, and stop.
+    HandOver {
+        replaces: Replaces,
+        transferor: Option<String>,
+        states: DialogStateSender,
+        reply: tokio::sync::oneshot::Sender<Option<Partner>>,
+    },
+}
+
+pub(crate) type CallCommands = tokio::sync::mpsc::UnboundedSender<CallCommand>;
+
+/// The party a call hands over in an attended transfer, with its presence.
+pub(crate) struct Partner {
+    dialog: InviteDialog,
+    call_id: String,
+    user: Option<String>,
+    number: String,
+    peer: DialogPeer,
+    presence: Option<PresenceGuard>,
+}
+
+/// The calling side of the call: the caller, or whoever took its place in
+/// a transfer.
+struct CallerSide {
+    /// The dialog on the caller's side; `None` while the caller's side has
+    /// transferred the callee and the target still rings.
+    dialog: Option<SideDialog>,
+    /// The number the engine sees (a user's primary number, or the
+    /// carrier's calling number).
+    number: String,
+    /// The directory user, for an internal caller.
+    user: Option<String>,
+    presence: Option<PresenceGuard>,
+    /// Where the caller's side signals from (its SDP addresses are judged
+    /// against it).
+    peer: DialogPeer,
+    /// The SDP we last gave this side (for its re-INVITEs).
+    sent_sdp: Option<String>,
+}
+
+struct SideDialog {
+    dialog: InviteDialog,
+    call_id: String,
+}
+
+/// Where the call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Phones ring; nobody answered. `alerted`: the caller got a 180/183.
+    Ringing { alerted: bool },
+    /// The caller got its 200 and leg `callee` is connected.
+    Connected { callee: usize },
+    /// The connected callee sent the caller elsewhere (blind transfer):
+    /// the target rings, the caller keeps its media path.
+    CalleeTransferring,
+    /// The caller's side sent the callee elsewhere: the target rings on the
+    /// caller's side of the relay, leg `callee` waits.
+    CallerTransferring { callee: usize },
+}
+
+/// How the call ended, for the record and the caller's final answer.
+enum End {
+    /// Connected, then one side hung up (or the call was ended for it).
+    HungUp(&'static str),
+    /// Never connected; the caller got this status (or had cancelled).
+    NotConnected(Option<StatusCode>),
+    /// Handed its remaining party to another call (attended transfer);
+    /// that party's dialog states go on to `states`.
+    HandedOver {
+        states: DialogStateSender,
+        partner_call_id: String,
+    },
+    /// The call's task panicked; every leg was ended.
+    Failed,
+}
+
+impl End {
+    fn cause(&self) -> String {
+        match self {
+            End::HungUp(side) => side.to_string(),
+            End::HandedOver { .. } => "transferred".to_string(),
+            End::NotConnected(Some(status)) => {
+                format!("not connected: {}", u16::from(status.clone()))
+            }
+            End::NotConnected(None) => "cancelled".to_string(),
+            End::Failed => "internal error".to_string(),
+        }
+    }
+}
+
+/// Who is calling, once admitted.
+struct Admitted {
+    slot: CallSlot,
+    engine: Arc<Engine>,
+    number: String,
+    user: Option<String>,
+    from_trunk: bool,
+    dialed: String,
+    offer_text: String,
+}
+
+/// A new INVITE outside any dialog.
+pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Peer) {
+    let Some(admitted) = admit(&shared, &mut tx, &peer).await else {
+        return;
+    };
+    let (state_sender, mut states) = shared.dialogs.new_dialog_state_channel();
+    let a = match shared.dialogs.get_or_create_server_invite(
+        &tx,
+        state_sender.clone(),
+        None,
+        Some(contact_uri(&shared, None)),
+    ) {
+        Ok(dialog) => dialog,
+        Err(error) => {
+            tracing::warn!(%error, "cannot create the caller's dialog");
+            tx.reply(StatusCode::ServerInternalError).await.ok();
+            return;
+        }
+    };
+    let call_id = a.id().call_id.clone();
+    let (commands, command_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let caller_peer = shared.dialog_peer(&peer);
+    shared.routes().insert(
+        call_id.clone(),
+        DialogRoute {
+            call: commands.clone(),
+            peer: caller_peer,
+        },
+    );
+    // The INVITE transaction lives on its own task: it answers CANCEL,
+    // retransmits our final answer and waits for the ACK.
+    let mut transaction_dialog = a.clone();
+    tokio::spawn(async move {
+        transaction_dialog.handle(&mut tx).await.ok();
+    });
+
+    let Admitted {
+        slot,
+        engine,
+        number,
+        user,
+        from_trunk,
+        dialed,
+        offer_text,
+    } = admitted;
+    let presence = user
+        .as_deref()
+        .map(|user| PresenceGuard::enter(&shared.live, user));
+    let request = CallRequest {
+        call_id: call_id.clone(),
+        from: number.clone(),
+        to: dialed,
+        via: Via::Direct,
+        by: None,
+        no_answer: false,
+        external_caller: from_trunk,
+    };
+    let hooks = shared.control.hooks();
+    let placed = std::panic::AssertUnwindSafe(engine.place(&request, hooks.as_ref()))
+        .catch_unwind()
+        .await;
+    let refusal = match placed.as_ref().map(|outcome| outcome.outcome) {
+        Ok(Outcome::Ringing) => None,
+        Ok(Outcome::Rejected) => Some((StatusCode::Decline, "rejected")),
+        Ok(Outcome::Busy) => Some((StatusCode::BusyHere, "busy")),
+        Ok(Outcome::Unavailable) => Some((StatusCode::TemporarilyUnavailable, "unavailable")),
+        Err(_) => Some((StatusCode::ServerInternalError, "call setup failed")),
+    };
+    let media = match refusal {
+        None => shared.relay.allocate().map_err(|error| {
+            tracing::error!(call = %call_id, %error, "no media ports for a call");
+        }),
+        Some(_) => Err(()),
+    };
+    let Ok(outcome) = placed else {
+        refuse_caller(
+            &a,
+            &call_id,
+            StatusCode::ServerInternalError,
+            "call setup failed",
+        );
+        drop_routes(&shared, &commands);
+        return;
+    };
+    let media = match (refusal, media) {
+        (None, Ok(media)) => media,
+        (refusal, _) => {
+            let (status, why) =
+                refusal.unwrap_or((StatusCode::ServiceUnavailable, "no media ports"));
+            refuse_caller(&a, &call_id, status.clone(), why);
+            let record = CallRecord {
+                request,
+                outcome,
+                answered_by: None,
+                answered_for: None,
+                media: None,
+            };
+            finish(
+                &shared,
+                &call_id,
+                &End::NotConnected(Some(status)),
+                record,
+                None,
+            );
+            drop_routes(&shared, &commands);
+            return;
+        }
+    };
+    let no_answer_at = legs::no_answer_delay(&engine, &outcome).map(|delay| Instant::now() + delay);
+    let mut call = Call {
+        shared: shared.clone(),
+        engine,
+        hooks,
+        call_id: call_id.clone(),
+        request,
+        outcome,
+        rung: HashSet::new(),
+        caller: CallerSide {
+            dialog: Some(SideDialog {
+                dialog: a,
+                call_id: call_id.clone(),
+            }),
+            number,
+            user,
+            presence,
+            peer: caller_peer,
+            sent_sdp: None,
+        },
+        legs: Vec::new(),
+        phase: Phase::Ringing { alerted: false },
+        media,
+        offer_text,
+        callee_sdp: None,
+        state_sender,
+        commands,
+        command_receiver,
+        transfers: 0,
+        answered_at: None,
+        no_answer_at,
+        ring_deadline: None,
+        _slot: slot,
+    };
+    let ended = std::panic::AssertUnwindSafe(call.run(&mut states))
+        .catch_unwind()
+        .await;
+    let end = match ended {
+        Ok(end) => end,
+        Err(_) => {
+            tracing::error!(call = %call_id, "the call's task failed: ending every leg");
+            call.abort();
+            End::Failed
+        }
+    };
+    let commands = call.commands.clone();
+    call.finish(end, states);
+    drop_routes(&shared, &commands);
+}
+
+/// Removes this call's dialogs from the routes: a party handed over to
+/// another call is registered there by now.
+fn drop_routes(shared: &Shared, commands: &CallCommands) {
+    shared
+        .routes()
+        .retain(|_, route| !route.call.same_channel(commands));
+}
+
+/// Answers the caller's INVITE with a final failure.
+fn refuse_caller(a: &InviteDialog, call_id: &str, status: StatusCode, why: &str) {
+    tracing::info!(call = %call_id, status = u16::from(status.clone()), why, "call not connected");
+    a.reject(Some(status), None).ok();
+}
+
+/// The admission of a new call: the host's limits, the caller's identity
+/// (the trunk by its real address, everyone else by digest), the number
+/// and the dial policy, the offer. Answers and logs every refusal.
+async fn admit(shared: &Shared, tx: &mut Transaction, peer: &Peer) -> Option<Admitted> {
+    let from_trunk = shared.trunk.is_trunk(peer);
+    let mut slot = match shared
+        .limits
+        .admit((!from_trunk).then(|| peer.address.ip()))
+    {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let severity = match refusal {
+                LimitRefusal::HostFull(_) => Severity::Info,
+                _ => Severity::Warn,
+            };
+            let retry = Header::RetryAfter("5".into());
+            shared
+                .refuse(
+                    tx,
+                    peer,
+                    StatusCode::ServiceUnavailable,
+                    vec![retry],
+                    severity,
+                    &refusal,
+                )
+                .await;
+            return None;
+        }
+    };
+    let Some(engine) = shared.control.engine() else {
+        shared
+            .refuse(
+                tx,
+                peer,
+                StatusCode::ServiceUnavailable,
+                Vec::new(),
+                Severity::Warn,
+                &"no directory loaded",
+            )
+            .await;
+        return None;
+    };
+    let (number, user) = if from_trunk {
+        let from = tx
+            .original
+            .from_header()
+            .ok()
+            .and_then(|from| from.uri().ok())
+            .and_then(|uri| uri.auth.map(|auth| auth.user))
+            .unwrap_or_default();
+        (safe_number(&from), None)
+    } else {
+        let user = shared
+            .authenticate(tx, peer, Challenge::Proxy, None)
+            .await?;
+        if let Err(refusal) = slot.take_user(&user) {
+            let why = format!("user {user:?}: {refusal}");
+            shared
+                .refuse(
+                    tx,
+                    peer,
+                    StatusCode::Forbidden,
+                    Vec::new(),
+                    Severity::Warn,
+                    &why,
+                )
+                .await;
+            return None;
+        }
+        let number = engine
+            .directory()
+            .user(&user)
+            .map(|u| u.primary_number().to_string())
+            .unwrap_or_else(|| user.clone());
+        (number, Some(user))
+    };
+    let dialed = tx
+        .original
+        .uri
+        .auth
+        .as_ref()
+        .map(|auth| auth.user.clone())
+        .unwrap_or_default();
+    let callee = engine.party(&dialed);
+    if dialed.is_empty() || safe_number(&dialed) != dialed || callee.kind == PartyKind::Unknown {
+        let why = format!("unknown number {:?}", safe_number(&dialed));
+        shared
+            .refuse(
+                tx,
+                peer,
+                StatusCode::NotFound,
+                Vec::new(),
+                Severity::Info,
+                &why,
+            )
+            .await;
+        return None;
+    }
+    let dialler = match &user {
+        Some(user) => Dialler::User(user),
+        None => Dialler::Trunk,
+    };
+    if let Err(refusal) = shared.policy.check_call(dialler, &dialed, &callee) {
+        shared
+            .refuse(
+                tx,
+                peer,
+                StatusCode::Forbidden,
+                Vec::new(),
+                Severity::Warn,
+                &refusal,
+            )
+            .await;
+        return None;
+    }
+    let checked = Sdp::parse_bytes(&tx.original.body)
+        .map_err(|error| format!("no usable SDP offer: {error}"))
+        .and_then(|offer| {
+            offer
+                .check_addresses(peer.address.ip(), shared.address_policy)
+                .map_err(|error| format!("SDP offer refused: {error}"))
+        });
+    if let Err(why) = checked {
+        shared
+            .refuse(
+                tx,
+                peer,
+                StatusCode::NotAcceptableHere,
+                Vec::new(),
+                Severity::Info,
+                &why,
+            )
+            .await;
+        return None;
+    }
+    Some(Admitted {
+        slot,
+        engine,
+        number,
+        user,
+        from_trunk,
+        dialed,
+        offer_text: String::from_utf8_lossy(&tx.original.body).into_owned(),
+    })
+}
+
+/// A ringing call: its dialogs, relay and state, owned by the call's task.
+struct Call {
+    shared: Arc<Shared>,
+    engine: Arc<Engine>,
+    hooks: Arc<dyn Hooks>,
+    call_id: String,
+    /// The caller's request, as recorded.
+    request: CallRequest,
+    /// The engine's latest answer (after forwards and transfers).
+    outcome: CallOutcome,
+    /// Rings already started (`user/number`), so a forward never rings a
+    /// phone twice.
+    rung: HashSet<String>,
+    caller: CallerSide,
+    legs: Vec<Leg>,
+    phase: Phase,
+    media: CallMedia,
+    /// The caller's original offer.
+    offer_text: String,
+    /// The answered callee's SDP: the offer when the caller's side
+    /// transfers the callee elsewhere.
+    callee_sdp: Option<String>,
+    state_sender: DialogStateSender,
+    /// This call's own command channel (registered for its dialogs).
+    commands: CallCommands,
+    command_receiver: tokio::sync::mpsc::UnboundedReceiver<CallCommand>,
+    transfers: u32,
+    answered_at: Option<Instant>,
+    /// When the no-answer forward is due.
+    no_answer_at: Option<Instant>,
+    /// When ringing phones are given up (`sip.limits.ring_timeout_seconds`).
+    ring_deadline: Option<Instant>,
+    _slot: CallSlot,
+}
+
+type Flow = ControlFlow<End>;
+
+impl Call {
+    async fn run(&mut self, states: &mut DialogStateReceiver) -> End {
+        self.start_taps();
+        if let Ok(sdp) = Sdp::parse(&self.offer_text) {
+            let peer = self.caller.peer;
+            self.point(MediaLeg::Caller, &sdp, peer);
+        }
+        if !self.play_prompt(states).await {
+            return End::NotConnected(None);
+        }
+        let rings = self.outcome.rang.clone();
+        self.ring(&rings).await;
+        if self.legs.is_empty() {
+            return self.refuse(StatusCode::TemporarilyUnavailable, "nobody to ring");
+        }
+        fault_injection(&self.request.to);
+        self.connect(states).await
+    }
+
+    /// Rings until someone answers, the caller gives up or every leg
+    /// fails; then relays until one side hangs up.
+    async fn connect(&mut self, states: &mut DialogStateReceiver) -> End {
+        let mut media_events = self.media.events();
+        let shutdown = self.shared.shutdown.clone();
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        loop {
+            let no_answer_at = self.no_answer_at.map(tokio::time::Instant::from_std);
+            let ring_deadline = self.ring_deadline.map(tokio::time::Instant::from_std);
+            let flow = tokio::select! {
+                state = states.recv() => match state {
+                    Some(state) => self.on_state(state).await,
+                    None => ControlFlow::Break(End::NotConnected(None)),
+                },
+                command = self.command_receiver.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => ControlFlow::Continue(()),
+                },
+                _ = tokio::time::sleep_until(no_answer_at.unwrap_or_else(far)), if no_answer_at.is_some() => {
+                    self.on_no_answer().await
+                }
+                _ = tokio::time::sleep_until(ring_deadline.unwrap_or_else(far)), if ring_deadline.is_some() => {
+                    self.on_ring_timeout().await
+                }
+                event = async {
+                    match media_events.as_mut() {
+                        Some(events) => events.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match event {
+                        Some(event) => self.on_media_event(event),
+                        None => {
+                            media_events = None;
+                            ControlFlow::Continue(())
+                        }
+                    }
+                }
+                _ = shutdown.cancelled() => self.on_shutdown().await,
+            };
+            if let ControlFlow::Break(end) = flow {
+                return end;
+            }
+        }
+    }
+
+    /// One dialog state of any of the call's dialogs.
+    async fn on_state(&mut self, state: DialogState) -> Flow {
+        match state {
+            DialogState::Terminated(id, reason) => self.on_terminated(&id.call_id, &reason).await,
+            DialogState::Early(id, response) => {
+                self.on_early(&id.call_id, &response);
+                ControlFlow::Continue(())
+            }
+            DialogState::Confirmed(id, response) => {
+                self.on_confirmed(&id.call_id, &response);
+                ControlFlow::Continue(())
+            }
+            DialogState::Refer(id, refer, handle) => self.on_refer(&id, &refer, handle).await,
+            DialogState::Updated(id, offer, handle) => {
+                self.on_reoffer(&id.call_id, &offer, handle).await;
+                ControlFlow::Continue(())
+            }
+            DialogState::Info(id, info, handle) => {
+                handle.reply(StatusCode::OK).await.ok();
+                if let Some(digit) = crate::refer::info_digit(&info.body) {
+                    let who = self.party_of_dialog(&id.call_id);
+                    self.dtmf_event(&who, digit);
+                }
+                ControlFlow::Continue(())
+            }
+            DialogState::Options(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Message(_, _, handle) => {
+                handle.reply(StatusCode::OK).await.ok();
+                ControlFlow::Continue(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    /// The caller's side dialog has this Call-ID.
+    fn is_caller_dialog(&self, call_id: &str) -> bool {
+        self.caller
+            .dialog
+            .as_ref()
+            .is_some_and(|side| side.call_id == call_id)
+    }
+
+    /// The connected callee leg, if any.
+    fn callee(&self) -> Option<usize> {
+        match self.phase {
+            Phase::Connected { callee } | Phase::CallerTransferring { callee } => Some(callee),
+            Phase::Ringing { .. } | Phase::CalleeTransferring => None,
+        }
+    }
+
+    /// The number of whoever is on the dialog `call_id`, for events.
+    fn party_of_dialog(&self, call_id: &str) -> String {
+        if self.is_caller_dialog(call_id) {
+            return self.caller.number.clone();
+        }
+        self.callee()
+            .map(|index| self.legs[index].target.clone())
+            .unwrap_or_default()
+    }
+
+    /// A dialog ended: the caller hung up or cancelled, the callee hung up,
+    /// or a ringing phone refused.
+    async fn on_terminated(
+        &mut self,
+        call_id: &str,
+        reason: &rsipstack::dialog::dialog::TerminatedReason,
+    ) -> Flow {
+        if self.is_caller_dialog(call_id) {
+            return ControlFlow::Break(self.caller_hung_up(reason).await);
+        }
+        let Some(index) = self.leg_index(call_id) else {
+            return ControlFlow::Continue(());
+        };
+        if Some(index) == self.callee() {
+            // The callee hung up.
+            self.drop_legs(Some(index));
+            self.bye_caller().await;
+            return ControlFlow::Break(End::HungUp("callee"));
+        }
+        if !self.legs[index].is_live() {
+            return ControlFlow::Continue(());
+        }
+        let status = legs::status_of(reason);
+        tracing::debug!(call = %self.call_id, leg = %self.legs[index].call_id, ?reason, "leg failed");
+        self.legs[index].state = LegState::Failed(status);
+        let side = self.legs[index].side;
+        match self.phase {
+            Phase::CallerTransferring { callee }
+                if side == MediaLeg::Caller && self.live_legs_on(MediaLeg::Caller) == 0 =>
+            {
+                // Nobody took the caller's transfer: release the callee.
+                self.legs[callee].dialog.bye().await.ok();
+                return ControlFlow::Break(End::HungUp("transfer failed"));
+            }
+            Phase::CalleeTransferring if self.live_legs() == 0 => {
+                // The transfer target did not take the call.
+                self.bye_caller().await;
+                return ControlFlow::Break(End::HungUp("transfer failed"));
+            }
+            Phase::Ringing { .. } if self.live_legs() == 0 => {
+                let status = self.failure_status();
+                return ControlFlow::Break(self.refuse(status, "every phone refused"));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The caller's side hung up (or cancelled while it rang).
+    async fn caller_hung_up(
+        &mut self,
+        reason: &rsipstack::dialog::dialog::TerminatedReason,
+    ) -> End {
+        let callee = self.callee();
+        self.drop_legs(callee);
+        match (self.phase, callee) {
+            (_, Some(index)) => {
+                self.legs[index].dialog.bye().await.ok();
+                End::HungUp("caller")
+            }
+            (Phase::CalleeTransferring, None) => End::HungUp("caller"),
+            _ => {
+                tracing::debug!(call = %self.call_id, ?reason, "caller gave up");
+                End::NotConnected(None)
+            }
+        }
+    }
+
+    /// Ends the caller's side dialog with a BYE (if there is one).
+    async fn bye_caller(&self) {
+        if let Some(side) = &self.caller.dialog {
+            side.dialog.bye().await.ok();
+        }
+    }
+
+    /// Answers the caller with a final failure; the call is not connected.
+    fn refuse(&self, status: StatusCode, why: &str) -> End {
+        if let Some(side) = &self.caller.dialog {
+            refuse_caller(&side.dialog, &self.call_id, status.clone(), why);
+        }
+        End::NotConnected(Some(status))
+    }
+
+    /// The no-answer time passed: the engine is asked where an unanswered
+    /// call goes (modules included, exactly as `simulate --no-answer`).
+    async fn on_no_answer(&mut self) -> Flow {
+        self.no_answer_at = None;
+        if !matches!(self.phase, Phase::Ringing { .. }) {
+            return ControlFlow::Continue(());
+        }
+        let again = CallRequest {
+            no_answer: true,
+            ..self.request.clone()
+        };
+        let next = self.engine.place(&again, self.hooks.as_ref()).await;
+        if next.outcome == Outcome::Ringing && !next.forwards.is_empty() {
+            tracing::info!(call = %self.call_id, to = ?next.forwards.last().map(|f| &f.to), "no answer: forwarding");
+            self.drop_legs(None);
+            let before = self.legs.len();
+            let rings = next.rang.clone();
+            self.outcome = next;
+            self.ring(&rings).await;
+            if self.legs.len() == before {
+                return ControlFlow::Break(self.refuse(
+                    StatusCode::TemporarilyUnavailable,
+                    "forward target not reachable",
+                ));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Phones rang for `sip.limits.ring_timeout_seconds` without an answer.
+    async fn on_ring_timeout(&mut self) -> Flow {
+        self.ring_deadline = None;
+        tracing::info!(call = %self.call_id, phase = ?self.phase, "ring timeout: giving up");
+        match self.phase {
+            Phase::Ringing { .. } => {
+                self.drop_legs(None);
+                ControlFlow::Break(self.refuse(StatusCode::TemporarilyUnavailable, "ring timeout"))
+            }
+            Phase::CalleeTransferring => {
+                self.drop_legs(None);
+                self.bye_caller().await;
+                ControlFlow::Break(End::HungUp("transfer not answered"))
+            }
+            Phase::CallerTransferring { callee } => {
+                self.drop_legs(Some(callee));
+                self.legs[callee].dialog.bye().await.ok();
+                ControlFlow::Break(End::HungUp("transfer not answered"))
+            }
+            Phase::Connected { .. } => ControlFlow::Continue(()),
+        }
+    }
+
+    fn on_media_event(&self, event: MediaEvent) -> Flow {
+        if let MediaEvent::Dtmf { leg, digit, .. } = event {
+            let who = match leg {
+                MediaLeg::Caller => self.caller.number.clone(),
+                MediaLeg::Callee => self
+                    .callee()
+                    .map(|i| self.legs[i].target.clone())
+                    .unwrap_or_default(),
+            };
+            self.dtmf_event(&who, digit);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The host is stopping: end the call cleanly.
+    async fn on_shutdown(&mut self) -> Flow {
+        let callee = self.callee();
+        self.drop_legs(callee);
+        if let Some(index) = callee {
+            let leg = self.legs[index].dialog.clone();
+            let caller = self.caller.dialog.as_ref().map(|side| side.dialog.clone());
+            let bye_caller = async {
+                if let Some(caller) = caller {
+                    caller.bye().await.ok();
+                }
+            };
+            let _ = tokio::join!(bye_caller, leg.bye());
+            return ControlFlow::Break(End::HungUp("shutdown"));
+        }
+        if self.phase == Phase::CalleeTransferring {
+            self.bye_caller().await;
+            return ControlFlow::Break(End::HungUp("shutdown"));
+        }
+        ControlFlow::Break(self.refuse(StatusCode::ServiceUnavailable, "host stopping"))
+    }
+
+    /// After a panic in the call's task: every dialog still up is ended
+    /// (CANCEL or BYE; the caller gets 500 if it was never answered).
+    fn abort(&mut self) {
+        if let Some(side) = &self.caller.dialog {
+            let dialog = side.dialog.clone();
+            if dialog.state().is_confirmed() {
+                tokio::spawn(async move { dialog.bye().await.ok() });
+            } else {
+                dialog
+                    .reject(Some(StatusCode::ServerInternalError), None)
+                    .ok();
+            }
+        }
+        for leg in &mut self.legs {
+            if leg.is_live() {
+                leg.state = LegState::Cancelled;
+                let dialog = leg.dialog.clone();
+                tokio::spawn(async move { dialog.hangup().await.ok() });
+            }
+        }
+    }
+
+    /// The call is over: modules hear it, the host records it, and a party
+    /// handed over to another call keeps its dialog there.
+    fn finish(mut self, end: End, mut states: DialogStateReceiver) {
+        let answered_by = self.callee().map(|i| self.legs[i].target.clone());
+        let stats = self.media.stats();
+        let record = CallRecord {
+            request: self.request.clone(),
+            outcome: std::mem::replace(&mut self.outcome, empty_outcome()),
+            answered_by,
+            answered_for: self.answered_at.map(|at| at.elapsed()),
+            media: serde_json::to_string(&stats).ok(),
+        };
+        finish(&self.shared, &self.call_id, &end, record, Some(&stats));
+        if let End::HandedOver {
+            states: target,
+            partner_call_id,
+        } = end
+        {
+            // The partner's dialog was created on this call's channel: its
+            // states (BYE, re-INVITE, REFER) now belong to the other call.
+            tokio::spawn(async move {
+                while let Some(state) = states.recv().await {
+                    if state.id().call_id != partner_call_id {
+                        continue;
+                    }
+                    let last = state.is_terminated();
+                    if target.send(state).is_err() || last {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The end of every call, ringing or not: the hangup event, one log line,
+/// the record.
+fn finish(
+    shared: &Shared,
+    call_id: &str,
+    end: &End,
+    record: CallRecord,
+    media: Option<&[callhost_media::relay::LegStats; 2]>,
+) {
+    let cause = end.cause();
+    let hooks = shared.control.hooks();
+    events::emit(hooks.as_ref(), call_id, EventKind::HANGUP, None, &cause);
+    tracing::info!(
+        call = %call_id,
+        from = %record.request.from,
+        to = %record.request.to,
+        answered_by = ?record.answered_by,
+        end = %cause,
+        media = ?media,
+        "call ended"
+    );
+    shared.control.call_ended(record);
+}
+
+fn empty_outcome() -> CallOutcome {
+    CallOutcome {
+        outcome: Outcome::Unavailable,
+        rang: Vec::new(),
+        forwards: Vec::new(),
+        decisions: Vec::new(),
+        reason: None,
+        hook_micros: 0,
+        caller_name: None,
+        callee_name: None,
+        taps: Vec::new(),
+        prompt: None,
+    }
+}
+
+/// Our Contact URI (with a user part where the other side shows it).
+pub(crate) fn contact_uri(shared: &Shared, user: Option<&str>) -> Uri {
+    let text = match user {
+        Some(user) => format!("sip:{}@{}", safe_number(user), shared.local),
+        None => format!("sip:{}", shared.local),
+    };
+    Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
+}
+
+/// Test builds only: a call to the number in `CALLHOST_SIP_PANIC_ON`
+/// panics inside its task, so the tests can show that a failing call ends
+/// cleanly. Release builds have no such switch.
+fn fault_injection(dialled: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("CALLHOST_SIP_PANIC_ON").is_ok_and(|number| number == dialled) {
+        panic!("fault injection: CALLHOST_SIP_PANIC_ON={dialled}");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = dialled;
+}

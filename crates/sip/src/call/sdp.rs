@@ -1,0 +1,299 @@
+//! The call's media: pointing the relay at what each side's SDP says
+//! (addresses a peer may not name are refused), rewriting SDP to the
+//! relay's ports, answering re-offers, taps and prompts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use callhost_media::prompt::Prompt;
+use callhost_media::relay::{Leg as MediaLeg, TapLegs};
+use callhost_media::sdp::{reanswer, rewrite_connection, Codec, Direction, Sdp};
+use callhost_plugin_abi::TapRequest;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TransactionHandle};
+use rsipstack::sip::{Header, StatusCode};
+
+use super::{Call, Phase};
+use crate::server::DialogPeer;
+
+/// Frames a tap may queue before the relay drops them for that tap.
+const TAP_QUEUE: usize = 512;
+
+pub(super) fn sdp_type() -> Header {
+    Header::ContentType("application/sdp".into())
+}
+
+impl Call {
+    /// The address a dialog peer's SDP is judged against.
+    fn peer_ip(&self, peer: DialogPeer) -> IpAddr {
+        match peer {
+            DialogPeer::Host(ip) => ip,
+            DialogPeer::Trunk => self
+                .shared
+                .config
+                .trunk
+                .as_ref()
+                .map(|trunk| trunk.peer.ip())
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        }
+    }
+
+    /// Points the relay's `side` at where `sdp` says that party receives,
+    /// with its DTMF payload type, if `peer` may name those addresses. `c=`
+    /// 0.0.0.0 (the old way to say hold) or port 0 keeps the previous
+    /// address. False when the SDP was refused.
+    pub(super) fn point(&self, side: MediaLeg, sdp: &Sdp, peer: DialogPeer) -> bool {
+        if let Err(error) = sdp.check_addresses(self.peer_ip(peer), self.shared.address_policy) {
+            tracing::warn!(call = %self.call_id, ?side, %error, "SDP address refused");
+            return false;
+        }
+        if let Ok(endpoint) = sdp.audio_endpoint() {
+            if !endpoint.ip().is_unspecified() && endpoint.port() != 0 {
+                self.media.set_remote(side, endpoint);
+            }
+        }
+        self.media.set_dtmf_payload_type(
+            side,
+            sdp.audio().and_then(|a| a.telephone_event_payload_type()),
+        );
+        true
+    }
+
+    /// Points the relay's callee side at a callee's SDP and returns the same
+    /// SDP pointing at the relay's caller side.
+    pub(super) fn relay_answer(&self, body: &[u8], peer: DialogPeer) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(body).ok()?;
+        let sdp = Sdp::parse(text).ok()?;
+        if !self.point(MediaLeg::Callee, &sdp, peer) {
+            return None;
+        }
+        let caller_side = self.media.local_addr(MediaLeg::Caller);
+        rewrite_connection(text, caller_side.ip(), caller_side.port())
+            .ok()
+            .map(String::into_bytes)
+    }
+
+    /// Gives every instance that tapped the call its frames, from now (call
+    /// setup) until the media closes at hangup.
+    pub(super) fn start_taps(&self) {
+        let call_id: Arc<str> = self.call_id.as_str().into();
+        for tap in &self.outcome.taps {
+            let Some(sink) = self.shared.control.media_sink(&tap.instance) else {
+                tracing::warn!(instance = %tap.instance, "tap requested by an instance without the media hook");
+                continue;
+            };
+            let legs = match tap.legs {
+                TapRequest::Caller => TapLegs::Caller,
+                TapRequest::Callee => TapLegs::Callee,
+                _ => TapLegs::Both,
+            };
+            let mut frames = self.media.tap(legs, TAP_QUEUE);
+            let call_id = call_id.clone();
+            tokio::spawn(async move {
+                while let Some(frame) = frames.recv().await {
+                    sink.frame(&call_id, &frame);
+                }
+            });
+        }
+    }
+
+    /// Plays the prompt an instance asked for to the caller as early media
+    /// (183 with our SDP) before any phone rings. False when the caller
+    /// hung up meanwhile.
+    pub(super) async fn play_prompt(&mut self, states: &mut DialogStateReceiver) -> bool {
+        let Some(request) = self.outcome.prompt.clone() else {
+            return true;
+        };
+        let Some(path) = self
+            .shared
+            .control
+            .prompt_file(&request.instance, &request.asset)
+        else {
+            tracing::warn!(instance = %request.instance, asset = %request.asset, "prompt not found");
+            return true;
+        };
+        let prompt = match tokio::task::spawn_blocking(move || Prompt::load(path)).await {
+            Ok(Ok(prompt)) => prompt,
+            Ok(Err(error)) => {
+                tracing::warn!(instance = %request.instance, %error, "prompt not playable");
+                return true;
+            }
+            Err(_) => return true,
+        };
+        let Ok(offer) = Sdp::parse(&self.offer_text) else {
+            return true;
+        };
+        let Some(audio) = offer.audio() else {
+            return true;
+        };
+        let Some(format) = audio
+            .formats
+            .iter()
+            .find(|f| matches!(f.codec(), Codec::Pcmu | Codec::Pcma))
+        else {
+            tracing::warn!(call = %self.call_id, "prompt skipped: the caller offers no G.711");
+            return true;
+        };
+        let Some(side) = &self.caller.dialog else {
+            return true;
+        };
+        let caller = side.dialog.clone();
+        let caller_call_id = side.call_id.clone();
+        let answer = early_answer(
+            self.media.local_addr(MediaLeg::Caller),
+            format.payload_type,
+            format.codec(),
+            audio.telephone_event_payload_type(),
+        );
+        self.phase = Phase::Ringing { alerted: true };
+        self.caller.sent_sdp = Some(answer.clone());
+        caller
+            .ringing(Some(vec![sdp_type()]), Some(answer.into_bytes()))
+            .ok();
+        let playing = self
+            .media
+            .play_prompt(MediaLeg::Caller, &prompt, format.codec());
+        tokio::pin!(playing);
+        loop {
+            tokio::select! {
+                played = &mut playing => {
+                    tracing::info!(call = %self.call_id, instance = %request.instance, asset = %request.asset, result = ?played.as_ref().map_err(|e| e.to_string()), "prompt played");
+                    return true;
+                }
+                state = states.recv() => match state {
+                    Some(DialogState::Terminated(id, _)) if id.call_id == caller_call_id => return false,
+                    None => return false,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A re-INVITE or UPDATE from one side (hold, resume, a new address):
+    /// the relay follows the new address; the answer is our earlier SDP for
+    /// that side with the answering direction and a new session version.
+    /// The other side is not bothered: the relay carries on.
+    pub(super) async fn on_reoffer(
+        &mut self,
+        dialog_call_id: &str,
+        offer: &rsipstack::sip::Request,
+        handle: TransactionHandle,
+    ) {
+        let callee = self
+            .callee()
+            .filter(|&i| self.legs[i].call_id == dialog_call_id);
+        let (side, previous, peer) = if self.is_caller_dialog(dialog_call_id) {
+            (
+                MediaLeg::Caller,
+                self.caller.sent_sdp.clone(),
+                self.caller.peer,
+            )
+        } else if let Some(index) = callee {
+            (
+                MediaLeg::Callee,
+                Some(self.legs[index].sent_offer.clone()),
+                self.legs[index].peer,
+            )
+        } else {
+            handle
+                .reply(StatusCode::CallTransactionDoesNotExist)
+                .await
+                .ok();
+            return;
+        };
+        let Some(previous) = previous else {
+            handle.reply(StatusCode::NotAcceptableHere).await.ok();
+            return;
+        };
+        let mut direction = Direction::SendRecv;
+        if !offer.body.is_empty() {
+            let Ok(sdp) = Sdp::parse_bytes(&offer.body) else {
+                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+                return;
+            };
+            if !self.point(side, &sdp, peer) {
+                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+                return;
+            }
+            if let Some(audio) = sdp.audio() {
+                direction = audio.direction.answer();
+            }
+        }
+        match reanswer(&previous, direction) {
+            Ok(answer) => {
+                tracing::info!(call = %self.call_id, side = ?side, %direction, "re-offer answered");
+                match side {
+                    MediaLeg::Caller => self.caller.sent_sdp = Some(answer.clone()),
+                    MediaLeg::Callee => {
+                        if let Some(index) = callee {
+                            self.legs[index].sent_offer = answer.clone();
+                        }
+                    }
+                }
+                handle
+                    .respond(
+                        StatusCode::OK,
+                        Some(vec![sdp_type()]),
+                        Some(answer.into_bytes()),
+                    )
+                    .await
+                    .ok();
+            }
+            Err(error) => {
+                tracing::warn!(call = %self.call_id, %error, "cannot answer a re-offer");
+                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+            }
+        }
+    }
+}
+
+/// Our own SDP answer for early media (a prompt before anyone answered):
+/// the relay's caller side, the caller's G.711 choice and its DTMF type.
+pub(super) fn early_answer(
+    relay: SocketAddr,
+    payload_type: u8,
+    codec: Codec,
+    dtmf: Option<u8>,
+) -> String {
+    let family = if relay.is_ipv6() { "IP6" } else { "IP4" };
+    let ip = relay.ip();
+    let name = if codec == Codec::Pcma { "PCMA" } else { "PCMU" };
+    let mut sdp = format!(
+        "v=0\r\no=callhost {session} 1 IN {family} {ip}\r\ns=callhost\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {payload_type}",
+        session = rand::random::<u32>(),
+        port = relay.port(),
+    );
+    if let Some(dtmf) = dtmf {
+        sdp.push_str(&format!(" {dtmf}"));
+    }
+    sdp.push_str(&format!("\r\na=rtpmap:{payload_type} {name}/8000\r\n"));
+    if let Some(dtmf) = dtmf {
+        sdp.push_str(&format!(
+            "a=rtpmap:{dtmf} telephone-event/8000\r\na=fmtp:{dtmf} 0-16\r\n"
+        ));
+    }
+    sdp.push_str("a=sendrecv\r\n");
+    sdp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_answers_are_sdp_the_media_crate_reads() {
+        let text = early_answer(
+            "127.0.0.1:30002".parse().unwrap(),
+            8,
+            Codec::Pcma,
+            Some(101),
+        );
+        let sdp = Sdp::parse(&text).unwrap();
+        assert_eq!(
+            sdp.audio_endpoint().unwrap(),
+            "127.0.0.1:30002".parse().unwrap()
+        );
+        let audio = sdp.audio().unwrap();
+        assert_eq!(audio.telephone_event_payload_type(), Some(101));
+        assert_eq!(audio.format(8).unwrap().codec(), Codec::Pcma);
+    }
+}

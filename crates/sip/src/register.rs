@@ -1,0 +1,190 @@
+//! REGISTER: a phone tells where it is (RFC 3261 §10). Authenticated as
+//! the user whose address of record it registers; the binding points at
+//! the real source of the request.
+
+use std::time::{Duration, Instant};
+
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, StatusCode, Transport};
+use rsipstack::transaction::transaction::Transaction;
+
+use crate::auth::Challenge;
+use crate::peer::Peer;
+use crate::registrar::Binding;
+use crate::server::{Severity, Shared};
+
+pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
+    let contacts = tx.original.typed_contact_headers().unwrap_or_default();
+    let star = tx
+        .original
+        .contact_header()
+        .is_ok_and(|h| h.value().trim() == "*");
+    let limit = shared.config.limits.contacts_per_register;
+    if contacts.len() > limit {
+        let why = format!(
+            "{} Contacts in one REGISTER (sip.limits.contacts_per_register is {limit})",
+            contacts.len()
+        );
+        shared
+            .refuse(
+                &mut tx,
+                &peer,
+                StatusCode::BadRequest,
+                Vec::new(),
+                Severity::Warn,
+                &why,
+            )
+            .await;
+        return;
+    }
+    let mut contact_uris: Vec<String> = contacts.iter().map(|c| c.uri.to_string()).collect();
+    contact_uris.sort();
+    let bound = if star {
+        "*".to_string()
+    } else {
+        contact_uris.join(",")
+    };
+    let Some(user) = shared
+        .authenticate(&mut tx, &peer, Challenge::Registrar, Some(&bound))
+        .await
+    else {
+        return;
+    };
+    // The address of record must be the authenticated user's.
+    let aor_user = tx
+        .original
+        .to_header()
+        .ok()
+        .and_then(|to| to.uri().ok())
+        .and_then(|uri| uri.auth.map(|auth| auth.user));
+    if aor_user.as_deref() != Some(user.as_str()) {
+        let why = format!("user {user:?} registering the address of {aor_user:?}");
+        shared
+            .refuse(
+                &mut tx,
+                &peer,
+                StatusCode::Forbidden,
+                Vec::new(),
+                Severity::Warn,
+                &why,
+            )
+            .await;
+        return;
+    }
+    let header_expires = tx
+        .original
+        .expires_header()
+        .and_then(|h| h.value().trim().parse::<u32>().ok());
+    let call_id = tx
+        .original
+        .call_id_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+    if star {
+        if header_expires != Some(0) {
+            shared
+                .refuse(
+                    &mut tx,
+                    &peer,
+                    StatusCode::BadRequest,
+                    Vec::new(),
+                    Severity::Info,
+                    &"Contact: * needs Expires: 0",
+                )
+                .await;
+            return;
+        }
+        shared.live.registrar.clear(&user);
+        tracing::info!(user = %user, source = %peer.address, "all devices unregistered");
+    }
+    let asked: Vec<u32> = contacts
+        .iter()
+        .map(|contact| contact.expires().or(header_expires).unwrap_or(3600))
+        .collect();
+    if asked
+        .iter()
+        .any(|&asked| asked > 0 && asked < shared.config.min_expires)
+    {
+        let min = Header::MinExpires(shared.config.min_expires.to_string().into());
+        tx.reply_with(StatusCode::IntervalTooBrief, vec![min], None)
+            .await
+            .ok();
+        return;
+    }
+    let adding: Vec<&str> = contact_uris
+        .iter()
+        .zip(&asked)
+        .filter(|(_, &asked)| asked > 0)
+        .map(|(uri, _)| uri.as_str())
+        .collect();
+    if !shared.live.registrar.has_room(&user, &adding) {
+        let why = format!(
+            "user {user:?} already has {} registered devices (sip.limits.registrations_per_user)",
+            shared.config.limits.registrations_per_user
+        );
+        shared
+            .refuse(
+                &mut tx,
+                &peer,
+                StatusCode::Forbidden,
+                Vec::new(),
+                Severity::Warn,
+                &why,
+            )
+            .await;
+        return;
+    }
+    for (contact, asked) in contacts.iter().zip(asked) {
+        let expires = Duration::from_secs(u64::from(asked.min(shared.config.max_expires)));
+        let contact_uri = contact.uri.to_string();
+        let change = if expires.is_zero() {
+            "device unregistered"
+        } else if shared
+            .live
+            .registrar
+            .bindings(&user)
+            .iter()
+            .any(|b| b.contact == contact_uri && b.source == peer.address)
+        {
+            // Refreshes are not news.
+            "registration refreshed"
+        } else {
+            "device registered"
+        };
+        let binding = Binding {
+            contact: contact_uri.clone(),
+            source: peer.address,
+            reliable: peer.transport != Transport::Udp,
+            call_id: call_id.clone(),
+            expires_at: Instant::now() + expires,
+        };
+        if let Err(error) = shared.live.registrar.update(&user, binding, expires) {
+            // Raced with another REGISTER of the same user.
+            tracing::warn!(user = %user, source = %peer.address, %error, "registration refused");
+            continue;
+        }
+        if change == "registration refreshed" {
+            tracing::debug!(user = %user, contact = %contact_uri, source = %peer.address, seconds = expires.as_secs(), "{change}");
+        } else {
+            tracing::info!(user = %user, contact = %contact_uri, source = %peer.address, seconds = expires.as_secs(), "{change}");
+        }
+    }
+    let now = Instant::now();
+    let headers: Vec<Header> = shared
+        .live
+        .registrar
+        .bindings(&user)
+        .into_iter()
+        .map(|b| {
+            Header::Contact(
+                format!(
+                    "<{}>;expires={}",
+                    b.contact,
+                    b.expires_at.saturating_duration_since(now).as_secs()
+                )
+                .into(),
+            )
+        })
+        .collect();
+    tx.reply_with(StatusCode::OK, headers, None).await.ok();
+}
