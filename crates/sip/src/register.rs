@@ -106,9 +106,20 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
         .any(|&asked| asked > 0 && asked < shared.config.min_expires)
     {
         let min = Header::MinExpires(shared.config.min_expires.to_string().into());
-        tx.reply_with(StatusCode::IntervalTooBrief, vec![min], None)
-            .await
-            .ok();
+        let why = format!(
+            "registration shorter than sip.min_expires ({} s)",
+            shared.config.min_expires
+        );
+        shared
+            .refuse(
+                &mut tx,
+                &peer,
+                StatusCode::IntervalTooBrief,
+                vec![min],
+                Severity::Info,
+                &why,
+            )
+            .await;
         return;
     }
     let adding: Vec<&str> = contact_uris

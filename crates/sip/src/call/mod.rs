@@ -711,6 +711,17 @@ impl Call {
         }
     }
 
+    /// Refuses an in-dialog request (REFER, re-INVITE) and logs why, once.
+    async fn refuse_request(
+        &self,
+        handle: rsipstack::dialog::dialog::TransactionHandle,
+        status: StatusCode,
+        why: &str,
+    ) {
+        tracing::info!(call = %self.call_id, status = u16::from(status.clone()), reason = why, "request refused");
+        handle.reply(status).await.ok();
+    }
+
     /// Answers the caller with a final failure; the call is not connected.
     fn refuse(&self, status: StatusCode, why: &str) -> End {
         if let Some(side) = &self.caller.dialog {

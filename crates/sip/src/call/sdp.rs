@@ -194,24 +194,37 @@ impl Call {
                 self.legs[index].peer,
             )
         } else {
-            handle
-                .reply(StatusCode::CallTransactionDoesNotExist)
-                .await
-                .ok();
+            self.refuse_request(
+                handle,
+                StatusCode::CallTransactionDoesNotExist,
+                "re-offer outside the connected call",
+            )
+            .await;
             return;
         };
         let Some(previous) = previous else {
-            handle.reply(StatusCode::NotAcceptableHere).await.ok();
+            self.refuse_request(
+                handle,
+                StatusCode::NotAcceptableHere,
+                "re-offer before we sent an SDP",
+            )
+            .await;
             return;
         };
         let mut direction = Direction::SendRecv;
         if !offer.body.is_empty() {
             let Ok(sdp) = Sdp::parse_bytes(&offer.body) else {
-                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+                self.refuse_request(handle, StatusCode::NotAcceptableHere, "unreadable SDP")
+                    .await;
                 return;
             };
             if !self.point(side, &sdp, peer) {
-                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+                self.refuse_request(
+                    handle,
+                    StatusCode::NotAcceptableHere,
+                    "SDP names an address this peer may not use",
+                )
+                .await;
                 return;
             }
             if let Some(audio) = sdp.audio() {
@@ -239,8 +252,12 @@ impl Call {
                     .ok();
             }
             Err(error) => {
-                tracing::warn!(call = %self.call_id, %error, "cannot answer a re-offer");
-                handle.reply(StatusCode::NotAcceptableHere).await.ok();
+                self.refuse_request(
+                    handle,
+                    StatusCode::NotAcceptableHere,
+                    &format!("cannot answer the re-offer: {error}"),
+                )
+                .await;
             }
         }
     }

@@ -49,7 +49,7 @@ impl Call {
         handle: TransactionHandle,
     ) -> Flow {
         let Phase::Connected { callee } = self.phase else {
-            self.refuse_refer(
+            self.refuse_request(
                 handle,
                 StatusCode::CallTransactionDoesNotExist,
                 "the call is not connected",
@@ -62,7 +62,7 @@ impl Call {
         } else if self.is_caller_dialog(&id.call_id) {
             MediaLeg::Caller
         } else {
-            self.refuse_refer(
+            self.refuse_request(
                 handle,
                 StatusCode::CallTransactionDoesNotExist,
                 "not a dialog of the connected call",
@@ -73,12 +73,12 @@ impl Call {
         let target = match refer.refer_to_header().map(|h| parse_refer_to(h.value())) {
             Some(Ok(target)) => target,
             Some(Err(error)) => {
-                self.refuse_refer(handle, StatusCode::BadRequest, &error.to_string())
+                self.refuse_request(handle, StatusCode::BadRequest, &error.to_string())
                     .await;
                 return ControlFlow::Continue(());
             }
             None => {
-                self.refuse_refer(handle, StatusCode::BadRequest, "REFER without Refer-To")
+                self.refuse_request(handle, StatusCode::BadRequest, "REFER without Refer-To")
                     .await;
                 return ControlFlow::Continue(());
             }
@@ -101,7 +101,7 @@ impl Call {
         };
         let target = self.engine.party(&number);
         if target.kind == PartyKind::Unknown {
-            self.refuse_refer(
+            self.refuse_request(
                 handle,
                 StatusCode::NotFound,
                 &format!("unknown number {number:?}"),
@@ -110,8 +110,8 @@ impl Call {
             return ControlFlow::Continue(());
         }
         if let Err(refusal) = self.shared.policy.check_transfer(dialler, &number, &target) {
-            tracing::warn!(call = %self.call_id, reason = %refusal, "request refused");
-            handle.reply(StatusCode::Forbidden).await.ok();
+            self.refuse_request(handle, StatusCode::Forbidden, &refusal.to_string())
+                .await;
             return ControlFlow::Continue(());
         }
         handle.reply(StatusCode::Accepted).await.ok();
@@ -123,11 +123,6 @@ impl Call {
             Some(end) => ControlFlow::Break(end),
             None => ControlFlow::Continue(()),
         }
-    }
-
-    async fn refuse_refer(&self, handle: TransactionHandle, status: StatusCode, why: &str) {
-        tracing::info!(call = %self.call_id, status = u16::from(status.clone()), reason = why, "REFER refused");
-        handle.reply(status).await.ok();
     }
 
     /// The number a leg's party has (a user's primary number).
