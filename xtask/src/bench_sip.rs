@@ -236,6 +236,7 @@ impl Server {
             data.join("callhost.toml"),
             format!(
                 "[sip]\nlisten = \"{LOOPBACK}:{CALLHOST_PORT}\"\n\
+                 [sip.limits]\nmax_calls = 20000\n\
                  [sip.trunk]\npeer = \"{LOOPBACK}:{UAC_PORT}\"\n\
                  [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"30000-39999\"\n"
             ),

@@ -79,6 +79,16 @@ pub enum TrunkTransport {
     Tcp,
 }
 
+impl TrunkTransport {
+    /// What calls to the trunk go out on (UDP unless TCP is configured).
+    pub(crate) fn outgoing(self) -> rsipstack::sip::Transport {
+        match self {
+            TrunkTransport::Tcp => rsipstack::sip::Transport::Tcp,
+            TrunkTransport::Any | TrunkTransport::Udp => rsipstack::sip::Transport::Udp,
+        }
+    }
+}
+
 /// A SIP trunk that is a fixed peer (a carrier's SBC, another PBX, SIPp).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -118,7 +118,10 @@ impl Call {
                         match Uri::try_from(format!("sip:{number}@{}", trunk.peer).as_str()) {
                             Ok(uri) => vec![(
                                 uri,
-                                SipAddr::new(Transport::Udp, HostWithPort::from(trunk.peer)),
+                                SipAddr::new(
+                                    trunk.transport.outgoing(),
+                                    HostWithPort::from(trunk.peer),
+                                ),
                                 None,
                                 DialogPeer::Trunk,
                             )],
