@@ -41,6 +41,7 @@ struct InstanceHost {
     /// The host database, opened per request: these are background and
     /// admin paths, never call setup.
     database: std::path::PathBuf,
+    sealer: Arc<callhost_seal::Sealer>,
 }
 
 impl InstanceHost {
@@ -51,7 +52,7 @@ impl InstanceHost {
         work: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> RResult<T, ModuleError> {
         let result = catch_unwind(AssertUnwindSafe(|| {
-            Store::open(&self.database).and_then(|store| work(&store))
+            Store::open(&self.database, self.sealer.clone()).and_then(|store| work(&store))
         }));
         match result {
             Ok(Ok(value)) => RResult::ROk(value),
@@ -199,11 +200,21 @@ impl<'a> Instances<'a> {
         Instances { data, db, loader }
     }
 
+    /// The module's installed library, loaded only if its file still has
+    /// the checksum recorded at install.
     pub fn library_of(&self, module_id: &str) -> Result<ModuleLibrary> {
         let module = self.db.module(module_id)?.with_context(|| {
             format!("no module `{module_id}` is installed (see `callhost module list`)")
         })?;
-        let library = self.loader.load(&self.data.resolve(&module.library_path))?;
+        let path = self.data.resolve(&module.library_path);
+        let Some(sha256) = &module.library_sha256 else {
+            bail!(
+                "module `{module_id}` was installed before callhost recorded library checksums \
+                 and {} could not be verified then: install its package again",
+                path.display()
+            );
+        };
+        let library = self.loader.load(&path, sha256)?;
         Ok(ModuleLibrary {
             library,
             stored_path: module.library_path,
@@ -217,7 +228,16 @@ impl<'a> Instances<'a> {
         row: &InstanceRow,
         config: &str,
     ) -> Result<()> {
-        live_instance(self.data, library, row, config, &EngineSlot::default()).map(drop)
+        let sealer = self.db.store.sealer();
+        live_instance(
+            self.data,
+            sealer,
+            library,
+            row,
+            config,
+            &EngineSlot::default(),
+        )
+        .map(drop)
     }
 
     pub fn check_config(&self, row: &InstanceRow, config: &str) -> Result<()> {
@@ -226,8 +246,18 @@ impl<'a> Instances<'a> {
 
     /// A live instance of a stored row (for actions and commands).
     pub fn live(&self, row: &InstanceRow, engine: &EngineSlot) -> Result<LiveInstance> {
+        if let Some(error) = &row.config_error {
+            bail!("{error}");
+        }
         let library = self.library_of(&row.module_id)?;
-        live_instance(self.data, &library, row, &row.config, engine)
+        live_instance(
+            self.data,
+            self.db.store.sealer(),
+            &library,
+            row,
+            &row.config,
+            engine,
+        )
     }
 }
 
@@ -236,6 +266,7 @@ impl<'a> Instances<'a> {
 /// of its own with a time limit.
 pub fn live_instance(
     data: &DataDir,
+    sealer: &Arc<callhost_seal::Sealer>,
     library: &ModuleLibrary,
     row: &InstanceRow,
     config: &str,
@@ -252,6 +283,7 @@ pub fn live_instance(
         log: log.clone(),
         engine: engine.clone(),
         database: data.database(),
+        sealer: sealer.clone(),
     };
     let assets = library
         .library

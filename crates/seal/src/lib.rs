@@ -213,12 +213,19 @@ impl Sealer {
         }
     }
 
-    fn open_sealed(&self, place: Place<'_>, encoded: &str, aad: &[u8]) -> Result<String, SealError> {
+    fn open_sealed(
+        &self,
+        place: Place<'_>,
+        encoded: &str,
+        aad: &[u8],
+    ) -> Result<String, SealError> {
         let damaged = |reason| SealError::Damaged {
             place: place.to_string(),
             reason,
         };
-        let bytes = STANDARD.decode(encoded).map_err(|_| damaged("not base64"))?;
+        let bytes = STANDARD
+            .decode(encoded)
+            .map_err(|_| damaged("not base64"))?;
         if bytes.len() < NONCE_LEN {
             return Err(damaged("too short"));
         }
@@ -365,7 +372,10 @@ mod tests {
             sealer.unseal_legacy(HERE, &v1).unwrap(),
             "greeting = \"Moin\"\n"
         );
-        assert_eq!(sealer.unseal_legacy(HERE, "plain = 1").unwrap(), "plain = 1");
+        assert_eq!(
+            sealer.unseal_legacy(HERE, "plain = 1").unwrap(),
+            "plain = 1"
+        );
         let v2 = sealer.seal(HERE, "x = 1");
         assert_eq!(sealer.unseal_legacy(HERE, &v2).unwrap(), "x = 1");
         for old in [v1.as_str(), "plain = 1", ""] {
