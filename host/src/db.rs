@@ -482,9 +482,7 @@ impl Db {
 
     /// Every token's name with its hex SHA-256, for checking a request.
     pub fn api_token_hashes(&self) -> Result<Vec<(String, String)>> {
-        let mut statement = self.conn().prepare("SELECT name, sha256 FROM api_tokens")?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(api_token_hashes(self.conn())?)
     }
 
     pub fn revoke_api_token(&self, name: &str) -> Result<()> {
@@ -496,6 +494,14 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// Every API token's name with its hex SHA-256, on any connection to
+/// `callhost.db` (the API server keeps one for its token set).
+pub fn api_token_hashes(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = conn.prepare_cached("SELECT name, sha256 FROM api_tokens")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
 }
 
 fn module_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ModuleRow> {

@@ -203,9 +203,12 @@ impl<'a> Instances<'a> {
     /// The module's installed library, loaded only if its file still has
     /// the checksum recorded at install.
     pub fn library_of(&self, module_id: &str) -> Result<ModuleLibrary> {
-        let module = self.db.module(module_id)?.with_context(|| {
-            format!("no module `{module_id}` is installed (see `callhost module list`)")
-        })?;
+        let module = self
+            .db
+            .module(module_id)?
+            .ok_or_else(|| Refusal::NotInstalled {
+                module: module_id.to_string(),
+            })?;
         let path = self.data.resolve(&module.library_path);
         let Some(sha256) = &module.library_sha256 else {
             bail!(
@@ -300,19 +303,21 @@ pub fn live_instance(
     };
     let instance = match (library.library.root.new_instance())(context) {
         RResult::ROk(instance) => instance,
-        RResult::RErr(error) => bail!(
-            "module `{}` could not create an instance: {}",
-            row.module_id,
-            error.message
-        ),
+        RResult::RErr(error) => {
+            return Err(Refusal::Create {
+                module: row.module_id.clone(),
+                message: error.message.into_string(),
+            }
+            .into())
+        }
     };
     if let RResult::RErr(error) = instance.configure(RStr::from_str(config)) {
-        bail!(
-            "instance `{}`: field `{}`: {}",
-            row.name,
-            error.field,
-            error.message
-        );
+        return Err(Refusal::Config {
+            instance: row.name.clone(),
+            field: error.field.into_string(),
+            message: error.message.into_string(),
+        }
+        .into());
     }
     let manifest = &library.library.manifest;
     Ok(LiveInstance {
@@ -331,6 +336,23 @@ pub fn live_instance(
         stored_library: library.stored_path.clone(),
         library: library.library.clone(),
     })
+}
+
+/// Why an instance cannot be built for reasons of the module or the
+/// administrator's input (as opposed to the host failing): the HTTP API
+/// answers these with their message.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("module `{module}` could not create an instance: {message}")]
+    Create { module: String, message: String },
+    #[error("instance `{instance}`: field `{field}`: {message}")]
+    Config {
+        instance: String,
+        field: String,
+        message: String,
+    },
+    #[error("no module `{module}` is installed (see `callhost module list`)")]
+    NotInstalled { module: String },
 }
 
 /// Why an admin action gave no answer.
