@@ -7,6 +7,16 @@
 //!   `callhost api token create`; the database keeps only their SHA-256, and
 //!   a request's token is checked by comparing digests in constant time.
 //!   Tokens are never logged.
+//! - The token check comes first, against the token set in memory
+//!   ([`TokenSet`]): a request without a valid token is answered 401 with a
+//!   fixed body before anything touches the database or the files. The set
+//!   is read again when another process committed to `callhost.db`: before
+//!   each request with a known token (so a revocation applies at once) and
+//!   every quarter second in the background (new tokens; live feeds whose
+//!   token was revoked end).
+//! - The host's own failures are answered 500 with a generic message and
+//!   an error id; the detail (paths, SQLite's words) goes to the log under
+//!   that id. Refusals by a module or of the input keep their message.
 //! - Module code never runs on the async workers: building an instance and
 //!   the synchronous part of an action run on blocking threads, and only the
 //!   action's `FfiFuture` (a join handle on the module's runtime) is awaited
@@ -36,7 +46,7 @@ use axum::{
         IntoResponse, Response,
     },
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use futures::Stream;
 use rand::RngCore as _;
@@ -47,10 +57,17 @@ use tokio::sync::watch;
 
 use crate::{
     commands,
-    instances::{action_answer, start_action, ActionError, ActionFuture, LiveInstance},
+    instances::{action_answer, start_action, ActionError, ActionFuture, LiveInstance, Refusal},
     loader::{Library, Loader},
     Host,
 };
+
+/// How often the token set is looked at without requests.
+const TOKEN_POLL: Duration = Duration::from_millis(250);
+
+/// The one answer to a request without a valid token.
+const UNAUTHORIZED: &str =
+    "missing, unknown or revoked token: send `Authorization: Bearer <token>`";
 
 /// How long building an instance (the module's `new_instance` and
 /// `configure`) may take before the request is answered with an error.
@@ -91,10 +108,12 @@ pub fn serve(host: Host, listen: SocketAddr) -> Result<()> {
         data: host.data.root().to_path_buf(),
         loader: host.loader.clone(),
         libraries: Mutex::default(),
+        tokens: TokenSet::open(&host.data.database())?,
         stopped,
     });
     drop(host);
     let served = runtime.block_on(async move {
+        tokio::spawn(watch_tokens(state.clone()));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -145,6 +164,8 @@ struct ApiState {
     /// otherwise every request would load it again and start and stop its
     /// runtime. An upgrade replaces the entry, which retires the old one.
     libraries: Mutex<HashMap<String, Arc<Library>>>,
+    /// The API tokens, checked before anything else.
+    tokens: TokenSet,
     /// Turns true at shutdown: the live feeds end.
     stopped: watch::Receiver<bool>,
 }
@@ -154,19 +175,107 @@ impl ApiState {
     fn host(&self) -> Result<Host> {
         Host::open_with_loader(&self.data, self.loader.clone())
     }
+}
 
-    /// The name of the token with `digest`, if any (blocking).
-    fn token_name(&self, digest: &[u8; 32]) -> Result<Option<String>> {
-        let mut found = None;
-        for (name, stored) in self.host()?.db.api_token_hashes()? {
-            let mut stored_digest = [0u8; 32];
-            if hex::decode_to_slice(&stored, &mut stored_digest).is_ok()
-                && same_digest(&stored_digest, digest)
-            {
-                found = Some(name);
+/// The API tokens by name and SHA-256 digest, as last read.
+#[derive(Default)]
+struct Tokens(Vec<(String, [u8; 32])>);
+
+impl Tokens {
+    fn read(conn: &rusqlite::Connection) -> rusqlite::Result<Tokens> {
+        let mut tokens = Vec::new();
+        for (name, stored) in crate::db::api_token_hashes(conn)? {
+            let mut digest = [0u8; 32];
+            if hex::decode_to_slice(&stored, &mut digest).is_ok() {
+                tokens.push((name, digest));
             }
         }
-        Ok(found)
+        Ok(Tokens(tokens))
+    }
+
+    /// The name of the token with `digest`; every entry is compared, each
+    /// in constant time.
+    fn name_of(&self, digest: &[u8; 32]) -> Option<&str> {
+        let mut found = None;
+        for (name, stored) in &self.0 {
+            if same_digest(stored, digest) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// The token set in memory, with its own connection to `callhost.db` to
+/// notice other processes' commits (`PRAGMA data_version`, which changes
+/// exactly then and costs no disk read when nothing changed).
+struct TokenSet {
+    /// The connection and the `data_version` the set was read at.
+    conn: Mutex<(rusqlite::Connection, i64)>,
+    current: watch::Sender<Arc<Tokens>>,
+}
+
+impl TokenSet {
+    fn open(database: &std::path::Path) -> Result<TokenSet> {
+        let conn = rusqlite::Connection::open(database)
+            .with_context(|| format!("opening {}", database.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let version = data_version(&conn)?;
+        let tokens = Tokens::read(&conn).context("reading the API tokens")?;
+        Ok(TokenSet {
+            conn: Mutex::new((conn, version)),
+            current: watch::Sender::new(Arc::new(tokens)),
+        })
+    }
+
+    fn current(&self) -> Arc<Tokens> {
+        self.current.borrow().clone()
+    }
+
+    /// Reads the tokens again if another process committed since the last
+    /// read (blocking; cheap when nothing changed).
+    fn refresh(&self) -> rusqlite::Result<()> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let (conn, seen) = &mut *guard;
+        let version = data_version(conn)?;
+        if version == *seen {
+            return Ok(());
+        }
+        // A commit between the two reads is seen again next time.
+        let tokens = Tokens::read(conn)?;
+        *seen = version;
+        self.current.send_replace(Arc::new(tokens));
+        Ok(())
+    }
+}
+
+fn data_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
+/// Keeps the token set current while no request comes (new tokens; live
+/// feeds end when theirs is revoked). Errors are logged when they start
+/// and when they stop.
+async fn watch_tokens(state: Arc<ApiState>) {
+    let mut stopped = state.stopped.clone();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TOKEN_POLL) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let refreshing = state.clone();
+        match tokio::task::spawn_blocking(move || refreshing.tokens.refresh()).await {
+            Ok(Ok(())) if failing => {
+                failing = false;
+                tracing::info!("the API tokens can be read again");
+            }
+            Ok(Err(error)) if !failing => {
+                failing = true;
+                tracing::error!("cannot read the API tokens: {error}");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -185,11 +294,13 @@ fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// An error answer: `{"error": "..."}` with a status.
+/// An error answer: `{"error": "..."}` with a status (and `"error_id"`
+/// for the host's own failures).
 #[derive(Debug)]
 struct ApiError {
     status: StatusCode,
     message: String,
+    error_id: Option<String>,
 }
 
 impl ApiError {
@@ -197,21 +308,41 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            error_id: None,
+        }
+    }
+
+    /// The host itself failed: the client learns only that and an id; the
+    /// log has the detail under the same id.
+    fn internal(error: anyhow::Error) -> ApiError {
+        let id = format!("{:016x}", rand::random::<u64>());
+        tracing::error!(error_id = %id, "API request failed: {error:#}");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("internal error {id}: the server's log has the details"),
+            error_id: Some(id),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = match &self.error_id {
+            Some(id) => json!({ "error": self.message, "error_id": id }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
-/// The host's own failures (database, threads).
+/// A module's or the input's refusal is a 422 with its message; anything
+/// else is the host's own failure (database, files, threads).
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
-        tracing::error!("API request failed: {error:#}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
+        match error.downcast_ref::<Refusal>() {
+            Some(refusal) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refusal.to_string()),
+            None => ApiError::internal(error),
+        }
     }
 }
 
@@ -232,16 +363,24 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| anyhow::anyhow!("a blocking task failed: {error}"))?
+        .map_err(|error| ApiError::internal(anyhow::anyhow!("a blocking task failed: {error}")))?
 }
 
 /// The token's name, in the response for the request log.
 #[derive(Clone)]
 struct TokenName(String);
 
+/// The digest of the request's token, for handlers (a live feed ends when
+/// its token is revoked).
+#[derive(Clone, Copy)]
+struct Caller([u8; 32]);
+
+/// Checks the bearer token before anything else: an unknown token is
+/// refused from memory; a known one once more after looking for changes
+/// (a revocation in another process).
 async fn authenticate(
     State(state): State<Arc<ApiState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let token = request
@@ -252,22 +391,35 @@ async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let Some(token) = token.filter(|token| !token.is_empty()) else {
-        return unauthorized("missing `Authorization: Bearer <token>`");
+        return unauthorized();
     };
     let digest = token_digest(token);
-    match blocking(move || Ok(state.token_name(&digest)?)).await {
-        Ok(Some(name)) => {
-            let mut response = next.run(request).await;
-            response.extensions_mut().insert(TokenName(name));
-            response
-        }
-        Ok(None) => unauthorized("invalid or revoked token"),
-        Err(error) => error.into_response(),
+    if state.tokens.current().name_of(&digest).is_none() {
+        return unauthorized();
     }
+    let refreshing = state.clone();
+    let refreshed = blocking(move || {
+        refreshing
+            .tokens
+            .refresh()
+            .context("reading the API tokens")
+            .map_err(ApiError::internal)
+    })
+    .await;
+    if let Err(error) = refreshed {
+        return error.into_response();
+    }
+    let Some(name) = state.tokens.current().name_of(&digest).map(str::to_owned) else {
+        return unauthorized();
+    };
+    request.extensions_mut().insert(Caller(digest));
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(TokenName(name));
+    response
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+fn unauthorized() -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED).into_response();
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -347,9 +499,7 @@ async fn live_instance(state: &Arc<ApiState>, name: String) -> Result<LiveInstan
         let row = host.db.find_instance(&name)?.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("no instance named `{name}`"))
         })?;
-        let live = commands::action_instance(&host, &row).map_err(|error| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{error:#}"))
-        })?;
+        let live = commands::action_instance(&host, &row).map_err(ApiError::from)?;
         state
             .libraries
             .lock()
@@ -359,7 +509,9 @@ async fn live_instance(state: &Arc<ApiState>, name: String) -> Result<LiveInstan
     });
     match tokio::time::timeout(START_LIMIT, building).await {
         Ok(Ok(built)) => built,
-        Ok(Err(error)) => Err(anyhow::anyhow!("building the instance failed: {error}").into()),
+        Ok(Err(error)) => Err(ApiError::internal(anyhow::anyhow!(
+            "building the instance failed: {error}"
+        ))),
         Err(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
@@ -380,6 +532,7 @@ fn drop_off_workers(live: Arc<LiveInstance>) {
 /// client's `Last-Event-ID` is where the feed resumes.
 async fn live_feed(
     State(state): State<Arc<ApiState>>,
+    Extension(Caller(digest)): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -407,6 +560,8 @@ async fn live_feed(
         pending: Some(first),
         ready: VecDeque::new(),
         stopped: state.stopped.clone(),
+        tokens: state.tokens.current.subscribe(),
+        digest,
         ended: false,
     };
     Ok(Sse::new(feed_events(feed)).keep_alive(KeepAlive::default()))
@@ -429,6 +584,9 @@ struct Feed {
     pending: Option<ActionFuture>,
     ready: VecDeque<Event>,
     stopped: watch::Receiver<bool>,
+    /// The token set; the feed ends when its token is no longer in it.
+    tokens: watch::Receiver<Arc<Tokens>>,
+    digest: [u8; 32],
     ended: bool,
 }
 
@@ -487,11 +645,29 @@ impl Feed {
     }
 }
 
+/// What ended a wait of the feed.
+enum Woken {
+    Polled(Result<(), ApiError>),
+    Stopped,
+    Revoked,
+}
+
 /// The feed's events; an error is sent as an `error` event and ends the
-/// stream (a browser's `EventSource` reconnects with `Last-Event-ID`).
+/// stream (a browser's `EventSource` reconnects with `Last-Event-ID`). The
+/// stream also ends, with an `error` event, when its token is revoked.
 fn feed_events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(feed, |mut feed| async move {
+    let error_event = |message: &str| {
+        Event::default()
+            .event("error")
+            .data(json!({ "error": message }).to_string())
+    };
+    futures::stream::unfold(feed, move |mut feed| async move {
         loop {
+            if !feed.ended && feed.tokens.borrow().name_of(&feed.digest).is_none() {
+                feed.ended = true;
+                feed.ready.clear();
+                return Some((Ok(error_event("the token was revoked")), feed));
+            }
             if let Some(event) = feed.ready.pop_front() {
                 return Some((Ok(event), feed));
             }
@@ -499,16 +675,22 @@ fn feed_events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
                 return None;
             }
             let mut stopped = feed.stopped.clone();
-            let polled = tokio::select! {
-                polled = feed.poll() => polled,
-                _ = stopped.wait_for(|stop| *stop) => return None,
+            let mut tokens = feed.tokens.clone();
+            let digest = feed.digest;
+            let woken = tokio::select! {
+                polled = feed.poll() => Woken::Polled(polled),
+                _ = stopped.wait_for(|stop| *stop) => Woken::Stopped,
+                _ = tokens.wait_for(|tokens| tokens.name_of(&digest).is_none()) => Woken::Revoked,
             };
-            if let Err(error) = polled {
-                feed.ended = true;
-                let event = Event::default()
-                    .event("error")
-                    .data(json!({ "error": error.message }).to_string());
-                return Some((Ok(event), feed));
+            match woken {
+                Woken::Polled(Ok(())) => {}
+                Woken::Polled(Err(error)) => {
+                    feed.ended = true;
+                    return Some((Ok(error_event(&error.message)), feed));
+                }
+                Woken::Stopped => return None,
+                // Said at the top of the loop.
+                Woken::Revoked => {}
             }
         }
     })

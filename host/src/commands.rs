@@ -113,6 +113,7 @@ pub fn instance_create(
         log_level: "INFO".into(),
         fault: None,
         updated_at: String::new(),
+        config_error: None,
     };
     Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &row.config)?;
     host.db.insert_instance(&row)?;
@@ -284,6 +285,9 @@ fn info() -> String {
 
 pub fn instance_export(host: &Host, name: &str) -> Result<String> {
     let row = host.db.instance(name)?;
+    if let Some(error) = &row.config_error {
+        bail!("{error}");
+    }
     let config: toml::Table = row
         .config
         .parse()
@@ -326,6 +330,7 @@ pub fn instance_import(host: &Host, file: &Path, replace: bool) -> Result<String
         log_level: exported.log_level.to_ascii_uppercase(),
         fault: None,
         updated_at: String::new(),
+        config_error: None,
     };
     Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &config)?;
     match host.db.instance(&exported.name) {

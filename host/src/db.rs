@@ -1,16 +1,24 @@
 //! The host's own tables in `<data>/callhost.db`: installed modules and
 //! instances. The directory's tables belong to `callhost-pbx`; both share
 //! the file and the migration table.
+//!
+//! Instance configurations are sealed (`callhost-seal`), each bound to its
+//! instance (`instances.config:<name>`).
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use anyhow::{bail, Context as _, Result};
-use callhost_pbx::store::{migrate, Store};
-use rusqlite::{params, OptionalExtension};
+use callhost_pbx::store::{migrate_steps, schema_version, Step, Store, StoreError};
+use callhost_seal::{Form, Place, Sealer};
+use rusqlite::{params, Connection, OptionalExtension};
 
-const MIGRATIONS: &[&str] = &[
+/// The host schema version that added `modules.library_sha256`.
+const CHECKSUMS_VERSION: i64 = 3;
+
+const MIGRATIONS: &[Step<'static>] = &[
     // 1: modules and instances
-    "CREATE TABLE modules (
+    Step::Sql(
+        "CREATE TABLE modules (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         version TEXT NOT NULL,
@@ -34,13 +42,59 @@ const MIGRATIONS: &[&str] = &[
     -- Bumped on every change a running host must pick up.
     CREATE TABLE generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
     INSERT INTO generation (id, value) VALUES (1, 0);",
+    ),
     // 2: HTTP API tokens; only a token's SHA-256 is kept, never the token
-    "CREATE TABLE api_tokens (
+    Step::Sql(
+        "CREATE TABLE api_tokens (
         name TEXT PRIMARY KEY,
         sha256 TEXT NOT NULL UNIQUE,
         created_at TEXT NOT NULL
     );",
+    ),
+    // 3: the library's SHA-256 from the package's SHA256SUMS, checked
+    // before every load. Rows installed before get it once, when the
+    // version directory still matches its name (`library::record_legacy_checksums`).
+    Step::Sql("ALTER TABLE modules ADD COLUMN library_sha256 TEXT;"),
+    // 4: configurations sealed for their instance: plain (from before
+    // sealing) and `sealed:v1` (no row binding) values sealed again.
+    Step::Code(reseal_configs),
 ];
+
+/// Where an instance's sealed configuration lives.
+fn config_place(name: &str) -> Place<'_> {
+    Place::new("instances.config", name)
+}
+
+/// Migration 4. Fails (and changes nothing) if a `sealed:v1` value does
+/// not open with this key: the error names the instance and the key file.
+fn reseal_configs(conn: &Connection, sealer: &Sealer) -> Result<(), StoreError> {
+    let rows: Vec<(String, String)> = conn
+        .prepare("SELECT name, config FROM instances")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(|source| StoreError::Sql {
+            context: "reading instance configurations",
+            source,
+        })?;
+    for (name, stored) in rows {
+        if Form::of(&stored) == Form::V2 {
+            continue;
+        }
+        let config = sealer.unseal_legacy(config_place(&name), &stored)?;
+        conn.execute(
+            "UPDATE instances SET config = ?2 WHERE name = ?1",
+            params![name, sealer.seal(config_place(&name), &config)],
+        )
+        .map_err(|source| StoreError::Sql {
+            context: "sealing instance configurations",
+            source,
+        })?;
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModuleRow {
@@ -52,6 +106,10 @@ pub struct ModuleRow {
     pub library_path: String,
     pub signed_by: Option<String>,
     pub installed_at: String,
+    /// The library's SHA-256 (hex) as the package's `SHA256SUMS` listed
+    /// it; `None` for a module installed before checksums were recorded
+    /// whose files could not be verified then (refused until reinstalled).
+    pub library_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -66,6 +124,11 @@ pub struct InstanceRow {
     pub log_level: String,
     pub fault: Option<String>,
     pub updated_at: String,
+    /// Why the stored configuration does not open (sealed for another
+    /// instance, another key): then `config` is empty, `fault` says so and
+    /// the instance is never started; `instance configure` replaces it.
+    #[serde(skip)]
+    pub config_error: Option<String>,
 }
 
 impl InstanceRow {
@@ -79,10 +142,10 @@ impl InstanceRow {
 }
 
 /// The host database: the directory store plus the host's tables.
-/// Instance configurations are sealed at rest (see `seal`).
+/// Instance configurations are sealed at rest (`callhost-seal`).
 pub struct Db {
     pub store: Store,
-    sealer: crate::seal::Sealer,
+    sealer: Arc<Sealer>,
 }
 
 pub fn now() -> String {
@@ -93,46 +156,45 @@ impl Db {
     pub fn open(data: &Path) -> Result<Db> {
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create data directory {}", data.display()))?;
-        let path = crate::paths::DataDir::new(data).database();
-        let store = Store::open(&path)
+        let data_dir = crate::paths::DataDir::new(data);
+        let path = data_dir.database();
+        let sealer = Arc::new(Sealer::open(data)?);
+        let store = Store::open(&path, sealer.clone())
             .with_context(|| format!("cannot open database {}", path.display()))?;
-        migrate(store.conn(), "host", MIGRATIONS).context("host database migration")?;
-        // Overwrite what is deleted, so a configuration sealed now leaves
-        // no clear copy in free pages.
-        store
-            .conn()
-            .pragma_update(None, "secure_delete", "ON")
-            .context("enabling secure_delete")?;
-        let sealer = crate::seal::Sealer::open(data)?;
+        let before = schema_version(store.conn(), "host")?;
+        migrate_steps(store.conn(), "host", MIGRATIONS, &sealer)
+            .context("host database migration")?;
         let db = Db { store, sealer };
-        db.seal_plain_configs()?;
+        if before > 0 && before < CHECKSUMS_VERSION {
+            crate::library::record_legacy_checksums(&data_dir, &db)?;
+        }
         Ok(db)
     }
 
-    /// Seals configurations stored before sealing existed (idempotent).
-    fn seal_plain_configs(&self) -> Result<()> {
-        let plain: Vec<(String, String)> = self
-            .conn()
-            .prepare("SELECT name, config FROM instances WHERE config NOT LIKE 'sealed:%'")?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (name, config) in plain {
-            // Only if nobody changed it meanwhile.
-            self.conn().execute(
-                "UPDATE instances SET config = ?3 WHERE name = ?1 AND config = ?2",
-                params![name, config, self.sealer.seal(&config)],
-            )?;
+    /// A row as read, with its configuration unsealed. One that does not
+    /// open is returned marked (`config_error`, `fault`), so the others
+    /// still work and this one can be listed, reconfigured or deleted.
+    fn unsealed(&self, mut row: InstanceRow) -> InstanceRow {
+        match self.sealer.unseal(config_place(&row.name), &row.config) {
+            Ok(config) => row.config = config,
+            Err(error) => {
+                let error = error.to_string();
+                row.config = String::new();
+                row.fault = Some(error.clone());
+                row.config_error = Some(error);
+            }
         }
-        Ok(())
+        row
     }
 
-    /// A row as read, with its configuration unsealed.
-    fn unsealed(&self, mut row: InstanceRow) -> Result<InstanceRow> {
-        row.config = self
-            .sealer
-            .unseal(&row.config)
-            .with_context(|| format!("instance `{}`", row.name))?;
-        Ok(row)
+    /// Records the checksum of a module installed before checksums were
+    /// (see `library::record_legacy_checksums`).
+    pub fn set_library_sha256(&self, id: &str, sha256: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE modules SET library_sha256 = ?2 WHERE id = ?1 AND library_sha256 IS NULL",
+            params![id, sha256],
+        )?;
+        Ok(())
     }
 
     fn conn(&self) -> &rusqlite::Connection {
@@ -155,7 +217,8 @@ impl Db {
 
     pub fn modules(&self) -> Result<Vec<ModuleRow>> {
         let mut statement = self.conn().prepare(
-            "SELECT id, name, version, abi_version, description, library_path, signed_by, installed_at
+            "SELECT id, name, version, abi_version, description, library_path, signed_by, installed_at,
+                    library_sha256
              FROM modules ORDER BY id",
         )?;
         let rows = statement.query_map([], module_row)?;
@@ -166,7 +229,8 @@ impl Db {
         Ok(self
             .conn()
             .query_row(
-                "SELECT id, name, version, abi_version, description, library_path, signed_by, installed_at
+                "SELECT id, name, version, abi_version, description, library_path, signed_by, installed_at,
+                        library_sha256
                  FROM modules WHERE id = ?1",
                 params![id],
                 module_row,
@@ -176,10 +240,12 @@ impl Db {
 
     pub fn upsert_module(&self, row: &ModuleRow) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO modules (id, name, version, abi_version, description, library_path, signed_by, installed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO modules (id, name, version, abi_version, description, library_path, signed_by,
+                installed_at, library_sha256)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (id) DO UPDATE SET name = ?2, version = ?3, abi_version = ?4,
-                description = ?5, library_path = ?6, signed_by = ?7, installed_at = ?8",
+                description = ?5, library_path = ?6, signed_by = ?7, installed_at = ?8,
+                library_sha256 = ?9",
             params![
                 row.id,
                 row.name,
@@ -188,7 +254,8 @@ impl Db {
                 row.description,
                 row.library_path,
                 row.signed_by,
-                row.installed_at
+                row.installed_at,
+                row.library_sha256
             ],
         )?;
         self.bump()
@@ -208,7 +275,7 @@ impl Db {
              FROM instances ORDER BY position, name",
         )?;
         let rows = statement.query_map([], instance_row)?;
-        rows.map(|row| self.unsealed(row?)).collect()
+        rows.map(|row| Ok(self.unsealed(row?))).collect()
     }
 
     pub fn instance(&self, name: &str) -> Result<InstanceRow> {
@@ -226,7 +293,7 @@ impl Db {
                 instance_row,
             )
             .optional()?
-            .map(|row| self.unsealed(row))
+            .map(|row| Ok(self.unsealed(row)))
             .transpose()
     }
 
@@ -244,7 +311,7 @@ impl Db {
                 row.name,
                 row.module_id,
                 row.description,
-                self.sealer.seal(&row.config),
+                self.sealer.seal(config_place(&row.name), &row.config),
                 next,
                 row.active,
                 row.log_level,
@@ -261,7 +328,7 @@ impl Db {
         self.update(
             name,
             "UPDATE instances SET config = ?2, fault = NULL, updated_at = ?3 WHERE name = ?1",
-            &self.sealer.seal(config),
+            &self.sealer.seal(config_place(name), config),
         )
     }
 
@@ -313,7 +380,7 @@ impl Db {
         let Some(stored) = stored else {
             return Ok(());
         };
-        if self.sealer.unseal(&stored)? != config {
+        if self.sealer.unseal(config_place(name), &stored)? != config {
             return Ok(());
         }
         let changed = self.conn().execute(
@@ -415,9 +482,7 @@ impl Db {
 
     /// Every token's name with its hex SHA-256, for checking a request.
     pub fn api_token_hashes(&self) -> Result<Vec<(String, String)>> {
-        let mut statement = self.conn().prepare("SELECT name, sha256 FROM api_tokens")?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(api_token_hashes(self.conn())?)
     }
 
     pub fn revoke_api_token(&self, name: &str) -> Result<()> {
@@ -431,6 +496,14 @@ impl Db {
     }
 }
 
+/// Every API token's name with its hex SHA-256, on any connection to
+/// `callhost.db` (the API server keeps one for its token set).
+pub fn api_token_hashes(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = conn.prepare_cached("SELECT name, sha256 FROM api_tokens")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
 fn module_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ModuleRow> {
     Ok(ModuleRow {
         id: row.get(0)?,
@@ -441,6 +514,7 @@ fn module_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ModuleRow> {
         library_path: row.get(5)?,
         signed_by: row.get(6)?,
         installed_at: row.get(7)?,
+        library_sha256: row.get(8)?,
     })
 }
 
@@ -455,5 +529,6 @@ fn instance_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
         log_level: row.get(6)?,
         fault: row.get(7)?,
         updated_at: row.get(8)?,
+        config_error: None,
     })
 }

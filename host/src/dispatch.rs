@@ -57,22 +57,21 @@ const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// that hangs there cannot stop the host (the thread is abandoned).
 fn start_instance(
     data: &DataDir,
+    sealer: &Arc<callhost_seal::Sealer>,
     library: ModuleLibrary,
     row: &InstanceRow,
     engine: &EngineSlot,
 ) -> Result<LiveInstance> {
     let (done, wait) = mpsc::channel();
-    let (data, row, engine) = (data.clone(), row.clone(), engine.clone());
+    let (data, sealer, row, engine) = (data.clone(), sealer.clone(), row.clone(), engine.clone());
     std::thread::Builder::new()
         .name("callhost-start".into())
         .spawn(move || {
-            let started =
-                live_instance(&data, &library, &row, &row.config, &engine).and_then(|live| {
-                    match live.instance.activate() {
-                        RResult::ROk(()) => Ok(live),
-                        RResult::RErr(error) => {
-                            Err(anyhow::anyhow!("activation failed: {}", error.message))
-                        }
+            let started = live_instance(&data, &sealer, &library, &row, &row.config, &engine)
+                .and_then(|live| match live.instance.activate() {
+                    RResult::ROk(()) => Ok(live),
+                    RResult::RErr(error) => {
+                        Err(anyhow::anyhow!("activation failed: {}", error.message))
                     }
                 });
             let _ = done.send(started);
@@ -227,6 +226,9 @@ impl Dispatcher {
         let instances = Instances::new(data, db, loader);
         let mut next = Vec::new();
         for row in db.instances()? {
+            if let (true, Some(error)) = (row.active, &row.config_error) {
+                tracing::error!(instance = %row.name, "not started: {error}");
+            }
             if !row.active || row.fault.is_some() {
                 continue;
             }
@@ -246,9 +248,9 @@ impl Dispatcher {
                 next.push(live.clone());
                 continue;
             }
-            let started = instances
-                .library_of(&row.module_id)
-                .and_then(|library| start_instance(data, library, &row, &self.engine));
+            let started = instances.library_of(&row.module_id).and_then(|library| {
+                start_instance(data, db.store.sealer(), library, &row, &self.engine)
+            });
             match started {
                 Ok(live) => {
                     live.log.write(

@@ -41,6 +41,7 @@ struct InstanceHost {
     /// The host database, opened per request: these are background and
     /// admin paths, never call setup.
     database: std::path::PathBuf,
+    sealer: Arc<callhost_seal::Sealer>,
 }
 
 impl InstanceHost {
@@ -51,7 +52,7 @@ impl InstanceHost {
         work: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> RResult<T, ModuleError> {
         let result = catch_unwind(AssertUnwindSafe(|| {
-            Store::open(&self.database).and_then(|store| work(&store))
+            Store::open(&self.database, self.sealer.clone()).and_then(|store| work(&store))
         }));
         match result {
             Ok(Ok(value)) => RResult::ROk(value),
@@ -199,11 +200,24 @@ impl<'a> Instances<'a> {
         Instances { data, db, loader }
     }
 
+    /// The module's installed library, loaded only if its file still has
+    /// the checksum recorded at install.
     pub fn library_of(&self, module_id: &str) -> Result<ModuleLibrary> {
-        let module = self.db.module(module_id)?.with_context(|| {
-            format!("no module `{module_id}` is installed (see `callhost module list`)")
-        })?;
-        let library = self.loader.load(&self.data.resolve(&module.library_path))?;
+        let module = self
+            .db
+            .module(module_id)?
+            .ok_or_else(|| Refusal::NotInstalled {
+                module: module_id.to_string(),
+            })?;
+        let path = self.data.resolve(&module.library_path);
+        let Some(sha256) = &module.library_sha256 else {
+            bail!(
+                "module `{module_id}` was installed before callhost recorded library checksums \
+                 and {} could not be verified then: install its package again",
+                path.display()
+            );
+        };
+        let library = self.loader.load(&path, sha256)?;
         Ok(ModuleLibrary {
             library,
             stored_path: module.library_path,
@@ -217,7 +231,16 @@ impl<'a> Instances<'a> {
         row: &InstanceRow,
         config: &str,
     ) -> Result<()> {
-        live_instance(self.data, library, row, config, &EngineSlot::default()).map(drop)
+        let sealer = self.db.store.sealer();
+        live_instance(
+            self.data,
+            sealer,
+            library,
+            row,
+            config,
+            &EngineSlot::default(),
+        )
+        .map(drop)
     }
 
     pub fn check_config(&self, row: &InstanceRow, config: &str) -> Result<()> {
@@ -226,8 +249,18 @@ impl<'a> Instances<'a> {
 
     /// A live instance of a stored row (for actions and commands).
     pub fn live(&self, row: &InstanceRow, engine: &EngineSlot) -> Result<LiveInstance> {
+        if let Some(error) = &row.config_error {
+            bail!("{error}");
+        }
         let library = self.library_of(&row.module_id)?;
-        live_instance(self.data, &library, row, &row.config, engine)
+        live_instance(
+            self.data,
+            self.db.store.sealer(),
+            &library,
+            row,
+            &row.config,
+            engine,
+        )
     }
 }
 
@@ -236,6 +269,7 @@ impl<'a> Instances<'a> {
 /// of its own with a time limit.
 pub fn live_instance(
     data: &DataDir,
+    sealer: &Arc<callhost_seal::Sealer>,
     library: &ModuleLibrary,
     row: &InstanceRow,
     config: &str,
@@ -252,6 +286,7 @@ pub fn live_instance(
         log: log.clone(),
         engine: engine.clone(),
         database: data.database(),
+        sealer: sealer.clone(),
     };
     let assets = library
         .library
@@ -268,19 +303,21 @@ pub fn live_instance(
     };
     let instance = match (library.library.root.new_instance())(context) {
         RResult::ROk(instance) => instance,
-        RResult::RErr(error) => bail!(
-            "module `{}` could not create an instance: {}",
-            row.module_id,
-            error.message
-        ),
+        RResult::RErr(error) => {
+            return Err(Refusal::Create {
+                module: row.module_id.clone(),
+                message: error.message.into_string(),
+            }
+            .into())
+        }
     };
     if let RResult::RErr(error) = instance.configure(RStr::from_str(config)) {
-        bail!(
-            "instance `{}`: field `{}`: {}",
-            row.name,
-            error.field,
-            error.message
-        );
+        return Err(Refusal::Config {
+            instance: row.name.clone(),
+            field: error.field.into_string(),
+            message: error.message.into_string(),
+        }
+        .into());
     }
     let manifest = &library.library.manifest;
     Ok(LiveInstance {
@@ -299,6 +336,23 @@ pub fn live_instance(
         stored_library: library.stored_path.clone(),
         library: library.library.clone(),
     })
+}
+
+/// Why an instance cannot be built for reasons of the module or the
+/// administrator's input (as opposed to the host failing): the HTTP API
+/// answers these with their message.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("module `{module}` could not create an instance: {message}")]
+    Create { module: String, message: String },
+    #[error("instance `{instance}`: field `{field}`: {message}")]
+    Config {
+        instance: String,
+        field: String,
+        message: String,
+    },
+    #[error("no module `{module}` is installed (see `callhost module list`)")]
+    NotInstalled { module: String },
 }
 
 /// Why an admin action gave no answer.

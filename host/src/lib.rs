@@ -12,7 +12,6 @@ pub mod instances;
 pub mod library;
 pub mod loader;
 pub mod paths;
-pub mod seal;
 pub mod serve;
 pub mod simulate;
 

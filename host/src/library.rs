@@ -70,9 +70,11 @@ pub fn install(
         &files,
     )?;
     let library_path = version_dir.join(&file_name);
+    let library_sha256 = verified.library_sha256().to_string();
 
+    // Loaded like every later load: only with the checksum SHA256SUMS lists.
     let library = crate::instances::ModuleLibrary {
-        library: loader.load(&library_path)?,
+        library: loader.load(&library_path, &library_sha256)?,
         stored_path: data.to_stored(&library_path),
     };
     let found = &library.library.manifest;
@@ -96,6 +98,7 @@ pub fn install(
         library_path: data.to_stored(&library_path),
         signed_by: verified.signed_by.clone(),
         installed_at: now(),
+        library_sha256: Some(library_sha256),
     };
 
     // Check every existing configuration against the new version before
@@ -106,8 +109,10 @@ pub fn install(
         .into_iter()
         .filter(|row| row.module_id == manifest.id)
         .collect();
+    // A configuration that does not open stays faulted as it is.
     let refused: Vec<(String, String)> = mine
         .iter()
+        .filter(|instance| instance.config_error.is_none())
         .filter_map(|instance| {
             instances
                 .check_config_with(&library, instance, &instance.config)
@@ -140,15 +145,7 @@ pub fn install(
 /// crash or a disk error may have left it short); otherwise a new name is
 /// taken.
 fn store_version(module_dir: &Path, version: &str, files: &[(PathBuf, &[u8])]) -> Result<PathBuf> {
-    let mut digest = Sha256::new();
-    let mut sorted: Vec<_> = files.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, bytes) in &sorted {
-        digest.update(name.to_string_lossy().as_bytes());
-        digest.update([0]);
-        digest.update(Sha256::digest(bytes));
-    }
-    let digest = hex::encode(digest.finalize());
+    let digest = content_digest(files);
     std::fs::create_dir_all(module_dir)
         .with_context(|| format!("creating {}", module_dir.display()))?;
     for attempt in 0..100 {
@@ -194,6 +191,91 @@ fn store_version(module_dir: &Path, version: &str, files: &[(PathBuf, &[u8])]) -
         "cannot find a free directory for version {version} in {}",
         module_dir.display()
     )
+}
+
+/// The hash a version directory is named by (its first 12 hex): over
+/// every file's name and SHA-256, in name order.
+fn content_digest(files: &[(PathBuf, &[u8])]) -> String {
+    let mut digest = Sha256::new();
+    let mut sorted: Vec<_> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, bytes) in &sorted {
+        digest.update(name.to_string_lossy().as_bytes());
+        digest.update([0]);
+        digest.update(Sha256::digest(bytes));
+    }
+    hex::encode(digest.finalize())
+}
+
+/// Modules installed before callhost recorded library checksums (host
+/// schema 2) get theirs once, when the database is upgraded: only if their
+/// version directory still holds exactly the files its name was derived
+/// from at install. Otherwise the checksum stays unknown and the module is
+/// refused, naming the file, until its package is installed again.
+pub fn record_legacy_checksums(data: &DataDir, db: &Db) -> Result<()> {
+    for module in db.modules()? {
+        if module.library_sha256.is_some() {
+            continue;
+        }
+        let library = data.resolve(&module.library_path);
+        match legacy_checksum(&library, &module.version) {
+            Ok(sha256) => db.set_library_sha256(&module.id, &sha256)?,
+            Err(why) => tracing::warn!(
+                module = %module.id,
+                "{}: {why}; the module will not load until its package is installed again",
+                library.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The library's SHA-256 if its version directory matches its name.
+fn legacy_checksum(library: &Path, version: &str) -> Result<String> {
+    let dir = library.parent().context("the library has no directory")?;
+    let name = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .context("the version directory has no name")?;
+    // `<version>-<12 hex>` or `<version>-<12 hex>-<n>` (see store_version).
+    let named = name
+        .strip_prefix(version)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| {
+            rest.get(..12)
+                .filter(|_| rest.len() == 12 || rest[12..].starts_with('-'))
+        })
+        .context("the version directory's name carries no content hash")?;
+    let mut files = Vec::new();
+    collect_files(dir, Path::new(""), &mut files)?;
+    let borrowed: Vec<(PathBuf, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (name.clone(), bytes.as_slice()))
+        .collect();
+    if !content_digest(&borrowed).starts_with(named) {
+        bail!(
+            "the files in {} are not the ones installed there (their hash is not {named})",
+            dir.display()
+        );
+    }
+    Ok(crate::loader::file_sha256(library)?)
+}
+
+/// Every file below `dir`, by its path relative to the version directory.
+fn collect_files(dir: &Path, relative: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = relative.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            collect_files(&path, &name, files)?;
+        } else {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            files.push((name, bytes));
+        }
+    }
+    Ok(())
 }
 
 fn holds_exactly(dir: &Path, files: &[(PathBuf, &[u8])]) -> bool {

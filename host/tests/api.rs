@@ -432,3 +432,150 @@ fn the_live_feed_sends_each_lookup_and_actions_see_the_stored_directory() {
         ));
     }
 }
+
+/// The body every request without a valid token gets.
+const UNAUTHORIZED: &str =
+    "missing, unknown or revoked token: send `Authorization: Bearer <token>`";
+
+#[test]
+fn a_bad_token_is_refused_before_the_database_and_host_failures_show_no_detail() {
+    let (h, token) = with_hello();
+    let server = Server::start(&h);
+    assert_eq!(server.get("/api/v1/instances", Some(&token)).0, 200);
+    // The database becomes unreadable: a directory where the file was.
+    let database = h.data().join("callhost.db");
+    std::fs::rename(&database, h.data().join("callhost.db.away")).unwrap();
+    std::fs::create_dir(&database).unwrap();
+    let data = h.data().to_str().unwrap().to_string();
+    for bad in [None, Some("not-a-token"), Some(&"0".repeat(64)[..])] {
+        for path in ["/api/v1/instances", "/api/v1/instances/hi/live", "/nothing"] {
+            let (status, body) = server.get(path, bad);
+            assert_eq!(status, 401, "{path} with {bad:?}: {body}");
+            assert_eq!(body, json!({ "error": UNAUTHORIZED }), "{path}");
+        }
+    }
+    let (status, body) = server.post("/api/v1/instances/hi/actions/greet", "wrong", None);
+    assert_eq!((status, body), (401, json!({ "error": UNAUTHORIZED })));
+
+    // With a valid token the host's failure is a 500 with an id, no detail.
+    let (status, body) = server.get("/api/v1/instances", Some(&token));
+    assert_eq!(status, 500, "{body}");
+    let text = body.to_string();
+    for detail in [
+        data.as_str(),
+        "callhost.db",
+        "/",
+        "SQLite",
+        "sqlite",
+        "database",
+        "open",
+    ] {
+        assert!(!text.contains(detail), "{detail:?} in {text}");
+    }
+    let id = body["error_id"].as_str().expect("an error id");
+    assert!(body["error"].as_str().unwrap().contains(id), "{body}");
+    // The log has the detail under that id.
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains(id))
+        .unwrap_or_else(|| panic!("no log line with {id}:\n{log}"));
+    assert!(line.contains(&data), "{line}");
+}
+
+#[test]
+fn an_internal_error_names_no_file() {
+    let (h, token) = with_hello();
+    let versions = h.data().join("modules/hello");
+    let library = std::fs::read_dir(&versions)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("libhello_module.so"))
+        .find(|p| p.exists())
+        .unwrap();
+    let mut bytes = std::fs::read(&library).unwrap();
+    let at = bytes
+        .windows(13)
+        .position(|w| w == b"rustc version")
+        .unwrap();
+    bytes[at] = b'R';
+    std::fs::write(&library, bytes).unwrap();
+    let server = Server::start(&h);
+    let (status, body) = server.post("/api/v1/instances/hi/actions/greet", &token, None);
+    assert_eq!(status, 500, "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains(h.data().to_str().unwrap()) && !text.contains(".so") && !text.contains('/'),
+        "{text}"
+    );
+    let id = body["error_id"].as_str().unwrap();
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(id) && l.contains(library.to_str().unwrap())),
+        "{log}"
+    );
+    // User errors keep their message.
+    let (status, body) = server.post("/api/v1/instances/ghost/actions/greet", &token, None);
+    assert_eq!(status, 404);
+    assert!(
+        body["error"].as_str().unwrap().contains("`ghost`"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_live_feed_ends_when_its_token_is_revoked() {
+    let h = Harness::new();
+    h.install(RL);
+    h.load_office();
+    h.create("reverse-lookup", "rl", "");
+    let token = token(&h, "ui");
+    let other = self::token(&h, "other");
+    let server = Server::start(&h);
+    let feed = server.events("/api/v1/instances/rl/live", &token, None);
+    let kept = server.events("/api/v1/instances/rl/live", &other, None);
+    assert!(matches!(
+        feed.recv_timeout(Duration::from_millis(500)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+    ));
+    h.ok(&["api", "token", "revoke", "ui"]);
+    let revoked = Instant::now();
+    let event = feed
+        .recv_timeout(Duration::from_secs(3))
+        .expect("an event saying why the feed ends");
+    assert_eq!(event.event, "error", "{event:?}");
+    assert!(event.data.contains("revoked"), "{event:?}");
+    assert!(matches!(
+        feed.recv_timeout(Duration::from_secs(3)),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+    ));
+    assert!(
+        revoked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        revoked.elapsed()
+    );
+    // The other token's feed goes on.
+    assert!(matches!(
+        kept.recv_timeout(Duration::from_millis(300)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+    ));
+    let (status, _) = server.get("/api/v1/instances/rl/live", Some(&token));
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn a_token_created_while_serving_is_accepted_within_a_second() {
+    let (h, _) = with_hello();
+    let server = Server::start(&h);
+    let late = token(&h, "late");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (status, _) = server.get("/api/v1/instances", Some(&late));
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 401);
+        assert!(Instant::now() < deadline, "the new token is still refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

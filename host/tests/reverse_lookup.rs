@@ -169,7 +169,7 @@ fn secrets_stay_out_of_show_and_log() {
             r.get(0)
         })
         .unwrap();
-    assert!(stored.starts_with("sealed:v1:"), "{stored}");
+    assert!(stored.starts_with("sealed:v2:"), "{stored}");
     drop(conn);
     for file in ["callhost.db", "callhost.db-wal"] {
         if let Ok(bytes) = std::fs::read(h.data().join(file)) {

@@ -201,7 +201,7 @@ fn package(root: &Path, options: &PackageOptions) -> Result<Vec<PathBuf>> {
         if !copy.exists() {
             std::fs::write(&copy, &bytes)?;
         }
-        let library = loader.load(&copy)?;
+        let library = loader.load(&copy, &callhost_package::sha256_hex(&bytes))?;
         let found = &library.manifest;
         let manifest = Manifest {
             id: found.id.to_string(),

@@ -28,6 +28,9 @@ pub struct VerifiedPackage {
     /// Every checksummed file by path: `module.toml`, the library and all assets
     /// (not `SHA256SUMS` / `SHA256SUMS.sig`).
     pub files: BTreeMap<String, Vec<u8>>,
+    /// `SHA256SUMS` as verified: lowercase hex SHA-256 by path, the same
+    /// paths as `files`.
+    pub checksums: BTreeMap<String, String>,
 }
 
 impl VerifiedPackage {
@@ -37,6 +40,14 @@ impl VerifiedPackage {
         self.files
             .get(&self.manifest.library)
             .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The library's SHA-256 as `SHA256SUMS` lists it (lowercase hex).
+    pub fn library_sha256(&self) -> &str {
+        self.checksums
+            .get(&self.manifest.library)
+            .map(String::as_str)
             .unwrap_or_default()
     }
 
@@ -129,6 +140,7 @@ pub fn open_verified(path: &Path, opts: &VerifyOptions) -> Result<VerifiedPackag
         manifest,
         signed_by,
         files,
+        checksums: sums,
     })
 }
 

@@ -133,6 +133,14 @@ fn signed_round_trip() {
     assert_eq!(package.manifest, manifest());
     assert_eq!(package.signed_by, Some(key.public().key_id()));
     assert_eq!(package.library_bytes(), library_bytes().as_slice());
+    assert_eq!(
+        package.library_sha256(),
+        callhost_package::sha256_hex(&library_bytes())
+    );
+    assert_eq!(
+        package.checksums.keys().collect::<Vec<_>>(),
+        package.files.keys().collect::<Vec<_>>()
+    );
     let assets: Vec<&str> = package.assets().map(|(p, _)| p).collect();
     assert_eq!(assets, ["assets/prompt.wav", "verify.sh"]);
     assert_eq!(

@@ -140,8 +140,9 @@ pub struct User {
     /// keeps only its digest hash ([`User::sip_ha1`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
-    /// RFC 7616 HA1 (`MD5(id:realm:password)`) as the store keeps it; a
-    /// loaded directory has this and no password.
+    /// RFC 7616 HA1 (`MD5(id:realm:password)`), lowercase hex. The store
+    /// keeps it sealed for this user; a loaded directory has it in clear
+    /// and no password.
     #[serde(skip)]
     pub sip_ha1: Option<String>,
 }

@@ -8,8 +8,12 @@ pub mod engine;
 pub mod store;
 
 pub use callhost_numbers::{ExternalNumber, NumberError, NumberPlan};
+pub use callhost_seal::{Place, SealError, Sealer};
 pub use directory::{
     is_internal_number, Contact, Directory, DirectoryError, DirectoryIndex, Group, Resolved,
     Secret, User, UserState,
 };
-pub use store::{migrate, rfc3339_utc, CallDirection, CallListEntry, Store, StoreError};
+pub use store::{
+    migrate, migrate_steps, rfc3339_utc, schema_version, CallDirection, CallListEntry, Step, Store,
+    StoreError,
+};

@@ -3,11 +3,17 @@
 //!
 //! Several processes (host, admin CLI) open the same file, hence WAL mode
 //! and a busy timeout. Every value goes in as a bound parameter.
+//!
+//! The SIP users' HA1 hashes are stored sealed (`callhost-seal`), each
+//! bound to its user (`users.sip_ha1:<id>`); the loaded directory has them
+//! in clear, as the SIP front end needs them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use callhost_seal::{Place, SealError, Sealer};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
@@ -25,10 +31,24 @@ const ORIGIN_DIRECTORY: &str = "directory";
 /// `contacts.origin` of contacts added at run time; a directory load keeps them.
 const ORIGIN_ADDED: &str = "added";
 
+/// Where a user's sealed HA1 lives (`users.sip_ha1` of the user's id).
+fn ha1_place(user_id: &str) -> Place<'_> {
+    Place::new("users.sip_ha1", user_id)
+}
+
+/// One schema step: SQL, or code for what SQL cannot do (sealing values).
+#[derive(Clone, Copy)]
+pub enum Step<'a> {
+    Sql(&'a str),
+    /// Runs inside the step's transaction, with the database's sealer.
+    Code(fn(&Connection, &Sealer) -> Result<(), StoreError>),
+}
+
 /// This crate's schema, one step per version. Never edit a released step:
 /// append a new one.
-pub const PBX_MIGRATIONS: &[&str] = &[
-    r#"
+pub const PBX_MIGRATIONS: &[Step<'static>] = &[
+    Step::Sql(
+        r#"
 CREATE TABLE pbx_settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -104,11 +124,14 @@ CREATE TABLE call_list (
 CREATE INDEX call_list_user_time ON call_list(user_id, time);
 CREATE INDEX call_list_number ON call_list(number);
 "#,
+    ),
     // 2: ring the mobile along (P2, iFMC-like)
-    "ALTER TABLE user_state ADD COLUMN ring_mobile INTEGER NOT NULL DEFAULT 0;",
-    // 3: SIP passwords are kept only as digest hashes (P2); `Store::open`
-    // hashes the clear passwords of older stores and clears the column.
-    "ALTER TABLE users ADD COLUMN sip_ha1 TEXT;",
+    Step::Sql("ALTER TABLE user_state ADD COLUMN ring_mobile INTEGER NOT NULL DEFAULT 0;"),
+    // 3: SIP passwords are kept only as digest hashes (P2); step 4 hashes
+    // the clear passwords of older stores and clears the column.
+    Step::Sql("ALTER TABLE users ADD COLUMN sip_ha1 TEXT;"),
+    // 4: HA1 hashes sealed, bound to their user.
+    Step::Code(seal_sip_secrets),
 ];
 
 /// Errors from the store. Messages say what was being done.
@@ -175,6 +198,18 @@ pub enum StoreError {
         column: &'static str,
         value: String,
     },
+    /// A sealed value that does not open (another row's, another key, an
+    /// older form); the message names the row.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A migration step written in code failed; it was rolled back.
+    #[error("migration {component} v{version} failed: {source}")]
+    MigrationStep {
+        component: String,
+        version: i64,
+        #[source]
+        source: Box<StoreError>,
+    },
 }
 
 /// Attach a context to a rusqlite result.
@@ -188,10 +223,48 @@ impl<T> Context<T> for Result<T, rusqlite::Error> {
     }
 }
 
+/// Apply the SQL steps of `component` that `schema_migrations` does not
+/// list yet (see [`migrate_steps`]).
+pub fn migrate(conn: &Connection, component: &str, steps: &[&str]) -> Result<(), StoreError> {
+    let steps: Vec<Step<'_>> = steps.iter().map(|sql| Step::Sql(sql)).collect();
+    apply_steps(conn, component, &steps, None).map(drop)
+}
+
 /// Apply the steps of `component` that `schema_migrations` does not list yet,
 /// each in its own transaction. Step `i` (0-based) is version `i + 1`.
-/// Safe to run concurrently from several processes.
-pub fn migrate(conn: &Connection, component: &str, steps: &[&str]) -> Result<(), StoreError> {
+/// Safe to run concurrently from several processes. Returns how many steps
+/// this call applied. After a code step the WAL is checkpointed, so the
+/// values it rewrote leave the files (with `secure_delete`, see
+/// [`Store::open`]).
+pub fn migrate_steps(
+    conn: &Connection,
+    component: &str,
+    steps: &[Step<'_>],
+    sealer: &Sealer,
+) -> Result<usize, StoreError> {
+    apply_steps(conn, component, steps, Some(sealer))
+}
+
+/// The schema version of `component` in `conn` (0: none yet).
+pub fn schema_version(conn: &Connection, component: &str) -> Result<i64, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            component  TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            applied_at TEXT NOT NULL,
+            PRIMARY KEY (component, version)
+        )",
+    )
+    .context("creating schema_migrations")?;
+    current_version(conn, component)
+}
+
+fn apply_steps(
+    conn: &Connection,
+    component: &str,
+    steps: &[Step<'_>],
+    sealer: Option<&Sealer>,
+) -> Result<usize, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             component  TEXT NOT NULL,
@@ -211,6 +284,8 @@ pub fn migrate(conn: &Connection, component: &str, steps: &[&str]) -> Result<(),
             known,
         });
     }
+    let mut applied_steps = 0;
+    let mut rewrote = false;
     for (i, step) in steps.iter().enumerate().skip(current as usize) {
         let version = i as i64 + 1;
         let failed = |source| StoreError::Migration {
@@ -232,7 +307,18 @@ pub fn migrate(conn: &Connection, component: &str, steps: &[&str]) -> Result<(),
         if applied {
             continue;
         }
-        tx.execute_batch(step).map_err(failed)?;
+        match step {
+            Step::Sql(sql) => tx.execute_batch(sql).map_err(failed)?,
+            Step::Code(run) => {
+                let sealer = sealer.expect("code steps come with a sealer (migrate_steps)");
+                run(&tx, sealer).map_err(|source| StoreError::MigrationStep {
+                    component: component.to_owned(),
+                    version,
+                    source: Box::new(source),
+                })?;
+                rewrote = true;
+            }
+        }
         tx.execute(
             "INSERT INTO schema_migrations (component, version, applied_at)
              VALUES (?1, ?2, ?3)",
@@ -240,9 +326,30 @@ pub fn migrate(conn: &Connection, component: &str, steps: &[&str]) -> Result<(),
         )
         .map_err(failed)?;
         tx.commit().map_err(failed)?;
+        applied_steps += 1;
         tracing::info!(component, version, "applied database migration");
     }
-    Ok(())
+    if rewrote {
+        checkpoint(conn);
+    }
+    Ok(applied_steps)
+}
+
+/// Copies the WAL into the database file and empties it, so the old forms
+/// of rewritten values are overwritten (secure_delete) rather than left in
+/// the WAL. Best effort: a reader holding an old snapshot lets it finish
+/// at a later checkpoint.
+fn checkpoint(conn: &Connection) {
+    let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
+    match done {
+        Ok(0) => {}
+        Ok(_) => {
+            tracing::warn!("WAL checkpoint after a migration was incomplete (a reader is busy)")
+        }
+        Err(error) => tracing::warn!("WAL checkpoint after a migration failed: {error}"),
+    }
 }
 
 fn current_version(conn: &Connection, component: &str) -> Result<i64, StoreError> {
@@ -317,22 +424,30 @@ fn is_rfc3339_utc(s: &str) -> bool {
     shape && fraction
 }
 
-/// Replaces clear SIP passwords left by stores before migration 3 with
-/// their digest hash.
-fn hash_clear_passwords(conn: &Connection) -> Result<(), StoreError> {
-    let clear: Vec<(String, String)> = conn
-        .prepare("SELECT id, password FROM users WHERE password IS NOT NULL")
+/// Migration 4: every user's HA1 sealed for that user. Clear SIP passwords
+/// left by stores before migration 3 become their sealed hash; HA1s stored
+/// in clear (migration 3) are sealed.
+fn seal_sip_secrets(conn: &Connection, sealer: &Sealer) -> Result<(), StoreError> {
+    type Row = (String, Option<String>, Option<String>);
+    let users: Vec<Row> = conn
+        .prepare("SELECT id, password, sip_ha1 FROM users")
         .and_then(|mut stmt| {
-            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
                 .collect()
         })
-        .context("reading clear passwords")?;
-    for (id, password) in clear {
+        .context("reading SIP credentials")?;
+    for (id, password, stored) in users {
+        let ha1 = match (password, stored) {
+            (Some(password), _) => Some(crate::directory::digest_ha1(&id, &password)),
+            (None, Some(stored)) => Some(sealer.unseal_legacy(ha1_place(&id), &stored)?),
+            (None, None) => None,
+        };
+        let sealed = ha1.map(|ha1| sealer.seal(ha1_place(&id), &ha1));
         conn.execute(
             "UPDATE users SET sip_ha1 = ?1, password = NULL WHERE id = ?2",
-            params![crate::directory::digest_ha1(&id, &password), id],
+            params![sealed, id],
         )
-        .context("hashing clear passwords")?;
+        .context("sealing SIP credentials")?;
     }
     Ok(())
 }
@@ -342,12 +457,15 @@ fn hash_clear_passwords(conn: &Connection) -> Result<(), StoreError> {
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    sealer: Arc<Sealer>,
 }
 
 impl Store {
-    /// Open or create the database at `path`, enable WAL and a 5 s busy
-    /// timeout, and apply this crate's migrations.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    /// Open or create the database at `path`, enable WAL, a 5 s busy
+    /// timeout and `secure_delete` (what is overwritten or deleted leaves
+    /// no copy in free pages), and apply this crate's migrations. `sealer`
+    /// seals the HA1 hashes (the data directory's key).
+    pub fn open(path: &Path, sealer: Arc<Sealer>) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
                 path: parent.to_owned(),
@@ -370,10 +488,17 @@ impl Store {
         // Per connection, off by default; the cascades below rely on it.
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_err)?;
-        migrate(&conn, COMPONENT, PBX_MIGRATIONS)?;
-        hash_clear_passwords(&conn)?;
+        // Before the migrations: a value they seal leaves no clear copy.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(open_err)?;
+        migrate_steps(&conn, COMPONENT, PBX_MIGRATIONS, &sealer)?;
         tracing::debug!(path = %path.display(), "database opened");
-        Ok(Store { conn })
+        Ok(Store { conn, sealer })
+    }
+
+    /// The sealer the store seals with (the data directory's key).
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
     }
 
     /// The connection, for the host's own tables in the same file.
@@ -391,7 +516,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context("starting the directory transaction")?;
-        write_directory(&tx, dir)?;
+        write_directory(&tx, dir, &self.sealer)?;
         tx.commit().context("committing the directory")?;
         tracing::info!(
             users = dir.users.len(),
@@ -452,6 +577,9 @@ impl Store {
             for user in rows {
                 let mut user = user.context("reading users")?;
                 user.numbers = user_numbers.remove(&user.id).unwrap_or_default();
+                if let Some(sealed) = user.sip_ha1.take() {
+                    user.sip_ha1 = Some(self.sealer.unseal(ha1_place(&user.id), &sealed)?);
+                }
                 users.push(user);
             }
         }
@@ -712,7 +840,11 @@ impl Store {
     }
 }
 
-fn write_directory(tx: &Transaction<'_>, dir: &Directory) -> Result<(), StoreError> {
+fn write_directory(
+    tx: &Transaction<'_>,
+    dir: &Directory,
+    sealer: &Sealer,
+) -> Result<(), StoreError> {
     // Cascades clear numbers, members and state along with their owners.
     tx.execute_batch(
         "DELETE FROM group_members;
@@ -748,7 +880,8 @@ fn write_directory(tx: &Transaction<'_>, dir: &Directory) -> Result<(), StoreErr
                     user.first_name,
                     user.last_name,
                     user.mobile,
-                    user.digest_ha1(),
+                    user.digest_ha1()
+                        .map(|ha1| sealer.seal(ha1_place(&user.id), &ha1)),
                 ])
                 .context("saving users")?;
             for (j, number) in user.numbers.iter().enumerate() {

@@ -1,10 +1,11 @@
 //! Store tests against real SQLite files in a temporary directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use callhost_pbx::{
-    CallDirection, CallListEntry, Contact, Directory, DirectoryIndex, Resolved, Store, StoreError,
-    UserState,
+    CallDirection, CallListEntry, Contact, Directory, DirectoryIndex, Resolved, SealError, Sealer,
+    Store, StoreError, UserState,
 };
 use tempfile::TempDir;
 
@@ -75,6 +76,17 @@ fn as_stored(dir: &Directory) -> Directory {
     stored
 }
 
+/// The store at `path`, sealing with a key next to it (as the host does).
+fn try_open(path: &Path) -> Result<Store, StoreError> {
+    let data = path.parent().unwrap();
+    std::fs::create_dir_all(data).unwrap();
+    Store::open(path, Arc::new(Sealer::open(data)?))
+}
+
+fn open(path: &Path) -> Store {
+    try_open(path).unwrap()
+}
+
 fn temp_db() -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data").join("callhost.db");
@@ -106,7 +118,7 @@ fn entry(
 #[test]
 fn fresh_database_has_no_directory() {
     let (_tmp, path) = temp_db();
-    let store = Store::open(&path).unwrap();
+    let store = open(&path);
     assert!(store.load_directory().unwrap().is_none());
     assert!(store.contacts().unwrap().is_empty());
     let mode: String = store
@@ -121,11 +133,11 @@ fn toml_round_trip_through_the_store() {
     let (_tmp, path) = temp_db();
     let dir = directory();
     {
-        let mut store = Store::open(&path).unwrap();
+        let mut store = open(&path);
         store.save_directory(&dir).unwrap();
     }
     // A new connection, as another process would open it.
-    let store = Store::open(&path).unwrap();
+    let store = open(&path);
     let loaded = store.load_directory().unwrap().unwrap();
     assert_eq!(loaded, as_stored(&dir));
     assert_eq!(
@@ -161,14 +173,14 @@ fn migrations_are_idempotent() {
             )
             .unwrap()
     };
-    let mut first = Store::open(&path).unwrap();
+    let mut first = open(&path);
     first.save_directory(&directory()).unwrap();
     assert_eq!(
         count(&first),
         callhost_pbx::store::PBX_MIGRATIONS.len() as i64
     );
     // Opening again (while the first connection is still open) applies nothing.
-    let second = Store::open(&path).unwrap();
+    let second = open(&path);
     assert_eq!(
         count(&second),
         callhost_pbx::store::PBX_MIGRATIONS.len() as i64
@@ -176,7 +188,7 @@ fn migrations_are_idempotent() {
     assert!(second.load_directory().unwrap().is_some());
     drop(first);
     drop(second);
-    let third = Store::open(&path).unwrap();
+    let third = open(&path);
     assert_eq!(
         count(&third),
         callhost_pbx::store::PBX_MIGRATIONS.len() as i64
@@ -189,13 +201,13 @@ fn concurrent_first_opens_migrate_once() {
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let path = path.clone();
-            std::thread::spawn(move || Store::open(&path).map(drop))
+            std::thread::spawn(move || try_open(&path).map(drop))
         })
         .collect();
     for h in handles {
         h.join().unwrap().unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = open(&path);
     let n: i64 = store
         .conn()
         .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
@@ -207,7 +219,7 @@ fn concurrent_first_opens_migrate_once() {
 #[test]
 fn host_reuses_migrate_for_its_own_component() {
     let (_tmp, path) = temp_db();
-    let store = Store::open(&path).unwrap();
+    let store = open(&path);
     let steps = [
         "CREATE TABLE modules (id TEXT PRIMARY KEY)",
         "ALTER TABLE modules ADD COLUMN version TEXT",
@@ -245,7 +257,7 @@ fn host_reuses_migrate_for_its_own_component() {
 #[test]
 fn invalid_directory_is_not_saved() {
     let (_tmp, path) = temp_db();
-    let mut store = Store::open(&path).unwrap();
+    let mut store = open(&path);
     let good = directory();
     store.save_directory(&good).unwrap();
 
@@ -261,7 +273,7 @@ fn invalid_directory_is_not_saved() {
 #[test]
 fn failing_save_rolls_back_everything() {
     let (_tmp, path) = temp_db();
-    let mut store = Store::open(&path).unwrap();
+    let mut store = open(&path);
     let good = directory();
     store.save_directory(&good).unwrap();
 
@@ -286,7 +298,7 @@ fn failing_save_rolls_back_everything() {
 #[test]
 fn reload_replaces_directory_but_keeps_call_lists_and_added_contacts() {
     let (_tmp, path) = temp_db();
-    let mut store = Store::open(&path).unwrap();
+    let mut store = open(&path);
     store.save_directory(&directory()).unwrap();
     store
         .add_call_list_entry(&entry(
@@ -350,7 +362,7 @@ numbers = ["01 5123400"]
 #[test]
 fn user_state_updates() {
     let (_tmp, path) = temp_db();
-    let mut store = Store::open(&path).unwrap();
+    let mut store = open(&path);
     store.save_directory(&directory()).unwrap();
     let state = UserState {
         dnd: true,
@@ -374,7 +386,7 @@ fn user_state_updates() {
 #[test]
 fn call_lists_resolve_and_update_across_users() {
     let (_tmp, path) = temp_db();
-    let mut store = Store::open(&path).unwrap();
+    let mut store = open(&path);
     store.save_directory(&directory()).unwrap();
     let unknown = "+491709999999";
     let entries = [
@@ -467,7 +479,7 @@ fn call_lists_resolve_and_update_across_users() {
 #[test]
 fn call_list_rejects_non_utc_time() {
     let (_tmp, path) = temp_db();
-    let store = Store::open(&path).unwrap();
+    let store = open(&path);
     let e = store
         .add_call_list_entry(&entry(
             "boss",
@@ -491,7 +503,7 @@ fn call_list_rejects_non_utc_time() {
 #[test]
 fn index_over_the_loaded_directory() {
     let (_tmp, path) = temp_db();
-    let mut store = Store::open(&path).unwrap();
+    let mut store = open(&path);
     store.save_directory(&directory()).unwrap();
     let index = DirectoryIndex::new(store.load_directory().unwrap().unwrap()).unwrap();
 
@@ -529,4 +541,149 @@ fn index_over_the_loaded_directory() {
     assert!(index.active_groups_of("clerk").is_empty());
     assert!(index.state("boss").dnd);
     assert!(!index.state("clerk").registered);
+}
+
+/// The database file and its WAL, for looking for clear values.
+fn file_bytes(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn stored_ha1(store: &Store, user: &str) -> Option<String> {
+    store
+        .conn()
+        .query_row("SELECT sip_ha1 FROM users WHERE id = ?1", [user], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+#[test]
+fn ha1_hashes_are_sealed_for_their_user() {
+    let (_tmp, path) = temp_db();
+    let mut dir = directory();
+    dir.users[1].password = Some(callhost_pbx::Secret::new("sec-pw"));
+    let boss_ha1 = callhost_pbx::directory::digest_ha1("boss", "secret");
+    let sec_ha1 = callhost_pbx::directory::digest_ha1("sec", "sec-pw");
+    let mut store = open(&path);
+    store.save_directory(&dir).unwrap();
+    let boss = stored_ha1(&store, "boss").unwrap();
+    assert!(boss.starts_with("sealed:v2:"), "{boss}");
+    assert_eq!(stored_ha1(&store, "clerk"), None, "no password, no HA1");
+    // In memory the directory has the HA1 in clear, as SIP needs it.
+    let loaded = store.load_directory().unwrap().unwrap();
+    assert_eq!(loaded.users[0].digest_ha1(), Some(boss_ha1.clone()));
+    assert_eq!(loaded.users[1].digest_ha1(), Some(sec_ha1.clone()));
+    drop(store);
+    let bytes = file_bytes(&path);
+    for clear in [&boss_ha1, &sec_ha1, "secret", "sec-pw"] {
+        assert!(!contains(&bytes, clear), "{clear} is in the database file");
+    }
+
+    // boss's sealed HA1 copied into sec's row does not open there: the
+    // load fails naming the row, it never lets sec in with boss's password.
+    let store = open(&path);
+    store
+        .conn()
+        .execute("UPDATE users SET sip_ha1 = ?1 WHERE id = 'sec'", [&boss])
+        .unwrap();
+    let error = store.load_directory().unwrap_err();
+    assert!(
+        matches!(error, StoreError::Seal(SealError::WrongRowOrKey { .. })),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("users.sip_ha1 of `sec`"),
+        "{error}"
+    );
+    // A clear HA1 put into the row by hand is refused too.
+    store
+        .conn()
+        .execute(
+            "UPDATE users SET sip_ha1 = ?1 WHERE id = 'sec'",
+            [&boss_ha1],
+        )
+        .unwrap();
+    let error = store.load_directory().unwrap_err();
+    assert!(
+        matches!(error, StoreError::Seal(SealError::NotSealed { .. })),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("users.sip_ha1 of `sec`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_older_store_is_upgraded_to_sealed_ha1s() {
+    let (tmp, path) = temp_db();
+    let data = path.parent().unwrap();
+    std::fs::create_dir_all(data).unwrap();
+    let boss_ha1 = callhost_pbx::directory::digest_ha1("boss", "boss-old-pw");
+    let sec_ha1 = callhost_pbx::directory::digest_ha1("sec", "sec-pw");
+    // As before: schema v3, one clear password (a store from before v3),
+    // one HA1 in clear (written by v3), one user without. The connection
+    // stays open, like another process's: the upgrade still leaves no clear
+    // copy in the WAL.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    {
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let sealer = Sealer::open(data).unwrap();
+        callhost_pbx::migrate_steps(
+            &conn,
+            "pbx",
+            &callhost_pbx::store::PBX_MIGRATIONS[..3],
+            &sealer,
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO pbx_settings (key, value) VALUES ('home_country', 'DE');
+             INSERT INTO users (id, position, name, password) VALUES ('boss', 0, 'Boss', 'boss-old-pw');
+             INSERT INTO users (id, position, name, password) VALUES ('clerk', 2, 'Clerk', NULL);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO users (id, position, name, sip_ha1) VALUES ('sec', 1, 'Sec', ?1)",
+            [&sec_ha1],
+        )
+        .unwrap();
+        for (user, number) in [("boss", "201"), ("sec", "202"), ("clerk", "203")] {
+            conn.execute(
+                "INSERT INTO user_numbers (user_id, position, number) VALUES (?1, 0, ?2)",
+                [user, number],
+            )
+            .unwrap();
+        }
+    }
+    let store = open(&path);
+    let loaded = store.load_directory().unwrap().unwrap();
+    let ha1s: Vec<Option<String>> = loaded.users.iter().map(|u| u.digest_ha1()).collect();
+    assert_eq!(ha1s, [Some(boss_ha1.clone()), Some(sec_ha1.clone()), None]);
+    for user in ["boss", "sec"] {
+        assert!(stored_ha1(&store, user).unwrap().starts_with("sealed:v2:"));
+    }
+    let passwords: i64 = store
+        .conn()
+        .query_row(
+            "SELECT COUNT(*) FROM users WHERE password IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(passwords, 0);
+    drop(store);
+    let bytes = file_bytes(&path);
+    for clear in [&boss_ha1, &sec_ha1, "boss-old-pw"] {
+        assert!(!contains(&bytes, clear), "{clear} is still in the files");
+    }
+    drop(conn);
+    drop(tmp);
 }

@@ -176,6 +176,11 @@ impl Serve {
         serve
     }
 
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `IP:PORT` of the SIP listener, as SIPp wants the remote.
     pub fn addr(&self) -> String {
         format!("{LOCALHOST}:{}", self.port)

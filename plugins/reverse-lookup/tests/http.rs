@@ -585,3 +585,148 @@ async fn profiles_and_defaults_are_actions() {
     // The snippet is a working configuration.
     instance(tempfile::tempdir().unwrap().path(), toml_text);
 }
+
+/// What reached a server: one line per request, `path?query` and then
+/// every header as `name: value`.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A server on its own port that records everything it receives and
+/// answers like a phone book that knows everybody.
+fn recording_server() -> (String, Received) {
+    let received = Received::default();
+    let record = received.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let mut line = request.uri().to_string();
+            for (name, value) in request.headers() {
+                line.push_str(&format!("\n{name}: {}", value.to_str().unwrap_or("?")));
+            }
+            record.lock().unwrap().push(line);
+            axum::Json(serde_json::json!({
+                "success": true,
+                "data": {"items": [{"item": {"name": "Stolen Name"}}]},
+                "searchRecords": [{"FirstName": "Stolen", "LastName": "Name"}],
+                "html": "<span id=\"name\">Stolen Name</span>"
+            }))
+        }
+    });
+    (support::serve(app), received)
+}
+
+/// A server that redirects every request to `target`, keeping path and
+/// query (an open redirect on a provider's host).
+fn redirecting_server(target: String) -> String {
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{target}{uri}");
+        async move { (axum::http::StatusCode::FOUND, [("location", location)]) }
+    });
+    support::serve(app)
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_carries_no_credential_there() {
+    let (elsewhere, received) = recording_server();
+    let provider = redirecting_server(elsewhere.clone());
+    let authority = provider.strip_prefix("http://").unwrap();
+    let rule = r#"rules = [{ name = "n", field = "display", matcher = '<span id=\\"name\\">([^<]+)</span>' }]"#;
+    let dir = tempfile::tempdir().unwrap();
+    let rl = instance(
+        dir.path(),
+        &format!(
+            r#"
+[[providers]]
+id = "keys"
+kind = "http"
+url = "{provider}/phonebook?n={{tel}}&key={{query_key}}"
+headers = {{ "X-Api-Key" = "{{header_key}}" }}
+auth = "bearer"
+secrets = {{ token = "BEARER-SECRET", query_key = "QUERY-SECRET", header_key = "HEADER-SECRET" }}
+{rule}
+
+[[providers]]
+id = "basic"
+kind = "http"
+url = "{provider}/phonebook?n={{tel}}"
+auth = "basic"
+secrets = {{ user = "alice", password = "BASIC-SECRET" }}
+{rule}
+
+[[providers]]
+id = "userinfo"
+kind = "http"
+url = "http://alice:{{pw}}@{authority}/phonebook?n={{tel}}"
+secrets = {{ pw = "USERINFO-SECRET" }}
+{rule}
+
+[[providers]]
+id = "pd"
+template = "pipedrive"
+url = "{provider}/pipedrive"
+secrets.api_token = "PIPEDRIVE-SECRET"
+
+[[providers]]
+id = "sf"
+template = "salesforce"
+url = "{provider}/salesforce"
+secrets.access_token = "SALESFORCE-SECRET"
+"#
+        ),
+    );
+    let result = test(&rl, "030 1234567").await;
+    // Nothing at all reached the other server, so no secret did.
+    let received = received.lock().unwrap().clone();
+    assert!(received.is_empty(), "reached {elsewhere}: {received:#?}");
+    assert_eq!(result["result"], "error", "{result:#}");
+    for id in ["keys", "basic", "userinfo", "pd", "sf"] {
+        let step = result["lookup"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["provider"] == id && s["step"] == "provider")
+            .unwrap_or_else(|| panic!("no request by {id}: {result:#}"));
+        let outcome = step["result"].as_str().unwrap();
+        assert!(
+            outcome.starts_with("error") && outcome.contains("redirect to another origin"),
+            "{id}: {outcome}"
+        );
+    }
+    let text = result.to_string();
+    for secret in [
+        "BEARER-SECRET",
+        "QUERY-SECRET",
+        "HEADER-SECRET",
+        "BASIC-SECRET",
+        "USERINFO-SECRET",
+        "PIPEDRIVE-SECRET",
+        "SALESFORCE-SECRET",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} in the test output: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_providers_origin_is_followed() {
+    let s = Services::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rl = instance(
+        dir.path(),
+        &format!(
+            "[[providers]]\nid = \"moved\"\ntemplate = \"das-oertliche\"\nurl = \"{}/moved?ph={{tel}}\"\n",
+            s.base
+        ),
+    );
+    let result = test(&rl, "030 1234567").await;
+    assert_eq!(
+        name(&result).as_deref(),
+        Some("Müller & Söhne"),
+        "{result:#}"
+    );
+    assert_eq!(
+        s.seen.all(),
+        ["/moved?ph=0301234567", "/oertliche?ph=0301234567"]
+    );
+}

@@ -128,7 +128,7 @@ impl Inner {
         if let Some(user) = &self.user {
             request = request.basic_auth(user, self.password.as_deref());
         }
-        let (status, body) = send(request).await?;
+        let (status, body) = send(request).await.map_err(|e| mask(&e, &self.extras))?;
         if status != 207 {
             return Err(format!(
                 "HTTP status {status} (expected 207 Multi-Status): {}",

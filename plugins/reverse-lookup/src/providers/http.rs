@@ -30,16 +30,63 @@ pub struct Http {
 }
 
 /// One HTTP client per provider: connection reuse matters within 700 ms.
+/// Redirects stay within the request's origin ([`redirect_policy`]) and
+/// carry no `Referer` (it would repeat the URL's query, secrets included).
 pub fn client(settings: &Settings<'_>) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
+        .redirect(redirect_policy())
+        .referer(false)
         .user_agent(concat!(
             "callhost-reverse-lookup/",
             env!("CARGO_PKG_VERSION")
         ))
         .build()
         .map_err(|e| config_error((settings.at)("url"), format!("HTTP client: {e}")))
+}
+
+/// Redirects followed at most per request.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Why a redirect was not followed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectRefused {
+    #[error(
+        "redirect to another origin ({to}) refused: a provider's credentials go only to {from}"
+    )]
+    OtherOrigin { from: String, to: String },
+    #[error("more than {0} redirects")]
+    TooMany(usize),
+}
+
+/// Follows a redirect only to the origin (scheme, host and port) the
+/// request was sent to, and refuses any other: a request carries the
+/// provider's credentials (`Authorization`, headers and URL query values
+/// made from secrets, user and password in the URL), and none of them may
+/// reach another server. (reqwest's default policy drops only the
+/// `Authorization` and cookie headers, and only when host or port change.)
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // The first URL is the request's own.
+        let Some(first) = attempt.previous().first() else {
+            return attempt.follow();
+        };
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(RedirectRefused::TooMany(MAX_REDIRECTS));
+        }
+        let (from, to) = (first.origin(), attempt.url().origin());
+        // An opaque origin (not http or https) never equals another.
+        if from == to {
+            attempt.follow()
+        } else {
+            let refused = RedirectRefused::OtherOrigin {
+                from: from.ascii_serialization(),
+                to: to.ascii_serialization(),
+            };
+            attempt.error(refused)
+        }
+    })
 }
 
 impl Http {

@@ -258,6 +258,7 @@ impl Services {
             .route("/hang", get(hang))
             .route("/error", get(error))
             .route("/slow", get(slow))
+            .route("/moved", get(moved))
             .layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
                     let record = record.clone();
@@ -273,24 +274,40 @@ impl Services {
                 },
             ))
             .with_state(());
-        let (bound, address) = std::sync::mpsc::channel::<SocketAddr>();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                bound.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, app).await.unwrap()
-            })
-        });
-        let addr = address.recv().unwrap();
         Services {
-            base: format!("http://{addr}"),
+            base: serve(app),
             seen,
         }
     }
+}
+
+/// Serves `app` on a free port of 127.0.0.1, on a thread of its own
+/// (tests run on their own runtimes); returns `http://127.0.0.1:PORT`.
+pub fn serve(app: Router) -> String {
+    let (bound, address) = std::sync::mpsc::channel::<SocketAddr>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            bound.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap()
+        })
+    });
+    format!("http://{}", address.recv().unwrap())
+}
+
+/// A page that moved within the site: `/moved?…` answers 302 to
+/// `/oertliche?…` (a relative `Location`, the query kept).
+async fn moved(uri: axum::http::Uri) -> Response {
+    let query = uri.query().unwrap_or_default();
+    (
+        StatusCode::FOUND,
+        [("location", format!("/oertliche?{query}"))],
+    )
+        .into_response()
 }
 
 /// An instance configured with `toml`, its files in `dir`.
