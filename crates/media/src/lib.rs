@@ -19,8 +19,8 @@
 //! The parts that touch the outside world build on those and keep protocol
 //! logic in them:
 //!
-//! - [`sdp`]: the audio facts of an SDP offer/answer and rewriting its
-//!   connection address to the relay's, byte-identical otherwise.
+//! - [`sdp`]: the audio facts of an SDP offer/answer, checking its connection
+//!   addresses, and rewriting them to the relay's, byte-identical otherwise.
 //! - [`relay`]: [`MediaRelay`] hands out [`CallMedia`], a UDP socket pair per
 //!   call and one task relaying RTP unchanged between them, with symmetric
 //!   RTP latching, per-leg statistics, DTMF events and zero-copy taps.
@@ -65,6 +65,9 @@ pub use prompt::Prompt;
 pub use relay::{CallMedia, Leg, LegStats, MediaEvent, MediaRelay, RelayConfig, TapFrame, TapLegs};
 pub use ring::{PacketRing, Seen};
 pub use rtp::{RtpError, RtpExtension, RtpHeader, RtpPacket};
-pub use sdp::{rewrite_connection, AudioStream, Codec, Direction, PayloadFormat, Sdp, SdpError};
+pub use sdp::{
+    rewrite_connection, AddressClass, AddressPolicy, AudioStream, Codec, Direction, PayloadFormat,
+    Sdp, SdpError,
+};
 pub use stats::{ReceiveStats, ReceptionReport, SeqOutcome};
 pub use wav::{wav_header_is_valid, WavError, WavFormat, WavInfo, WavSpec, WavWriter};

@@ -1,4 +1,5 @@
-//! SDP offers and answers (RFC 8866): the audio facts the relay needs, and
+//! SDP offers and answers (RFC 8866): the audio facts the relay needs,
+//! checking the connection addresses ([`Sdp::check_addresses`]), and
 //! rewriting the connection address to the relay's.
 //!
 //! The B2BUA forwards A's offer to B and B's answer to A with only the media
@@ -16,7 +17,7 @@
 //! lines need only the `<letter>=` shape.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::Serialize;
 
@@ -56,6 +57,73 @@ pub enum SdpError {
     /// The audio stream has no `c=` line, neither its own nor a session one.
     #[error("SDP audio stream has no connection address (no c= line at session or media level)")]
     NoConnection,
+    /// A `c=` address media must not be sent to (see [`Sdp::check_addresses`]).
+    #[error("SDP line {line}: connection address {address} is {class}; media is not sent there")]
+    RefusedAddress {
+        /// The `c=` line.
+        line: usize,
+        /// Its address.
+        address: IpAddr,
+        /// What kind of address it is.
+        class: AddressClass,
+    },
+}
+
+/// Which `c=` addresses [`Sdp::check_addresses`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AddressPolicy {
+    /// Loopback only from a peer that is itself on loopback; never
+    /// multicast, broadcast or unspecified (except the hold form).
+    #[default]
+    Strict,
+    /// Loopback from any peer as well (tests and labs whose signalling
+    /// crosses a real interface while media stays on this machine).
+    /// Multicast, broadcast and unspecified stay refused.
+    AllowLocal,
+}
+
+/// The kinds of address media is never sent to on behalf of a remote party:
+/// they would make the relay send to itself or its neighbours, or to many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressClass {
+    /// `127.0.0.0/8`, `::1`: this machine.
+    Loopback,
+    /// `224.0.0.0/4`, `ff00::/8`.
+    Multicast,
+    /// `0.0.0.0/8` ("this network", RFC 1122 §3.2.1.3; Linux delivers
+    /// `0.0.0.0` to this machine) and `::`.
+    Unspecified,
+    /// `255.255.255.255`.
+    Broadcast,
+}
+
+impl AddressClass {
+    /// The class of `address`, or `None` for an ordinary unicast address.
+    /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are judged by the IPv4
+    /// address they map, as that is where packets to them go.
+    pub fn of(address: IpAddr) -> Option<AddressClass> {
+        match address.to_canonical() {
+            IpAddr::V4(v4) if v4.is_loopback() => Some(AddressClass::Loopback),
+            IpAddr::V4(v4) if v4.is_multicast() => Some(AddressClass::Multicast),
+            IpAddr::V4(v4) if v4.is_broadcast() => Some(AddressClass::Broadcast),
+            IpAddr::V4(v4) if v4.octets()[0] == 0 => Some(AddressClass::Unspecified),
+            IpAddr::V6(v6) if v6.is_loopback() => Some(AddressClass::Loopback),
+            IpAddr::V6(v6) if v6.is_multicast() => Some(AddressClass::Multicast),
+            IpAddr::V6(v6) if v6.is_unspecified() => Some(AddressClass::Unspecified),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AddressClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddressClass::Loopback => "a loopback address",
+            AddressClass::Multicast => "a multicast address",
+            AddressClass::Unspecified => "an unspecified address",
+            AddressClass::Broadcast => "the broadcast address",
+        })
+    }
 }
 
 /// The `a=sendrecv|sendonly|recvonly|inactive` direction (RFC 8866 §6.7).
@@ -213,6 +281,9 @@ pub struct Sdp {
     session_connection_line: Option<usize>,
     audio_media_line: Option<usize>,
     audio_connection_line: Option<usize>,
+    /// Every `c=` line (of every stream) as (line number from 1, address),
+    /// for [`Sdp::check_addresses`].
+    connections: Vec<(usize, IpAddr)>,
 }
 
 impl Sdp {
@@ -239,6 +310,7 @@ impl Sdp {
             session_connection_line: None,
             audio_media_line: None,
             audio_connection_line: None,
+            connections: Vec::new(),
         };
         // Which section the current line belongs to.
         #[derive(PartialEq)]
@@ -301,6 +373,7 @@ impl Sdp {
                 }
                 b'c' => {
                     let addr = parse_connection(value).map_err(|r| bad(&r))?;
+                    sdp.connections.push((number, addr));
                     match section {
                         Section::Session => {
                             if sdp.session_connection_line.is_some() {
@@ -382,6 +455,45 @@ impl Sdp {
     /// The first audio stream, if any.
     pub fn audio(&self) -> Option<&AudioStream> {
         self.audio.as_ref()
+    }
+
+    /// Checks every `c=` address, session- and media-level, of every stream,
+    /// before any of them is used or forwarded: `peer` is the address the
+    /// SDP came from (the SIP message's source).
+    ///
+    /// Refused ([`SdpError::RefusedAddress`]): loopback, multicast,
+    /// unspecified and broadcast addresses, IPv4 and IPv6, IPv4-mapped IPv6
+    /// judged as IPv4 ([`AddressClass`]). Otherwise a remote party could
+    /// point the relay (or, through the forwarded SDP, the other party) at
+    /// services of the relay's own machine or at a whole group. Exceptions:
+    ///
+    /// - `c=IN IP4 0.0.0.0`, the RFC 2543 way to put a call on hold, is
+    ///   always accepted (the B2BUA must not use it as a destination);
+    /// - loopback is accepted when `peer` is itself on loopback (a party on
+    ///   this machine), or with [`AddressPolicy::AllowLocal`].
+    ///
+    /// Multicast, broadcast and unspecified addresses are refused whatever
+    /// the peer and the policy.
+    pub fn check_addresses(&self, peer: IpAddr, policy: AddressPolicy) -> Result<(), SdpError> {
+        let peer_is_local = AddressClass::of(peer) == Some(AddressClass::Loopback);
+        let loopback_allowed = peer_is_local || policy == AddressPolicy::AllowLocal;
+        for &(line, address) in &self.connections {
+            if address == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+                continue;
+            }
+            match AddressClass::of(address) {
+                None => {}
+                Some(AddressClass::Loopback) if loopback_allowed => {}
+                Some(class) => {
+                    return Err(SdpError::RefusedAddress {
+                        line,
+                        address,
+                        class,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where the party wants audio sent: the first audio stream's address
@@ -796,5 +908,143 @@ m=audio 1234/2 RTP/AVP 0\nc=IN IP6 ::1/127\nm=video 5000 RTP/AVP 96\nc=IN IP4 10
             rewrite_connection("v=0\nc=IN IP4 1.2.3.4\n", "127.0.0.1".parse().unwrap(), 2),
             Err(SdpError::NoAudio)
         );
+    }
+
+    fn with_connections(session: &str, audio: &str, video: &str) -> String {
+        let mut text = String::from("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\n");
+        if !session.is_empty() {
+            text.push_str(&format!("c={session}\r\n"));
+        }
+        text.push_str("t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n");
+        if !audio.is_empty() {
+            text.push_str(&format!("c={audio}\r\n"));
+        }
+        text.push_str("m=video 5000 RTP/AVP 96\r\n");
+        if !video.is_empty() {
+            text.push_str(&format!("c={video}\r\n"));
+        }
+        text
+    }
+
+    fn check(text: &str, peer: &str, policy: AddressPolicy) -> Result<(), SdpError> {
+        Sdp::parse(text)
+            .unwrap()
+            .check_addresses(peer.parse().unwrap(), policy)
+    }
+
+    const REMOTE_PEER: &str = "198.51.100.7";
+
+    #[test]
+    fn ordinary_addresses_and_the_hold_form_pass() {
+        for (session, audio) in [
+            ("IN IP4 192.0.2.10", ""),
+            ("IN IP4 10.1.2.3", "IN IP6 2001:db8::5"),
+            ("IN IP4 0.0.0.0", ""),
+            ("", "IN IP4 0.0.0.0"),
+            ("IN IP6 ::ffff:192.0.2.1", ""),
+            ("IN IP4 1.0.0.0", ""),
+            ("IN IP4 255.255.255.254", ""),
+        ] {
+            let text = with_connections(session, audio, "");
+            assert_eq!(
+                check(&text, REMOTE_PEER, AddressPolicy::Strict),
+                Ok(()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_multicast_unspecified_and_broadcast_addresses_are_refused() {
+        use AddressClass::*;
+        for (address, class) in [
+            ("IN IP4 127.0.0.1", Loopback),
+            ("IN IP4 127.255.3.4", Loopback),
+            ("IN IP6 ::1", Loopback),
+            ("IN IP6 ::ffff:127.0.0.1", Loopback),
+            ("IN IP4 224.2.1.1/127", Multicast),
+            ("IN IP4 239.255.255.250", Multicast),
+            ("IN IP6 ff02::1", Multicast),
+            ("IN IP6 ::ffff:224.0.0.1", Multicast),
+            ("IN IP6 ::", Unspecified),
+            ("IN IP6 ::ffff:0.0.0.0", Unspecified),
+            ("IN IP4 0.1.2.3", Unspecified),
+            ("IN IP4 255.255.255.255", Broadcast),
+            ("IN IP6 ::ffff:255.255.255.255", Broadcast),
+        ] {
+            let expected_address: IpAddr = address
+                .split(' ')
+                .nth(2)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            // Session level (line 4), audio level (line 7), another stream's
+            // own c= line (line 9): all are checked.
+            for (text, line) in [
+                (with_connections(address, "IN IP4 192.0.2.1", ""), 4),
+                (with_connections("IN IP4 192.0.2.1", address, ""), 7),
+                (
+                    with_connections("IN IP4 192.0.2.1", address, "IN IP4 192.0.2.1"),
+                    7,
+                ),
+                (with_connections("IN IP4 192.0.2.1", "", address), 8),
+            ] {
+                assert_eq!(
+                    check(&text, REMOTE_PEER, AddressPolicy::Strict),
+                    Err(SdpError::RefusedAddress {
+                        line,
+                        address: expected_address,
+                        class
+                    }),
+                    "{text}"
+                );
+            }
+        }
+        let err = check(
+            &with_connections("IN IP4 127.0.0.1", "", ""),
+            REMOTE_PEER,
+            AddressPolicy::Strict,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SDP line 4: connection address 127.0.0.1 is a loopback address; media is not sent there"
+        );
+    }
+
+    #[test]
+    fn loopback_is_fine_for_local_peers_and_with_allow_local_but_multicast_never() {
+        let loopback = with_connections("IN IP4 127.0.0.1", "IN IP6 ::1", "");
+        for peer in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(
+                check(&loopback, peer, AddressPolicy::Strict),
+                Ok(()),
+                "{peer}"
+            );
+        }
+        assert_eq!(
+            check(&loopback, REMOTE_PEER, AddressPolicy::AllowLocal),
+            Ok(())
+        );
+        for address in ["IN IP4 224.0.0.1", "IN IP6 ::", "IN IP4 255.255.255.255"] {
+            let text = with_connections(address, "", "");
+            for policy in [AddressPolicy::Strict, AddressPolicy::AllowLocal] {
+                for peer in ["127.0.0.1", REMOTE_PEER] {
+                    assert!(
+                        matches!(
+                            check(&text, peer, policy),
+                            Err(SdpError::RefusedAddress { .. })
+                        ),
+                        "{address} from {peer} with {policy:?}"
+                    );
+                }
+            }
+        }
+        // A peer on 0.0.0.0 or a multicast address is not "local".
+        assert!(check(&loopback, "0.0.0.0", AddressPolicy::Strict).is_err());
+        assert!(check(&loopback, "224.0.0.1", AddressPolicy::Strict).is_err());
     }
 }

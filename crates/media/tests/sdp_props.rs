@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use callhost_media::sdp::{rewrite_connection, Sdp};
+use callhost_media::sdp::{rewrite_connection, AddressPolicy, Sdp, SdpError};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -14,11 +14,68 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// Any address, with the special ones [`Sdp::check_addresses`] cares about
+/// (loopback, multicast, unspecified, broadcast, IPv4-mapped forms) often.
 fn ip() -> impl Strategy<Value = IpAddr> {
+    let special_v4 = prop_oneof![
+        Just([0, 0, 0, 0]),
+        Just([255, 255, 255, 255]),
+        any::<[u8; 3]>().prop_map(|o| [127, o[0], o[1], o[2]]),
+        (224u8..=239, any::<[u8; 3]>()).prop_map(|(a, o)| [a, o[0], o[1], o[2]]),
+        any::<[u8; 3]>().prop_map(|o| [0, o[0], o[1], o[2]]),
+    ];
     prop_oneof![
-        any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
-        any::<[u16; 8]>().prop_map(|s| IpAddr::V6(Ipv6Addr::from(s))),
+        3 => any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+        3 => any::<[u16; 8]>().prop_map(|s| IpAddr::V6(Ipv6Addr::from(s))),
+        2 => special_v4.clone().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+        1 => special_v4.prop_map(|o| IpAddr::V6(Ipv4Addr::from(o).to_ipv6_mapped())),
+        1 => prop_oneof![
+            Just(Ipv6Addr::UNSPECIFIED),
+            Just(Ipv6Addr::LOCALHOST),
+            any::<[u16; 7]>().prop_map(|s| Ipv6Addr::from([0xff00 | (s[0] & 0xff), s[1], s[2], s[3], s[4], s[5], s[6], 0])),
+        ]
+        .prop_map(IpAddr::V6),
     ]
+}
+
+/// The address rules of [`Sdp::check_addresses`], restated on octets:
+/// whether `c=` may carry `address` when the SDP comes from `peer`.
+fn model_accepts(address: IpAddr, peer: IpAddr, allow_local: bool) -> bool {
+    fn v4_of(ip: IpAddr) -> Option<[u8; 4]> {
+        match ip {
+            IpAddr::V4(v4) => Some(v4.octets()),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                (s[..5] == [0; 5] && s[5] == 0xffff).then(|| {
+                    let [a, b] = s[6].to_be_bytes();
+                    let [c, d] = s[7].to_be_bytes();
+                    [a, b, c, d]
+                })
+            }
+        }
+    }
+    fn is_loopback(ip: IpAddr) -> bool {
+        match v4_of(ip) {
+            Some(o) => o[0] == 127,
+            None => ip == IpAddr::V6(Ipv6Addr::LOCALHOST),
+        }
+    }
+    if address == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        return true;
+    }
+    if is_loopback(address) {
+        return allow_local || is_loopback(peer);
+    }
+    match v4_of(address) {
+        Some(o) => o[0] != 0 && !(224..=239).contains(&o[0]) && o != [255; 4],
+        None => {
+            let s = match address {
+                IpAddr::V6(v6) => v6.segments(),
+                IpAddr::V4(_) => unreachable!(),
+            };
+            s[0] >> 8 != 0xff && s != [0; 8]
+        }
+    }
 }
 
 fn c_line(ip: IpAddr) -> String {
@@ -131,5 +188,38 @@ proptest! {
         }
         // Rewriting is idempotent.
         prop_assert_eq!(rewrite_connection(&rewritten, relay, relay_port).unwrap(), rewritten.clone());
+    }
+
+    #[test]
+    fn checking_addresses_of_arbitrary_bytes_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        peer in ip(),
+        allow_local in any::<bool>(),
+    ) {
+        let policy = if allow_local { AddressPolicy::AllowLocal } else { AddressPolicy::Strict };
+        if let Ok(sdp) = Sdp::parse_bytes(&bytes) {
+            let _ = sdp.check_addresses(peer, policy);
+        }
+    }
+
+    #[test]
+    fn check_addresses_refuses_exactly_the_special_addresses(
+        text in sdp_text(),
+        peer in ip(),
+        allow_local in any::<bool>(),
+    ) {
+        let policy = if allow_local { AddressPolicy::AllowLocal } else { AddressPolicy::Strict };
+        let sdp = Sdp::parse(&text).unwrap();
+        let first_refused = text.split_inclusive('\n').enumerate().find_map(|(index, line)| {
+            let address: IpAddr = line.strip_prefix("c=IN IP")?[2..].trim_end().parse().ok()?;
+            (!model_accepts(address, peer, allow_local)).then_some((index + 1, address))
+        });
+        match (sdp.check_addresses(peer, policy), first_refused) {
+            (Ok(()), None) => {}
+            (Err(SdpError::RefusedAddress { line, address, .. }), Some(expected)) => {
+                prop_assert_eq!((line, address), expected);
+            }
+            (got, expected) => prop_assert!(false, "{got:?}, model says {expected:?}\n{text}"),
+        }
     }
 }
