@@ -67,7 +67,10 @@ pub use error::MediaError;
 pub use g711::Law;
 pub use latch::Latching;
 pub use prompt::Prompt;
-pub use relay::{CallMedia, Leg, LegStats, MediaEvent, MediaRelay, RelayConfig, TapFrame, TapLegs};
+pub use relay::{
+    CallMedia, Leg, LegReceiver, LegStats, MediaEvent, MediaRelay, Reception, RelayConfig,
+    TapFrame, TapLegs,
+};
 pub use ring::{PacketRing, Seen};
 pub use rtp::{RtpError, RtpExtension, RtpHeader, RtpPacket};
 pub use sdp::{

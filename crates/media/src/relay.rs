@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dtmf::{DtmfDetector, DtmfPress};
 use crate::error::MediaError;
 pub use crate::latch::Latching;
-use crate::latch::{LegLatch, PacketKind, RemoteChange, Verdict};
+use crate::latch::{Foreign, LegLatch, PacketKind, RemoteChange, Verdict};
 use crate::rtp::RtpPacket;
 use crate::stats::ReceiveStats;
 
@@ -422,16 +422,16 @@ impl MediaRelay {
             SocketAddr::new(self.config.address, callee_port),
         ];
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let new_leg = || {
-            Mutex::new(LegState::new(
-                self.config.latching,
-                self.config.latch_window,
-            ))
+        let new_leg = |leg| {
+            Mutex::new(LegState {
+                rx: LegReceiver::new(leg, self.config.latching, self.config.latch_window),
+                taps: Vec::new(),
+            })
         };
         let shared = Arc::new(CallShared {
             sockets: [caller, callee],
             local,
-            legs: [new_leg(), new_leg()],
+            legs: [new_leg(Leg::Caller), new_leg(Leg::Callee)],
             prompts_playing: [AtomicUsize::new(0), AtomicUsize::new(0)],
             events: events_tx,
             _lease: lease,
@@ -510,25 +510,155 @@ impl CallShared {
 
 #[derive(Debug)]
 struct LegState {
-    /// Counters; `remote` is filled in from `latch` by [`snapshot`].
+    rx: LegReceiver,
+    taps: Vec<mpsc::Sender<TapFrame>>,
+}
+
+/// The socket-free part of one leg: what the relay does with a datagram
+/// received on it (parse, latch, statistics, DTMF detection) and its
+/// counters. The relay task feeds it; tests and fuzzing drive it directly.
+#[derive(Debug, Clone)]
+pub struct LegReceiver {
+    leg: Leg,
+    /// Counters; `remote`, `packets_lost` and `jitter*` are filled in by
+    /// [`LegReceiver::stats`].
     counters: LegStats,
     latch: LegLatch,
     receive: ReceiveStats,
     dtmf_payload_type: Option<u8>,
     dtmf: DtmfDetector,
-    taps: Vec<mpsc::Sender<TapFrame>>,
 }
 
-impl LegState {
-    fn new(latching: Latching, window: Duration) -> Self {
-        LegState {
+/// What [`LegReceiver::receive`] made of a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reception<'a> {
+    /// Not RTP or RTCP: dropped, counted in [`LegStats::invalid_packets`].
+    Invalid,
+    /// Not from this leg's party: dropped, counted in
+    /// [`LegStats::foreign_packets`].
+    Foreign(Foreign),
+    /// The party's multiplexed RTCP: to forward, nothing else.
+    Rtcp,
+    /// The party's RTP: to forward and tap; accounted in the statistics.
+    Rtp {
+        /// The packet, borrowing the datagram.
+        packet: RtpPacket<'a>,
+        /// Key presses it completed.
+        presses: Vec<DtmfPress>,
+    },
+}
+
+impl Reception<'_> {
+    /// Whether the datagram is the party's, to go on to the other leg
+    /// (unless a prompt plays there or it has no address yet).
+    pub fn is_forwarded(&self) -> bool {
+        matches!(self, Reception::Rtcp | Reception::Rtp { .. })
+    }
+}
+
+impl LegReceiver {
+    /// A leg that has seen nothing, latching as `latching` says with a
+    /// latch window of `window`.
+    pub fn new(leg: Leg, latching: Latching, window: Duration) -> Self {
+        LegReceiver {
+            leg,
             counters: LegStats::default(),
             latch: LegLatch::new(latching, window),
             receive: ReceiveStats::default(),
             dtmf_payload_type: None,
             dtmf: DtmfDetector::default(),
-            taps: Vec::new(),
         }
+    }
+
+    /// The latch state.
+    pub fn latch(&self) -> &LegLatch {
+        &self.latch
+    }
+
+    /// Where the leg's packets go (see [`LegLatch::send_address`]).
+    pub fn send_address(&self) -> Option<SocketAddr> {
+        self.latch.send_address()
+    }
+
+    /// The address the party signalled, at `now` (see [`LegLatch::set_remote`]).
+    pub fn set_remote(&mut self, remote: SocketAddr, now: Instant) -> RemoteChange {
+        self.latch.set_remote(remote, now)
+    }
+
+    /// The telephone-event payload type to detect key presses in.
+    pub fn set_dtmf_payload_type(&mut self, payload_type: Option<u8>) {
+        self.dtmf_payload_type = payload_type;
+    }
+
+    /// Handles a datagram from `source`, received at `now`, `arrival` after
+    /// the call's start (for jitter).
+    pub fn receive<'a>(
+        &mut self,
+        source: SocketAddr,
+        datagram: &'a [u8],
+        now: Instant,
+        arrival: Duration,
+    ) -> Reception<'a> {
+        let leg = self.leg;
+        let counters = &mut self.counters;
+        counters.packets_in += 1;
+        counters.bytes_in += datagram.len() as u64;
+        let Ok(packet) = RtpPacket::parse(datagram) else {
+            counters.invalid_packets += 1;
+            return Reception::Invalid;
+        };
+        let kind = PacketKind::of(&packet);
+        match self.latch.receive(source, kind, now) {
+            Verdict::Foreign(why) => {
+                counters.foreign_packets += 1;
+                // The first one is worth a line; a flood is not.
+                if counters.foreign_packets == 1 {
+                    tracing::debug!(?leg, from = %source, ?why, "foreign RTP dropped");
+                } else {
+                    tracing::trace!(?leg, from = %source, ?why, "foreign RTP dropped");
+                }
+                return Reception::Foreign(why);
+            }
+            Verdict::Accept { moved } => {
+                if moved {
+                    tracing::debug!(?leg, to = %source, "RTP source latched");
+                    counters.latch_changes += 1;
+                }
+            }
+        }
+        if kind == PacketKind::Rtcp {
+            // Forwarded, but not RTP to account.
+            return Reception::Rtcp;
+        }
+        self.receive
+            .record_at(packet.sequence(), packet.timestamp(), arrival, RTP_CLOCK);
+        let mut presses = Vec::new();
+        if self.dtmf_payload_type == Some(packet.payload_type()) {
+            match self
+                .dtmf
+                .push(packet.payload(), packet.timestamp(), packet.marker())
+            {
+                Ok(done) => presses = done,
+                Err(e) => tracing::debug!(?leg, error = %e, "bad telephone-event payload"),
+            }
+        }
+        Reception::Rtp { packet, presses }
+    }
+
+    /// Reports a key press whose end reports were all lost (see
+    /// [`DtmfDetector::flush`]).
+    pub fn flush_dtmf(&mut self) -> Option<DtmfPress> {
+        self.dtmf.flush()
+    }
+
+    /// The leg's counters now.
+    pub fn stats(&self) -> LegStats {
+        let mut stats = self.counters.clone();
+        stats.remote = self.latch.send_address();
+        stats.packets_lost = self.receive.cumulative_lost();
+        stats.jitter = self.receive.jitter();
+        stats.jitter_ms = f64::from(stats.jitter) * 1000.0 / f64::from(RTP_CLOCK.get());
+        stats
     }
 }
 
@@ -559,11 +689,7 @@ impl CallMedia {
     /// again, to it or to the stream it had latched before (same SSRC). See
     /// [`crate::latch`].
     pub fn set_remote(&self, leg: Leg, remote: SocketAddr) {
-        let change = self
-            .shared
-            .leg(leg)
-            .latch
-            .set_remote(remote, Instant::now());
+        let change = self.shared.leg(leg).rx.set_remote(remote, Instant::now());
         if change != RemoteChange::Unchanged {
             tracing::debug!(?leg, %remote, ?change, "remote signalled");
         }
@@ -572,7 +698,7 @@ impl CallMedia {
     /// The telephone-event payload type negotiated for `leg` (`None`: no
     /// DTMF detection on it).
     pub fn set_dtmf_payload_type(&self, leg: Leg, payload_type: Option<u8>) {
-        self.shared.leg(leg).dtmf_payload_type = payload_type;
+        self.shared.leg(leg).rx.set_dtmf_payload_type(payload_type);
     }
 
     /// The event channel. Returns it the first time only.
@@ -596,7 +722,7 @@ impl CallMedia {
 
     /// Counters of both legs, indexed like [`Leg::BOTH`].
     pub fn stats(&self) -> [LegStats; 2] {
-        Leg::BOTH.map(|leg| snapshot(&self.shared.leg(leg)))
+        Leg::BOTH.map(|leg| self.shared.leg(leg).rx.stats())
     }
 
     /// Stops relaying, waits for the task to finish (reporting any key press
@@ -663,7 +789,7 @@ impl PromptHandle {
         let remote = self
             .shared
             .leg(leg)
-            .latch
+            .rx
             .send_address()
             .ok_or(MediaError::NoRemote { leg })?;
         let sent = self.shared.sockets[leg.index()]
@@ -672,26 +798,17 @@ impl PromptHandle {
         let mut state = self.shared.leg(leg);
         match sent {
             Ok(n) => {
-                state.counters.packets_out += 1;
-                state.counters.prompt_packets_out += 1;
-                state.counters.bytes_out += n as u64;
+                state.rx.counters.packets_out += 1;
+                state.rx.counters.prompt_packets_out += 1;
+                state.rx.counters.bytes_out += n as u64;
                 Ok(())
             }
             Err(source) => {
-                state.counters.send_errors += 1;
+                state.rx.counters.send_errors += 1;
                 Err(MediaError::Send { leg, source })
             }
         }
     }
-}
-
-fn snapshot(state: &LegState) -> LegStats {
-    let mut stats = state.counters.clone();
-    stats.remote = state.latch.send_address();
-    stats.packets_lost = state.receive.cumulative_lost();
-    stats.jitter = state.receive.jitter();
-    stats.jitter_ms = f64::from(stats.jitter) * 1000.0 / f64::from(RTP_CLOCK.get());
-    stats
 }
 
 /// Poisoning only means another thread panicked mid-update of counters;
@@ -743,7 +860,7 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
     }
     // Key presses whose end reports were all lost.
     for leg in Leg::BOTH {
-        let press = shared.leg(leg).dtmf.flush();
+        let press = shared.leg(leg).rx.flush_dtmf();
         if let Some(press) = press {
             deliver_dtmf(&shared, leg, press);
         }
@@ -761,53 +878,19 @@ fn on_receive(
     now: Instant,
     arrival: Duration,
 ) -> Option<SocketAddr> {
-    let mut presses: Vec<DtmfPress> = Vec::new();
-    {
+    let presses = {
         let mut state = shared.leg(leg);
-        state.counters.packets_in += 1;
-        state.counters.bytes_in += datagram.len() as u64;
-        let Ok(packet) = RtpPacket::parse(datagram) else {
-            state.counters.invalid_packets += 1;
-            return None;
-        };
-        let kind = PacketKind::of(&packet);
-        match state.latch.receive(source, kind, now) {
-            Verdict::Foreign(why) => {
-                state.counters.foreign_packets += 1;
-                // The first one is worth a line; a flood is not.
-                if state.counters.foreign_packets == 1 {
-                    tracing::debug!(?leg, from = %source, ?why, "foreign RTP dropped");
-                } else {
-                    tracing::trace!(?leg, from = %source, ?why, "foreign RTP dropped");
+        match state.rx.receive(source, datagram, now, arrival) {
+            Reception::Invalid | Reception::Foreign(_) => return None,
+            Reception::Rtcp => Vec::new(),
+            Reception::Rtp { packet, presses } => {
+                if !state.taps.is_empty() {
+                    tap_frame(&mut state, leg, &packet, datagram);
                 }
-                return None;
-            }
-            Verdict::Accept { moved } => {
-                if moved {
-                    tracing::debug!(?leg, to = %source, "RTP source latched");
-                    state.counters.latch_changes += 1;
-                }
+                presses
             }
         }
-        // Multiplexed RTCP is forwarded, but not RTP to account.
-        if let PacketKind::Rtp { .. } = kind {
-            state
-                .receive
-                .record_at(packet.sequence(), packet.timestamp(), arrival, RTP_CLOCK);
-            if state.dtmf_payload_type == Some(packet.payload_type()) {
-                match state
-                    .dtmf
-                    .push(packet.payload(), packet.timestamp(), packet.marker())
-                {
-                    Ok(done) => presses = done,
-                    Err(e) => tracing::debug!(?leg, error = %e, "bad telephone-event payload"),
-                }
-            }
-            if !state.taps.is_empty() {
-                tap_frame(&mut state, leg, &packet, datagram);
-            }
-        }
-    }
+    };
     for press in presses {
         deliver_dtmf(shared, leg, press);
     }
@@ -815,10 +898,10 @@ fn on_receive(
     let other = leg.other();
     let mut forward_to = None;
     if shared.prompts_playing[other.index()].load(Ordering::Acquire) == 0 {
-        forward_to = shared.leg(other).latch.send_address();
+        forward_to = shared.leg(other).rx.send_address();
     }
     if forward_to.is_none() {
-        shared.leg(leg).counters.packets_not_forwarded += 1;
+        shared.leg(leg).rx.counters.packets_not_forwarded += 1;
     }
     forward_to
 }
@@ -842,7 +925,7 @@ fn tap_frame(state: &mut LegState, leg: Leg, packet: &RtpPacket<'_>, datagram: &
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     });
-    state.counters.tap_dropped += dropped;
+    state.rx.counters.tap_dropped += dropped;
 }
 
 fn deliver_dtmf(shared: &CallShared, leg: Leg, press: DtmfPress) {
@@ -855,9 +938,9 @@ fn deliver_dtmf(shared: &CallShared, leg: Leg, press: DtmfPress) {
         duration_ms,
     };
     let mut state = shared.leg(leg);
-    state.counters.dtmf_digits += 1;
+    state.rx.counters.dtmf_digits += 1;
     if shared.events.try_send(event).is_err() {
-        state.counters.events_dropped += 1;
+        state.rx.counters.events_dropped += 1;
     }
 }
 
@@ -866,12 +949,77 @@ async fn forward(shared: &CallShared, to: Leg, datagram: &[u8], remote: SocketAd
     let mut state = shared.leg(to);
     match sent {
         Ok(n) => {
-            state.counters.packets_out += 1;
-            state.counters.bytes_out += n as u64;
+            state.rx.counters.packets_out += 1;
+            state.rx.counters.bytes_out += n as u64;
         }
         Err(e) => {
-            state.counters.send_errors += 1;
+            state.rx.counters.send_errors += 1;
             tracing::trace!(leg = ?to, %remote, error = %e, "RTP send failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtmf::TelephoneEvent;
+    use crate::rtp::RtpHeader;
+
+    fn packet(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0; 64];
+        let len = RtpHeader::new(pt, seq, 0, ssrc)
+            .write_packet(payload, 0, &mut buf)
+            .unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn foreign_packets_reach_neither_statistics_nor_dtmf() {
+        let mut rx = LegReceiver::new(Leg::Caller, Latching::Strict, Duration::ZERO);
+        rx.set_dtmf_payload_type(Some(101));
+        let t0 = Instant::now();
+        let phone: SocketAddr = ([192, 0, 2, 1], 4000).into();
+        let spoofer: SocketAddr = ([192, 0, 2, 66], 4000).into();
+        let end = TelephoneEvent {
+            event: 1,
+            end: true,
+            volume: 10,
+            duration: 800,
+        }
+        .to_bytes();
+
+        // Before any SDP, even the phone is foreign.
+        let early = packet(101, 1, 7, &end);
+        assert_eq!(
+            rx.receive(phone, &early, t0, Duration::ZERO),
+            Reception::Foreign(Foreign::NotSignalled)
+        );
+        rx.set_remote(phone, t0);
+        for seq in 0..5 {
+            let from_spoofer = packet(101, seq, 9, &end);
+            assert_eq!(
+                rx.receive(spoofer, &from_spoofer, t0, Duration::ZERO),
+                Reception::Foreign(Foreign::WindowClosed)
+            );
+        }
+        assert_eq!(
+            rx.receive(phone, b"junk", t0, Duration::ZERO),
+            Reception::Invalid
+        );
+        let stats = rx.stats();
+        assert_eq!((stats.packets_in, stats.foreign_packets), (7, 6));
+        assert_eq!((stats.invalid_packets, stats.latch_changes), (1, 0));
+        assert_eq!(rx.receive.received(), 0);
+        assert_eq!(rx.flush_dtmf(), None);
+
+        let from_phone = packet(101, 10, 7, &end);
+        let Reception::Rtp { presses, packet: p } =
+            rx.receive(phone, &from_phone, t0, Duration::ZERO)
+        else {
+            panic!("the phone's packet is RTP");
+        };
+        assert_eq!((presses.len(), p.ssrc()), (1, 7));
+        assert_eq!(rx.stats().remote, Some(phone));
     }
 }
