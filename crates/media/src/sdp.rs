@@ -590,7 +590,12 @@ pub fn reanswer(previous: &str, direction: Direction) -> Result<String, SdpError
         }
         out.push_str(raw);
         if index == m_line && !added && !sdp_has_direction(previous) {
-            if eol.is_empty() {
+            // The body may end with the m= line, unterminated or with a lone
+            // CR (which the parser strips as a line end): end the line
+            // before adding one, or the attribute would join it.
+            if raw.ends_with('\r') {
+                out.push('\n');
+            } else if !raw.ends_with('\n') {
                 out.push_str(eol_seen);
             }
             out.push_str(&format!("a={direction}{eol_seen}"));
@@ -783,6 +788,30 @@ mod reanswer_tests {
             Sdp::parse(&answer).unwrap().audio().unwrap().direction,
             Direction::Inactive
         );
+    }
+
+    /// Found by the `sdp` fuzz target: a body ending in a lone CR after the
+    /// m= line got the direction attribute glued to that line.
+    #[test]
+    fn a_direction_is_added_on_its_own_line_after_a_final_lone_cr() {
+        for body in [
+            "v=0\r\nm=audio 4000 RTP/AVP 0\r",
+            "v=0\nm=audio 4000/2 R96\r",
+            "v=0\r\nm=audio 4000 RTP/AVP 0",
+        ] {
+            let answer = reanswer(body, Direction::SendOnly).unwrap();
+            let sdp = Sdp::parse(&answer).unwrap();
+            assert_eq!(
+                sdp.audio().unwrap().direction,
+                Direction::SendOnly,
+                "{answer:?}"
+            );
+            let m_line = answer.lines().nth(1).unwrap();
+            assert_eq!(
+                m_line.trim_end_matches('\r'),
+                strip_eol(body.lines().nth(1).unwrap())
+            );
+        }
     }
 }
 
