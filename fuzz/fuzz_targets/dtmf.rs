@@ -6,9 +6,10 @@ use arbitrary::Arbitrary;
 use callhost_media::dtmf::{DtmfDetector, DtmfDigit, DtmfPress, TelephoneEvent};
 use libfuzzer_sys::fuzz_target;
 
-/// Pushes per input at most, repetitions included: enough for counters that
-/// grow with every packet to get far, little enough to stay fast.
-const MAX_PUSHES: usize = 1 << 17;
+/// Pushes per input at most, repetitions included: long presses and floods
+/// of a few thousand packets, while staying fast. Presses held far longer
+/// are the unit test `dtmf::tests::an_endless_press_saturates_its_duration`.
+const MAX_PUSHES: usize = 1 << 12;
 
 #[derive(Debug, Arbitrary)]
 struct Report {
