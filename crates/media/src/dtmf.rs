@@ -155,7 +155,9 @@ impl Pending {
         DtmfPress {
             digit: self.digit,
             timestamp: self.start_ts,
-            duration: self.earlier + u32::from(self.segment_duration),
+            duration: self
+                .earlier
+                .saturating_add(u32::from(self.segment_duration)),
             volume: self.volume,
             ended,
         }
@@ -245,7 +247,8 @@ impl DtmfDetector {
                     && p.segment_duration - ev.duration > LONG_SEGMENT
                 {
                     // The duration wrapped in place.
-                    p.earlier += 0x1_0000;
+                    // Saturating: a party can keep a "key" down for ever.
+                    p.earlier = p.earlier.saturating_add(0x1_0000);
                     p.segment_duration = ev.duration;
                 } else {
                     p.segment_duration = p.segment_duration.max(ev.duration);
@@ -257,7 +260,7 @@ impl DtmfDetector {
                 return out;
             }
             if is_continuation(digit, marker, age, p.digit, p.segment_duration) {
-                p.earlier += age as u32;
+                p.earlier = p.earlier.saturating_add(age as u32);
                 p.segment_ts = timestamp;
                 p.segment_duration = ev.duration;
                 p.volume = ev.volume;
@@ -634,5 +637,33 @@ mod tests {
         presses.extend(det.push_event(ev(8, true, 224), 500, false));
         assert_eq!(presses.len(), 1);
         assert_eq!(presses[0].duration, 0x1_0000 + 224);
+    }
+
+    /// A key held "for ever" (in-place wraps, then new segments, far past
+    /// what the u32 total can count) saturates instead of overflowing.
+    #[test]
+    fn an_endless_press_saturates_its_duration() {
+        let mut d = DtmfDetector::new();
+        let report = |duration, end| TelephoneEvent {
+            event: 5,
+            end,
+            volume: 10,
+            duration,
+        };
+        assert!(d.push_event(report(0xF000, false), 0, true).is_empty());
+        for _ in 0..70_000 {
+            // 0xF000 -> 0x1000 reads as a wrap, +0x10000 each time.
+            assert!(d.push_event(report(0x1000, false), 0, false).is_empty());
+            assert!(d.push_event(report(0xF000, false), 0, false).is_empty());
+        }
+        let mut ts = 0u32;
+        for _ in 0..10 {
+            ts = ts.wrapping_add(0xF000);
+            assert!(d.push_event(report(0xF000, false), ts, false).is_empty());
+        }
+        let press = d.push_event(report(0xF000, true), ts, false);
+        assert_eq!(press.len(), 1);
+        assert_eq!(press[0].duration, u32::MAX);
+        assert!(press[0].ended);
     }
 }

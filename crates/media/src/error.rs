@@ -10,7 +10,8 @@ use crate::sdp::Codec;
 /// What went wrong allocating, running or playing into call media.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
-    /// Every even port of the relay's range is taken.
+    /// Every even port of the relay's range is taken (in use, freed too
+    /// recently, or bound by another process).
     #[error("no free pair of even RTP ports on {address} in {first}-{last}")]
     PortsExhausted {
         /// The relay's address.
@@ -33,7 +34,7 @@ pub enum MediaError {
     #[error("media relay needs a tokio runtime: allocate() was called outside one")]
     NoRuntime,
     /// A prompt was to be played to a leg whose remote address is unknown.
-    #[error("{leg:?} leg has no remote address yet (no SDP and no RTP received)")]
+    #[error("{leg:?} leg has no remote address yet (no SDP)")]
     NoRemote {
         /// The leg.
         leg: Leg,

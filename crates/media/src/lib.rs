@@ -21,9 +21,12 @@
 //!
 //! - [`sdp`]: the audio facts of an SDP offer/answer, checking its connection
 //!   addresses, and rewriting them to the relay's, byte-identical otherwise.
+//! - [`latch`]: which source a relay leg accepts RTP from (strict latching
+//!   to the signalled address or the first source, moves only with the same
+//!   SSRC), as a pure state machine.
 //! - [`relay`]: [`MediaRelay`] hands out [`CallMedia`], a UDP socket pair per
-//!   call and one task relaying RTP unchanged between them, with symmetric
-//!   RTP latching, per-leg statistics, DTMF events and zero-copy taps.
+//!   call on random ports and one task relaying RTP unchanged between them,
+//!   with strict latching, per-leg statistics, DTMF events and zero-copy taps.
 //! - [`prompt`]: announcements decoded with symphonia and played into a leg
 //!   as paced G.711.
 //!
@@ -50,6 +53,7 @@
 pub mod dtmf;
 mod error;
 pub mod g711;
+pub mod latch;
 pub mod prompt;
 pub mod relay;
 pub mod ring;
@@ -61,8 +65,12 @@ pub mod wav;
 pub use dtmf::{DtmfDetector, DtmfDigit, DtmfError, DtmfPress, TelephoneEvent};
 pub use error::MediaError;
 pub use g711::Law;
+pub use latch::Latching;
 pub use prompt::Prompt;
-pub use relay::{CallMedia, Leg, LegStats, MediaEvent, MediaRelay, RelayConfig, TapFrame, TapLegs};
+pub use relay::{
+    CallMedia, Leg, LegReceiver, LegStats, MediaEvent, MediaRelay, Reception, RelayConfig,
+    TapFrame, TapLegs,
+};
 pub use ring::{PacketRing, Seen};
 pub use rtp::{RtpError, RtpExtension, RtpHeader, RtpPacket};
 pub use sdp::{

@@ -6,22 +6,27 @@
 //! statistics ([`crate::stats`]), RFC 4733 key presses ([`crate::dtmf`]) and
 //! taps that hand out received packets without copying them.
 //!
-//! Symmetric RTP: the address a leg sends to starts as the one from SDP
-//! ([`CallMedia::set_remote`]) and then follows the source of the RTP actually
-//! received on that leg, so parties behind NAT are reached where their
-//! packets come from. Latching follows every change of source (a phone that
-//! roams or re-binds keeps working); the price is that anyone who can send a
-//! well-formed RTP packet to the port can redirect the leg, as with every
-//! latching SBC, so the port range should not be reachable beyond the
-//! networks the phones are on.
+//! Everything arriving on a relay port is written by whoever can reach it, so
+//! each leg latches to its party ([`crate::latch`], [`Latching::Strict`] by
+//! default): to the address its SDP signalled ([`CallMedia::set_remote`]), or
+//! within the first seconds after that to the first source of RTP (parties
+//! behind NAT), and afterwards follows a move of the source only for the same
+//! SSRC. Datagrams from anyone else are dropped before anything looks at
+//! them: not forwarded, not tapped, not fed to DTMF detection or statistics,
+//! only counted ([`LegStats::foreign_packets`]). Until a leg has latched, the
+//! relay sends to it at the signalled address.
 //!
-//! The per-call task awaits only its two sockets (and its cancellation).
-//! Everything it hands out goes through `try_send`, so a slow consumer of
-//! events or taps loses frames, never delays audio.
+//! Ports are picked at random from the range, so the port of a call cannot be
+//! guessed from another's, and a port freed by a call is not handed out again
+//! for a few seconds ([`RelayConfig::port_quarantine`]): late packets of the
+//! old call must not reach, or latch, a new one.
+//!
+//! The per-call task awaits only its two sockets (and its cancellation); the
+//! locks it takes are never held across an await. Everything it hands out
+//! goes through `try_send`, so a slow consumer of events or taps loses
+//! frames, never delays audio.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashSet;
-use std::hash::BuildHasher;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -31,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rand::Rng;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -39,6 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dtmf::{DtmfDetector, DtmfPress};
 use crate::error::MediaError;
+pub use crate::latch::Latching;
+use crate::latch::{Foreign, LegLatch, PacketKind, RemoteChange, Verdict};
 use crate::rtp::RtpPacket;
 use crate::stats::ReceiveStats;
 
@@ -53,6 +61,12 @@ const RTP_CLOCK: NonZeroU32 = match NonZeroU32::new(8000) {
 const RECV_BUFFER: usize = 2048;
 /// DTMF and other events waiting for the B2BUA; more are dropped and counted.
 const EVENT_QUEUE: usize = 64;
+/// How long after the first signalled address any source may latch a leg.
+pub const DEFAULT_LATCH_WINDOW: Duration = Duration::from_secs(3);
+/// How long a freed port stays out of use.
+pub const DEFAULT_PORT_QUARANTINE: Duration = Duration::from_secs(5);
+/// Random picks tried before scanning the range for a free port.
+const RANDOM_PROBES: usize = 8;
 
 /// One side of a call, as seen from the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -138,9 +152,11 @@ pub enum MediaEvent {
 /// the relay sent to the party.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LegStats {
-    /// Where the relay sends this leg's audio (from SDP or latched).
+    /// Where the relay sends this leg's audio: the latched address, else
+    /// the one from SDP.
     pub remote: Option<SocketAddr>,
-    /// Datagrams received (RTP and multiplexed RTCP).
+    /// Datagrams received (RTP and multiplexed RTCP), including invalid and
+    /// foreign ones.
     pub packets_in: u64,
     /// Bytes received (whole datagrams).
     pub bytes_in: u64,
@@ -169,18 +185,48 @@ pub struct LegStats {
     pub events_dropped: u64,
     /// Key presses detected on this leg.
     pub dtmf_digits: u64,
-    /// How often the remote address changed because RTP came from elsewhere.
+    /// How often the remote address changed because RTP came from elsewhere
+    /// (latching to a NAT address, a stream that moved).
     pub latch_changes: u64,
+    /// Well-formed datagrams dropped because they did not come from this
+    /// leg's party (see [`crate::latch`]): never forwarded, tapped or
+    /// otherwise looked at.
+    pub foreign_packets: u64,
 }
 
-/// Where and on which ports the relay binds.
-#[derive(Debug, Clone)]
+/// Where and on which ports the relay binds, and how its legs latch.
+///
+/// Build it with [`RelayConfig::new`] and override fields as needed:
+/// `RelayConfig { latching: Latching::Follow, ..RelayConfig::new(address, ports) }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayConfig {
     /// Address to bind and to write into SDP (must be this machine's).
     pub address: IpAddr,
     /// RTP ports to use; only even ones are bound (RFC 3550 §11 leaves the
     /// odd one above for RTCP).
     pub ports: RangeInclusive<u16>,
+    /// How legs latch to their party; [`Latching::Strict`] unless set.
+    pub latching: Latching,
+    /// How long after the first [`CallMedia::set_remote`] of a leg the first
+    /// RTP from any source latches it (parties behind NAT).
+    pub latch_window: Duration,
+    /// How long a port freed by a call is not handed out again.
+    pub port_quarantine: Duration,
+}
+
+impl RelayConfig {
+    /// Binding `address` on even ports of `ports`, strict latching with a
+    /// [`DEFAULT_LATCH_WINDOW`], ports quarantined for
+    /// [`DEFAULT_PORT_QUARANTINE`].
+    pub fn new(address: IpAddr, ports: RangeInclusive<u16>) -> Self {
+        RelayConfig {
+            address,
+            ports,
+            latching: Latching::Strict,
+            latch_window: DEFAULT_LATCH_WINDOW,
+            port_quarantine: DEFAULT_PORT_QUARANTINE,
+        }
+    }
 }
 
 /// Hands out [`CallMedia`]: a socket pair per call from a port range.
@@ -190,37 +236,143 @@ pub struct MediaRelay {
     pool: Arc<PortPool>,
 }
 
-#[derive(Debug, Default)]
+/// The even ports of the range and what each is doing.
+#[derive(Debug)]
 struct PortPool {
-    in_use: Mutex<HashSet<u16>>,
-    /// Where the next search starts: allocation walks the range round-robin
-    /// so a port just freed is not reused at once (late packets of the old
-    /// call would land in the new one).
-    cursor: Mutex<u32>,
+    first_even: u16,
+    quarantine: Duration,
+    slots: Mutex<PortSlots>,
+}
+
+#[derive(Debug)]
+struct PortSlots {
+    /// One per even port of the range, in port order.
+    state: Vec<SlotState>,
+    /// Quarantined slots, oldest first. Each slot is in here at most once
+    /// (only a slot in use can be freed), so it never outgrows the range.
+    quarantined: VecDeque<(usize, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    InUse,
+    /// Freed recently; late packets of its last call may still arrive.
+    Quarantined,
+}
+
+impl PortPool {
+    fn new(ports: &RangeInclusive<u16>, quarantine: Duration) -> Self {
+        let first = u32::from(*ports.start());
+        let last = u32::from(*ports.end());
+        let first_even = first + first % 2;
+        let count = if last >= first_even {
+            (last - first_even) / 2 + 1
+        } else {
+            0
+        };
+        PortPool {
+            // Only read when count > 0, where first_even <= last fits a u16.
+            first_even: u16::try_from(first_even).unwrap_or(u16::MAX),
+            quarantine,
+            slots: Mutex::new(PortSlots {
+                state: vec![SlotState::Free; count as usize],
+                quarantined: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn port(&self, slot: usize) -> u16 {
+        // slot < count <= 32768, and first_even + 2 * (count - 1) <= 65535.
+        self.first_even + 2 * slot as u16
+    }
+
+    /// Reserves a free slot: one of a few random picks, else the first free
+    /// one from `scan_from` on (wrapping), skipping the `skip` slots already
+    /// scanned. Returns the slot and how far the scan got.
+    fn reserve(&self, probe: bool, scan_from: usize, skip: usize) -> Option<(usize, usize)> {
+        let mut slots = lock(&self.slots);
+        let now = Instant::now();
+        slots.expire(now, self.quarantine);
+        let count = slots.state.len();
+        if count == 0 {
+            return None;
+        }
+        if probe {
+            let mut rng = rand::thread_rng();
+            for _ in 0..RANDOM_PROBES {
+                let slot = rng.gen_range(0..count);
+                if slots.state[slot] == SlotState::Free {
+                    slots.state[slot] = SlotState::InUse;
+                    return Some((slot, skip));
+                }
+            }
+        }
+        for scanned in skip..count {
+            let slot = (scan_from + scanned) % count;
+            if slots.state[slot] == SlotState::Free {
+                slots.state[slot] = SlotState::InUse;
+                return Some((slot, scanned + 1));
+            }
+        }
+        None
+    }
+
+    /// Gives back a reserved slot that could not be bound.
+    fn unreserve(&self, slot: usize) {
+        lock(&self.slots).state[slot] = SlotState::Free;
+    }
+
+    /// Frees the slots of an ended call, into quarantine.
+    fn release(&self, slots_of_call: &[usize]) {
+        let mut slots = lock(&self.slots);
+        // Read under the lock, so the queue stays in time order.
+        let now = Instant::now();
+        for &slot in slots_of_call {
+            if self.quarantine.is_zero() {
+                slots.state[slot] = SlotState::Free;
+            } else {
+                slots.state[slot] = SlotState::Quarantined;
+                slots.quarantined.push_back((slot, now));
+            }
+        }
+        slots.expire(now, self.quarantine);
+    }
+}
+
+impl PortSlots {
+    /// Frees the slots whose quarantine is over.
+    fn expire(&mut self, now: Instant, quarantine: Duration) {
+        while let Some(&(slot, freed)) = self.quarantined.front() {
+            if now.saturating_duration_since(freed) < quarantine {
+                break;
+            }
+            self.quarantined.pop_front();
+            self.state[slot] = SlotState::Free;
+        }
+    }
 }
 
 /// Ports of one call; returned to the pool when the call's last owner drops.
 #[derive(Debug)]
 struct PortLease {
     pool: Arc<PortPool>,
-    ports: [u16; 2],
+    slots: [usize; 2],
 }
 
 impl Drop for PortLease {
     fn drop(&mut self) {
-        let mut in_use = lock(&self.pool.in_use);
-        for port in self.ports {
-            in_use.remove(&port);
-        }
+        self.pool.release(&self.slots);
     }
 }
 
 impl MediaRelay {
     /// A relay binding `config.address` on even ports of `config.ports`.
     pub fn new(config: RelayConfig) -> Self {
+        let pool = Arc::new(PortPool::new(&config.ports, config.port_quarantine));
         MediaRelay {
             config: Arc::new(config),
-            pool: Arc::default(),
+            pool,
         }
     }
 
@@ -229,23 +381,31 @@ impl MediaRelay {
         self.config.address
     }
 
+    /// The relay's configuration.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
     /// Binds a socket pair for one call and starts its relay task.
     ///
-    /// Must be called within a tokio runtime. Ports that this relay already
-    /// uses or that another process has bound are skipped.
+    /// Must be called within a tokio runtime. Ports are picked at random;
+    /// ports that this relay uses or freed only recently, and ports another
+    /// process has bound, are skipped.
     pub fn allocate(&self) -> Result<CallMedia, MediaError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
-        let (caller, caller_port) = self.bind_next()?;
-        let (callee, callee_port) = match self.bind_next() {
+        let (caller, caller_slot) = self.bind_next()?;
+        let (callee, callee_slot) = match self.bind_next() {
             Ok(bound) => bound,
             Err(e) => {
-                lock(&self.pool.in_use).remove(&caller_port);
+                self.pool.unreserve(caller_slot);
                 return Err(e);
             }
         };
+        let (caller_port, callee_port) = (self.pool.port(caller_slot), self.pool.port(callee_slot));
+        // From here on the lease frees both slots, whatever happens.
         let lease = PortLease {
             pool: self.pool.clone(),
-            ports: [caller_port, callee_port],
+            slots: [caller_slot, callee_slot],
         };
         let _guard = runtime.enter();
         let sockets = [UdpSocket::from_std(caller), UdpSocket::from_std(callee)];
@@ -262,10 +422,16 @@ impl MediaRelay {
             SocketAddr::new(self.config.address, callee_port),
         ];
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let new_leg = |leg| {
+            Mutex::new(LegState {
+                rx: LegReceiver::new(leg, self.config.latching, self.config.latch_window),
+                taps: Vec::new(),
+            })
+        };
         let shared = Arc::new(CallShared {
             sockets: [caller, callee],
             local,
-            legs: [Mutex::default(), Mutex::default()],
+            legs: [new_leg(Leg::Caller), new_leg(Leg::Callee)],
             prompts_playing: [AtomicUsize::new(0), AtomicUsize::new(0)],
             events: events_tx,
             _lease: lease,
@@ -281,38 +447,37 @@ impl MediaRelay {
         })
     }
 
-    /// Reserves and binds the next free even port.
-    fn bind_next(&self) -> Result<(std::net::UdpSocket, u16), MediaError> {
-        let first = *self.config.ports.start();
-        let last = *self.config.ports.end();
-        let first_even = u32::from(first) + u32::from(first) % 2;
-        let count = if u32::from(last) >= first_even {
-            (u32::from(last) - first_even) / 2 + 1
-        } else {
-            0
+    /// Reserves and binds a free even port, picked at random. Returns the
+    /// socket and its slot in the pool.
+    ///
+    /// Bounded work: a few random picks, then one pass over the range from
+    /// a random offset (the range may be nearly full).
+    fn bind_next(&self) -> Result<(std::net::UdpSocket, usize), MediaError> {
+        let exhausted = || MediaError::PortsExhausted {
+            address: self.config.address,
+            first: *self.config.ports.start(),
+            last: *self.config.ports.end(),
         };
-        let start = {
-            let mut cursor = lock(&self.pool.cursor);
-            let start = *cursor;
-            *cursor = cursor.wrapping_add(1);
-            start
-        };
-        for step in 0..count {
-            let port = (first_even + 2 * (start.wrapping_add(step) % count)) as u16;
-            if !lock(&self.pool.in_use).insert(port) {
-                continue;
-            }
-            let address = SocketAddr::new(self.config.address, port);
+        let count = lock(&self.pool.slots).state.len();
+        if count == 0 {
+            return Err(exhausted());
+        }
+        let scan_from = rand::thread_rng().gen_range(0..count);
+        let mut scanned = 0;
+        let mut probe = true;
+        while let Some((slot, scan_reached)) = self.pool.reserve(probe, scan_from, scanned) {
+            // Once random picks hit a port taken by another process, walk
+            // the range instead of picking again.
+            probe = false;
+            scanned = scan_reached;
+            let address = SocketAddr::new(self.config.address, self.pool.port(slot));
             match std::net::UdpSocket::bind(address).and_then(|s| {
                 s.set_nonblocking(true)?;
                 Ok(s)
             }) {
-                Ok(socket) => {
-                    *lock(&self.pool.cursor) = start.wrapping_add(step).wrapping_add(1);
-                    return Ok((socket, port));
-                }
+                Ok(socket) => return Ok((socket, slot)),
                 Err(e) => {
-                    lock(&self.pool.in_use).remove(&port);
+                    self.pool.unreserve(slot);
                     if e.kind() != io::ErrorKind::AddrInUse {
                         return Err(MediaError::Bind { address, source: e });
                     }
@@ -320,11 +485,7 @@ impl MediaRelay {
                 }
             }
         }
-        Err(MediaError::PortsExhausted {
-            address: self.config.address,
-            first,
-            last,
-        })
+        Err(exhausted())
     }
 }
 
@@ -347,13 +508,158 @@ impl CallShared {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LegState {
+    rx: LegReceiver,
+    taps: Vec<mpsc::Sender<TapFrame>>,
+}
+
+/// The socket-free part of one leg: what the relay does with a datagram
+/// received on it (parse, latch, statistics, DTMF detection) and its
+/// counters. The relay task feeds it; tests and fuzzing drive it directly.
+#[derive(Debug, Clone)]
+pub struct LegReceiver {
+    leg: Leg,
+    /// Counters; `remote`, `packets_lost` and `jitter*` are filled in by
+    /// [`LegReceiver::stats`].
     counters: LegStats,
+    latch: LegLatch,
     receive: ReceiveStats,
     dtmf_payload_type: Option<u8>,
     dtmf: DtmfDetector,
-    taps: Vec<mpsc::Sender<TapFrame>>,
+}
+
+/// What [`LegReceiver::receive`] made of a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reception<'a> {
+    /// Not RTP or RTCP: dropped, counted in [`LegStats::invalid_packets`].
+    Invalid,
+    /// Not from this leg's party: dropped, counted in
+    /// [`LegStats::foreign_packets`].
+    Foreign(Foreign),
+    /// The party's multiplexed RTCP: to forward, nothing else.
+    Rtcp,
+    /// The party's RTP: to forward and tap; accounted in the statistics.
+    Rtp {
+        /// The packet, borrowing the datagram.
+        packet: RtpPacket<'a>,
+        /// Key presses it completed.
+        presses: Vec<DtmfPress>,
+    },
+}
+
+impl Reception<'_> {
+    /// Whether the datagram is the party's, to go on to the other leg
+    /// (unless a prompt plays there or it has no address yet).
+    pub fn is_forwarded(&self) -> bool {
+        matches!(self, Reception::Rtcp | Reception::Rtp { .. })
+    }
+}
+
+impl LegReceiver {
+    /// A leg that has seen nothing, latching as `latching` says with a
+    /// latch window of `window`.
+    pub fn new(leg: Leg, latching: Latching, window: Duration) -> Self {
+        LegReceiver {
+            leg,
+            counters: LegStats::default(),
+            latch: LegLatch::new(latching, window),
+            receive: ReceiveStats::default(),
+            dtmf_payload_type: None,
+            dtmf: DtmfDetector::default(),
+        }
+    }
+
+    /// The latch state.
+    pub fn latch(&self) -> &LegLatch {
+        &self.latch
+    }
+
+    /// Where the leg's packets go (see [`LegLatch::send_address`]).
+    pub fn send_address(&self) -> Option<SocketAddr> {
+        self.latch.send_address()
+    }
+
+    /// The address the party signalled, at `now` (see [`LegLatch::set_remote`]).
+    pub fn set_remote(&mut self, remote: SocketAddr, now: Instant) -> RemoteChange {
+        self.latch.set_remote(remote, now)
+    }
+
+    /// The telephone-event payload type to detect key presses in.
+    pub fn set_dtmf_payload_type(&mut self, payload_type: Option<u8>) {
+        self.dtmf_payload_type = payload_type;
+    }
+
+    /// Handles a datagram from `source`, received at `now`, `arrival` after
+    /// the call's start (for jitter).
+    pub fn receive<'a>(
+        &mut self,
+        source: SocketAddr,
+        datagram: &'a [u8],
+        now: Instant,
+        arrival: Duration,
+    ) -> Reception<'a> {
+        let leg = self.leg;
+        let counters = &mut self.counters;
+        counters.packets_in += 1;
+        counters.bytes_in += datagram.len() as u64;
+        let Ok(packet) = RtpPacket::parse(datagram) else {
+            counters.invalid_packets += 1;
+            return Reception::Invalid;
+        };
+        let kind = PacketKind::of(&packet);
+        match self.latch.receive(source, kind, now) {
+            Verdict::Foreign(why) => {
+                counters.foreign_packets += 1;
+                // The first one is worth a line; a flood is not.
+                if counters.foreign_packets == 1 {
+                    tracing::debug!(?leg, from = %source, ?why, "foreign RTP dropped");
+                } else {
+                    tracing::trace!(?leg, from = %source, ?why, "foreign RTP dropped");
+                }
+                return Reception::Foreign(why);
+            }
+            Verdict::Accept { moved } => {
+                if moved {
+                    tracing::debug!(?leg, to = %source, "RTP source latched");
+                    counters.latch_changes += 1;
+                }
+            }
+        }
+        if kind == PacketKind::Rtcp {
+            // Forwarded, but not RTP to account.
+            return Reception::Rtcp;
+        }
+        self.receive
+            .record_at(packet.sequence(), packet.timestamp(), arrival, RTP_CLOCK);
+        let mut presses = Vec::new();
+        if self.dtmf_payload_type == Some(packet.payload_type()) {
+            match self
+                .dtmf
+                .push(packet.payload(), packet.timestamp(), packet.marker())
+            {
+                Ok(done) => presses = done,
+                Err(e) => tracing::debug!(?leg, error = %e, "bad telephone-event payload"),
+            }
+        }
+        Reception::Rtp { packet, presses }
+    }
+
+    /// Reports a key press whose end reports were all lost (see
+    /// [`DtmfDetector::flush`]).
+    pub fn flush_dtmf(&mut self) -> Option<DtmfPress> {
+        self.dtmf.flush()
+    }
+
+    /// The leg's counters now.
+    pub fn stats(&self) -> LegStats {
+        let mut stats = self.counters.clone();
+        stats.remote = self.latch.send_address();
+        stats.packets_lost = self.receive.cumulative_lost();
+        stats.jitter = self.receive.jitter();
+        stats.jitter_ms = f64::from(stats.jitter) * 1000.0 / f64::from(RTP_CLOCK.get());
+        stats
+    }
 }
 
 /// The media of one call: a socket per leg and the task relaying between
@@ -374,16 +680,25 @@ impl CallMedia {
         self.shared.local[leg.index()]
     }
 
-    /// Where to send `leg`'s audio, from that party's SDP. Replaced again as
-    /// soon as RTP arrives from elsewhere (symmetric RTP).
+    /// The address `leg`'s party signalled in its SDP: where the relay sends
+    /// until the leg latches, and the address it latches to at once.
+    ///
+    /// The first call for a leg opens its latch window. Calling again with
+    /// the same address (a re-INVITE repeating it) changes nothing; a new
+    /// address (the party moved) is sent to at once and the leg latches
+    /// again, to it or to the stream it had latched before (same SSRC). See
+    /// [`crate::latch`].
     pub fn set_remote(&self, leg: Leg, remote: SocketAddr) {
-        self.shared.leg(leg).counters.remote = Some(remote);
+        let change = self.shared.leg(leg).rx.set_remote(remote, Instant::now());
+        if change != RemoteChange::Unchanged {
+            tracing::debug!(?leg, %remote, ?change, "remote signalled");
+        }
     }
 
     /// The telephone-event payload type negotiated for `leg` (`None`: no
     /// DTMF detection on it).
     pub fn set_dtmf_payload_type(&self, leg: Leg, payload_type: Option<u8>) {
-        self.shared.leg(leg).dtmf_payload_type = payload_type;
+        self.shared.leg(leg).rx.set_dtmf_payload_type(payload_type);
     }
 
     /// The event channel. Returns it the first time only.
@@ -407,7 +722,7 @@ impl CallMedia {
 
     /// Counters of both legs, indexed like [`Leg::BOTH`].
     pub fn stats(&self) -> [LegStats; 2] {
-        Leg::BOTH.map(|leg| snapshot(&self.shared.leg(leg)))
+        Leg::BOTH.map(|leg| self.shared.leg(leg).rx.stats())
     }
 
     /// Stops relaying, waits for the task to finish (reporting any key press
@@ -474,8 +789,8 @@ impl PromptHandle {
         let remote = self
             .shared
             .leg(leg)
-            .counters
-            .remote
+            .rx
+            .send_address()
             .ok_or(MediaError::NoRemote { leg })?;
         let sent = self.shared.sockets[leg.index()]
             .send_to(packet, remote)
@@ -483,25 +798,17 @@ impl PromptHandle {
         let mut state = self.shared.leg(leg);
         match sent {
             Ok(n) => {
-                state.counters.packets_out += 1;
-                state.counters.prompt_packets_out += 1;
-                state.counters.bytes_out += n as u64;
+                state.rx.counters.packets_out += 1;
+                state.rx.counters.prompt_packets_out += 1;
+                state.rx.counters.bytes_out += n as u64;
                 Ok(())
             }
             Err(source) => {
-                state.counters.send_errors += 1;
+                state.rx.counters.send_errors += 1;
                 Err(MediaError::Send { leg, source })
             }
         }
     }
-}
-
-fn snapshot(state: &LegState) -> LegStats {
-    let mut stats = state.counters.clone();
-    stats.packets_lost = state.receive.cumulative_lost();
-    stats.jitter = state.receive.jitter();
-    stats.jitter_ms = f64::from(stats.jitter) * 1000.0 / f64::from(RTP_CLOCK.get());
-    stats
 }
 
 /// Poisoning only means another thread panicked mid-update of counters;
@@ -512,10 +819,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A random-enough u32 for SSRCs and initial sequence numbers, without a
-/// dependency: std's hasher keys are random per process and per instance.
+/// A random u32 for SSRCs and initial sequence numbers (RFC 3550 wants
+/// them unpredictable).
 pub(crate) fn random_u32() -> u32 {
-    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+    rand::random()
 }
 
 /// The per-call loop: receive on either socket, account, forward.
@@ -540,8 +847,9 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
         let datagram = buffers[leg.index()].split().freeze();
         match received {
             Ok((_, source)) => {
-                let arrival = start.elapsed();
-                if let Some(remote) = on_receive(&shared, leg, source, datagram.clone(), arrival) {
+                let now = Instant::now();
+                let arrival = now.saturating_duration_since(start);
+                if let Some(remote) = on_receive(&shared, leg, source, &datagram, now, arrival) {
                     forward(&shared, leg.other(), &datagram, remote).await;
                 }
             }
@@ -552,7 +860,7 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
     }
     // Key presses whose end reports were all lost.
     for leg in Leg::BOTH {
-        let press = shared.leg(leg).dtmf.flush();
+        let press = shared.leg(leg).rx.flush_dtmf();
         if let Some(press) = press {
             deliver_dtmf(&shared, leg, press);
         }
@@ -566,44 +874,23 @@ fn on_receive(
     shared: &CallShared,
     leg: Leg,
     source: SocketAddr,
-    datagram: Bytes,
+    datagram: &Bytes,
+    now: Instant,
     arrival: Duration,
 ) -> Option<SocketAddr> {
-    let mut presses: Vec<DtmfPress> = Vec::new();
-    {
+    let presses = {
         let mut state = shared.leg(leg);
-        state.counters.packets_in += 1;
-        state.counters.bytes_in += datagram.len() as u64;
-        let Ok(packet) = RtpPacket::parse(&datagram) else {
-            state.counters.invalid_packets += 1;
-            return None;
-        };
-        // RTCP multiplexed on the RTP port (RFC 5761): packet types 200-204
-        // read as marker + PT 72-76. Forwarded, but not RTP to account.
-        let is_rtcp = (72..=76).contains(&packet.payload_type()) && packet.marker();
-        if !is_rtcp {
-            if state.counters.remote != Some(source) {
-                tracing::debug!(?leg, from = ?state.counters.remote, to = %source, "RTP source latched");
-                state.counters.remote = Some(source);
-                state.counters.latch_changes += 1;
-            }
-            state
-                .receive
-                .record_at(packet.sequence(), packet.timestamp(), arrival, RTP_CLOCK);
-            if state.dtmf_payload_type == Some(packet.payload_type()) {
-                match state
-                    .dtmf
-                    .push(packet.payload(), packet.timestamp(), packet.marker())
-                {
-                    Ok(done) => presses = done,
-                    Err(e) => tracing::debug!(?leg, error = %e, "bad telephone-event payload"),
+        match state.rx.receive(source, datagram, now, arrival) {
+            Reception::Invalid | Reception::Foreign(_) => return None,
+            Reception::Rtcp => Vec::new(),
+            Reception::Rtp { packet, presses } => {
+                if !state.taps.is_empty() {
+                    tap_frame(&mut state, leg, &packet, datagram);
                 }
-            }
-            if !state.taps.is_empty() {
-                tap_frame(&mut state, leg, &packet, &datagram);
+                presses
             }
         }
-    }
+    };
     for press in presses {
         deliver_dtmf(shared, leg, press);
     }
@@ -611,10 +898,10 @@ fn on_receive(
     let other = leg.other();
     let mut forward_to = None;
     if shared.prompts_playing[other.index()].load(Ordering::Acquire) == 0 {
-        forward_to = shared.leg(other).counters.remote;
+        forward_to = shared.leg(other).rx.send_address();
     }
     if forward_to.is_none() {
-        shared.leg(leg).counters.packets_not_forwarded += 1;
+        shared.leg(leg).rx.counters.packets_not_forwarded += 1;
     }
     forward_to
 }
@@ -638,7 +925,7 @@ fn tap_frame(state: &mut LegState, leg: Leg, packet: &RtpPacket<'_>, datagram: &
         }
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     });
-    state.counters.tap_dropped += dropped;
+    state.rx.counters.tap_dropped += dropped;
 }
 
 fn deliver_dtmf(shared: &CallShared, leg: Leg, press: DtmfPress) {
@@ -651,9 +938,9 @@ fn deliver_dtmf(shared: &CallShared, leg: Leg, press: DtmfPress) {
         duration_ms,
     };
     let mut state = shared.leg(leg);
-    state.counters.dtmf_digits += 1;
+    state.rx.counters.dtmf_digits += 1;
     if shared.events.try_send(event).is_err() {
-        state.counters.events_dropped += 1;
+        state.rx.counters.events_dropped += 1;
     }
 }
 
@@ -662,12 +949,77 @@ async fn forward(shared: &CallShared, to: Leg, datagram: &[u8], remote: SocketAd
     let mut state = shared.leg(to);
     match sent {
         Ok(n) => {
-            state.counters.packets_out += 1;
-            state.counters.bytes_out += n as u64;
+            state.rx.counters.packets_out += 1;
+            state.rx.counters.bytes_out += n as u64;
         }
         Err(e) => {
-            state.counters.send_errors += 1;
+            state.rx.counters.send_errors += 1;
             tracing::trace!(leg = ?to, %remote, error = %e, "RTP send failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtmf::TelephoneEvent;
+    use crate::rtp::RtpHeader;
+
+    fn packet(pt: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0; 64];
+        let len = RtpHeader::new(pt, seq, 0, ssrc)
+            .write_packet(payload, 0, &mut buf)
+            .unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn foreign_packets_reach_neither_statistics_nor_dtmf() {
+        let mut rx = LegReceiver::new(Leg::Caller, Latching::Strict, Duration::ZERO);
+        rx.set_dtmf_payload_type(Some(101));
+        let t0 = Instant::now();
+        let phone: SocketAddr = ([192, 0, 2, 1], 4000).into();
+        let spoofer: SocketAddr = ([192, 0, 2, 66], 4000).into();
+        let end = TelephoneEvent {
+            event: 1,
+            end: true,
+            volume: 10,
+            duration: 800,
+        }
+        .to_bytes();
+
+        // Before any SDP, even the phone is foreign.
+        let early = packet(101, 1, 7, &end);
+        assert_eq!(
+            rx.receive(phone, &early, t0, Duration::ZERO),
+            Reception::Foreign(Foreign::NotSignalled)
+        );
+        rx.set_remote(phone, t0);
+        for seq in 0..5 {
+            let from_spoofer = packet(101, seq, 9, &end);
+            assert_eq!(
+                rx.receive(spoofer, &from_spoofer, t0, Duration::ZERO),
+                Reception::Foreign(Foreign::WindowClosed)
+            );
+        }
+        assert_eq!(
+            rx.receive(phone, b"junk", t0, Duration::ZERO),
+            Reception::Invalid
+        );
+        let stats = rx.stats();
+        assert_eq!((stats.packets_in, stats.foreign_packets), (7, 6));
+        assert_eq!((stats.invalid_packets, stats.latch_changes), (1, 0));
+        assert_eq!(rx.receive.received(), 0);
+        assert_eq!(rx.flush_dtmf(), None);
+
+        let from_phone = packet(101, 10, 7, &end);
+        let Reception::Rtp { presses, packet: p } =
+            rx.receive(phone, &from_phone, t0, Duration::ZERO)
+        else {
+            panic!("the phone's packet is RTP");
+        };
+        assert_eq!((presses.len(), p.ssrc()), (1, 7));
+        assert_eq!(rx.stats().remote, Some(phone));
     }
 }

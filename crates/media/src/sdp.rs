@@ -569,8 +569,8 @@ pub fn reanswer(previous: &str, direction: Direction) -> Result<String, SdpError
         if let Some(origin) = line.strip_prefix("o=") {
             let mut fields: Vec<&str> = origin.split(' ').collect();
             let bumped;
-            if let Some(version) = fields.get(2).and_then(|v| v.parse::<u64>().ok()) {
-                bumped = (version + 1).to_string();
+            if let Some(version) = fields.get(2).and_then(|v| increment_decimal(v)) {
+                bumped = version;
                 fields[2] = &bumped;
             }
             out.push_str("o=");
@@ -590,7 +590,12 @@ pub fn reanswer(previous: &str, direction: Direction) -> Result<String, SdpError
         }
         out.push_str(raw);
         if index == m_line && !added && !sdp_has_direction(previous) {
-            if eol.is_empty() {
+            // The body may end with the m= line, unterminated or with a lone
+            // CR (which the parser strips as a line end): end the line
+            // before adding one, or the attribute would join it.
+            if raw.ends_with('\r') {
+                out.push('\n');
+            } else if !raw.ends_with('\n') {
                 out.push_str(eol_seen);
             }
             out.push_str(&format!("a={direction}{eol_seen}"));
@@ -598,6 +603,25 @@ pub fn reanswer(previous: &str, direction: Direction) -> Result<String, SdpError
         }
     }
     Ok(out)
+}
+
+/// `digits` + 1, for a session version of any length: RFC 8866 gives it no
+/// upper bound, and the other party chose it. `None` if it is not a number.
+fn increment_decimal(digits: &str) -> Option<String> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut bytes = digits.as_bytes().to_vec();
+    for b in bytes.iter_mut().rev() {
+        if *b == b'9' {
+            *b = b'0';
+        } else {
+            *b += 1;
+            return String::from_utf8(bytes).ok();
+        }
+    }
+    bytes.insert(0, b'1');
+    String::from_utf8(bytes).ok()
 }
 
 fn sdp_has_direction(text: &str) -> bool {
@@ -783,6 +807,54 @@ mod reanswer_tests {
             Sdp::parse(&answer).unwrap().audio().unwrap().direction,
             Direction::Inactive
         );
+    }
+
+    /// The session version is the other party's: any length, no overflow.
+    #[test]
+    fn the_session_version_is_incremented_whatever_its_size() {
+        for (version, next) in [
+            ("0", "1"),
+            ("41", "42"),
+            ("1999", "2000"),
+            ("18446744073709551615", "18446744073709551616"),
+            ("999999999999999999999999", "1000000000000000000000000"),
+        ] {
+            let previous =
+                format!("v=0\r\no=- 7 {version} IN IP4 192.0.2.1\r\nm=audio 1 RTP/AVP 0\r\n");
+            let answer = reanswer(&previous, Direction::SendRecv).unwrap();
+            assert!(answer.contains(&format!("o=- 7 {next} IN")), "{answer}");
+        }
+        // Not a number: left alone.
+        let previous = "v=0\r\no=- 7 x1 IN IP4 192.0.2.1\r\nm=audio 1 RTP/AVP 0\r\n";
+        assert!(reanswer(previous, Direction::SendRecv)
+            .unwrap()
+            .contains("o=- 7 x1 IN"));
+        assert_eq!(increment_decimal("+1"), None);
+        assert_eq!(increment_decimal(""), None);
+    }
+
+    /// Found by the `sdp` fuzz target: a body ending in a lone CR after the
+    /// m= line got the direction attribute glued to that line.
+    #[test]
+    fn a_direction_is_added_on_its_own_line_after_a_final_lone_cr() {
+        for body in [
+            "v=0\r\nm=audio 4000 RTP/AVP 0\r",
+            "v=0\nm=audio 4000/2 R96\r",
+            "v=0\r\nm=audio 4000 RTP/AVP 0",
+        ] {
+            let answer = reanswer(body, Direction::SendOnly).unwrap();
+            let sdp = Sdp::parse(&answer).unwrap();
+            assert_eq!(
+                sdp.audio().unwrap().direction,
+                Direction::SendOnly,
+                "{answer:?}"
+            );
+            let m_line = answer.lines().nth(1).unwrap();
+            assert_eq!(
+                m_line.trim_end_matches('\r'),
+                strip_eol(body.lines().nth(1).unwrap())
+            );
+        }
     }
 }
 

@@ -74,8 +74,9 @@ pub struct ReceiveStats {
     /// Previous relative transit time; `None` until a counted packet arrived.
     transit: Option<u32>,
     /// Jitter scaled by 16, as in the integer form of A.8, so the estimate
-    /// stays exact in integers.
-    jitter_x16: u32,
+    /// stays exact in integers. 64 bits: with transit differences of up to
+    /// 2^31 (timestamps a party chooses) the scaled value approaches 2^35.
+    jitter_x16: u64,
 }
 
 /// The `source` fields of A.1 that concern sequence numbers.
@@ -136,7 +137,7 @@ impl SeqState {
                 self.max_seq = seq;
                 if self.probation == 0 {
                     self.init(seq);
-                    self.received += 1;
+                    self.received = self.received.wrapping_add(1);
                     return SeqOutcome::Validated;
                 }
             } else {
@@ -170,7 +171,8 @@ impl SeqState {
             // Duplicate or reordered packet.
             SeqOutcome::Late
         };
-        self.received += 1;
+        // Wraps like every RFC 3550 counter (a flood gets there).
+        self.received = self.received.wrapping_add(1);
         outcome
     }
 
@@ -237,10 +239,9 @@ impl ReceiveStats {
         let transit = arrival.wrapping_sub(rtp_timestamp);
         if let Some(prev) = self.transit {
             let d = (transit.wrapping_sub(prev) as i32).unsigned_abs();
-            self.jitter_x16 = self
-                .jitter_x16
-                .wrapping_add(d)
-                .wrapping_sub((self.jitter_x16 + 8) >> 4);
+            // Stays below 2^35 + 1: each step keeps 15/16 of it and adds
+            // at most 2^31, so plain arithmetic cannot overflow.
+            self.jitter_x16 = self.jitter_x16 + u64::from(d) - ((self.jitter_x16 + 8) >> 4);
         }
         self.transit = Some(transit);
     }
@@ -273,7 +274,8 @@ impl ReceiveStats {
 
     /// Current interarrival jitter in timestamp units.
     pub fn jitter(&self) -> u32 {
-        self.jitter_x16 >> 4
+        // At most 2^31 (see update_jitter).
+        u32::try_from(self.jitter_x16 >> 4).unwrap_or(u32::MAX)
     }
 
     /// Produces a reception report and starts the next interval for the
@@ -620,5 +622,31 @@ mod tests {
         // 3..=12 lost, 13 arrives: 11 expected, 1 received -> 10*256/11 = 232.
         feed(&mut st, &[13]);
         assert_eq!(st.take_report().fraction_lost, 232);
+    }
+
+    /// Timestamps a party chooses can make every transit difference 2^31:
+    /// the estimate must approach that, not wrap (nor overflow) in u32.
+    #[test]
+    fn jitter_of_hostile_timestamps_saturates_near_2_pow_31() {
+        let mut s = ReceiveStats::new();
+        for seq in 0..2000u16 {
+            let ts = if seq % 2 == 0 { 0 } else { 0x8000_0000 };
+            s.record(seq, ts, 0);
+        }
+        assert!(s.jitter() > 0x7F00_0000, "jitter {:#x}", s.jitter());
+        assert!(s.jitter() <= 0x8000_0000);
+    }
+
+    /// The received count wraps like the RFC's counters instead of
+    /// overflowing under a long flood.
+    #[test]
+    fn the_received_count_wraps() {
+        let mut s = ReceiveStats::new();
+        for seq in 0..3u16 {
+            s.record(seq, 0, 0);
+        }
+        s.seq.as_mut().unwrap().received = u32::MAX;
+        assert_eq!(s.record(3, 0, 0), SeqOutcome::InOrder);
+        assert_eq!(s.received(), 0);
     }
 }

@@ -208,11 +208,13 @@ impl SipServer {
     pub async fn bind(config: SipConfig, media: MediaConfig) -> Result<SipServer, ServeError> {
         config.validate()?;
         let ports = media.port_range()?;
-        // MEDIA-MERGE: RelayConfig::new + latching
-        let _ = LatchingMode::Strict;
+        let latching = match media.latching {
+            LatchingMode::Strict => callhost_media::Latching::Strict,
+            LatchingMode::Follow => callhost_media::Latching::Follow,
+        };
         let relay = MediaRelay::new(RelayConfig {
-            address: media.address,
-            ports,
+            latching,
+            ..RelayConfig::new(media.address, ports)
         });
         let address_policy = if media.allow_local_addresses {
             AddressPolicy::AllowLocal
