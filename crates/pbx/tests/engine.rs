@@ -150,6 +150,45 @@ fn a_plain_call_rings_with_the_caller_name() {
 }
 
 #[test]
+fn a_caller_from_the_trunk_is_outside_whatever_number_it_claims() {
+    let e = engine("");
+    for claimed in ["201", "+4930123456201", "089 1234567"] {
+        let hooks = Scripted::new(|_| Decision::default());
+        let request = CallRequest {
+            external_caller: true,
+            ..call(claimed, "203")
+        };
+        let out = place(&e, &request, &hooks);
+        assert_eq!(out.outcome, Outcome::Ringing, "{claimed}");
+        let seen = hooks.seen.lock().unwrap();
+        let caller = &seen[0].caller;
+        assert_eq!(caller.kind, PartyKind::External, "{claimed}");
+        assert!(caller.id.is_none(), "{claimed} was taken for a user");
+        assert_eq!(
+            seen[0].direction,
+            callhost_plugin_abi::Direction::Incoming,
+            "{claimed}"
+        );
+        assert_eq!(e.caller_party(&request).kind, PartyKind::External);
+    }
+    // Without the flag the same number is the user (internal calls).
+    assert_eq!(e.caller_party(&call("201", "203")).kind, PartyKind::User);
+    // An address-book number keeps its name.
+    let request = CallRequest {
+        external_caller: true,
+        ..call("089 1234567", "203")
+    };
+    assert_eq!(
+        e.caller_party(&request)
+            .name
+            .into_option()
+            .unwrap()
+            .as_str(),
+        "Max Kunde"
+    );
+}
+
+#[test]
 fn unknown_numbers_are_unavailable() {
     let out = place(&engine(""), &call("203", "299"), &NoHooks);
     assert_eq!(out.outcome, Outcome::Unavailable);
