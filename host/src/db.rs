@@ -153,6 +153,12 @@ pub fn now() -> String {
 }
 
 impl Db {
+    /// The sealer of this data directory, for another connection to the
+    /// same database (the call-list writer's).
+    pub fn sealer(&self) -> Arc<Sealer> {
+        self.sealer.clone()
+    }
+
     pub fn open(data: &Path) -> Result<Db> {
         std::fs::create_dir_all(data)
             .with_context(|| format!("cannot create data directory {}", data.display()))?;

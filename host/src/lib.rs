@@ -14,6 +14,7 @@ pub mod loader;
 pub mod paths;
 pub mod serve;
 pub mod simulate;
+pub mod writer;
 
 use std::sync::Arc;
 

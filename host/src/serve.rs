@@ -2,7 +2,7 @@
 //! the SIP front end (`callhost-sip`); every call goes through the same
 //! engine and module hooks as `callhost simulate`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
 use crate::instances::EngineSlot;
+use crate::simulate::call_list_entries;
+use crate::writer::CallListWriter;
 use crate::Host;
+use callhost_pbx::store::rfc3339_utc;
 
 /// How long calls get to end (BYE, CANCEL) after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -23,36 +26,44 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 struct HostControl {
     engine: EngineSlot,
     dispatcher: Arc<Dispatcher>,
-    /// The database connection is not shareable; call records are rare.
-    host: Mutex<Host>,
-    /// The SIP server's registrations and calls, for every engine built.
-    presence: Arc<dyn Presence>,
-    /// SQLite's `data_version` when the engine and instances were loaded,
-    /// and when it was last looked at: `directory load` or an instance
-    /// change in another process reaches new calls within a second.
-    seen: Mutex<(i64, std::time::Instant)>,
+    /// Call lists of ended calls, written off the call path.
+    call_lists: CallListWriter,
 }
 
 /// How often a running server looks for changes by other processes.
 const CHANGE_CHECK: Duration = Duration::from_secs(1);
 
-impl HostControl {
-    /// Reloads the directory and the instance set when another process
-    /// committed to `callhost.db` since the last look.
-    fn reload_if_changed(&self) {
-        let mut seen = self.seen.lock().expect("seen");
-        if seen.1.elapsed() < CHANGE_CHECK {
-            return;
+/// Watches `callhost.db` for commits of other processes (`directory load`,
+/// instance changes) and reloads the directory and the instance set when
+/// one happened, on a thread of its own: calls only ever read the slot.
+struct ChangeWatcher {
+    host: Host,
+    engine: EngineSlot,
+    dispatcher: Arc<Dispatcher>,
+    presence: Arc<dyn Presence>,
+    /// SQLite's `data_version` when the engine and instances were loaded.
+    seen: i64,
+}
+
+impl ChangeWatcher {
+    fn run(mut self, stop: CancellationToken) -> Host {
+        while !stop.is_cancelled() {
+            std::thread::sleep(CHANGE_CHECK);
+            self.reload_if_changed();
         }
-        seen.1 = std::time::Instant::now();
-        let host = self.host.lock().expect("host");
-        let Ok(version) = data_version(&host) else {
+        self.host
+    }
+
+    fn reload_if_changed(&mut self) {
+        let host = &self.host;
+        self.dispatcher.record_faults(&host.db);
+        let Ok(version) = data_version(host) else {
             return;
         };
-        if version == seen.0 {
+        if version == self.seen {
             return;
         }
-        seen.0 = version;
+        self.seen = version;
         if let Err(error) = self.dispatcher.refresh(&host.data, &host.db, &host.loader) {
             tracing::error!("reloading instances: {error:#}");
         }
@@ -84,7 +95,6 @@ fn data_version(host: &Host) -> rusqlite::Result<i64> {
 
 impl CallControl for HostControl {
     fn engine(&self) -> Option<Arc<Engine>> {
-        self.reload_if_changed();
         self.engine.load_full()
     }
 
@@ -116,20 +126,18 @@ impl CallControl for HostControl {
             );
             return None;
         }
-        let path = live.assets_dir.join(relative);
-        path.is_file().then_some(path)
+        // Not looked at here (a disk access on the call's task): loading
+        // the prompt, on a blocking thread, says if it is missing.
+        Some(live.assets_dir.join(relative))
     }
 
     fn call_ended(&self, record: CallRecord) {
         let Some(engine) = self.engine.load_full() else {
             return;
         };
-        let host = self.host.lock().expect("host");
-        if let Err(error) =
-            crate::simulate::record_call_lists(&host, &engine, &record.request, &record.outcome)
-        {
-            tracing::error!("writing call lists: {error:#}");
-        }
+        let time = rfc3339_utc(std::time::SystemTime::now());
+        let entries = call_list_entries(&engine, &record.request, &record.outcome, &time);
+        self.call_lists.write(entries);
     }
 }
 
@@ -217,18 +225,42 @@ pub async fn serve(
     }
     ready(&banner);
 
+    let call_lists = CallListWriter::start(
+        callhost_pbx::store::Store::open(&host.data.database(), host.db.sealer())?,
+        host.data.root(),
+    )?;
     let control = Arc::new(HostControl {
+        engine: slot.clone(),
+        dispatcher: dispatcher.clone(),
+        call_lists,
+    });
+    let watcher = ChangeWatcher {
+        host,
         engine: slot,
         dispatcher: dispatcher.clone(),
-        host: Mutex::new(host),
         presence,
-        seen: Mutex::new((version, std::time::Instant::now())),
-    });
-    server
+        seen: version,
+    };
+    let stop_watching = CancellationToken::new();
+    let stop = stop_watching.clone();
+    let watching = std::thread::Builder::new()
+        .name("callhost-changes".into())
+        .spawn(move || watcher.run(stop))?;
+    let served = server
         .serve(control.clone(), shutdown, SHUTDOWN_GRACE)
-        .await?;
+        .await;
+    stop_watching.cancel();
+    let host = tokio::task::spawn_blocking(move || watching.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the change watcher failed"))?;
+    served?;
     dispatcher.flush_events(Duration::from_secs(2));
-    let host = control.host.lock().expect("host");
+    if !control.call_lists.flush(Duration::from_secs(10)) {
+        tracing::error!(
+            entries = control.call_lists.backlog(),
+            "call lists not written at shutdown"
+        );
+    }
     dispatcher.record_faults(&host.db);
     tracing::info!("stopped");
     Ok(())

@@ -221,8 +221,7 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
     Ok(())
 }
 
-/// Adds the call to the call lists: an incoming entry for every user whose
-/// phone rang, an outgoing one for a calling user.
+/// Adds the call to the call lists (see [`call_list_entries`]).
 pub(crate) fn record_call_lists(
     host: &Host,
     engine: &Engine,
@@ -230,12 +229,25 @@ pub(crate) fn record_call_lists(
     outcome: &CallOutcome,
 ) -> Result<()> {
     let time = rfc3339_utc(std::time::SystemTime::now());
-    // A module's resolved name beats the address book's.
-    let add = |user: &str, direction: CallDirection, other: &Party, resolved: &Option<String>| {
-        host.db.store.add_call_list_entry(&CallListEntry {
+    let entries = call_list_entries(engine, request, outcome, &time);
+    host.db.store.add_call_list_entries(&entries)?;
+    Ok(())
+}
+
+/// What a call adds to the call lists: an incoming entry for every user
+/// whose phone rang, an outgoing one for a calling user. A module's
+/// resolved name beats the address book's. Pure: no I/O.
+pub(crate) fn call_list_entries(
+    engine: &Engine,
+    request: &CallRequest,
+    outcome: &CallOutcome,
+    time: &str,
+) -> Vec<CallListEntry> {
+    let entry = |user: &str, direction: CallDirection, other: &Party, resolved: &Option<String>| {
+        CallListEntry {
             id: None,
             user_id: user.to_string(),
-            time: time.clone(),
+            time: time.to_string(),
             direction,
             number: other.number.to_string(),
             name: resolved.clone().or_else(|| {
@@ -246,19 +258,22 @@ pub(crate) fn record_call_lists(
                     .into_option()
             }),
             call_id: request.call_id.clone(),
-        })
+        }
     };
     let caller = engine.caller_party(request);
-    for user in outcome.rang.iter().filter_map(|ring| ring.user.as_deref()) {
-        add(user, CallDirection::In, &caller, &outcome.caller_name)?;
-    }
+    let mut entries: Vec<CallListEntry> = outcome
+        .rang
+        .iter()
+        .filter_map(|ring| ring.user.as_deref())
+        .map(|user| entry(user, CallDirection::In, &caller, &outcome.caller_name))
+        .collect();
     if let (PartyKind::User, ROption::RSome(user)) = (caller.kind, &caller.id) {
-        add(
+        entries.push(entry(
             user,
             CallDirection::Out,
             &engine.party(&request.to),
             &outcome.callee_name,
-        )?;
+        ));
     }
-    Ok(())
+    entries
 }

@@ -324,6 +324,22 @@ fn internal_number_problem(number: &str) -> Option<&'static str> {
     None
 }
 
+/// The emergency numbers of a country (ISO code): never an extension,
+/// always an outside call that the carrier routes, whoever dials them.
+/// 112 works in every GSM network and the EU.
+pub fn emergency_numbers(country: &str) -> &'static [&'static str] {
+    match country.to_ascii_uppercase().as_str() {
+        "DE" => &["110", "112"],
+        "AT" => &["112", "122", "133", "144"],
+        "CH" | "LI" => &["112", "117", "118", "144"],
+        "GB" | "IE" => &["112", "999"],
+        "US" | "CA" => &["911"],
+        "AU" => &["000", "112"],
+        "NL" | "BE" | "LU" | "FR" | "IT" | "ES" | "PL" | "DK" | "SE" | "NO" | "FI" => &["112"],
+        _ => &["112"],
+    }
+}
+
 /// Digits only, at most 6, no leading 0: what a phone dials for an extension.
 /// Such a number that matches nobody is [`Resolved::Unknown`], not external.
 fn is_short_number(number: &str) -> bool {
@@ -473,6 +489,16 @@ impl Directory {
                             field,
                             value: number.clone(),
                             reason: reason.to_owned(),
+                        });
+                    }
+                    if emergency_numbers(&self.home_country).contains(&number.as_str()) {
+                        return Err(DirectoryError::InvalidNumber {
+                            field,
+                            value: number.clone(),
+                            reason: format!(
+                                "is an emergency number in {}: it always goes out on the trunk",
+                                self.home_country
+                            ),
                         });
                     }
                     if let Some(prev) = internal.insert(number.clone(), owner) {
@@ -752,6 +778,16 @@ impl DirectoryIndex {
         if let Some(&owner) = self.internal.get(number) {
             return self.owner(owner);
         }
+        if self.is_emergency(number) {
+            // Dialled as is: the carrier knows its own emergency numbers.
+            let emergency = ExternalNumber {
+                international: number.to_string(),
+                e164: number.to_string(),
+                national: number.to_string(),
+                country: None,
+            };
+            return Resolved::External(emergency, None);
+        }
         if is_short_number(number) {
             return Resolved::Unknown;
         }
@@ -803,6 +839,11 @@ impl DirectoryIndex {
             .flatten()
             .map(|&i| self.dir.groups[i].id.as_str())
             .collect()
+    }
+
+    /// `number` is an emergency number of the home country.
+    pub fn is_emergency(&self, number: &str) -> bool {
+        emergency_numbers(&self.dir.home_country).contains(&number.trim())
     }
 
     /// The address book entry with this number (`00…` international form).
@@ -913,6 +954,18 @@ call_waiting = false
             dir.users[0].password.as_ref().map(Secret::expose),
             Some("secret")
         );
+    }
+
+    #[test]
+    fn emergency_numbers_go_outside_and_are_no_extension() {
+        let index = DirectoryIndex::new(demo()).unwrap();
+        match index.resolve("112") {
+            Resolved::External(number, None) => assert_eq!(number.national, "112"),
+            other => panic!("112 resolved to {other:?}"),
+        }
+        assert_eq!(index.resolve("113"), Resolved::Unknown);
+        let error = err(&DEMO.replacen("\"201\"", "\"112\"", 1));
+        assert!(error.contains("emergency"), "{error}");
     }
 
     #[test]

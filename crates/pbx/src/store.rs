@@ -395,6 +395,36 @@ pub struct CallListEntry {
     pub call_id: String,
 }
 
+fn check_call_list_entry(entry: &CallListEntry) -> Result<(), StoreError> {
+    if !is_rfc3339_utc(&entry.time) {
+        return Err(StoreError::InvalidValue {
+            field: "time",
+            value: entry.time.clone(),
+            message: "is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)",
+        });
+    }
+    Ok(())
+}
+
+fn insert_call_list_entry(conn: &Connection, entry: &CallListEntry) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO call_list (user_id, time, direction, number, name, call_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            entry.user_id,
+            entry.time,
+            entry.direction.as_str(),
+            entry.number,
+            entry.name,
+            entry.call_id
+        ])
+    })
+    .context("adding a call list entry")?;
+    Ok(())
+}
+
 /// Format `t` as RFC 3339 UTC with second precision, e.g. `2024-05-01T12:00:00Z`.
 pub fn rfc3339_utc(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
@@ -705,28 +735,26 @@ impl Store {
     /// Append an entry to a user's call list; returns its row id. The user
     /// need not be in the current directory (call lists outlive reloads).
     pub fn add_call_list_entry(&self, entry: &CallListEntry) -> Result<i64, StoreError> {
-        if !is_rfc3339_utc(&entry.time) {
-            return Err(StoreError::InvalidValue {
-                field: "time",
-                value: entry.time.clone(),
-                message: "is not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)",
-            });
-        }
-        self.conn
-            .execute(
-                "INSERT INTO call_list (user_id, time, direction, number, name, call_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    entry.user_id,
-                    entry.time,
-                    entry.direction.as_str(),
-                    entry.number,
-                    entry.name,
-                    entry.call_id
-                ],
-            )
-            .context("adding a call list entry")?;
+        check_call_list_entry(entry)?;
+        insert_call_list_entry(&self.conn, entry)?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Adds `entries` in one transaction (all or none): one commit, one
+    /// sync, however many calls ended meanwhile.
+    pub fn add_call_list_entries(&self, entries: &[CallListEntry]) -> Result<(), StoreError> {
+        for entry in entries {
+            check_call_list_entry(entry)?;
+        }
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .context("starting a call list batch")?;
+        for entry in entries {
+            insert_call_list_entry(&tx, entry)?;
+        }
+        tx.commit().context("committing a call list batch")?;
+        Ok(())
     }
 
     /// A user's call list, newest first.

@@ -157,28 +157,16 @@ impl TrunkConfig {
 /// (and transfer calls to). Patterns use `?` (one digit) and `*` (any
 /// digits) and are matched against the number as dialled, its national
 /// dialling form (`030…`, `00…` abroad) and its E.164 form (`+49…`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboundConfig {
     /// Refused for every user unless the user's own `allow` matches.
     pub deny: Vec<Pattern>,
-    /// Always allowed, whatever `deny` says (emergency numbers).
+    /// Always allowed, whatever `deny` says (the home country's emergency
+    /// numbers are, without being listed).
     pub always_allow: Vec<Pattern>,
     /// Per user id: extra `deny` patterns and `allow` exceptions.
     pub users: BTreeMap<String, UserOutbound>,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        OutboundConfig {
-            deny: Vec::new(),
-            always_allow: ["110", "112", "911", "999"]
-                .into_iter()
-                .map(|p| Pattern::parse(p).expect("valid emergency pattern"))
-                .collect(),
-            users: BTreeMap::new(),
-        }
-    }
 }
 
 /// One user's outbound exceptions.

@@ -50,11 +50,14 @@ impl DialPolicy {
     }
 
     /// A new call from `dialler` to `callee` (dialled as `dialled`).
+    /// `emergency`: the number is one of the home country's emergency
+    /// numbers, which nobody is ever refused.
     pub fn check_call(
         &self,
         dialler: Dialler<'_>,
         dialled: &str,
         callee: &Party,
+        emergency: bool,
     ) -> Result<(), DialRefusal> {
         if callee.kind != PartyKind::External {
             return Ok(());
@@ -62,6 +65,7 @@ impl DialPolicy {
         match dialler {
             Dialler::Trunk if self.allow_transit => Ok(()),
             Dialler::Trunk => Err(DialRefusal::Transit(dialled.to_string())),
+            Dialler::User(_) if emergency => Ok(()),
             Dialler::User(user) => self.check_outbound(user, dialled, callee),
         }
     }
@@ -143,13 +147,17 @@ mod tests {
         let closed = policy("[trunk]\npeer = \"192.0.2.1:5060\"\n");
         let premium = external("01901234567", "00491901234567");
         let user = Party::new(PartyKind::User, "201");
-        assert!(closed.check_call(Dialler::Trunk, "201", &user).is_ok());
+        assert!(closed
+            .check_call(Dialler::Trunk, "201", &user, false)
+            .is_ok());
         assert_eq!(
-            closed.check_call(Dialler::Trunk, "00491901234567", &premium),
+            closed.check_call(Dialler::Trunk, "00491901234567", &premium, false),
             Err(DialRefusal::Transit("00491901234567".into()))
         );
         let open = policy("[trunk]\npeer = \"192.0.2.1:5060\"\nallow_transit = true\n");
-        assert!(open.check_call(Dialler::Trunk, "x", &premium).is_ok());
+        assert!(open
+            .check_call(Dialler::Trunk, "x", &premium, false)
+            .is_ok());
         assert!(matches!(
             closed.check_transfer(Dialler::Trunk, "0190", &premium),
             Err(DialRefusal::ReferOut(_))
@@ -169,27 +177,27 @@ mod tests {
         let emergency = Party::new(PartyKind::External, "112");
         // `00*` is "abroad" in the national dialling form, not every number.
         assert!(policy
-            .check_call(Dialler::User("carl"), "030123456", &berlin)
+            .check_call(Dialler::User("carl"), "030123456", &berlin, false)
             .is_ok());
         assert!(policy
-            .check_call(Dialler::User("carl"), "+4930123456", &berlin)
+            .check_call(Dialler::User("carl"), "+4930123456", &berlin, false)
             .is_ok());
         assert!(policy
-            .check_call(Dialler::User("anna"), "0043155555", &vienna)
+            .check_call(Dialler::User("anna"), "0043155555", &vienna, false)
             .is_ok());
         assert!(matches!(
-            policy.check_call(Dialler::User("carl"), "0043155555", &vienna),
+            policy.check_call(Dialler::User("carl"), "0043155555", &vienna, false),
             Err(DialRefusal::Denied { .. })
         ));
         assert!(policy
-            .check_call(Dialler::User("anna"), "01901234567", &premium)
+            .check_call(Dialler::User("anna"), "01901234567", &premium, false)
             .is_err());
         assert!(matches!(
-            policy.check_call(Dialler::User("bert"), "030123456", &berlin),
+            policy.check_call(Dialler::User("bert"), "030123456", &berlin, false),
             Err(DialRefusal::Denied { pattern, .. }) if pattern == "0*"
         ));
         assert!(policy
-            .check_call(Dialler::User("bert"), "112", &emergency)
+            .check_call(Dialler::User("bert"), "112", &emergency, true)
             .is_ok());
         assert!(policy
             .check_transfer(Dialler::User("carl"), "01901234567", &premium)

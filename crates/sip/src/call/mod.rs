@@ -429,7 +429,12 @@ async fn admit(shared: &Shared, tx: &mut Transaction, peer: &Peer) -> Option<Adm
         Some(user) => Dialler::User(user),
         None => Dialler::Trunk,
     };
-    if let Err(refusal) = shared.policy.check_call(dialler, &dialed, &callee) {
+    if let Err(refusal) = shared.policy.check_call(
+        dialler,
+        &dialed,
+        &callee,
+        engine.directory().is_emergency(&dialed),
+    ) {
         shared
             .refuse(
                 tx,
