@@ -924,6 +924,21 @@ impl HandPhone {
     /// response of its transaction (`branch`); resent every 500 ms until
     /// something answers.
     pub fn try_transact(&self, request: &str, branch: &str, timeout: Duration) -> Option<String> {
+        self.exchange(request, branch, timeout, true)
+    }
+
+    /// As [`HandPhone::try_transact`], sent once: never retransmitted.
+    pub fn try_once(&self, request: &str, branch: &str, timeout: Duration) -> Option<String> {
+        self.exchange(request, branch, timeout, false)
+    }
+
+    fn exchange(
+        &self,
+        request: &str,
+        branch: &str,
+        timeout: Duration,
+        retransmit: bool,
+    ) -> Option<String> {
         self.send(request);
         let until = Instant::now() + timeout;
         let mut resend = Instant::now() + Duration::from_millis(500);
@@ -943,7 +958,7 @@ impl HandPhone {
             if Instant::now() >= until {
                 return None;
             }
-            if !answered && Instant::now() >= resend {
+            if retransmit && !answered && Instant::now() >= resend {
                 self.send(request);
                 resend = Instant::now() + Duration::from_millis(500);
             }
