@@ -1015,34 +1015,53 @@ fn call_list(serve: &Serve, user: &str) -> Vec<Value> {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// A trunk call from `from` to Bert's DID that Bert answers, then hung up
+/// (the `round`th call of the test); Bert's INVITE and the Call-ID.
+fn answered_trunk_call(
+    serve: &Serve,
+    carrier: &HandPhone,
+    bert: &HandPhone,
+    from: &str,
+    round: usize,
+) -> (String, String) {
+    let invite = carrier.invite(BERT_DID, from, None).unwrap();
+    let (rang, _) = bert.pick_up();
+    let (response, dialog) = carrier.answer_of(&invite, WAIT);
+    assert_eq!(status_of(&response), 200, "{response}");
+    hang_up(carrier, &dialog.unwrap(), bert);
+    calls_over(serve, round + 1);
+    (rang, invite.call_id)
+}
+
+/// Bert's "in" entry for the call `call_id`.
+fn incoming_entry(serve: &Serve, call_id: &str) -> Value {
+    let calls = call_list(serve, "bert");
+    calls
+        .iter()
+        .find(|entry| entry["call_id"] == call_id && entry["direction"] == "in")
+        .cloned()
+        .unwrap_or_else(|| panic!("no entry for {call_id}: {calls:#?}"))
+}
+
 #[test]
 fn a_trunk_caller_using_an_internal_number_is_not_taken_for_the_user() {
     let serve = Serve::start(DIRECTORY, "");
     let bert = phone_of(&serve, "bert");
     let carrier = trunk(&serve);
+    let mut calls = Vec::new();
     for (round, forged) in ["201", ANNA_DID].into_iter().enumerate() {
-        let invite = carrier.invite(BERT_DID, forged, None).unwrap();
-        let (rang, bert_dialog) = bert.pick_up();
+        let (rang, call_id) = answered_trunk_call(&serve, &carrier, &bert, forged, round);
         let from = header(&rang, "From");
         assert!(!from.contains("Anna"), "Bert's phone shows Anna: {from}");
-        let (response, dialog) = carrier.answer_of(&invite, WAIT);
-        assert_eq!(status_of(&response), 200, "{response}");
-        hang_up(&carrier, &dialog.unwrap(), &bert);
-        let _ = bert_dialog;
-        calls_over(&serve, round + 1);
+        calls.push(call_id);
     }
     let anna_calls = call_list(&serve, "anna");
     assert!(
         anna_calls.iter().all(|entry| entry["direction"] != "out"),
         "Anna has calls she did not make: {anna_calls:#?}"
     );
-    let bert_calls = call_list(&serve, "bert");
-    let incoming: Vec<&Value> = bert_calls
-        .iter()
-        .filter(|entry| entry["direction"] == "in")
-        .collect();
-    assert_eq!(incoming.len(), 2, "{bert_calls:#?}");
-    for entry in &incoming {
+    for call_id in &calls {
+        let entry = incoming_entry(&serve, call_id);
         assert!(
             entry["name"]
                 .as_str()
@@ -1050,12 +1069,22 @@ fn a_trunk_caller_using_an_internal_number_is_not_taken_for_the_user() {
             "an outside caller was shown as Anna: {entry}"
         );
     }
-    // The DID came in as the outside number it is, not as Anna's "201".
-    assert!(
-        incoming.iter().any(|entry| entry["number"]
-            .as_str()
-            .is_some_and(|n| n.ends_with("30123456201"))),
-        "{bert_calls:#?}"
+    // Anna's DID came in as the outside number it is (national form).
+    let entry = incoming_entry(&serve, &calls[1]);
+    assert_eq!(entry["number"], "030123456201", "{entry}");
+}
+
+#[test]
+#[ignore = "BUG: a trunk caller sending From sip:201@... is stored in the callee's call list as \"201\", the same as Anna's extension (no sign it came from outside; calling back reaches Anna)"]
+fn a_trunk_callers_extension_like_number_is_not_listed_as_the_extension() {
+    let serve = Serve::start(DIRECTORY, "");
+    let bert = phone_of(&serve, "bert");
+    let carrier = trunk(&serve);
+    let (_, call_id) = answered_trunk_call(&serve, &carrier, &bert, "201", 0);
+    let entry = incoming_entry(&serve, &call_id);
+    assert_ne!(
+        entry["number"], "201",
+        "an outside caller listed as extension 201: {entry}"
     );
 }
 
@@ -1459,4 +1488,52 @@ fn an_unanswered_call_ends_after_the_ring_timeout() {
     assert_eq!(status, 480, "{response}");
     assert_eq!(take_the_end(&bert, &rang, &tag), "CANCEL");
     serve.wait_log(&["ring timeout"]);
+}
+
+// ---------------------------------------------------------------------------
+// 9. Other people's dialogs and addresses
+
+#[test]
+fn a_bye_forged_from_another_address_does_not_end_the_call() {
+    let serve = Serve::start(DIRECTORY, "");
+    let anna = phone_of(&serve, "anna");
+    let bert = phone_of(&serve, "bert");
+    let (anna_dialog, _) = connect(&anna, "anna", "202", &bert);
+    // Someone elsewhere who knows the dialog (Call-ID, both tags) hangs up
+    // in Anna's name.
+    let attacker = HandPhone::bind_at("127.0.0.2", 0, &serve.addr()).named("anna");
+    let response = attacker.bye(&anna_dialog.clone());
+    assert_eq!(status_of(&response), 403, "{response}");
+    serve.wait_log(&["request refused", "for a dialog of another address"]);
+    assert_calls_untouched(&[&anna, &bert]);
+    hang_up(&anna, &anna_dialog, &bert);
+}
+
+#[test]
+fn a_user_cannot_register_another_users_address() {
+    let serve = Serve::start(DIRECTORY, "");
+    // Anna's correct credentials on a REGISTER of Bert's address of record:
+    // Bert's calls would come to her.
+    let anna = HandPhone::bind(0, &serve.addr()).named("bert");
+    let nonce = registrar_nonce(&anna, "bert");
+    let authorization = digest(
+        "anna",
+        "anna-pw",
+        "REGISTER",
+        &anna.registrar_uri(),
+        &nonce,
+        1,
+        "aor",
+    );
+    let (request, branch) =
+        anna.register_request("bert", &[anna.contact()], 3600, Some(&authorization));
+    let response = anna.transact(&request, &branch);
+    assert_eq!(status_of(&response), 403, "{response}");
+    serve.wait_log(&["request refused", "registering the address of"]);
+    // Bert has no phone: his calls find nobody, and none reach Anna.
+    let carrier = trunk(&serve);
+    let (status, response) =
+        final_status(&carrier, &carrier.invite(BERT_DID, OUTSIDE, None).unwrap());
+    assert_eq!(status, 480, "{response}");
+    assert_no_invite(&anna, "Anna");
 }
