@@ -1,10 +1,12 @@
 //! Attacks on a real `callhost serve` over real sockets: toll fraud, brute
-//! force, digest tricks, input that used to panic, transfers that reach into
-//! other calls, forged caller identities, media hijacking and floods. The
-//! attacker is a hand-written SIP client ([`HandPhone`]) that can send from
-//! other loopback addresses (127.0.0.2 is another host to the server), write
-//! any header and compute digests itself. Each test asserts what the host
-//! did, so it fails if the protection it attacks is taken away.
+//! force, digest tricks, input meant to panic the server, transfers that
+//! reach into other calls, forged caller identities, media hijacking and
+//! floods. The attacker is a hand-written SIP client ([`HandPhone`]) that
+//! can send from other loopback addresses (127.0.0.2 is another host to the
+//! server), write any header and compute digests itself. Each test asserts
+//! what the host did, so it fails if the protection it attacks is taken
+//! away. A test ignored as `BUG: ...` shows a real problem and fails until
+//! it is fixed; one ignored as `needs ...` waits for work in another crate.
 
 mod common;
 #[path = "common/sip.rs"]
@@ -169,15 +171,25 @@ fn carrier_gets_call(carrier: &HandPhone, number_core: &str) -> String {
     invite
 }
 
-/// Log lines of refusals of requests from `source` (`IP:PORT`).
-fn refusal_lines(serve: &Serve, source: &str) -> Vec<String> {
-    serve
-        .log()
-        .lines()
-        .filter(|line| line.contains("request refused"))
-        .filter(|line| line.contains(&format!("source={source} ")))
-        .map(str::to_string)
-        .collect()
+/// Log lines of refusals of requests from `source` (`IP:PORT`) that
+/// contain `part`, once at least `expected` are there (the log arrives on
+/// its own pipe, a little after the answers) and a moment has shown no more.
+fn refusal_lines(serve: &Serve, source: &str, part: &str, expected: usize) -> Vec<String> {
+    let lines = || -> Vec<String> {
+        serve
+            .log()
+            .lines()
+            .filter(|line| line.contains("request refused") && line.contains(part))
+            .filter(|line| line.contains(&format!("source={source} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    while lines().len() < expected && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
+    lines()
 }
 
 /// Waits until `count` calls have ended, then a moment: a call lets go of
@@ -438,9 +450,8 @@ fn a_guessing_softphone_is_blocked_and_the_phones_behind_its_address_go_on() {
         let response = phone.register(user, &password(user));
         assert_eq!(status_of(&response), 200, "{user} refreshes:\n{response}");
     }
-    let (caller, callee) = connect(&anna, "anna", "202", &bert);
+    let (caller, _) = connect(&anna, "anna", "202", &bert);
     hang_up(&anna, &caller, &bert);
-    let _ = callee;
     let (caller, _) = connect(&bert, "bert", "203", &carl);
     hang_up(&bert, &caller, &carl);
 
@@ -452,7 +463,7 @@ fn a_guessing_softphone_is_blocked_and_the_phones_behind_its_address_go_on() {
 
     // Every refusal the attacker got is one log line; the dropped ones are
     // counted in the next line instead.
-    let lines = refusal_lines(&serve, &attacker.addr());
+    let lines = refusal_lines(&serve, &attacker.addr(), "", refused);
     assert_eq!(lines.len(), refused, "{lines:#?}");
     assert!(
         lines
@@ -460,7 +471,7 @@ fn a_guessing_softphone_is_blocked_and_the_phones_behind_its_address_go_on() {
             .any(|line| line.contains(&format!("{unanswered} more dropped unanswered"))),
         "no line counts the {unanswered} dropped guesses: {lines:#?}"
     );
-    let newcomer_lines = refusal_lines(&serve, &newcomer.addr());
+    let newcomer_lines = refusal_lines(&serve, &newcomer.addr(), "", 1);
     assert_eq!(newcomer_lines.len(), 1, "{newcomer_lines:#?}");
     assert!(newcomer_lines[0].contains("blocked"), "{newcomer_lines:#?}");
 }
@@ -503,10 +514,8 @@ fn failures_from_the_trunks_address_never_block_the_trunk() {
     }
     serve.wait_log(&["source 127.0.0.1 blocked"]);
     let blocked = wrong_password(&attacker, "bert", &nonce, 3).expect("an answer");
-    assert!(
-        blocked.contains("403") && serve.log().contains("blocked after repeated"),
-        "{blocked}"
-    );
+    assert_eq!(status_of(&blocked), 403, "{blocked}");
+    serve.wait_log(&["request refused", "blocked after repeated"]);
 
     // The carrier's own calls still come in.
     let carrier = trunk(&serve);
@@ -848,9 +857,9 @@ fn a_panicking_call_ends_cleanly_and_leaks_neither_presence_nor_ports() {
         calls_over(&serve, round + 1);
     }
     // Neither Bert nor Anna is busy, and there are ports for a call.
-    let (caller, callee) = connect(&anna, "anna", "202", &bert);
+    // (Bert hangs up: Anna's phone takes the BYE.)
+    let (_, callee) = connect(&anna, "anna", "202", &bert);
     hang_up(&bert, &callee, &anna);
-    let _ = caller;
     calls_over(&serve, 6);
     let carrier = trunk(&serve);
     let (caller, _) = connect_from_trunk(&carrier, OUTSIDE, ANNA_DID, &anna);
@@ -1229,7 +1238,7 @@ fn rtp_from_a_third_party_is_not_relayed_after_the_caller_latched() {
     let bert = phone_of(&serve, "bert");
     let carrier = trunk(&serve);
     let invite = carrier.invite(BERT_DID, OUTSIDE, None).unwrap();
-    let (rang, bert_dialog) = bert.pick_up();
+    let (rang, _) = bert.pick_up();
     let (answer, dialog) = carrier.answer_of(&invite, WAIT);
     let dialog = dialog.expect("answered");
     let caller_side = format!("{LOCALHOST}:{}", sdp_port(&answer));
@@ -1267,7 +1276,6 @@ fn rtp_from_a_third_party_is_not_relayed_after_the_caller_latched() {
     );
 
     hang_up(&carrier, &dialog, &bert);
-    let _ = bert_dialog;
     let ended = serve.wait_log(&["call ended"]);
     // Only the caller's 25 packets went out to Bert, and the intruder's
     // were counted as foreign.
@@ -1420,18 +1428,13 @@ fn an_invite_flood_gets_503_with_retry_after_and_the_server_keeps_serving() {
         "other answers: {finals:#?}"
     );
     // Each refusal is logged once.
-    let logged = refusal_lines(&serve, &attacker.addr())
-        .iter()
-        .filter(|line| line.contains("invites_per_second"))
-        .count();
-    assert_eq!(logged, busy.len());
+    let logged = refusal_lines(&serve, &attacker.addr(), "invites_per_second", busy.len());
+    assert_eq!(logged.len(), busy.len());
 
     // Others still call (with relay ports to spare) and register.
-    let (anna_dialog, bert_dialog) = connect(&anna, "anna", "202", &bert);
+    let (_, bert_dialog) = connect(&anna, "anna", "202", &bert);
     hang_up(&bert, &bert_dialog, &anna);
-    let _ = anna_dialog;
-    let carl = phone_of(&serve, "carl");
-    let _ = carl;
+    phone_of(&serve, "carl");
     assert_no_panic(&serve);
 }
 
