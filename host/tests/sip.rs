@@ -16,7 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sip_harness::{free_port, free_ports, sipp, Serve, SilentPhone, Sipp, SippRun, LOCALHOST};
+use sip_harness::{
+    free_port, free_ports, header, md5_hex, sipp, tag_of, HandPhone, Serve, SilentPhone, Sipp,
+    SippRun, LOCALHOST,
+};
 
 /// Five users; every password is `<id>-pw`. Carl forwards everything to
 /// Bert, Dora is in DND, Erik forwards to Bert after a second of ringing.
@@ -1423,150 +1426,13 @@ fn a_user_in_a_call_gets_a_knock_or_the_busy_forward() {
 // 11. Attended transfer: a hand-written phone (no SIPp scenario can hold two
 // calls and put one's dialog into the other's REFER)
 
-/// A SIP phone on one UDP socket, as much as the transfer needs.
-struct HandPhone {
-    socket: std::net::UdpSocket,
-    port: u16,
-    server: String,
-    /// Every message received, in order.
-    seen: std::cell::RefCell<Vec<String>>,
-}
-
-impl HandPhone {
-    fn bind(port: u16, server: &str) -> HandPhone {
-        let socket = std::net::UdpSocket::bind((LOCALHOST, port)).expect("bind the hand phone");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        HandPhone {
-            socket,
-            port,
-            server: server.to_string(),
-            seen: Default::default(),
-        }
-    }
-
-    fn send(&self, message: &str) {
-        self.socket
-            .send_to(message.as_bytes(), &self.server)
-            .unwrap();
-    }
-
-    /// The next message whose first line contains `first_line`; others are
-    /// answered 200 when they are requests (NOTIFY, BYE) or skipped.
-    fn expect(&self, first_line: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buffer = [0u8; 65536];
-        while Instant::now() < deadline {
-            let Ok((n, _)) = self.socket.recv_from(&mut buffer) else {
-                continue;
-            };
-            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
-            self.seen.borrow_mut().push(message.clone());
-            let first = message.lines().next().unwrap_or_default().to_string();
-            if first.contains(first_line) {
-                return message;
-            }
-            if !first.starts_with("SIP/2.0") && !first.starts_with("ACK") {
-                self.send(&self.response(&message, "200 OK", "", ""));
-            }
-        }
-        panic!("no `{first_line}` within 10 s at the hand phone");
-    }
-
-    /// Answers whatever arrives for `time` (requests get 200).
-    fn drain(&self, time: Duration) {
-        let until = Instant::now() + time;
-        let mut buffer = [0u8; 65536];
-        while Instant::now() < until {
-            let Ok((n, _)) = self.socket.recv_from(&mut buffer) else {
-                continue;
-            };
-            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
-            self.seen.borrow_mut().push(message.clone());
-            let first = message.lines().next().unwrap_or_default();
-            if !first.starts_with("SIP/2.0") && !first.starts_with("ACK") {
-                self.send(&self.response(&message, "200 OK", "", ""));
-            }
-        }
-    }
-
-    /// A response to `request` with our tag added to To when `tag` is set.
-    fn response(&self, request: &str, status: &str, tag: &str, sdp: &str) -> String {
-        let mut out = format!("SIP/2.0 {status}\r\n");
-        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-            for value in headers(request, name) {
-                let value = if name == "To" && !tag.is_empty() && !value.contains("tag=") {
-                    format!("{value};tag={tag}")
-                } else {
-                    value.to_string()
-                };
-                out.push_str(&format!("{name}: {value}\r\n"));
-            }
-        }
-        out.push_str(&format!(
-            "Contact: <sip:bert@{LOCALHOST}:{}>\r\n",
-            self.port
-        ));
-        if sdp.is_empty() {
-            out.push_str("Content-Length: 0\r\n\r\n");
-        } else {
-            out.push_str(&format!(
-                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-                sdp.len()
-            ));
-        }
-        out
-    }
-
-    fn sdp(&self, media_port: u16) -> String {
-        format!(
-            "v=0\r\no=hand 1 1 IN IP4 {LOCALHOST}\r\ns=-\r\nc=IN IP4 {LOCALHOST}\r\nt=0 0\r\nm=audio {media_port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
-        )
-    }
-}
-
-fn headers<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
-    message
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-        .collect()
-}
-
-fn header<'a>(message: &'a str, name: &str) -> &'a str {
-    headers(message, name)
-        .first()
-        .copied()
-        .unwrap_or_else(|| panic!("no {name} in:\n{message}"))
-}
-
-fn tag_of(value: &str) -> &str {
-    value
-        .split(";tag=")
-        .nth(1)
-        .map(|rest| rest.split(';').next().unwrap_or(rest).trim())
-        .unwrap_or_else(|| panic!("no tag in {value}"))
-}
-
-fn md5_hex(text: &str) -> String {
-    use md5::{Digest, Md5};
-    hex::encode(Md5::digest(text.as_bytes()))
-}
-
 #[test]
 fn attended_transfer_connects_the_caller_with_the_consulted_user() {
     let serve = Serve::start(DIRECTORY, "");
     let (bert, anna) = (free_port(), free_port());
     register(&serve, "bert", bert);
     register(&serve, "anna", anna);
-    let phone = HandPhone::bind(bert, &serve.addr());
+    let phone = HandPhone::bind(bert, &serve.addr()).named("bert");
 
     // Call 1: an outside caller reaches Bert (the transferor).
     let caller = trunk_call(&serve, "t_uac_wait_bye.xml", BERT, &[]);

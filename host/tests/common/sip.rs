@@ -64,12 +64,31 @@ pub struct Serve {
     pub banner: String,
 }
 
+/// What a test adds to the server's configuration and environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup<'a> {
+    /// Lines for the `[sip]` table (e.g. `auth_failures = 3`); further
+    /// `[sip.*]` tables such as `[sip.limits]` may follow them.
+    pub sip: &'a str,
+    /// Lines for the `[sip.trunk]` table after its `peer`.
+    pub trunk: &'a str,
+    /// Lines for the `[media]` table.
+    pub media: &'a str,
+    /// Environment variables of the `callhost serve` process.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Ports of the relay's range (two per call); 0 means 12.
+    pub rtp_ports: u32,
+}
+
 /// The text of `callhost.toml`'s `[sip]` and `[media]` tables.
-fn host_config(port: u16, trunk_port: u16, rtp: (u16, u16), sip_extra: &str) -> String {
+fn host_config(port: u16, trunk_port: u16, rtp: (u16, u16), setup: &Setup) -> String {
+    let Setup {
+        sip, trunk, media, ..
+    } = setup;
     format!(
-        "[sip]\nlisten = \"{LOCALHOST}:{port}\"\n{sip_extra}\n\
-         [sip.trunk]\npeer = \"{LOCALHOST}:{trunk_port}\"\n\n\
-         [media]\naddress = \"{LOCALHOST}\"\nrtp_ports = \"{}-{}\"\n",
+        "[sip]\nlisten = \"{LOCALHOST}:{port}\"\n{sip}\n\
+         [sip.trunk]\npeer = \"{LOCALHOST}:{trunk_port}\"\n{trunk}\n\n\
+         [media]\naddress = \"{LOCALHOST}\"\nrtp_ports = \"{}-{}\"\n{media}\n",
         rtp.0, rtp.1
     )
 }
@@ -78,8 +97,20 @@ impl Serve {
     /// A fresh data directory with `directory` loaded; `sip_extra` goes
     /// into the `[sip]` table (e.g. `auth_failures = 3`).
     pub fn start(directory: &str, sip_extra: &str) -> Serve {
+        Serve::start_with(
+            directory,
+            Setup {
+                sip: sip_extra,
+                ..Setup::default()
+            },
+        )
+    }
+
+    /// A fresh data directory with `directory` loaded and `setup` in the
+    /// configuration and environment.
+    pub fn start_with(directory: &str, setup: Setup) -> Serve {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut serve = Serve::start_in(dir.path(), directory, sip_extra);
+        let mut serve = Serve::start_in_with(dir.path(), directory, setup);
         serve._dir = Some(dir);
         serve
     }
@@ -87,13 +118,30 @@ impl Serve {
     /// As [`Serve::start`], in an existing data directory (one with modules
     /// installed, say).
     pub fn start_in(data: &Path, directory: &str, sip_extra: &str) -> Serve {
+        Serve::start_in_with(
+            data,
+            directory,
+            Setup {
+                sip: sip_extra,
+                ..Setup::default()
+            },
+        )
+    }
+
+    /// As [`Serve::start_with`], in an existing data directory.
+    pub fn start_in_with(data: &Path, directory: &str, setup: Setup) -> Serve {
         let port = free_port();
         let trunk_port = free_port();
-        let first = free_ports(12);
-        let rtp = (first, first + 11);
+        let count = if setup.rtp_ports == 0 {
+            12
+        } else {
+            setup.rtp_ports
+        };
+        let first = free_ports(count);
+        let rtp = (first, first + count as u16 - 1);
         std::fs::write(
             data.join("callhost.toml"),
-            host_config(port, trunk_port, rtp, sip_extra),
+            host_config(port, trunk_port, rtp, &setup),
         )
         .expect("write callhost.toml");
         let directory_file = data.join("sip-directory.toml");
@@ -110,6 +158,7 @@ impl Serve {
             .env_remove("CALLHOST_DATA")
             .env_remove("CALLHOST_LOG")
             .env("NO_COLOR", "1")
+            .envs(setup.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -572,4 +621,780 @@ impl Drop for SilentPhone {
             thread.join().ok();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// A phone written by hand
+
+/// How long a hand phone waits for what it expects.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A SIP phone on one UDP socket that sends exactly what a test writes,
+/// from any loopback address (127.0.0.2 is another host to the server),
+/// and keeps every message it got. Requests it did not ask for are
+/// answered 200 (NOTIFY, BYE, OPTIONS), except INVITEs, which wait in
+/// its inbox until the test takes them with [`HandPhone::expect`].
+pub struct HandPhone {
+    pub socket: UdpSocket,
+    /// Where RTP to this phone goes (nothing reads it unless a test does).
+    pub media: UdpSocket,
+    pub ip: String,
+    pub port: u16,
+    pub server: String,
+    /// The user part of our Contact.
+    pub user: String,
+    /// Every message received, in order.
+    pub seen: std::cell::RefCell<Vec<String>>,
+    inbox: std::cell::RefCell<std::collections::VecDeque<String>>,
+    /// INVITEs already taken (Call-ID and CSeq), so retransmissions are
+    /// not taken twice.
+    taken: std::cell::RefCell<std::collections::HashSet<String>>,
+    sequence: std::cell::Cell<u32>,
+}
+
+/// One of our dialogs, as its requests need it.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our side (name-addr with our tag): From in our requests.
+    pub local: String,
+    /// Their side with their tag: To in our requests.
+    pub remote: String,
+    /// Their Contact: the Request-URI of our requests.
+    pub target: String,
+    cseq: std::cell::Cell<u32>,
+}
+
+impl Dialog {
+    pub fn local_tag(&self) -> &str {
+        tag_of(&self.local)
+    }
+
+    pub fn remote_tag(&self) -> &str {
+        tag_of(&self.remote)
+    }
+}
+
+/// An INVITE we sent that waits for its final answer.
+#[derive(Debug, Clone)]
+pub struct Invite {
+    pub uri: String,
+    pub call_id: String,
+    /// Our From, with tag.
+    pub from: String,
+    /// The To we wrote (no tag).
+    pub to: String,
+    pub branch: String,
+    pub cseq: u32,
+}
+
+/// A REGISTER that went through, with what an eavesdropper would see.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The final response to the authenticated REGISTER.
+    pub response: String,
+    /// The authenticated request as it was sent.
+    pub request: String,
+    /// Its Authorization value.
+    pub authorization: String,
+}
+
+impl HandPhone {
+    /// A phone on 127.0.0.1:`port` (0: any free port).
+    pub fn bind(port: u16, server: &str) -> HandPhone {
+        HandPhone::bind_at(LOCALHOST, port, server)
+    }
+
+    /// A phone on `ip`:`port` (0: any free port).
+    pub fn bind_at(ip: &str, port: u16, server: &str) -> HandPhone {
+        let socket = UdpSocket::bind((ip, port))
+            .unwrap_or_else(|e| panic!("bind the hand phone on {ip}:{port}: {e}"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let media = UdpSocket::bind((ip, 0)).expect("bind the hand phone's media port");
+        media
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        HandPhone {
+            socket,
+            media,
+            ip: ip.to_string(),
+            port,
+            server: server.to_string(),
+            user: "hand".to_string(),
+            seen: Default::default(),
+            inbox: Default::default(),
+            taken: Default::default(),
+            sequence: Default::default(),
+        }
+    }
+
+    /// The same phone, writing `user` into its Contact.
+    pub fn named(mut self, user: &str) -> HandPhone {
+        self.user = user.to_string();
+        self
+    }
+
+    /// `ip:port` of the phone.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    pub fn media_port(&self) -> u16 {
+        self.media.local_addr().unwrap().port()
+    }
+
+    /// A token unique to this phone (branches, tags, Call-IDs).
+    pub fn unique(&self, what: &str) -> String {
+        let n = self.sequence.get() + 1;
+        self.sequence.set(n);
+        format!("{what}{n}x{}x{}", self.port, self.ip.replace('.', ""))
+    }
+
+    pub fn send(&self, message: &str) {
+        self.socket
+            .send_to(message.as_bytes(), &self.server)
+            .unwrap();
+    }
+
+    /// The next datagram before `until`, recorded in `seen`.
+    fn receive(&self, until: Instant) -> Option<String> {
+        let mut buffer = [0u8; 65536];
+        while Instant::now() < until {
+            let Ok((n, _)) = self.socket.recv_from(&mut buffer) else {
+                continue;
+            };
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            self.seen.borrow_mut().push(message.clone());
+            return Some(message);
+        }
+        None
+    }
+
+    /// A message the test did not ask for: INVITEs wait in the inbox (once
+    /// each), other requests get 200, responses and ACKs are dropped.
+    fn set_aside(&self, message: String) {
+        let first = message.lines().next().unwrap_or_default();
+        if first.starts_with("INVITE ") {
+            let key = invite_key(&message);
+            let queued = self.inbox.borrow().iter().any(|m| invite_key(m) == key);
+            if !queued && !self.taken.borrow().contains(&key) {
+                self.inbox.borrow_mut().push_back(message);
+            }
+        } else if !first.starts_with("SIP/2.0") && !first.starts_with("ACK") {
+            self.send(&self.response(&message, "200 OK", "", ""));
+        }
+    }
+
+    /// The next message whose first line contains `first_line`, within
+    /// `timeout`; what else arrives is set aside.
+    pub fn expect_within(&self, first_line: &str, timeout: Duration) -> Option<String> {
+        self.expect_where(|first| first.contains(first_line), timeout)
+    }
+
+    /// The next message whose first line passes `wanted`, within `timeout`;
+    /// what else arrives is set aside.
+    pub fn expect_where(&self, wanted: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        let waiting = self
+            .inbox
+            .borrow()
+            .iter()
+            .position(|m| wanted(m.lines().next().unwrap_or_default()));
+        if let Some(index) = waiting {
+            let message = self.inbox.borrow_mut().remove(index).unwrap();
+            self.taken.borrow_mut().insert(invite_key(&message));
+            return Some(message);
+        }
+        let until = Instant::now() + timeout;
+        while let Some(message) = self.receive(until) {
+            let first = message.lines().next().unwrap_or_default();
+            if wanted(first) {
+                if first.starts_with("INVITE ") {
+                    let key = invite_key(&message);
+                    if !self.taken.borrow_mut().insert(key) {
+                        continue; // a retransmission of one we took
+                    }
+                }
+                return Some(message);
+            }
+            self.set_aside(message);
+        }
+        None
+    }
+
+    /// The next message whose first line contains `first_line`.
+    pub fn expect(&self, first_line: &str) -> String {
+        self.expect_within(first_line, WAIT).unwrap_or_else(|| {
+            panic!(
+                "no `{first_line}` within {WAIT:?} at the hand phone {}; it got:\n{}",
+                self.addr(),
+                self.seen.borrow().join("\n----\n")
+            )
+        })
+    }
+
+    /// Answers whatever arrives for `time` (requests get 200, INVITEs wait).
+    pub fn drain(&self, time: Duration) {
+        let until = Instant::now() + time;
+        while let Some(message) = self.receive(until) {
+            self.set_aside(message);
+        }
+    }
+
+    /// The INVITEs received and not taken yet.
+    pub fn waiting_invites(&self) -> Vec<String> {
+        self.inbox.borrow().iter().cloned().collect()
+    }
+
+    /// Every INVITE that reached this phone (retransmissions once).
+    pub fn invites_seen(&self) -> Vec<String> {
+        let mut keys = std::collections::HashSet::new();
+        self.seen
+            .borrow()
+            .iter()
+            .filter(|m| m.starts_with("INVITE ") && keys.insert(invite_key(m)))
+            .cloned()
+            .collect()
+    }
+
+    /// A response to `request` with our tag added to To when `tag` is set.
+    pub fn response(&self, request: &str, status: &str, tag: &str, sdp: &str) -> String {
+        let mut out = format!("SIP/2.0 {status}\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for value in headers(request, name) {
+                let value = if name == "To" && !tag.is_empty() && !value.contains("tag=") {
+                    format!("{value};tag={tag}")
+                } else {
+                    value.to_string()
+                };
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        out.push_str(&format!("Contact: {}\r\n", self.contact()));
+        if sdp.is_empty() {
+            out.push_str("Content-Length: 0\r\n\r\n");
+        } else {
+            out.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ));
+        }
+        out
+    }
+
+    pub fn contact(&self) -> String {
+        format!("<sip:{}@{}>", self.user, self.addr())
+    }
+
+    /// An SDP offer or answer with audio at `media_port` on our address.
+    pub fn sdp(&self, media_port: u16) -> String {
+        sdp_at(&self.ip, media_port)
+    }
+
+    /// A request from us: `lines` are its headers after Via and
+    /// Max-Forwards (From, To, Call-ID, CSeq, ...); Contact and
+    /// Content-Length are added.
+    pub fn request(
+        &self,
+        method: &str,
+        uri: &str,
+        branch: &str,
+        lines: &[String],
+        body: Option<(&str, &str)>,
+    ) -> String {
+        let mut out = format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch={branch};rport\r\nMax-Forwards: 70\r\n",
+            self.addr()
+        );
+        for line in lines {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        if !lines.iter().any(|l| l.starts_with("Contact:")) {
+            out.push_str(&format!("Contact: {}\r\n", self.contact()));
+        }
+        match body {
+            Some((content_type, body)) => out.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )),
+            None => out.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        out
+    }
+
+    /// Sends `request` and waits (at most `timeout`) for the final
+    /// response of its transaction (`branch`); resent every 500 ms until
+    /// something answers.
+    pub fn try_transact(&self, request: &str, branch: &str, timeout: Duration) -> Option<String> {
+        self.exchange(request, branch, timeout, true)
+    }
+
+    /// As [`HandPhone::try_transact`], sent once: never retransmitted.
+    pub fn try_once(&self, request: &str, branch: &str, timeout: Duration) -> Option<String> {
+        self.exchange(request, branch, timeout, false)
+    }
+
+    fn exchange(
+        &self,
+        request: &str,
+        branch: &str,
+        timeout: Duration,
+        retransmit: bool,
+    ) -> Option<String> {
+        self.send(request);
+        let until = Instant::now() + timeout;
+        let mut resend = Instant::now() + Duration::from_millis(500);
+        let mut answered = false;
+        loop {
+            let slice = (Instant::now() + Duration::from_millis(100)).min(until);
+            match self.receive(slice) {
+                Some(message) if is_response_to(&message, branch) => {
+                    answered = true;
+                    if status_of(&message) >= 200 {
+                        return Some(message);
+                    }
+                }
+                Some(message) => self.set_aside(message),
+                None => {}
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            if retransmit && !answered && Instant::now() >= resend {
+                self.send(request);
+                resend = Instant::now() + Duration::from_millis(500);
+            }
+        }
+    }
+
+    /// As [`HandPhone::try_transact`]; panics without a final response.
+    pub fn transact(&self, request: &str, branch: &str) -> String {
+        self.try_transact(request, branch, WAIT).unwrap_or_else(|| {
+            panic!(
+                "no final response within {WAIT:?} to:\n{request}\nthe phone got:\n{}",
+                self.seen.borrow().join("\n----\n")
+            )
+        })
+    }
+
+    /// The REGISTER's Request-URI: the server.
+    pub fn registrar_uri(&self) -> String {
+        format!("sip:{}", self.server)
+    }
+
+    /// A REGISTER for `user` with these Contacts; `authorization` is the
+    /// whole header line, if any.
+    pub fn register_request(
+        &self,
+        user: &str,
+        contacts: &[String],
+        expires: u32,
+        authorization: Option<&str>,
+    ) -> (String, String) {
+        let branch = self.unique("z9hG4bKreg");
+        let aor = format!("<sip:{user}@{}>", self.server);
+        let mut lines = vec![
+            format!("From: {aor};tag={}", self.unique("rt")),
+            format!("To: {aor}"),
+            format!("Call-ID: reg-{user}-{}", self.addr()),
+            format!("CSeq: {} REGISTER", self.sequence.get() + 1),
+            format!("Expires: {expires}"),
+        ];
+        for contact in contacts {
+            lines.push(format!("Contact: {contact}"));
+        }
+        if let Some(authorization) = authorization {
+            lines.push(format!("Authorization: {authorization}"));
+        }
+        (
+            self.request("REGISTER", &self.registrar_uri(), &branch, &lines, None),
+            branch,
+        )
+    }
+
+    /// Registers `user` with this phone's Contact; the final response.
+    pub fn register(&self, user: &str, password: &str) -> String {
+        self.register_with(user, password, &[self.contact()], 3600)
+            .response
+    }
+
+    /// REGISTER, 401, REGISTER with the digest: what went through.
+    pub fn register_with(
+        &self,
+        user: &str,
+        password: &str,
+        contacts: &[String],
+        expires: u32,
+    ) -> Registration {
+        let (request, branch) = self.register_request(user, contacts, expires, None);
+        let challenge = self.transact(&request, &branch);
+        if status_of(&challenge) != 401 {
+            return Registration {
+                response: challenge,
+                request,
+                authorization: String::new(),
+            };
+        }
+        let nonce = nonce_of(&challenge);
+        let cnonce = self.unique("cn");
+        let authorization = digest(
+            user,
+            password,
+            "REGISTER",
+            &self.registrar_uri(),
+            &nonce,
+            1,
+            &cnonce,
+        );
+        let (request, branch) =
+            self.register_request(user, contacts, expires, Some(&authorization));
+        Registration {
+            response: self.transact(&request, &branch),
+            request,
+            authorization,
+        }
+    }
+
+    /// A new INVITE (not sent) from `from_user` to `number` at the server.
+    pub fn new_invite(&self, number: &str, from_user: &str) -> Invite {
+        let uri = format!("sip:{number}@{}", self.server);
+        Invite {
+            to: format!("<{uri}>"),
+            from: format!(
+                "<sip:{from_user}@{}>;tag={}",
+                self.server,
+                self.unique("ft")
+            ),
+            call_id: format!("{}@hand", self.unique("call")),
+            branch: self.unique("z9hG4bKinv"),
+            cseq: 1,
+            uri,
+        }
+    }
+
+    /// The text of `invite` with `extra` headers and `sdp` as the offer.
+    pub fn invite_request(&self, invite: &Invite, extra: &[String], sdp: &str) -> String {
+        let mut lines = vec![
+            format!("From: {}", invite.from),
+            format!("To: {}", invite.to),
+            format!("Call-ID: {}", invite.call_id),
+            format!("CSeq: {} INVITE", invite.cseq),
+        ];
+        lines.extend_from_slice(extra);
+        self.request(
+            "INVITE",
+            &invite.uri,
+            &invite.branch,
+            &lines,
+            Some(("application/sdp", sdp)),
+        )
+    }
+
+    /// Sends `invite` and waits for its challenge (or whatever final
+    /// answer comes instead), which it ACKs.
+    pub fn challenge(&self, invite: &Invite, sdp: &str) -> String {
+        let request = self.invite_request(invite, &[], sdp);
+        let challenge = self.transact(&request, &invite.branch);
+        self.ack_failure(invite, &challenge);
+        challenge
+    }
+
+    /// The next INVITE of the same call (CSeq + 1, new branch) carrying
+    /// `authorization` as its Proxy-Authorization; sent, not waited for.
+    pub fn send_authorized(&self, invite: &mut Invite, authorization: &str, sdp: &str) {
+        invite.cseq += 1;
+        invite.branch = self.unique("z9hG4bKinv");
+        let extra = [format!("Proxy-Authorization: {authorization}")];
+        self.send(&self.invite_request(invite, &extra, sdp));
+    }
+
+    /// Sends an INVITE to `number` as `from_user` with `sdp`. With
+    /// `credentials` it expects the 407 first, ACKs it and sends the INVITE
+    /// again with a digest for the Request-URI. `Err` holds a final answer
+    /// that came instead of the challenge. Does not wait for the answer.
+    pub fn invite_with_sdp(
+        &self,
+        number: &str,
+        from_user: &str,
+        credentials: Option<(&str, &str)>,
+        sdp: &str,
+    ) -> Result<Invite, String> {
+        let mut invite = self.new_invite(number, from_user);
+        let Some((user, password)) = credentials else {
+            self.send(&self.invite_request(&invite, &[], sdp));
+            return Ok(invite);
+        };
+        let challenge = self.challenge(&invite, sdp);
+        if status_of(&challenge) != 407 {
+            return Err(challenge);
+        }
+        let authorization = digest(
+            user,
+            password,
+            "INVITE",
+            &invite.uri,
+            &nonce_of(&challenge),
+            1,
+            &self.unique("cn"),
+        );
+        self.send_authorized(&mut invite, &authorization, sdp);
+        Ok(invite)
+    }
+
+    /// [`HandPhone::invite_with_sdp`] with an offer at our media port.
+    pub fn invite(
+        &self,
+        number: &str,
+        from_user: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Invite, String> {
+        self.invite_with_sdp(number, from_user, credentials, &self.sdp(self.media_port()))
+    }
+
+    /// ACK for a non-2xx final response (same transaction).
+    pub fn ack_failure(&self, invite: &Invite, response: &str) {
+        let lines = [
+            format!("From: {}", invite.from),
+            format!("To: {}", header(response, "To")),
+            format!("Call-ID: {}", invite.call_id),
+            format!("CSeq: {} ACK", invite.cseq),
+        ];
+        self.send(&self.request("ACK", &invite.uri, &invite.branch, &lines, None));
+    }
+
+    /// Waits for the INVITE's final answer and ACKs it; a 2xx gives the
+    /// dialog.
+    pub fn answer_of(&self, invite: &Invite, timeout: Duration) -> (String, Option<Dialog>) {
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let message = self.receive(Instant::now() + left).unwrap_or_else(|| {
+                panic!(
+                    "no final answer to INVITE {} within {timeout:?}; the phone got:\n{}",
+                    invite.uri,
+                    self.seen.borrow().join("\n----\n")
+                )
+            });
+            if !is_response_to(&message, &invite.branch) {
+                self.set_aside(message);
+                continue;
+            }
+            let status = status_of(&message);
+            if status < 200 {
+                continue;
+            }
+            if status >= 300 {
+                self.ack_failure(invite, &message);
+                return (message, None);
+            }
+            let dialog = Dialog {
+                call_id: invite.call_id.clone(),
+                local: invite.from.clone(),
+                remote: header(&message, "To").to_string(),
+                target: uri_of(header(&message, "Contact")),
+                cseq: std::cell::Cell::new(invite.cseq),
+            };
+            let lines = [
+                format!("From: {}", dialog.local),
+                format!("To: {}", dialog.remote),
+                format!("Call-ID: {}", dialog.call_id),
+                format!("CSeq: {} ACK", invite.cseq),
+            ];
+            let branch = self.unique("z9hG4bKack");
+            self.send(&self.request("ACK", &dialog.target, &branch, &lines, None));
+            return (message, Some(dialog));
+        }
+    }
+
+    /// A call to `number`: the final answer, and the dialog on 2xx.
+    pub fn call(
+        &self,
+        number: &str,
+        from_user: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> (String, Option<Dialog>) {
+        match self.invite(number, from_user, credentials) {
+            Ok(invite) => self.answer_of(&invite, Duration::from_secs(30)),
+            Err(refusal) => (refusal, None),
+        }
+    }
+
+    /// 180 Ringing for an INVITE we received.
+    pub fn ring(&self, invite: &str, tag: &str) {
+        self.send(&self.response(invite, "180 Ringing", tag, ""));
+    }
+
+    /// Answers an INVITE we received with 200 and our SDP, waits for the
+    /// ACK; the dialog from our side.
+    pub fn answer(&self, invite: &str, tag: &str) -> Dialog {
+        self.send(&self.response(invite, "200 OK", tag, &self.sdp(self.media_port())));
+        self.expect("ACK ");
+        Dialog {
+            call_id: header(invite, "Call-ID").to_string(),
+            local: format!("{};tag={tag}", header(invite, "To")),
+            remote: header(invite, "From").to_string(),
+            target: uri_of(header(invite, "Contact")),
+            cseq: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Takes the next INVITE, rings and answers it.
+    pub fn pick_up(&self) -> (String, Dialog) {
+        let invite = self.expect("INVITE ");
+        let tag = self.unique("pt");
+        self.ring(&invite, &tag);
+        let dialog = self.answer(&invite, &tag);
+        (invite, dialog)
+    }
+
+    /// Refuses an INVITE we received with a final `status` and takes the ACK.
+    pub fn refuse(&self, invite: &str, status: &str) {
+        let tag = self.unique("rj");
+        self.send(&self.response(invite, status, &tag, ""));
+        self.expect("ACK ");
+    }
+
+    /// A request in `dialog` with `extra` headers; its final response.
+    pub fn in_dialog(&self, dialog: &Dialog, method: &str, extra: &[String]) -> String {
+        let cseq = dialog.cseq.get() + 1;
+        dialog.cseq.set(cseq);
+        let mut lines = vec![
+            format!("From: {}", dialog.local),
+            format!("To: {}", dialog.remote),
+            format!("Call-ID: {}", dialog.call_id),
+            format!("CSeq: {cseq} {method}"),
+        ];
+        lines.extend_from_slice(extra);
+        let branch = self.unique("z9hG4bKdlg");
+        let request = self.request(method, &dialog.target, &branch, &lines, None);
+        self.transact(&request, &branch)
+    }
+
+    /// Takes the next request whose first line contains `first_line` and
+    /// answers it 200.
+    pub fn expect_and_ok(&self, first_line: &str) -> String {
+        let request = self.expect(first_line);
+        self.send(&self.response(&request, "200 OK", "", ""));
+        request
+    }
+
+    pub fn bye(&self, dialog: &Dialog) -> String {
+        self.in_dialog(dialog, "BYE", &[])
+    }
+
+    pub fn refer(&self, dialog: &Dialog, refer_to: &str) -> String {
+        self.in_dialog(dialog, "REFER", &[format!("Refer-To: {refer_to}")])
+    }
+}
+
+/// An SDP body with audio at `ip`:`port`.
+pub fn sdp_at(ip: &str, port: u16) -> String {
+    format!(
+        "v=0\r\no=hand 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+    )
+}
+
+/// Call-ID and CSeq: the same INVITE, however often it is sent.
+fn invite_key(message: &str) -> String {
+    let one = |name| headers(message, name).first().copied().unwrap_or_default();
+    format!("{} {}", one("Call-ID"), one("CSeq"))
+}
+
+/// The message is a response in transaction `branch`.
+fn is_response_to(message: &str, branch: &str) -> bool {
+    message.starts_with("SIP/2.0 ")
+        && headers(message, "Via")
+            .first()
+            .is_some_and(|via| via.contains(&format!("branch={branch}")))
+}
+
+/// The status code of a response (0 for a request).
+pub fn status_of(message: &str) -> u16 {
+    message
+        .strip_prefix("SIP/2.0 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The URI in a name-addr (`"x" <sip:a@b>;tag=1` gives `sip:a@b`).
+pub fn uri_of(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(start), Some(end)) if start < end => value[start + 1..end].to_string(),
+        _ => value.split(';').next().unwrap_or(value).trim().to_string(),
+    }
+}
+
+/// Every value of header `name` (case-insensitive) in a message's head.
+pub fn headers<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
+    message
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+        .collect()
+}
+
+pub fn header<'a>(message: &'a str, name: &str) -> &'a str {
+    headers(message, name)
+        .first()
+        .copied()
+        .unwrap_or_else(|| panic!("no {name} in:\n{message}"))
+}
+
+pub fn tag_of(value: &str) -> &str {
+    value
+        .split(";tag=")
+        .nth(1)
+        .map(|rest| rest.split(';').next().unwrap_or(rest).trim())
+        .unwrap_or_else(|| panic!("no tag in {value}"))
+}
+
+pub fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+/// The nonce of a 401's or 407's challenge.
+pub fn nonce_of(challenge: &str) -> String {
+    let value = headers(challenge, "WWW-Authenticate")
+        .into_iter()
+        .chain(headers(challenge, "Proxy-Authenticate"))
+        .next()
+        .unwrap_or_else(|| panic!("no challenge in:\n{challenge}"));
+    value
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no nonce in {value}"))
+        .to_string()
+}
+
+/// A Digest (MD5, qop=auth) credentials value, computed by hand.
+pub fn digest(
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    nc: u32,
+    cnonce: &str,
+) -> String {
+    let ha1 = md5_hex(&format!("{user}:callhost:{password}"));
+    let nc = format!("{nc:08x}");
+    let response = md5_hex(&format!(
+        "{ha1}:{nonce}:{nc}:{cnonce}:auth:{}",
+        md5_hex(&format!("{method}:{uri}"))
+    ));
+    format!(
+        "Digest username=\"{user}\", realm=\"callhost\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"{cnonce}\""
+    )
 }
