@@ -18,8 +18,8 @@
 //!
 //! Ports are picked at random from the range, so the port of a call cannot be
 //! guessed from another's, and a port freed by a call is not handed out again
-//! for a few seconds ([`RelayConfig::port_quarantine`]): late packets of the
-//! old call must not reach, or latch, a new one.
+//! for a few seconds ([`RelayConfig::port_quarantine`]) unless nothing else
+//! is free: late packets of the old call must not reach, or latch, a new one.
 //!
 //! The per-call task awaits only its two sockets (and its cancellation); the
 //! locks it takes are never held across an await. Everything it hands out
@@ -289,7 +289,8 @@ impl PortPool {
 
     /// Reserves a free slot: one of a few random picks, else the first free
     /// one from `scan_from` on (wrapping), skipping the `skip` slots already
-    /// scanned. Returns the slot and how far the scan got.
+    /// scanned, else (the range is all in use or quarantined) the slot
+    /// quarantined longest. Returns the slot and how far the scan got.
     fn reserve(&self, probe: bool, scan_from: usize, skip: usize) -> Option<(usize, usize)> {
         let mut slots = lock(&self.slots);
         let now = Instant::now();
@@ -315,7 +316,10 @@ impl PortPool {
                 return Some((slot, scanned + 1));
             }
         }
-        None
+        // Nothing free: rather the slot quarantined longest than no call.
+        let (slot, _) = slots.quarantined.pop_front()?;
+        slots.state[slot] = SlotState::InUse;
+        Some((slot, count))
     }
 
     /// Gives back a reserved slot that could not be bound.

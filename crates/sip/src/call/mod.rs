@@ -295,7 +295,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         answered_at: None,
         no_answer_at,
         ring_deadline: None,
-        _slot: slot,
+        slot: Some(slot),
     };
     let ended = std::panic::AssertUnwindSafe(call.run(&mut states))
         .catch_unwind()
@@ -510,7 +510,8 @@ struct Call {
     no_answer_at: Option<Instant>,
     /// When ringing phones are given up (`sip.limits.ring_timeout_seconds`).
     ring_deadline: Option<Instant>,
-    _slot: CallSlot,
+    /// The call's share of the limits (given back as the call ends).
+    slot: Option<CallSlot>,
 }
 
 type Flow = ControlFlow<End>;
@@ -848,6 +849,13 @@ impl Call {
     /// The call is over: modules hear it, the host records it, and a party
     /// handed over to another call keeps its dialog there.
     fn finish(mut self, end: End, mut states: DialogStateReceiver) {
+        // Free first: a user whose phone just hung up may be called again
+        // at once, before the record is written.
+        self.caller.presence = None;
+        for leg in &mut self.legs {
+            leg.presence = None;
+        }
+        self.slot = None;
         let answered_by = self.callee().map(|i| self.legs[i].target.clone());
         let stats = self.media.stats();
         let record = CallRecord {
