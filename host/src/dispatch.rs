@@ -1,9 +1,14 @@
 //! Hook dispatch: runs the active instances' hooks for the call engine.
 //!
-//! - Each hook's synchronous part runs on a blocking thread and its future is
-//!   awaited under the call's deadline, so neither a module that blocks nor
-//!   one that never answers can hold a call: at the deadline the call goes
-//!   on without that instance's opinion.
+//! - A hook's synchronous part runs on a blocking thread, or, for a module
+//!   that declared it quick (`Hooks::QUICK_SETUP`: it only computes), right
+//!   on the call's thread, one call at a time per instance. A quick hook
+//!   that takes longer than [`QUICK_LIMIT`] is moved to the thread path for
+//!   good; one that blocks for [`INLINE_STALL`] is faulted by a watchdog (it
+//!   still holds that one call thread). Its future is awaited under the
+//!   call's deadline, so neither a module that blocks on its thread nor one
+//!   that never answers can hold a call: at the deadline the call goes on
+//!   without that instance's opinion.
 //! - A panic or a missed deadline marks the instance faulted (in memory at
 //!   once, in the database and its log right after) and it is skipped until
 //!   an administrator activates it again.
@@ -183,7 +188,7 @@ fn start_event_worker(live: &Arc<LiveInstance>) {
 }
 
 pub struct Dispatcher {
-    instances: ArcSwap<Vec<Arc<LiveInstance>>>,
+    instances: Arc<ArcSwap<Vec<Arc<LiveInstance>>>>,
     generation: Mutex<Option<i64>>,
     faults: mpsc::Sender<FaultReport>,
     fault_receiver: Mutex<mpsc::Receiver<FaultReport>>,
@@ -196,8 +201,10 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(engine: EngineSlot, hook_reserve: std::time::Duration) -> Dispatcher {
         let (faults, fault_receiver) = mpsc::channel();
+        let instances = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        start_inline_watchdog(Arc::downgrade(&instances), faults.clone());
         Dispatcher {
-            instances: ArcSwap::from_pointee(Vec::new()),
+            instances,
             generation: Mutex::new(None),
             faults,
             fault_receiver: Mutex::new(fault_receiver),
@@ -348,18 +355,66 @@ impl Dispatcher {
     }
 
     fn fault(&self, live: &LiveInstance, reason: String) {
-        if live.faulted.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        live.log
-            .write(LogLevel::Error, "callhost", &format!("faulted: {reason}"));
-        tracing::error!(instance = %live.name, "instance faulted: {reason}");
-        let _ = self.faults.send(FaultReport {
-            name: live.name.clone(),
-            config: live.config.clone(),
-            library: live.stored_library.clone(),
-            reason,
+        mark_faulted(live, &self.faults, reason);
+    }
+}
+
+/// Faults `live` once: in memory at once, in its log, and as a report for
+/// the database.
+fn mark_faulted(live: &LiveInstance, faults: &mpsc::Sender<FaultReport>, reason: String) {
+    if live.faulted.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    live.log
+        .write(LogLevel::Error, "callhost", &format!("faulted: {reason}"));
+    tracing::error!(instance = %live.name, "instance faulted: {reason}");
+    let _ = faults.send(FaultReport {
+        name: live.name.clone(),
+        config: live.config.clone(),
+        library: live.stored_library.clone(),
+        reason,
+    });
+}
+
+/// A quick `call_setup` slower than this runs on a thread of its own from
+/// then on: it evidently does more than compute.
+pub const QUICK_LIMIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// An inline `call_setup` still running after this faults its instance.
+pub const INLINE_STALL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Watches inline `call_setup`s of the instance set behind `instances`
+/// (until the dispatcher is dropped) and faults an instance whose inline
+/// call has not returned within [`INLINE_STALL`].
+fn start_inline_watchdog(
+    instances: std::sync::Weak<ArcSwap<Vec<Arc<LiveInstance>>>>,
+    faults: mpsc::Sender<FaultReport>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("callhost-watchdog".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let Some(instances) = instances.upgrade() else {
+                return;
+            };
+            for live in instances.load().iter() {
+                if live
+                    .inline_running_for()
+                    .is_some_and(|running| running > INLINE_STALL)
+                {
+                    live.demote();
+                    mark_faulted(
+                        live,
+                        &faults,
+                        format!(
+                            "its quick call_setup blocked a call thread for more than {} s",
+                            INLINE_STALL.as_secs()
+                        ),
+                    );
+                }
+            }
         });
+    if let Err(error) = spawned {
+        tracing::error!("cannot start the hook watchdog: {error}");
     }
 }
 
@@ -374,11 +429,30 @@ async fn run_hook(
         return Err(HookError::NoTime);
     }
     let work = async move {
-        // The synchronous part runs off the engine's threads: a module that
-        // blocks there holds only that thread.
-        let future = tokio::task::spawn_blocking(move || live.instance.call_setup(&setup))
-            .await
-            .map_err(|_| HookError::Failed("the hook's thread failed".into()))?;
+        let future = if live.begin_inline() {
+            // Declared quick: no thread hop. The SDK turns a panic in the
+            // module into an error; this guards against one that does not.
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                live.instance.call_setup(&setup)
+            }));
+            let took = live.inline_done();
+            if took > QUICK_LIMIT {
+                live.demote();
+                let message = format!(
+                    "its quick call_setup took {} ms on a call thread: it runs on a thread of its own from now on",
+                    took.as_millis()
+                );
+                live.log.write(LogLevel::Warn, "callhost", &message);
+                tracing::warn!(instance = %live.name, "{message}");
+            }
+            called.map_err(|_| HookError::Panicked("panicked in call_setup".into()))?
+        } else {
+            // Off the engine's threads: a module that blocks there holds
+            // only that thread.
+            tokio::task::spawn_blocking(move || live.instance.call_setup(&setup))
+                .await
+                .map_err(|_| HookError::Failed("the hook's thread failed".into()))?
+        };
         // A panic re-raised while polling the module's future stays here.
         let polled = std::panic::AssertUnwindSafe(future).catch_unwind().await;
         let Ok(answer) = polled else {

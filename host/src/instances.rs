@@ -140,6 +140,10 @@ const DEFAULT_HOME_COUNTRY: &str = "DE";
 
 /// A configured instance on a loaded library. Field order matters: the
 /// instance is dropped before the library handle that may stop its runtime.
+/// The time base of [`LiveInstance::begin_inline`].
+static INLINE_EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
 pub struct LiveInstance {
     pub instance: InstanceBox,
     pub name: String,
@@ -156,6 +160,13 @@ pub struct LiveInstance {
     pub assets_dir: std::path::PathBuf,
     /// When the `call_event` in progress started (for the stall watchdog).
     event_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The synchronous part of `call_setup` runs on the call's own thread
+    /// (the module declared `quick_setup`, and it kept its word so far).
+    quick: AtomicBool,
+    /// When the inline `call_setup` in progress started (ns since
+    /// [`INLINE_EPOCH`]); 0: none. One at a time per instance, so a module
+    /// that breaks its word can hold at most one call thread.
+    inline_since: std::sync::atomic::AtomicU64,
     /// The configuration text it was built from.
     pub config: String,
     /// The library path as stored (relative to the data directory).
@@ -171,6 +182,47 @@ impl LiveInstance {
     /// Marks the start (`Some`) or the end (`None`) of a `call_event`.
     pub fn event_started(&self, at: Option<std::time::Instant>) {
         *self.event_since.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    /// Whether `call_setup` may run inline now: the instance is quick and
+    /// no other inline call of it is in progress. On `true` the caller must
+    /// call [`LiveInstance::inline_done`].
+    pub fn begin_inline(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.quick.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = (INLINE_EPOCH.elapsed().as_nanos() as u64).max(1);
+        self.inline_since
+            .compare_exchange(0, now, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Ends an inline `call_setup`; returns how long it took.
+    pub fn inline_done(&self) -> std::time::Duration {
+        use std::sync::atomic::Ordering;
+        let since = self.inline_since.swap(0, Ordering::Release);
+        let now = INLINE_EPOCH.elapsed().as_nanos() as u64;
+        std::time::Duration::from_nanos(now.saturating_sub(since))
+    }
+
+    /// How long the inline `call_setup` in progress has run, if any.
+    pub fn inline_running_for(&self) -> Option<std::time::Duration> {
+        let since = self.inline_since.load(std::sync::atomic::Ordering::Acquire);
+        (since != 0).then(|| {
+            let now = INLINE_EPOCH.elapsed().as_nanos() as u64;
+            std::time::Duration::from_nanos(now.saturating_sub(since))
+        })
+    }
+
+    /// From now on `call_setup` runs on a thread of its own.
+    pub fn demote(&self) {
+        self.quick
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_quick(&self) -> bool {
+        self.quick.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long the `call_event` in progress has been running, if any.
@@ -332,6 +384,8 @@ pub fn live_instance(
         media: std::sync::OnceLock::new(),
         assets_dir: assets,
         event_since: std::sync::Mutex::new(None),
+        quick: AtomicBool::new(manifest.hooks.contains(Hooks::QUICK_SETUP)),
+        inline_since: std::sync::atomic::AtomicU64::new(0),
         config: config.to_string(),
         stored_library: library.stored_path.clone(),
         library: library.library.clone(),

@@ -180,7 +180,10 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(cli) {
+    let result = run(cli);
+    // Instance log lines are written by a thread of their own.
+    callhost::instance_log::flush(std::time::Duration::from_secs(2));
+    match result {
         Ok(text) => {
             if !text.is_empty() {
                 println!("{text}");

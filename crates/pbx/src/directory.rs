@@ -324,9 +324,9 @@ fn internal_number_problem(number: &str) -> Option<&'static str> {
     None
 }
 
-/// The emergency numbers of a country (ISO code): never an extension,
-/// always an outside call that the carrier routes, whoever dials them.
-/// 112 works in every GSM network and the EU.
+/// The emergency numbers of a country (ISO code): an outside call that
+/// the carrier routes, whoever dials them (unless an administrator made
+/// one an extension). 112 works in every GSM network and the EU.
 pub fn emergency_numbers(country: &str) -> &'static [&'static str] {
     match country.to_ascii_uppercase().as_str() {
         "DE" => &["110", "112"],
@@ -489,16 +489,6 @@ impl Directory {
                             field,
                             value: number.clone(),
                             reason: reason.to_owned(),
-                        });
-                    }
-                    if emergency_numbers(&self.home_country).contains(&number.as_str()) {
-                        return Err(DirectoryError::InvalidNumber {
-                            field,
-                            value: number.clone(),
-                            reason: format!(
-                                "is an emergency number in {}: it always goes out on the trunk",
-                                self.home_country
-                            ),
                         });
                     }
                     if let Some(prev) = internal.insert(number.clone(), owner) {
@@ -957,15 +947,17 @@ call_waiting = false
     }
 
     #[test]
-    fn emergency_numbers_go_outside_and_are_no_extension() {
+    fn emergency_numbers_go_outside_unless_made_an_extension() {
         let index = DirectoryIndex::new(demo()).unwrap();
         match index.resolve("112") {
             Resolved::External(number, None) => assert_eq!(number.national, "112"),
             other => panic!("112 resolved to {other:?}"),
         }
         assert_eq!(index.resolve("113"), Resolved::Unknown);
-        let error = err(&DEMO.replacen("\"201\"", "\"112\"", 1));
-        assert!(error.contains("emergency"), "{error}");
+        // An extension an administrator gave an emergency number rings.
+        let taken = Directory::from_toml_str(&DEMO.replacen("\"201\"", "\"112\"", 1)).unwrap();
+        let taken = DirectoryIndex::new(taken).unwrap();
+        assert!(matches!(taken.resolve("112"), Resolved::User(_)));
     }
 
     #[test]

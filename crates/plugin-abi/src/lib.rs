@@ -79,6 +79,12 @@ impl Hooks {
     pub const CALL_SETUP: Hooks = Hooks(1);
     pub const CALL_EVENT: Hooks = Hooks(2);
     pub const MEDIA: Hooks = Hooks(4);
+    /// The synchronous part of `call_setup` only computes (no I/O, no
+    /// sleeping, no lock held for long; slow work goes into the returned
+    /// future), so the host may run it on the call's own thread instead of
+    /// handing it to another. A module that breaks this is run on a thread
+    /// of its own again, or faulted when it blocks.
+    pub const QUICK_SETUP: Hooks = Hooks(8);
 
     pub const fn union(self, other: Hooks) -> Hooks {
         Hooks(self.0 | other.0)

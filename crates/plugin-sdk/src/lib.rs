@@ -243,6 +243,11 @@ macro_rules! __hook {
     (call_setup) => {
         $crate::abi::Hooks::CALL_SETUP
     };
+    // `call_setup` whose synchronous part only computes (see
+    // `Hooks::QUICK_SETUP`): the host runs it without a thread hop.
+    (quick_setup) => {
+        $crate::abi::Hooks::CALL_SETUP.union($crate::abi::Hooks::QUICK_SETUP)
+    };
     (call_event) => {
         $crate::abi::Hooks::CALL_EVENT
     };

@@ -24,6 +24,9 @@ pub struct Config {
     /// Reject the greeted calls instead, with this reason (a module's
     /// reject: callers get 603 Decline on SIP).
     pub reject: Option<String>,
+    /// Test switch for the host's quick-hook rules: sleep this long in
+    /// `call_setup`, which a module declaring `quick_setup` must never do.
+    pub setup_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             tap: None,
             prompt: None,
             reject: None,
+            setup_delay_ms: 0,
         }
     }
 }
@@ -101,6 +105,9 @@ impl Module for Hello {
     }
 
     fn call_setup(&self, setup: &CallSetup) -> Setup {
+        if self.config.setup_delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.config.setup_delay_ms));
+        }
         let callee = setup.callee.number.as_str();
         if !self.config.numbers.is_empty() && !self.config.numbers.iter().any(|n| n == callee) {
             return Setup::Ready(Decision::default());
@@ -171,7 +178,7 @@ export_module! {
     id: "hello",
     name: "Hello",
     description: "Greets callers on the ringing phone's display.",
-    hooks: [call_setup, call_event, media],
+    hooks: [quick_setup, call_event, media],
     actions: [
         { name: "greet", usage: "[NAME]", help: "Answers with the configured greeting." },
         { name: "media", usage: "", help: "Frames and keys counted per finished call." },

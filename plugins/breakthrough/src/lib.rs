@@ -317,7 +317,7 @@ export_module! {
     id: "breakthrough",
     name: "Breakthrough",
     description: "Lets chosen callers break through do-not-disturb and forwards of chosen users, and force call waiting.",
-    hooks: [call_setup],
+    hooks: [quick_setup],
     actions: [{
         name: "check",
         usage: "CALLER CALLED",

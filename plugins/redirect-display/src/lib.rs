@@ -293,6 +293,6 @@ export_module! {
     id: "redirect-display",
     name: "Redirect display",
     description: "Lets the target of a forward (and switchboards) call through it, and marks calls that follow an always or busy forward on the target's display.",
-    hooks: [call_setup],
+    hooks: [quick_setup],
     actions: [],
 }

@@ -179,10 +179,24 @@ impl Module for ReverseLookup {
             return Setup::Ready(Decision::default());
         };
         let known = party.name.clone().into_option().map(|n| n.into_string());
-        let resolver = self.resolver.clone();
-        let view = self.view.clone();
         let callee = setup.callee.label().to_string();
         let shown_number = party.number.to_string();
+        // The address book or the cache in memory answer at once, on the
+        // host's call thread; anything else runs on our runtime.
+        if let Some(lookup) = self
+            .resolver
+            .resolve_quick(&number, known.clone(), !outgoing)
+        {
+            return Setup::Ready(self.view.decide(
+                &lookup,
+                outgoing,
+                &callee,
+                callee_is_local,
+                &shown_number,
+            ));
+        }
+        let resolver = self.resolver.clone();
+        let view = self.view.clone();
         Setup::Later(Box::pin(async move {
             let lookup = resolver
                 .resolve(&number, known, Origin::Call, !outgoing)
@@ -526,7 +540,7 @@ export_module! {
     id: "reverse-lookup",
     name: "Reverse lookup",
     description: "Caller names from phone books, CRMs, LDAP, SQL and CardDAV, in parallel within the call budget",
-    hooks: [call_setup],
+    hooks: [quick_setup],
     actions: [
         { name: "test", usage: "NUMBER [--fresh]", help: "Resolve a number now and explain every step (--fresh skips the cache)" },
         { name: "history", usage: "[LIMIT]", help: "The latest lookups: which provider answered what, when" },

@@ -88,7 +88,39 @@ pub struct Lookup {
     pub id: Option<i64>,
 }
 
+/// How the cache step reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheRead {
+    /// Memory and then the table (the full lookup).
+    Database,
+    /// Memory only: the call thread never waits for the disk.
+    MemoryOnly,
+}
+
+/// What the cache step learnt besides a name.
+#[derive(Debug, Default)]
+struct Cached {
+    /// Providers whose negative entry says they have nothing.
+    negative: HashSet<String>,
+    /// A cached spam score and its provider.
+    spam: Option<(String, u8)>,
+}
+
 impl Lookup {
+    fn empty(number: &ExternalNumber) -> Lookup {
+        Lookup {
+            number: number.e164.clone(),
+            found: None,
+            source: "none",
+            provider: None,
+            spam_score: None,
+            spam_provider: None,
+            elapsed_ms: 0.0,
+            steps: Vec::new(),
+            id: None,
+        }
+    }
+
     pub fn name(&self) -> Option<String> {
         self.found
             .as_ref()
@@ -181,6 +213,52 @@ impl Resolver {
         Ok(())
     }
 
+    /// What a call can be answered with at once, without the disk or the
+    /// network: the address book, or cache entries in memory that need no
+    /// provider. `None`: the full [`Resolver::resolve`] is needed. For the
+    /// module's quick `call_setup` (it runs on the host's call thread).
+    pub fn resolve_quick(
+        self: &Arc<Self>,
+        number: &ExternalNumber,
+        known_name: Option<String>,
+        spam: bool,
+    ) -> Option<Lookup> {
+        let started = Instant::now();
+        let mut lookup = Lookup::empty(number);
+        if let Some(found) =
+            self.address_book_step(number, known_name, Origin::Call, &mut lookup, started)
+        {
+            lookup.found = Some(found);
+            lookup.source = "address_book";
+            return Some(self.finish(lookup, started, Origin::Call));
+        }
+        let eligible = self.eligible(number, &mut lookup);
+        let cached = self.cache_step(
+            &eligible,
+            number,
+            &mut lookup,
+            started,
+            CacheRead::MemoryOnly,
+        )?;
+        let providers_needed = (lookup.found.is_none()
+            && eligible
+                .iter()
+                .any(|p| p.role == Role::Name && !cached.negative.contains(&p.id)))
+            || (spam
+                && cached.spam.is_none()
+                && eligible
+                    .iter()
+                    .any(|p| p.role == Role::Spam && !cached.negative.contains(&p.id)));
+        if providers_needed {
+            return None;
+        }
+        if let Some((provider, score)) = cached.spam {
+            lookup.spam_score = Some(score);
+            lookup.spam_provider = Some(provider);
+        }
+        Some(self.finish(lookup, started, Origin::Call))
+    }
+
     /// Resolves `number`. `known_name` is the address-book name the host
     /// already found for a call's party (for other origins the host is
     /// asked). `spam`: also ask the spam providers (not for outgoing
@@ -194,128 +272,22 @@ impl Resolver {
         spam: bool,
     ) -> Lookup {
         let started = Instant::now();
-        let mut lookup = Lookup {
-            number: number.e164.clone(),
-            found: None,
-            source: "none",
-            provider: None,
-            spam_score: None,
-            spam_provider: None,
-            elapsed_ms: 0.0,
-            steps: Vec::new(),
-            id: None,
-        };
-
+        let mut lookup = Lookup::empty(number);
         // 1. The host's address book.
-        if self.settings.address_book {
-            let name = match origin {
-                Origin::Call => known_name,
-                _ => self
-                    .ctx
-                    .lookup_number(&number.e164)
-                    .and_then(|party| party.name.into_option())
-                    .map(|name| name.into_string()),
-            }
-            .filter(|name| !name.trim().is_empty());
-            let hit = name.is_some();
-            lookup.steps.push(Step {
-                step: "address book",
-                provider: None,
-                result: if hit { "hit" } else { "miss" }.into(),
-                ms: ms(started.elapsed()),
-                notes: name.iter().map(|n| format!("contact {n:?}")).collect(),
-            });
-            if let Some(name) = name {
-                lookup.found = Some(Found {
-                    display: Some(name),
-                    ..Found::default()
-                });
-                lookup.source = "address_book";
-                return self.finish(lookup, started, origin);
-            }
+        if let Some(found) =
+            self.address_book_step(number, known_name, origin, &mut lookup, started)
+        {
+            lookup.found = Some(found);
+            lookup.source = "address_book";
+            return self.finish(lookup, started, origin);
         }
-
-        let eligible: Vec<&Arc<Provider>> = self
-            .providers
-            .iter()
-            .filter(|p| {
-                let ok = p.eligible(number);
-                if !ok {
-                    lookup.steps.push(Step {
-                        step: "provider",
-                        provider: Some(p.id.clone()),
-                        result: format!(
-                            "skipped: not for callers from {}",
-                            number.country.as_deref().unwrap_or("no country")
-                        ),
-                        ms: 0.0,
-                        notes: Vec::new(),
-                    });
-                }
-                ok
-            })
-            .collect();
-
+        let eligible = self.eligible(number, &mut lookup);
         // 2. The cache.
-        let mut negative: HashSet<String> = HashSet::new();
-        let mut cached_spam: Option<(String, u8)> = None;
-        if self.settings.cache {
-            for provider in eligible.iter().filter(|p| p.cache) {
-                let entry = match self.store.cache_get(&provider.id, number) {
-                    Ok(entry) => entry,
-                    Err(e) => {
-                        tracing::warn!("cache read failed: {e}");
-                        None
-                    }
-                };
-                let (result, notes) = match entry {
-                    Some(entry)
-                        if entry.found.is_some() && entry.age < self.settings.positive_ttl =>
-                    {
-                        let found = entry.found.expect("checked");
-                        let stale = entry.age >= self.settings.refresh_after;
-                        if stale {
-                            self.refresh_in_background(provider, number);
-                        }
-                        let result = if stale { "stale" } else { "hit" };
-                        if provider.role == Role::Spam {
-                            if let Some(score) = found.spam_score {
-                                cached_spam = Some((provider.id.clone(), score));
-                            }
-                            let note = found
-                                .spam_score
-                                .map_or("no spam score".to_string(), |s| format!("spam score {s}"));
-                            (result.to_string(), vec![note])
-                        } else if lookup.found.is_none() {
-                            let note = format!("{:?}, {} s old", found.name(), entry.age.as_secs());
-                            lookup.found = Some(found);
-                            lookup.source = "cache";
-                            lookup.provider = Some(provider.id.clone());
-                            (result.to_string(), vec![note])
-                        } else {
-                            (result.to_string(), Vec::new())
-                        }
-                    }
-                    Some(entry)
-                        if entry.found.is_none() && entry.age < self.settings.negative_ttl =>
-                    {
-                        negative.insert(provider.id.clone());
-                        (
-                            "negative".to_string(),
-                            vec![format!("{} s old", entry.age.as_secs())],
-                        )
-                    }
-                    _ => ("miss".to_string(), Vec::new()),
-                };
-                lookup.steps.push(Step {
-                    step: "cache",
-                    provider: Some(provider.id.clone()),
-                    result,
-                    ms: ms(started.elapsed()),
-                    notes,
-                });
-            }
-        }
+        let cached = self
+            .cache_step(&eligible, number, &mut lookup, started, CacheRead::Database)
+            .expect("a database read always answers");
+        let negative = cached.negative;
+        let mut cached_spam = cached.spam;
 
         // 3. Providers, all at once, within what is left of the budget.
         let remaining = self.settings.budget.saturating_sub(started.elapsed());
@@ -380,6 +352,139 @@ impl Resolver {
             lookup.spam_provider = Some(provider);
         }
         self.finish(lookup, started, origin)
+    }
+
+    /// Step 1 (RL10): a name from the host's address book ends the lookup.
+    fn address_book_step(
+        &self,
+        number: &ExternalNumber,
+        known_name: Option<String>,
+        origin: Origin,
+        lookup: &mut Lookup,
+        started: Instant,
+    ) -> Option<Found> {
+        if !self.settings.address_book {
+            return None;
+        }
+        let name = match origin {
+            Origin::Call => known_name,
+            _ => self
+                .ctx
+                .lookup_number(&number.e164)
+                .and_then(|party| party.name.into_option())
+                .map(|name| name.into_string()),
+        }
+        .filter(|name| !name.trim().is_empty());
+        let hit = name.is_some();
+        lookup.steps.push(Step {
+            step: "address book",
+            provider: None,
+            result: if hit { "hit" } else { "miss" }.into(),
+            ms: ms(started.elapsed()),
+            notes: name.iter().map(|n| format!("contact {n:?}")).collect(),
+        });
+        Some(Found {
+            display: Some(name?),
+            ..Found::default()
+        })
+    }
+
+    /// The providers that take this number (the others noted as skipped).
+    fn eligible(&self, number: &ExternalNumber, lookup: &mut Lookup) -> Vec<&Arc<Provider>> {
+        self.providers
+            .iter()
+            .filter(|p| {
+                let ok = p.eligible(number);
+                if !ok {
+                    lookup.steps.push(Step {
+                        step: "provider",
+                        provider: Some(p.id.clone()),
+                        result: format!(
+                            "skipped: not for callers from {}",
+                            number.country.as_deref().unwrap_or("no country")
+                        ),
+                        ms: 0.0,
+                        notes: Vec::new(),
+                    });
+                }
+                ok
+            })
+            .collect()
+    }
+
+    /// Step 2 (RL11): the cache of every eligible provider. Fills
+    /// `lookup.found` from the first positive entry; returns the providers
+    /// known to have nothing and a cached spam score. With
+    /// [`CacheRead::MemoryOnly`], `None` when an entry is not in memory.
+    fn cache_step(
+        self: &Arc<Self>,
+        eligible: &[&Arc<Provider>],
+        number: &ExternalNumber,
+        lookup: &mut Lookup,
+        started: Instant,
+        read: CacheRead,
+    ) -> Option<Cached> {
+        let mut cached = Cached::default();
+        if !self.settings.cache {
+            return Some(cached);
+        }
+        for provider in eligible.iter().filter(|p| p.cache) {
+            let entry = match read {
+                CacheRead::MemoryOnly => Some(self.store.cache_peek(&provider.id, number)?),
+                CacheRead::Database => match self.store.cache_get(&provider.id, number) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::warn!("cache read failed: {e}");
+                        None
+                    }
+                },
+            };
+            let (result, notes) = match entry {
+                Some(entry) if entry.found.is_some() && entry.age < self.settings.positive_ttl => {
+                    let found = entry.found.expect("checked");
+                    let stale = entry.age >= self.settings.refresh_after;
+                    if stale {
+                        self.refresh_in_background(provider, number);
+                    }
+                    let result = if stale { "stale" } else { "hit" };
+                    if provider.role == Role::Spam {
+                        if let Some(score) = found.spam_score {
+                            cached.spam = Some((provider.id.clone(), score));
+                        }
+                        let note = found
+                            .spam_score
+                            .map_or("no spam score".to_string(), |s| format!("spam score {s}"));
+                        (result.to_string(), vec![note])
+                    } else if lookup.found.is_none() {
+                        let note = format!("{:?}, {} s old", found.name(), entry.age.as_secs());
+                        lookup.found = Some(found);
+                        lookup.source = "cache";
+                        lookup.provider = Some(provider.id.clone());
+                        (result.to_string(), vec![note])
+                    } else {
+                        (result.to_string(), Vec::new())
+                    }
+                }
+                Some(entry) if entry.found.is_none() && entry.age < self.settings.negative_ttl => {
+                    cached.negative.insert(provider.id.clone());
+                    (
+                        "negative".to_string(),
+                        vec![format!("{} s old", entry.age.as_secs())],
+                    )
+                }
+                // Expired in memory: only the full lookup may ask again.
+                Some(_) if read == CacheRead::MemoryOnly => return None,
+                _ => ("miss".to_string(), Vec::new()),
+            };
+            lookup.steps.push(Step {
+                step: "cache",
+                provider: Some(provider.id.clone()),
+                result,
+                ms: ms(started.elapsed()),
+                notes,
+            });
+        }
+        Some(cached)
     }
 
     /// Writes each attempt's step and caches what is worth caching: the

@@ -39,11 +39,56 @@ pub enum StoreError {
 }
 
 /// Two connections: WAL lets the call path read the cache while a history
-/// write is being committed on the other.
+/// write is being committed on the other. In front of the cache table, the
+/// entries read or written lately are kept in memory, so a call can be
+/// answered from the cache without touching the disk (`cache_peek`).
 pub struct LookupStore {
     conn: Mutex<Connection>,
     reader: Mutex<Connection>,
     secret: Vec<u8>,
+    memory: Mutex<MemoryCache>,
+}
+
+/// Cache entries kept in memory at most (the oldest go first).
+const MEMORY_ENTRIES: usize = 20_000;
+
+/// The memory front of the cache, keyed like the table (HMAC keys only:
+/// no numbers in memory either).
+#[derive(Default)]
+struct MemoryCache {
+    entries: std::collections::HashMap<String, (Option<Found>, i64)>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl MemoryCache {
+    fn get(&self, key: &str) -> Option<CacheEntry> {
+        let (found, stored_at) = self.entries.get(key)?;
+        Some(CacheEntry {
+            found: found.clone(),
+            age: Duration::from_secs(unix_now().saturating_sub(*stored_at).max(0) as u64),
+        })
+    }
+
+    fn put(&mut self, key: String, found: Option<Found>, stored_at: i64) {
+        if self
+            .entries
+            .insert(key.clone(), (found, stored_at))
+            .is_none()
+        {
+            self.order.push_back(key);
+            while self.entries.len() > MEMORY_ENTRIES {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                self.entries.remove(&oldest);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
 }
 
 /// A cached answer: `found` is `None` for a negative entry.
@@ -143,11 +188,23 @@ impl LookupStore {
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
             secret,
+            memory: Mutex::default(),
         })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, MemoryCache> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry if it is in memory: never touches the disk (for the call
+    /// path). `None` says nothing about the table.
+    pub fn cache_peek(&self, provider: &str, number: &ExternalNumber) -> Option<CacheEntry> {
+        let key = cache_key(&self.secret, provider, number);
+        self.memory().get(&key)
     }
 
     pub fn cache_get(
@@ -156,16 +213,23 @@ impl LookupStore {
         number: &ExternalNumber,
     ) -> Result<Option<CacheEntry>, StoreError> {
         let key = cache_key(&self.secret, provider, number);
+        if let Some(entry) = self.memory().get(&key) {
+            return Ok(Some(entry));
+        }
         let row: Option<(Option<String>, i64)> = self
             .reader
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .prepare_cached("SELECT found, stored_at FROM cache WHERE key = ?1")?
-            .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row([&key], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        Ok(row.map(|(found, stored_at)| CacheEntry {
-            found: found.and_then(|json| serde_json::from_str(&json).ok()),
-            age: Duration::from_secs(unix_now().saturating_sub(stored_at).max(0) as u64),
+        Ok(row.map(|(found, stored_at)| {
+            let found: Option<Found> = found.and_then(|json| serde_json::from_str(&json).ok());
+            self.memory().put(key, found.clone(), stored_at);
+            CacheEntry {
+                found,
+                age: Duration::from_secs(unix_now().saturating_sub(stored_at).max(0) as u64),
+            }
         }))
     }
 
@@ -178,24 +242,33 @@ impl LookupStore {
     ) -> Result<(), StoreError> {
         let key = cache_key(&self.secret, provider, number);
         let json = found.map(|f| serde_json::to_string(f).expect("plain data serializes"));
+        let now = unix_now();
         self.conn()
             .prepare_cached(
                 "INSERT INTO cache (key, provider, found, stored_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (key) DO UPDATE SET found = ?3, stored_at = ?4",
             )?
-            .execute(params![key, provider, json, unix_now()])?;
+            .execute(params![key, provider, json, now])?;
+        self.memory().put(key, found.cloned(), now);
         Ok(())
     }
 
     /// Deletes cache rows older than `max_age` (the longer TTL).
     pub fn cache_expire(&self, max_age: Duration) -> Result<usize, StoreError> {
         let cutoff = unix_now() - max_age.as_secs() as i64;
+        {
+            let mut memory = self.memory();
+            let MemoryCache { entries, order } = &mut *memory;
+            entries.retain(|_, (_, stored_at)| *stored_at >= cutoff);
+            order.retain(|key| entries.contains_key(key));
+        }
         Ok(self
             .conn()
             .execute("DELETE FROM cache WHERE stored_at < ?1", [cutoff])?)
     }
 
     pub fn purge_cache(&self) -> Result<usize, StoreError> {
+        self.memory().clear();
         Ok(self.conn().execute("DELETE FROM cache", [])?)
     }
 
