@@ -249,7 +249,8 @@ fn a_quick_hook_that_takes_time_runs_on_a_thread_of_its_own_from_then_on() {
     }
     let log = h.ok(&["instance", "log", "quick", "--level", "WARN"]);
     assert_eq!(
-        log.matches("runs on a thread of its own from now on").count(),
+        log.matches("runs on a thread of its own from now on")
+            .count(),
         1,
         "demoted once, on the first call:\n{log}"
     );

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sip_harness::{
-    free_port, free_ports, header, md5_hex, sipp, tag_of, HandPhone, Serve, SilentPhone, Sipp,
-    SippRun, LOCALHOST,
+    free_port, free_ports, header, md5_hex, sipp, tag_of, HandPhone, Message, Serve, SilentPhone,
+    Sipp, SippRun, LOCALHOST,
 };
 
 /// Five users; every password is `<id>-pw`. Carl forwards everything to
@@ -1588,4 +1588,74 @@ fn an_instance_created_while_serving_acts_on_the_next_call() {
     let run = trunk_call_from(&serve, OUTSIDE, BERT);
     assert_eq!(run.final_invite_status(), Some(603), "{}", run.context());
     assert!(phone.invites().is_empty(), "{:?}", phone.invites());
+}
+
+// ---------------------------------------------------------------------------
+// 12. Overload
+
+#[test]
+fn past_its_setup_limit_the_host_answers_503_and_leaves_no_call_half_open() {
+    // A module that takes 300 ms per call and room for three setups at
+    // once: a burst of 30 calls is more than the host can set up.
+    let h = common::Harness::new();
+    h.install("fault-module-0.1.0.cmod");
+    h.create("fault-module", "slow", "mode = \"slow\"\ndelay_ms = 300\n");
+    let mut serve = Serve::start_in(h.data(), DIRECTORY, "[sip.limits]\nmax_setups = 3\n");
+    let bert = free_port();
+    register(&serve, "bert", bert);
+    let _phone = Sipp::start(
+        "bert answers every call",
+        "uas.xml",
+        None,
+        bert,
+        &["-mi", LOCALHOST, "-mp", &media_port(), "-m", "100"],
+    );
+    let file = trunk_caller(&serve, OUTSIDE);
+    let calls = 30;
+    let run = trunk_call(
+        &serve,
+        "t_uac_any.xml",
+        BERT,
+        &[
+            "-inf",
+            &file,
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "100",
+            "-l",
+            "30",
+            "-d",
+            "200",
+        ],
+    )
+    .wait();
+    // Every call got its final answer (none timed out or was left open).
+    run.assert_ok();
+    let finals: Vec<Message> = run
+        .received()
+        .into_iter()
+        .filter(|m| {
+            m.header("CSeq").is_some_and(|c| c.contains("INVITE"))
+                && m.status().is_some_and(|s| s >= 200)
+        })
+        .collect();
+    let answered = finals.iter().filter(|m| m.status() == Some(200)).count();
+    let refused: Vec<&Message> = finals.iter().filter(|m| m.status() == Some(503)).collect();
+    assert_eq!(answered + refused.len(), calls, "{}", run.context());
+    assert!(answered >= 3, "{answered} answered\n{}", run.context());
+    assert!(!refused.is_empty(), "nothing refused\n{}", run.context());
+    for message in &refused {
+        assert!(message.header("Retry-After").is_some(), "{}", message.text);
+    }
+    serve.wait_log(&["request refused", "sip.limits.max_setups"]);
+    // Every answered call ended in the host too; then it stops with none left.
+    serve.wait_log_nth(
+        &["call ended", "end="],
+        answered - 1,
+        Duration::from_secs(20),
+    );
+    let status = serve.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(!serve.log().contains("calls still open"), "{}", serve.log());
 }

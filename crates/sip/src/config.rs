@@ -183,6 +183,13 @@ pub struct UserOutbound {
 pub struct LimitsConfig {
     /// Calls in progress on the whole host; more get 503.
     pub max_calls: usize,
+    /// Calls being set up at once (engine and modules deciding, before
+    /// anything rings); more get 503: past this the host is behind.
+    pub max_setups: usize,
+    /// The host's scheduler running this late (ms) means it cannot keep
+    /// up: new calls get 503 for a second (0: never). 500 ms is when
+    /// peers start to retransmit (RFC 3261 T1).
+    pub max_lag_ms: u64,
     /// Calls one user may have in progress as the caller; more get 403.
     pub calls_per_user: usize,
     /// Calls in progress from one source address (IP); more get 503.
@@ -206,6 +213,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_calls: 1000,
+            max_setups: 200,
+            max_lag_ms: 500,
             calls_per_user: 8,
             calls_per_source: 60,
             invites_per_second: 20,
@@ -302,6 +311,7 @@ impl SipConfig {
         let limits = &self.limits;
         let at_least_one = [
             ("sip.limits.max_calls", limits.max_calls as u64),
+            ("sip.limits.max_setups", limits.max_setups as u64),
             ("sip.limits.calls_per_user", limits.calls_per_user as u64),
             (
                 "sip.limits.calls_per_source",

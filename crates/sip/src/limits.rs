@@ -5,8 +5,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::LimitsConfig;
 
@@ -24,16 +25,32 @@ pub(crate) enum LimitRefusal {
     Rate,
     #[error("the user has {0} calls in progress (sip.limits.calls_per_user)")]
     UserFull(usize),
+    #[error("{0} calls are being set up (sip.limits.max_setups)")]
+    SetupsFull(usize),
+    #[error("the host is overloaded (its scheduler lags {0} ms behind)")]
+    Overloaded(u64),
 }
 
 pub(crate) struct CallLimits {
     config: LimitsConfig,
     state: Mutex<State>,
+    /// Until when (ms since `started`) new calls are refused because the
+    /// scheduler lagged; and by how much it lagged.
+    lagging_until: AtomicU64,
+    lag_ms: AtomicU64,
+    started: Instant,
 }
+
+/// How often the lag monitor looks, and how long new calls are refused
+/// once the lag passed `sip.limits.max_lag_ms`.
+const LAG_TICK: Duration = Duration::from_millis(20);
+const LAG_HOLD: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct State {
     total: usize,
+    /// Calls admitted whose setup (engine and modules) has not ended.
+    setups: usize,
     per_source: HashMap<IpAddr, usize>,
     per_user: HashMap<String, usize>,
     buckets: HashMap<IpAddr, Bucket>,
@@ -50,6 +67,8 @@ pub(crate) struct CallSlot {
     limits: Arc<CallLimits>,
     source: Option<IpAddr>,
     user: Option<String>,
+    /// Still counted among the calls being set up.
+    in_setup: bool,
 }
 
 impl CallLimits {
@@ -57,6 +76,9 @@ impl CallLimits {
         Arc::new(CallLimits {
             config,
             state: Mutex::default(),
+            lagging_until: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            started: Instant::now(),
         })
     }
 
@@ -67,9 +89,18 @@ impl CallLimits {
     /// Admits a new INVITE from `source` (`None`: the trunk, bounded by
     /// the host's total only).
     pub fn admit(self: &Arc<Self>, source: Option<IpAddr>) -> Result<CallSlot, LimitRefusal> {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if now_ms < self.lagging_until.load(Ordering::Relaxed) {
+            return Err(LimitRefusal::Overloaded(
+                self.lag_ms.load(Ordering::Relaxed),
+            ));
+        }
         let mut state = self.state();
         if state.total >= self.config.max_calls {
             return Err(LimitRefusal::HostFull(state.total));
+        }
+        if state.setups >= self.config.max_setups {
+            return Err(LimitRefusal::SetupsFull(state.setups));
         }
         if let Some(ip) = source {
             if !self.take_token(&mut state, ip) {
@@ -82,10 +113,12 @@ impl CallLimits {
             *state.per_source.entry(ip).or_default() += 1;
         }
         state.total += 1;
+        state.setups += 1;
         Ok(CallSlot {
             limits: self.clone(),
             source,
             user: None,
+            in_setup: true,
         })
     }
 
@@ -120,9 +153,12 @@ impl CallLimits {
         }
     }
 
-    fn release(&self, source: Option<IpAddr>, user: Option<&str>) {
+    fn release(&self, source: Option<IpAddr>, user: Option<&str>, in_setup: bool) {
         let mut state = self.state();
         state.total = state.total.saturating_sub(1);
+        if in_setup {
+            state.setups = state.setups.saturating_sub(1);
+        }
         if let Some(ip) = source {
             decrement(&mut state.per_source, &ip);
         }
@@ -134,6 +170,40 @@ impl CallLimits {
     /// Calls in progress on the host.
     pub fn calls(&self) -> usize {
         self.state().total
+    }
+
+    /// Watches the scheduler it runs on: when a tick comes more than
+    /// `max_lag_ms` late, the host cannot keep up, and new calls get 503
+    /// for [`LAG_HOLD`] rather than transactions that time out.
+    pub async fn watch_lag(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if self.config.max_lag_ms == 0 {
+            return;
+        }
+        let limit = Duration::from_millis(self.config.max_lag_ms);
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(LAG_TICK) => {}
+            }
+            let now = Instant::now();
+            let lag = now.duration_since(last).saturating_sub(LAG_TICK);
+            last = now;
+            if lag > limit {
+                self.note_lag(lag);
+            }
+        }
+    }
+
+    fn note_lag(&self, lag: Duration) {
+        let until = self.started.elapsed() + LAG_HOLD;
+        self.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
+        self.lagging_until
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            lag_ms = lag.as_millis() as u64,
+            "the host lags: new calls get 503 for a second"
+        );
     }
 }
 
@@ -161,9 +231,21 @@ impl CallSlot {
     }
 }
 
+impl CallSlot {
+    /// The call's setup is over (it rings, or was refused): it no longer
+    /// counts against `max_setups`.
+    pub fn setup_done(&mut self) {
+        if std::mem::take(&mut self.in_setup) {
+            let mut state = self.limits.state();
+            state.setups = state.setups.saturating_sub(1);
+        }
+    }
+}
+
 impl Drop for CallSlot {
     fn drop(&mut self) {
-        self.limits.release(self.source, self.user.as_deref());
+        self.limits
+            .release(self.source, self.user.as_deref(), self.in_setup);
     }
 }
 
@@ -200,6 +282,23 @@ mod tests {
         second.take_user("anna").unwrap();
         drop(second);
         assert_eq!(limits.calls(), 0);
+    }
+
+    #[test]
+    fn setups_in_progress_and_scheduler_lag_refuse_new_calls() {
+        let limits = limits(|c| c.max_setups = 2);
+        let mut first = limits.admit(None).unwrap();
+        let _second = limits.admit(None).unwrap();
+        assert_eq!(limits.admit(None).err(), Some(LimitRefusal::SetupsFull(2)));
+        first.setup_done();
+        first.setup_done();
+        let _third = limits.admit(None).unwrap();
+        drop(first);
+        limits.note_lag(Duration::from_millis(250));
+        assert_eq!(
+            limits.admit(None).err(),
+            Some(LimitRefusal::Overloaded(250))
+        );
     }
 
     #[test]

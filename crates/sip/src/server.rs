@@ -327,6 +327,7 @@ impl SipServer {
             routes: Mutex::default(),
         });
         let endpoint_task = self.endpoint_task;
+        tokio::spawn(shared.limits.clone().watch_lag(shutdown.clone()));
         tracing::info!(address = %shared.local, "SIP listening");
         loop {
             tokio::select! {

@@ -6,8 +6,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use callhost_plugin_sdk::{
+    abi_stable::std_types::ROption,
     testing::{external_de, party, setup, user},
-    PartyKind,
+    CallSetup, Decision, Module as _, PartyKind, Setup,
 };
 use support::{action, decide, instance, name, refusal, steps, test, Services};
 
@@ -728,5 +729,52 @@ async fn a_redirect_within_the_providers_origin_is_followed() {
     assert_eq!(
         s.seen.all(),
         ["/moved?ph=0301234567", "/oertliche?ph=0301234567"]
+    );
+}
+
+/// `call_setup` answered without a future: the host runs it on its call
+/// thread (`quick_setup`), so this is the no-hop path.
+fn answered_at_once(rl: &reverse_lookup::ReverseLookup, call: &CallSetup) -> Option<Decision> {
+    match rl.call_setup(call) {
+        Setup::Ready(decision) => Some(decision),
+        Setup::Later(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_cached_or_known_caller_is_answered_at_once_without_the_disk() {
+    let s = Services::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rl = instance(
+        dir.path(),
+        &format!("max_extension_length = 0\n{}", phone_book(&s.base)),
+    );
+    let call = setup(external_de("0301234567"), user("anna", "Anna", "201"));
+    // First call: nothing in memory, so the provider is asked later.
+    assert!(answered_at_once(&rl, &call).is_none());
+    decide(&rl, &call).await;
+    // Repeats come from the cache in memory, at once, without the provider.
+    let again = answered_at_once(&rl, &call).expect("a cache hit answers at once");
+    assert_eq!(
+        again.display.as_ref().map(|d| d.as_str()),
+        Some("Müller & Söhne").into()
+    );
+    assert_eq!(s.seen.count("/oertliche?ph=0301234567"), 1);
+    // A miss the provider reported is remembered the same way.
+    let unknown = setup(external_de("0302222222"), user("anna", "Anna", "201"));
+    decide(&rl, &unknown).await;
+    let miss = answered_at_once(&rl, &unknown).expect("a negative entry answers at once");
+    assert!(miss.display.is_none());
+    // After a purge the cache is empty in memory too.
+    action(&rl, "purge", &["cache"]).await.unwrap();
+    assert!(answered_at_once(&rl, &call).is_none());
+    // A name the host's address book has needs nobody.
+    let mut known = external_de("0309999999");
+    known.name = ROption::RSome("Known Kunde".into());
+    let decision = answered_at_once(&rl, &setup(known, user("anna", "Anna", "201")))
+        .expect("the address book answers at once");
+    assert_eq!(
+        decision.display.as_ref().map(|d| d.as_str()),
+        Some("Known Kunde").into()
     );
 }

@@ -192,7 +192,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
     });
 
     let Admitted {
-        slot,
+        mut slot,
         engine,
         number,
         user,
@@ -216,6 +216,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
     let placed = std::panic::AssertUnwindSafe(engine.place(&request, hooks.as_ref()))
         .catch_unwind()
         .await;
+    slot.setup_done();
     let refusal = match placed.as_ref().map(|outcome| outcome.outcome) {
         Ok(Outcome::Ringing) => None,
         Ok(Outcome::Rejected) => Some((StatusCode::Decline, "rejected")),
