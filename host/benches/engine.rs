@@ -2,9 +2,10 @@
 //!
 //! Every figure is printed beside a reference measured in the same run, so
 //! the ratio means something on a noisy machine:
-//! - simulated calls per second through the engine with both shipped
-//!   modules active (real release libraries, real dispatcher), against the
-//!   same calls with no modules;
+//! - simulated calls per second through the engine with the three shipped
+//!   modules active (breakthrough, redirect-display, reverse-lookup
+//!   answering from the address book; real release libraries, real
+//!   dispatcher), against the same calls with no modules;
 //! - one breakthrough hook call across the ABI (instance trait object,
 //!   FFI-safe future polled once) against the same module called in-process.
 
@@ -39,15 +40,29 @@ fn main() {
     let data = tempdir();
     let host = Host::open(&data).expect("open host");
     callhost::library::trust(&host.data, &modules.join("signing-key.pub")).expect("trust");
-    for package in ["breakthrough-0.1.0.cmod", "redirect-display-0.1.0.cmod"] {
+    for package in [
+        "breakthrough-0.1.0.cmod",
+        "redirect-display-0.1.0.cmod",
+        "reverse-lookup-0.1.0.cmod",
+    ] {
         callhost::commands::module_install(&host, &modules.join(package), false).expect("install");
     }
     for (module, name, config) in [
-        ("breakthrough", "bt", "examples/demo-breakthrough.toml"),
-        ("redirect-display", "rd", "examples/redirect-display.toml"),
+        (
+            "breakthrough",
+            "bt",
+            Some("examples/demo-breakthrough.toml"),
+        ),
+        (
+            "redirect-display",
+            "rd",
+            Some("examples/redirect-display.toml"),
+        ),
+        // No providers: outside callers are named from the address book.
+        ("reverse-lookup", "rl", None),
     ] {
-        let path = root.join(config);
-        callhost::commands::instance_create(&host, module, name, Some(&path), None, false)
+        let path = config.map(|config| root.join(config));
+        callhost::commands::instance_create(&host, module, name, path.as_deref(), None, false)
             .expect("create instance");
     }
     let office = std::fs::read_to_string(root.join("examples/office.toml")).unwrap();
@@ -64,7 +79,11 @@ fn main() {
     dispatcher
         .refresh(&host.data, &host.db, &host.loader)
         .unwrap();
-    assert_eq!(dispatcher.current().len(), 2, "both instances are live");
+    assert_eq!(
+        dispatcher.current().len(),
+        3,
+        "the three instances are live"
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -129,7 +148,7 @@ fn main() {
     println!("| measure | value | reference | ratio |");
     println!("|---|---|---|---|");
     println!(
-        "| calls/s through the engine: bt + rd active vs no modules | {with_modules:.0} | {without:.0} | {:.2} |",
+        "| calls/s through the engine: bt + rd + rl active vs no modules | {with_modules:.0} | {without:.0} | {:.2} |",
         with_modules / without
     );
     println!(

@@ -1,27 +1,30 @@
-//! `cargo xtask bench sip`: the same SIPp load against a target SIP server
-//! (`callhost serve`) and against Kamailio as the reference
-//! (`bench/kamailio.cfg`, a stateful record-routing relay), side by side.
+//! `cargo xtask bench sip`: the same SIPp load against `callhost serve`
+//! (without modules, and with every shipped module active) and against
+//! Kamailio as the reference, side by side, alternating at every step.
 //!
-//! Measured for each server:
-//! - calls per second with zero failed calls: SIPp's `tests/sipp/uac.xml`
-//!   (without media) at stepped rates, [`STEP_SECONDS`] of calls per step;
-//!   the highest rate whose step has no failed call;
-//! - call setup latency (INVITE sent to 200 received) p50/p99 at
-//!   [`LATENCY_RATE`] calls/s (`start_rtd`/`rtd` in the scenario,
-//!   `-trace_rtt`; SIPp reports whole milliseconds);
-//! - [`CONCURRENT`] calls at once for [`CALL_MS`], each side playing
-//!   g711a.pcap as RTP: failed calls and the server's CPU (utime+stime of
-//!   its process tree from /proc, as % of one core over the window).
+//! The reference is configured to reach its real capacity: Kamailio 5.6 as
+//! a stateful record-routing relay (`bench/kamailio.cfg`) with 1 GiB of
+//! shared memory (`-m 1024`, tm keeps every transaction there), 16 MiB
+//! private (`-M 16`) and 4 UDP workers. A "direct" run (SIPp caller to SIPp
+//! callee, no server between) shows what SIPp itself does on this machine,
+//! so that no ratio is SIPp's limit in disguise.
 //!
-//! Kamailio relays signalling only (RTP flows SIPp to SIPp), callhost
-//! anchors the RTP: the CPU row compares different work.
+//! Measured:
+//! - calls per second: SIPp `uac`/`uas` without media, [`STEP_SECONDS`] s
+//!   per step at a fixed rate, each call held [`HOLD_MS`] ms. A step passes
+//!   only if every call completed and both SIPps counted 0 retransmissions
+//!   and 0 timeouts; the rate of the highest passing step is the result.
+//!   Steps go up until a server fails one; the servers take turns at each
+//!   step.
+//! - INVITE→200 latency (SIPp's response time "setup", 1 ms resolution):
+//!   p50, p99 and max over a [`LATENCY_SECONDS`] s run at 100 calls/s and
+//!   at half of each server's ceiling; "added" is the server's p99 minus the
+//!   direct run's.
+//! - the media relay (`bench_media.rs`): concurrent G.711 calls with RTP
+//!   both ways from a generator of our own, loss and gaps over 60 ms.
 //!
-//! Callhost's side: a data directory with user `bench` (number 100,
-//! password bench-secret), `callhost.toml` with `[sip] listen`,
-//! `[sip.trunk] peer` (the UAC's address: calls from it are not
-//! challenged) and `[media]`; `callhost --data DIR serve` until SIGTERM. The
-//! UAS registers as `bench` from its own port first. Skipped with a message
-//! when callhost cannot be built or has no `serve` command.
+//! Every server's CPU is read from /proc over each step (process tree, %
+//! of one core).
 
 use std::{
     collections::HashMap,
@@ -34,46 +37,98 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cargo, target_dir};
+use crate::{cargo, package, target_dir, PackageOptions};
 
-const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
-const LOOPBACK: &str = "127.0.0.1";
-/// The SIPp UAS (the called user); Kamailio relays to it.
+pub(crate) const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+pub(crate) const LOOPBACK: &str = "127.0.0.1";
+/// The SIPp UAS (the called user); Kamailio relays to it, callhost rings it.
 const UAS_PORT: u16 = 5070;
 /// The SIPp UAC; callhost's trunk peer.
-const UAC_PORT: u16 = 5061;
+pub(crate) const UAC_PORT: u16 = 5061;
 const UAC_MEDIA_PORT: u16 = 6000;
 const UAS_MEDIA_PORT: u16 = 6100;
 const KAMAILIO_PORT: u16 = 5090;
 const CALLHOST_PORT: u16 = 5080;
+const CALLHOST_MODULES_PORT: u16 = 5082;
 /// The called number (callhost: user `bench`).
-const SERVICE: &str = "100";
+pub(crate) const SERVICE: &str = "100";
+/// The caller: in the bench directory's address book, so reverse-lookup
+/// names it from there.
+pub(crate) const CALLER: &str = "+49891234567";
 
-const RATES: &[u32] = &[50, 100, 200, 400, 800, 1600];
-const STEP_SECONDS: u32 = 3;
+const RATES: &[u32] = &[
+    100, 200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2400,
+];
+const STEP_SECONDS: u32 = 20;
+const HOLD_MS: u32 = 1000;
+const LATENCY_SECONDS: u32 = 20;
 const LATENCY_RATE: u32 = 100;
-const LATENCY_CALLS: u32 = 500;
-const CONCURRENT: u32 = 50;
-const CALL_MS: u32 = 10_000;
 
-pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
-    let mut only: Option<String> = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--only" => {
-                only = Some(
-                    args.next()
-                        .context("--only needs callhost or kamailio")?
-                        .clone(),
-                )
-            }
-            other => {
-                bail!("unknown `bench sip` option `{other}` (known: --only callhost|kamailio)")
+/// What `bench sip` runs, from its options.
+struct Options {
+    only: Vec<String>,
+    rates: Vec<u32>,
+    step_seconds: u32,
+    media_calls: u32,
+    skip: Vec<String>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut options = Options {
+            only: Vec::new(),
+            rates: RATES.to_vec(),
+            step_seconds: STEP_SECONDS,
+            media_calls: crate::bench_media::MEDIA_CALLS,
+            skip: Vec::new(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |what: &str| {
+                args.next()
+                    .cloned()
+                    .with_context(|| format!("{arg} needs {what}"))
+            };
+            match arg.as_str() {
+                "--only" => options.only.push(value("a server name")?),
+                "--rates" => {
+                    options.rates = value("rates, e.g. 100,200,400")?
+                        .split(',')
+                        .map(|r| r.trim().parse().context("--rates: not a number"))
+                        .collect::<Result<_>>()?
+                }
+                "--step-seconds" => {
+                    options.step_seconds = value("seconds")?.parse().context("--step-seconds")?
+                }
+                "--media-calls" => {
+                    options.media_calls = value("a number")?.parse().context("--media-calls")?
+                }
+                "--skip" => options.skip.push(value("cps, latency or media")?),
+                other => bail!(
+                    "unknown `bench sip` option `{other}` (known: --only direct|kamailio|callhost|callhost+modules, --rates A,B,…, --step-seconds N, --media-calls N, --skip cps|latency|media)"
+                ),
             }
         }
+        if options.step_seconds < 20 {
+            eprintln!(
+                "note: steps of {} s are shorter than the 20 s the figures in ARCHITECTURE use",
+                options.step_seconds
+            );
+        }
+        Ok(options)
     }
-    let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
+
+    fn wanted(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| only == name)
+    }
+
+    fn runs(&self, part: &str) -> bool {
+        !self.skip.iter().any(|skip| skip == part)
+    }
+}
+
+pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
     for tool in ["sipp", "kamailio"] {
         if Command::new(tool)
             .arg("-v")
@@ -91,30 +146,147 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     }
     fs::create_dir_all(&work)?;
     let scenarios = Scenarios::prepare(root, &work)?;
+    let binary = build_callhost(root)?;
 
-    let mut columns: Vec<Figures> = Vec::new();
-    if wanted("callhost") {
-        match Server::callhost(root, &work, &scenarios)? {
-            Ok(server) => columns.push(measure(server, &work, &scenarios)?),
-            Err(reason) => bail!("callhost: {reason}"),
+    let mut servers: Vec<Server> = Vec::new();
+    if options.wanted("direct") {
+        servers.push(Server::direct());
+    }
+    if options.wanted("kamailio") {
+        servers.push(Server::kamailio(root, &work)?);
+    }
+    if options.wanted("callhost") {
+        servers.push(Server::callhost(
+            root,
+            &work,
+            &binary,
+            &scenarios,
+            Flavour::Plain,
+        )?);
+    }
+    if options.wanted("callhost+modules") {
+        servers.push(Server::callhost(
+            root,
+            &work,
+            &binary,
+            &scenarios,
+            Flavour::Modules,
+        )?);
+    }
+    let mut figures: Vec<Figures> = servers
+        .iter()
+        .map(|server| Figures {
+            name: server.name,
+            ..Default::default()
+        })
+        .collect();
+
+    if options.runs("cps") {
+        println!(
+            "== calls per second: {} s per step, calls held {HOLD_MS} ms, servers take turns",
+            options.step_seconds
+        );
+        let mut failed: Vec<bool> = vec![false; servers.len()];
+        for &rate in &options.rates {
+            for (index, server) in servers.iter().enumerate() {
+                if failed[index] {
+                    continue;
+                }
+                let step = run_step(
+                    server,
+                    &work,
+                    &scenarios,
+                    rate,
+                    options.step_seconds,
+                    HOLD_MS,
+                    false,
+                )?;
+                println!("   {:<17} {rate:>5}/s: {}", server.name, step.summary());
+                if step.passed() {
+                    figures[index].cps = Some(rate);
+                    figures[index].cps_cpu = Some(step.cpu_percent);
+                } else {
+                    failed[index] = true;
+                    figures[index].cps_limit = Some(format!("{rate}/s: {}", step.summary()));
+                }
+            }
+            if failed.iter().all(|f| *f) {
+                break;
+            }
         }
     }
-    if wanted("kamailio") {
-        let server = Server::kamailio(root, &work)?;
-        columns.push(measure(server, &work, &scenarios)?);
+
+    if options.runs("latency") {
+        println!("== INVITE→200 latency, {LATENCY_SECONDS} s at each rate");
+        for (index, server) in servers.iter().enumerate() {
+            let mut rates = vec![LATENCY_RATE];
+            if let Some(cps) = figures[index].cps {
+                rates.push((cps / 2).max(LATENCY_RATE));
+            }
+            rates.dedup();
+            for rate in rates {
+                let step = run_step(
+                    server,
+                    &work,
+                    &scenarios,
+                    rate,
+                    LATENCY_SECONDS,
+                    HOLD_MS,
+                    true,
+                )?;
+                let latency = step.latency.clone().unwrap_or_default();
+                println!(
+                    "   {:<17} {rate:>5}/s: p50 {} p99 {} max {} ms ({} samples; {})",
+                    server.name,
+                    latency.p50,
+                    latency.p99,
+                    latency.max,
+                    latency.samples,
+                    step.summary()
+                );
+                figures[index].latency.push((rate, latency, step.passed()));
+            }
+        }
     }
-    print_table(&columns);
+
+    let media = if options.runs("media") && options.wanted("callhost") {
+        drop(servers);
+        Some(crate::bench_media::run(
+            root,
+            &work,
+            &binary,
+            options.media_calls,
+        )?)
+    } else {
+        drop(servers);
+        None
+    };
+
+    print_table(&figures);
+    if let Some(media) = media {
+        media.print();
+    }
     println!("\nlogs and SIPp traces: {}", work.display());
     Ok(())
 }
 
-/// Scenario files: the repository's, plus copies without RTP for the
-/// signalling-only runs.
+/// `cargo build --release -p callhost` once; the binary is run directly.
+pub(crate) fn build_callhost(root: &Path) -> Result<PathBuf> {
+    let built = cargo()
+        .args(["build", "--release", "-p", "callhost"])
+        .status()
+        .context("running cargo build")?;
+    if !built.success() {
+        bail!("`cargo build --release -p callhost` failed");
+    }
+    Ok(target_dir(root).join("release/callhost"))
+}
+
+/// Scenario files: the repository's, without RTP and with a calling number
+/// the bench directory's address book knows.
 struct Scenarios {
     uac: PathBuf,
     uas: PathBuf,
-    uac_no_media: PathBuf,
-    uas_no_media: PathBuf,
     register: PathBuf,
     users: PathBuf,
 }
@@ -122,39 +294,56 @@ struct Scenarios {
 impl Scenarios {
     fn prepare(root: &Path, work: &Path) -> Result<Scenarios> {
         let dir = root.join("tests/sipp");
-        let strip = |name: &str| -> Result<PathBuf> {
-            let text = fs::read_to_string(dir.join(name))?;
-            let play = "<exec play_pcap_audio=\"/usr/share/sip-tester/g711a.pcap\"/>";
-            if !text.contains(play) {
-                bail!("tests/sipp/{name} no longer plays g711a.pcap as this bench expects");
+        let derive = |name: &str, edits: &[(&str, &str)]| -> Result<PathBuf> {
+            let mut text = fs::read_to_string(dir.join(name))?;
+            for (from, to) in edits {
+                if !text.contains(from) {
+                    bail!(
+                        "tests/sipp/{name} no longer contains {from:?}, which this bench replaces"
+                    );
+                }
+                text = text.replace(from, to);
             }
-            let out = work.join(name.replace(".xml", "_no_media.xml"));
-            fs::write(&out, text.replace(play, "<log message=\"no media\"/>"))?;
+            let out = work.join(name.replace(".xml", "_bench.xml"));
+            fs::write(&out, text)?;
             Ok(out)
         };
+        let play = "<exec play_pcap_audio=\"/usr/share/sip-tester/g711a.pcap\"/>";
+        let no_media = "<log message=\"no media\"/>";
+        let caller = format!("<sip:{CALLER}@");
         Ok(Scenarios {
-            uac: dir.join("uac.xml"),
-            uas: dir.join("uas.xml"),
-            uac_no_media: strip("uac.xml")?,
-            uas_no_media: strip("uas.xml")?,
+            uac: derive("uac.xml", &[(play, no_media), ("<sip:sipp@", &caller)])?,
+            uas: derive("uas.xml", &[(play, no_media)])?,
             register: dir.join("register.xml"),
             users: dir.join("users.csv"),
         })
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    Plain,
+    Modules,
+}
+
 /// A server under test, stopped (SIGTERM, then kill) when dropped.
 struct Server {
     name: &'static str,
+    /// Where the UAC sends its INVITEs.
     port: u16,
-    child: Child,
-    /// Before each UAS start (callhost: register the UAS's address).
-    register: Option<(PathBuf, PathBuf)>,
-    /// The server's log, when it reports per-call relay counters.
-    log: Option<PathBuf>,
+    child: Option<Child>,
 }
 
 impl Server {
+    /// No server: SIPp to SIPp, to show SIPp's own limits.
+    fn direct() -> Server {
+        Server {
+            name: "direct",
+            port: UAS_PORT,
+            child: None,
+        }
+    }
+
     fn kamailio(root: &Path, work: &Path) -> Result<Server> {
         let run = work.join("kamailio");
         fs::create_dir_all(&run)?;
@@ -162,11 +351,24 @@ impl Server {
         let child = Command::new("kamailio")
             .arg("-f")
             .arg(root.join("bench/kamailio.cfg"))
-            .args(["-DD", "-E", "-L", KAMAILIO_MODULES, "-m", "64", "-M", "8"])
+            // 1 GiB shared (tm's transactions), 16 MiB per worker, 4 workers:
+            // with less, tm runs out of memory under load and the
+            // reference fails early (what the old bench's -m 64 did).
+            .args([
+                "-DD",
+                "-E",
+                "-L",
+                KAMAILIO_MODULES,
+                "-m",
+                "1024",
+                "-M",
+                "16",
+            ])
             .arg("-Y")
             .arg(&run)
             .arg("-P")
             .arg(run.join("kamailio.pid"))
+            .args(["-A", "CHILDREN=4"])
             .arg("-A")
             .arg(format!("LISTEN=udp:{LOOPBACK}:{KAMAILIO_PORT}"))
             .arg("-A")
@@ -179,100 +381,69 @@ impl Server {
         let mut server = Server {
             name: "kamailio",
             port: KAMAILIO_PORT,
-            child,
-            register: None,
-            log: None,
+            child: Some(child),
         };
         server.settle(&run.join("kamailio.log"))?;
         Ok(server)
     }
 
-    /// `Ok(Err(reason))` when callhost is not (yet) able to serve SIP.
     fn callhost(
         root: &Path,
         work: &Path,
+        binary: &Path,
         scenarios: &Scenarios,
-    ) -> Result<std::result::Result<Server, String>> {
-        let built = cargo()
-            .args(["build", "--release", "-p", "callhost"])
-            .status()
-            .context("running cargo build")?;
-        if !built.success() {
-            return Ok(Err("`cargo build --release -p callhost` failed".into()));
-        }
-        let binary = target_dir(root).join("release/callhost");
-        let serve_help = Command::new(&binary)
-            .args(["serve", "--help"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .with_context(|| format!("running {}", binary.display()))?;
-        if !serve_help.success() {
-            return Ok(Err(format!(
-                "{} has no `serve` command yet",
-                binary.display()
-            )));
-        }
-        let data = work.join("callhost-data");
-        fs::create_dir_all(&data)?;
-        let directory = work.join("bench-directory.toml");
-        fs::write(
-            &directory,
-            "# The benchmark's callee: SIPp's UAS registers as this user.\n\
-             home_country = \"DE\"\n\
-             [[users]]\nid = \"bench\"\nname = \"Bench Callee\"\n\
-             numbers = [\"100\"]\npassword = \"bench-secret\"\n",
-        )?;
-        let loaded = Command::new(&binary)
-            .arg("--data")
-            .arg(&data)
-            .args(["directory", "load"])
-            .arg(&directory)
-            .status()?;
-        if !loaded.success() {
-            return Ok(Err("`callhost directory load` failed".into()));
-        }
+        flavour: Flavour,
+    ) -> Result<Server> {
+        let (name, port, dir, rtp) = match flavour {
+            Flavour::Plain => ("callhost", CALLHOST_PORT, "callhost-data", "30000-39999"),
+            Flavour::Modules => (
+                "callhost+modules",
+                CALLHOST_MODULES_PORT,
+                "callhost-modules-data",
+                "40000-49999",
+            ),
+        };
+        let data = work.join(dir);
+        prepare_callhost_data(root, work, binary, &data, flavour)?;
         fs::write(
             data.join("callhost.toml"),
             format!(
-                "[sip]\nlisten = \"{LOOPBACK}:{CALLHOST_PORT}\"\n\
-                 [sip.limits]\nmax_calls = 20000\n\
+                "[sip]\nlisten = \"{LOOPBACK}:{port}\"\n\
+                 [sip.limits]\nmax_calls = 20000\nmax_setups = 2000\n\
                  [sip.trunk]\npeer = \"{LOOPBACK}:{UAC_PORT}\"\n\
-                 [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"30000-39999\"\n"
+                 [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"{rtp}\"\n"
             ),
         )?;
-        let log_path = work.join("callhost.log");
+        let log_path = work.join(format!("{name}.log"));
         let log = fs::File::create(&log_path)?;
-        let child = Command::new(&binary)
+        let child = Command::new(binary)
             .arg("--data")
             .arg(&data)
             .arg("serve")
+            .env("CALLHOST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting callhost serve")?;
         let mut server = Server {
-            name: "callhost",
-            port: CALLHOST_PORT,
-            child,
-            register: Some((scenarios.register.clone(), scenarios.users.clone())),
-            log: Some(log_path.clone()),
+            name,
+            port,
+            child: Some(child),
         };
-        if let Err(error) = server.settle(&log_path) {
-            return Ok(Err(format!("{error:#}")));
-        }
-        // One registration up front: a clear message when it fails.
-        if let Err(error) = server.register_uas(work) {
-            return Ok(Err(format!("registering the UAS failed: {error:#}")));
-        }
-        Ok(Ok(server))
+        server.settle(&log_path)?;
+        register(work, scenarios, port, name)
+            .with_context(|| format!("registering the UAS with {name}"))?;
+        Ok(server)
     }
 
     /// Gives the server a moment to bind; fails if it exited.
     fn settle(&mut self, log: &Path) -> Result<()> {
         thread::sleep(Duration::from_millis(1500));
-        if let Some(status) = self.child.try_wait()? {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        if let Some(status) = child.try_wait()? {
             let tail = fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(10).collect();
             bail!(
@@ -285,46 +456,147 @@ impl Server {
         Ok(())
     }
 
-    fn register_uas(&self, work: &Path) -> Result<()> {
-        let Some((scenario, users)) = &self.register else {
-            return Ok(());
-        };
-        let dir = fresh_dir(work, &format!("{}-register", self.name))?;
-        let mut args = base_args(scenario, self.port, UAS_PORT);
-        args.extend([
-            "-inf".into(),
-            users.display().to_string(),
-            "-m".into(),
-            "1".into(),
-        ]);
-        args.extend(["-timeout".into(), "10s".into(), "-timeout_error".into()]);
-        let outcome = sipp_run(&dir, &args)?;
-        if outcome.failed > 0 || outcome.successful != 1 {
-            bail!("register.xml: {outcome:?}; see {}", dir.display());
-        }
-        Ok(())
-    }
-
-    /// The server's process tree (Kamailio forks its workers).
+    /// utime+stime of the server's process tree (Kamailio forks workers).
     fn cpu_ticks(&self) -> u64 {
-        process_tree_ticks(self.child.id())
+        self.child
+            .as_ref()
+            .map_or(0, |child| process_tree_ticks(child.id()))
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        terminate(&mut self.child);
+        if let Some(child) = self.child.as_mut() {
+            terminate(child);
+        }
     }
 }
 
-fn terminate(child: &mut Child) {
+/// The bench directory (user `bench`, number 100, and the caller in the
+/// address book), loaded into `data`; with every shipped module installed
+/// and an instance of each for [`Flavour::Modules`].
+pub(crate) fn prepare_callhost_data(
+    root: &Path,
+    work: &Path,
+    binary: &Path,
+    data: &Path,
+    flavour: Flavour,
+) -> Result<()> {
+    fs::create_dir_all(data)?;
+    let callhost = |args: &[&str]| -> Result<()> {
+        let status = Command::new(binary)
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("`callhost {}` failed", args.join(" "));
+        }
+        Ok(())
+    };
+    let directory = work.join("bench-directory.toml");
+    fs::write(
+        &directory,
+        format!(
+            "# The benchmark's callee: SIPp's UAS registers as this user.\n\
+             home_country = \"DE\"\n\
+             [[users]]\nid = \"bench\"\nname = \"Bench Callee\"\n\
+             numbers = [\"{SERVICE}\"]\npassword = \"bench-secret\"\n\
+             [[contacts]]\nfirst_name = \"Max\"\nlast_name = \"Kunde\"\n\
+             numbers = [\"{CALLER}\"]\n"
+        ),
+    )?;
+    callhost(&["directory", "load", path_str(&directory)?])?;
+    if flavour == Flavour::Modules {
+        let packages = package(root, &PackageOptions::default())?;
+        let key = target_dir(root).join("modules/signing-key.pub");
+        callhost(&["trust", "add", path_str(&key)?])?;
+        for package in &packages {
+            callhost(&["module", "install", path_str(package)?])?;
+        }
+        let breakthrough = root.join("examples/demo-breakthrough.toml");
+        let redirect = root.join("examples/redirect-display.toml");
+        callhost(&[
+            "instance",
+            "create",
+            "breakthrough",
+            "bt",
+            "--config",
+            path_str(&breakthrough)?,
+        ])?;
+        callhost(&[
+            "instance",
+            "create",
+            "redirect-display",
+            "rd",
+            "--config",
+            path_str(&redirect)?,
+        ])?;
+        // No providers: the caller is named from the address book.
+        callhost(&["instance", "create", "reverse-lookup", "rl"])?;
+    }
+    Ok(())
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// Registers the UAS's address as user `bench` with the callhost at `port`.
+fn register(work: &Path, scenarios: &Scenarios, port: u16, name: &str) -> Result<()> {
+    let dir = fresh_dir(work, &format!("{name}-register"))?;
+    let mut args = vec![
+        "-sf".to_string(),
+        scenarios.register.display().to_string(),
+        format!("{LOOPBACK}:{port}"),
+        "-p".into(),
+        UAS_PORT.to_string(),
+        "-inf".into(),
+        scenarios.users.display().to_string(),
+        "-m".into(),
+        "1".into(),
+    ];
+    args.extend(common_args());
+    args.extend(["-timeout".into(), "10s".into(), "-timeout_error".into()]);
+    let outcome = sipp_run(&dir, &args)?;
+    if outcome.failed > 0 || outcome.successful != 1 {
+        bail!("register.xml: {outcome:?}; see {}", dir.display());
+    }
+    Ok(())
+}
+
+fn common_args() -> Vec<String> {
+    [
+        "-i",
+        LOOPBACK,
+        "-mi",
+        LOOPBACK,
+        "-nostdin",
+        "-trace_err",
+        "-trace_stat",
+        "-stf",
+        "stat.csv",
+        "-fd",
+        "1",
+        // A provisional response overtaken by the 200 (Kamailio's workers
+        // forward in parallel) is not a failed call.
+        "-default_behaviors",
+        "all,-abortunexp",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub(crate) fn terminate(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;
@@ -335,82 +607,157 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The SIPp UAS, killed when dropped.
-struct Uas(Child);
-
-impl Uas {
-    fn start(server: &Server, work: &Path, scenario: &Path, label: &str) -> Result<Uas> {
-        server.register_uas(work)?;
-        let dir = fresh_dir(work, &format!("{}-uas-{label}", server.name))?;
-        let mut args = vec!["-sf".to_string(), scenario.display().to_string()];
-        args.extend(["-i", LOOPBACK, "-mi", LOOPBACK, "-nostdin", "-trace_err"].map(String::from));
-        args.extend([
-            "-p".into(),
-            UAS_PORT.to_string(),
-            "-mp".into(),
-            UAS_MEDIA_PORT.to_string(),
-        ]);
-        let child = Command::new("sipp")
-            .current_dir(&dir)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(dir.join("screen.txt"))?)
-            .stderr(fs::File::create(dir.join("stderr.txt"))?)
-            .spawn()
-            .context("starting the SIPp UAS")?;
-        thread::sleep(Duration::from_millis(500));
-        Ok(Uas(child))
-    }
-}
-
-impl Drop for Uas {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(Debug, Default)]
+/// What SIPp's statistics say about a run.
+#[derive(Debug, Default, Clone)]
 struct Outcome {
     successful: u64,
     failed: u64,
+    retransmissions: u64,
+    timeouts: u64,
     exit_ok: bool,
 }
 
-/// The UAC's and registration's common arguments.
-fn base_args(scenario: &Path, server_port: u16, local_port: u16) -> Vec<String> {
+/// One step: a fixed rate for a while against one server.
+#[derive(Debug, Default)]
+struct Step {
+    calls: u64,
+    uac: Outcome,
+    uas: Outcome,
+    cpu_percent: f64,
+    latency: Option<Latency>,
+}
+
+impl Step {
+    /// Every call completed, nothing retransmitted, nothing timed out.
+    fn passed(&self) -> bool {
+        self.uac.exit_ok
+            && self.uac.successful == self.calls
+            && self.uac.failed == 0
+            && self.uas.successful == self.calls
+            && self.uac.retransmissions == 0
+            && self.uas.retransmissions == 0
+            && self.uac.timeouts == 0
+            && self.uas.timeouts == 0
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{}/{} ok, {} failed, {} retransmissions (uac {}, uas {}), {} timeouts, CPU {:.0} %{}",
+            self.uac.successful,
+            self.calls,
+            self.uac.failed,
+            self.uac.retransmissions + self.uas.retransmissions,
+            self.uac.retransmissions,
+            self.uas.retransmissions,
+            self.uac.timeouts + self.uas.timeouts,
+            self.cpu_percent,
+            if self.passed() { "" } else { "  <- fails" }
+        )
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Latency {
+    samples: usize,
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+/// One step: a fresh UAS, the UAC at `rate` for `seconds`, both SIPps'
+/// statistics, the server's CPU.
+fn run_step(
+    server: &Server,
+    work: &Path,
+    scenarios: &Scenarios,
+    rate: u32,
+    seconds: u32,
+    hold_ms: u32,
+    rtt: bool,
+) -> Result<Step> {
+    let label = format!(
+        "{}-{}-{rate}",
+        server.name,
+        if rtt { "latency" } else { "cps" }
+    );
+    let uas_dir = fresh_dir(work, &format!("{label}-uas"))?;
+    let mut uas_args = vec![
+        "-sf".to_string(),
+        scenarios.uas.display().to_string(),
+        "-p".into(),
+        UAS_PORT.to_string(),
+        "-mp".into(),
+        UAS_MEDIA_PORT.to_string(),
+    ];
+    uas_args.extend(common_args());
+    let mut uas = Command::new("sipp")
+        .current_dir(&uas_dir)
+        .args(&uas_args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(uas_dir.join("screen.txt"))?)
+        .stderr(fs::File::create(uas_dir.join("stderr.txt"))?)
+        .spawn()
+        .context("starting the SIPp UAS")?;
+    thread::sleep(Duration::from_millis(500));
+
+    let calls = u64::from(rate * seconds);
+    let dir = fresh_dir(work, &label)?;
     let mut args = vec![
         "-sf".to_string(),
-        scenario.display().to_string(),
-        format!("{LOOPBACK}:{server_port}"),
+        scenarios.uac.display().to_string(),
+        format!("{LOOPBACK}:{}", server.port),
         "-s".into(),
         SERVICE.into(),
         "-p".into(),
-        local_port.to_string(),
+        UAC_PORT.to_string(),
         "-mp".into(),
         UAC_MEDIA_PORT.to_string(),
+        "-r".into(),
+        rate.to_string(),
+        "-m".into(),
+        calls.to_string(),
+        "-l".into(),
+        (calls.min(u64::from(rate) * 10 + 1000)).to_string(),
+        "-d".into(),
+        hold_ms.to_string(),
+        "-timeout".into(),
+        format!("{}s", seconds + 60),
+        "-timeout_error".into(),
     ];
-    args.extend(
-        [
-            "-i",
-            LOOPBACK,
-            "-mi",
-            LOOPBACK,
-            "-nostdin",
-            "-trace_err",
-            "-trace_stat",
-            "-stf",
-            "stat.csv",
-            "-fd",
-            "1",
-            // A provisional response overtaken by the 200 (Kamailio's
-            // workers forward in parallel) is not a failed call.
-            "-default_behaviors",
-            "all,-abortunexp",
-        ]
-        .map(String::from),
-    );
-    args
+    args.extend(common_args());
+    if rtt {
+        args.extend(["-trace_rtt", "-rtt_freq", "1"].map(String::from));
+    }
+    let ticks_per_second = clock_ticks_per_second();
+    let start_ticks = server.cpu_ticks();
+    let started = Instant::now();
+    let uac = sipp_run(&dir, &args)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let used = server.cpu_ticks().saturating_sub(start_ticks) as f64 / ticks_per_second;
+    // The UAS's last statistics: its calls end 2 s after their BYE.
+    thread::sleep(Duration::from_millis(2500 + u64::from(hold_ms)));
+    let _ = uas.kill();
+    let _ = uas.wait();
+    let uas = read_stats(&uas_dir).unwrap_or_default();
+    let latency = if rtt {
+        let mut times = read_rtt(&dir)?;
+        times.sort_unstable();
+        Some(Latency {
+            samples: times.len(),
+            p50: percentile(&times, 50.0).unwrap_or(0),
+            p99: percentile(&times, 99.0).unwrap_or(0),
+            max: times.last().copied().unwrap_or(0),
+        })
+    } else {
+        None
+    };
+    Ok(Step {
+        calls,
+        uac,
+        uas,
+        cpu_percent: 100.0 * used / elapsed,
+        latency,
+    })
 }
 
 /// Runs SIPp to completion in `dir`; the outcome from its statistics file.
@@ -423,6 +770,13 @@ fn sipp_run(dir: &Path, args: &[String]) -> Result<Outcome> {
         .stderr(fs::File::create(dir.join("stderr.txt"))?)
         .status()
         .context("running sipp")?;
+    let mut outcome = read_stats(dir)?;
+    outcome.exit_ok = status.success();
+    Ok(outcome)
+}
+
+/// The last row of SIPp's `stat.csv` in `dir`.
+fn read_stats(dir: &Path) -> Result<Outcome> {
     let stat = fs::read_to_string(dir.join("stat.csv"))
         .with_context(|| format!("SIPp wrote no statistics in {}", dir.display()))?;
     let lines: Vec<&str> = stat
@@ -449,11 +803,15 @@ fn sipp_run(dir: &Path, args: &[String]) -> Result<Outcome> {
     Ok(Outcome {
         successful: column("SuccessfulCall(C)")?,
         failed: column("FailedCall(C)")?,
-        exit_ok: status.success(),
+        retransmissions: column("Retransmissions(C)")?,
+        timeouts: column("FailedTimeoutOnRecv(C)")?
+            + column("FailedTimeoutOnSend(C)")?
+            + column("FailedMaxUDPRetrans(C)")?,
+        exit_ok: true,
     })
 }
 
-fn fresh_dir(work: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn fresh_dir(work: &Path, name: &str) -> Result<PathBuf> {
     let dir = work.join(name);
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
@@ -462,171 +820,8 @@ fn fresh_dir(work: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-#[derive(Debug, Default)]
-struct Figures {
-    name: &'static str,
-    /// Highest stepped rate without failed calls; None if the lowest failed.
-    cps: Option<u32>,
-    /// The step that failed first, as "rate: failed/calls".
-    cps_limit: Option<String>,
-    p50_ms: Option<f64>,
-    p99_ms: Option<f64>,
-    latency_failed: u64,
-    concurrent_failed: u64,
-    cpu_percent: f64,
-    /// RTP through the relay in the concurrent run: (received, lost).
-    rtp: Option<(u64, u64)>,
-}
-
-fn measure(server: Server, work: &Path, scenarios: &Scenarios) -> Result<Figures> {
-    let name = server.name;
-    let mut figures = Figures {
-        name,
-        ..Default::default()
-    };
-    println!("== {name}: calls per second (steps {RATES:?}, {STEP_SECONDS} s each)");
-    {
-        let _uas = Uas::start(&server, work, &scenarios.uas_no_media, "cps")?;
-        for &rate in RATES {
-            let calls = rate * STEP_SECONDS;
-            let dir = fresh_dir(work, &format!("{name}-cps-{rate}"))?;
-            let mut args = base_args(&scenarios.uac_no_media, server.port, UAC_PORT);
-            args.extend(uac_load(rate, calls, 0, calls, STEP_SECONDS + 30));
-            let outcome = sipp_run(&dir, &args)?;
-            let ok = outcome.exit_ok && outcome.failed == 0 && outcome.successful == calls as u64;
-            println!(
-                "   {rate:>4}/s: {} ok, {} failed{}",
-                outcome.successful,
-                outcome.failed,
-                if ok { "" } else { "  <- limit" }
-            );
-            if !ok {
-                figures.cps_limit = Some(format!(
-                    "{rate}/s: {}/{calls} failed",
-                    calls as u64 - outcome.successful.min(calls as u64)
-                ));
-                break;
-            }
-            figures.cps = Some(rate);
-            // Let the UAS's closing calls drain.
-            thread::sleep(Duration::from_secs(2));
-        }
-    }
-
-    println!("== {name}: setup latency ({LATENCY_CALLS} calls at {LATENCY_RATE}/s)");
-    {
-        let _uas = Uas::start(&server, work, &scenarios.uas_no_media, "latency")?;
-        let dir = fresh_dir(work, &format!("{name}-latency"))?;
-        let mut args = base_args(&scenarios.uac_no_media, server.port, UAC_PORT);
-        args.extend(uac_load(
-            LATENCY_RATE,
-            LATENCY_CALLS,
-            0,
-            LATENCY_CALLS,
-            LATENCY_CALLS / LATENCY_RATE + 30,
-        ));
-        args.extend(["-trace_rtt", "-rtt_freq", "1"].map(String::from));
-        let outcome = sipp_run(&dir, &args)?;
-        figures.latency_failed = outcome.failed;
-        let mut times = read_rtt(&dir)?;
-        times.sort_by(f64::total_cmp);
-        figures.p50_ms = percentile(&times, 50.0);
-        figures.p99_ms = percentile(&times, 99.0);
-        println!(
-            "   {} samples, {} failed calls",
-            times.len(),
-            outcome.failed
-        );
-    }
-
-    println!(
-        "== {name}: {CONCURRENT} concurrent calls of {} s with RTP both ways",
-        CALL_MS / 1000
-    );
-    {
-        let _uas = Uas::start(&server, work, &scenarios.uas, "media")?;
-        let dir = fresh_dir(work, &format!("{name}-concurrent"))?;
-        let mut args = base_args(&scenarios.uac, server.port, UAC_PORT);
-        args.extend(uac_load(
-            CONCURRENT,
-            CONCURRENT,
-            CALL_MS,
-            CONCURRENT,
-            CALL_MS / 1000 + 30,
-        ));
-        let log_offset = server
-            .log
-            .as_ref()
-            .map(|log| fs::metadata(log).map(|m| m.len()).unwrap_or(0));
-        let ticks_per_second = clock_ticks_per_second();
-        let start_ticks = server.cpu_ticks();
-        let started = Instant::now();
-        let outcome = sipp_run(&dir, &args)?;
-        let elapsed = started.elapsed().as_secs_f64();
-        let used = server.cpu_ticks().saturating_sub(start_ticks) as f64 / ticks_per_second;
-        figures.concurrent_failed = outcome.failed
-            + (CONCURRENT as u64).saturating_sub(outcome.successful + outcome.failed);
-        figures.cpu_percent = 100.0 * used / elapsed;
-        if let (Some(log), Some(offset)) = (&server.log, log_offset) {
-            // The calls' "call ended" lines carry the relay's counters.
-            thread::sleep(Duration::from_secs(1));
-            let text = fs::read(log)?;
-            let text = String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]);
-            figures.rtp = Some(relay_counters(&text));
-        }
-        println!(
-            "   {} ok, {} failed, {:.2} s CPU over {:.1} s",
-            outcome.successful, outcome.failed, used, elapsed
-        );
-    }
-    drop(server);
-    Ok(figures)
-}
-
-/// Sums `packets_in` and `packets_lost` over every leg of every "call
-/// ended" line in callhost's log.
-fn relay_counters(log: &str) -> (u64, u64) {
-    let field = |leg: &str, name: &str| -> u64 {
-        leg.find(&format!("{name}: "))
-            .and_then(|at| {
-                leg[at + name.len() + 2..]
-                    .split(|c: char| !c.is_ascii_digit() && c != '-')
-                    .next()?
-                    .parse::<i64>()
-                    .ok()
-            })
-            .map_or(0, |value| value.max(0) as u64)
-    };
-    log.lines()
-        .filter(|line| line.contains("call ended"))
-        .flat_map(|line| line.split("LegStats {").skip(1))
-        .fold((0, 0), |(received, lost), leg| {
-            (
-                received + field(leg, "packets_in"),
-                lost + field(leg, "packets_lost"),
-            )
-        })
-}
-
-/// Rate, call count, call duration (ms), concurrency limit, global timeout (s).
-fn uac_load(rate: u32, calls: u32, duration_ms: u32, limit: u32, timeout_s: u32) -> Vec<String> {
-    vec![
-        "-r".into(),
-        rate.to_string(),
-        "-m".into(),
-        calls.to_string(),
-        "-l".into(),
-        limit.to_string(),
-        "-d".into(),
-        duration_ms.to_string(),
-        "-timeout".into(),
-        format!("{timeout_s}s"),
-        "-timeout_error".into(),
-    ]
-}
-
 /// Response times (ms) of `-trace_rtt`'s `<scenario>_<pid>_rtt.csv`.
-fn read_rtt(dir: &Path) -> Result<Vec<f64>> {
+fn read_rtt(dir: &Path) -> Result<Vec<u64>> {
     let mut times = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
@@ -637,7 +832,7 @@ fn read_rtt(dir: &Path) -> Result<Vec<f64>> {
             let fields: Vec<&str> = line.split(';').collect();
             if fields.get(2).map(|f| f.trim()) == Some("setup") {
                 if let Some(ms) = fields.get(1).and_then(|f| f.trim().parse::<f64>().ok()) {
-                    times.push(ms);
+                    times.push(ms.round() as u64);
                 }
             }
         }
@@ -646,7 +841,7 @@ fn read_rtt(dir: &Path) -> Result<Vec<f64>> {
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -654,7 +849,7 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -665,7 +860,7 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// utime+stime (clock ticks) of `root` and all its descendants.
-fn process_tree_ticks(root: u32) -> u64 {
+pub(crate) fn process_tree_ticks(root: u32) -> u64 {
     let mut parent_of: HashMap<u32, u32> = HashMap::new();
     let mut ticks: HashMap<u32, u64> = HashMap::new();
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -710,112 +905,66 @@ fn process_tree_ticks(root: u32) -> u64 {
     total
 }
 
-fn print_table(columns: &[Figures]) {
-    let fmt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-    let rows: Vec<(String, Vec<String>, Vec<Option<f64>>)> = vec![
-        (
-            format!(
-                "calls/s, 0 failed (steps {}..{})",
-                RATES[0],
-                RATES[RATES.len() - 1]
-            ),
-            columns
-                .iter()
-                .map(|c| match (c.cps, RATES.last()) {
-                    (Some(cps), Some(&max)) if cps == max && c.cps_limit.is_none() => {
-                        format!(">={cps}")
-                    }
-                    (Some(cps), _) => cps.to_string(),
-                    (None, _) => format!("<{}", RATES[0]),
-                })
-                .collect(),
-            columns.iter().map(|c| c.cps.map(f64::from)).collect(),
-        ),
-        (
-            format!("setup p50 ms ({LATENCY_RATE}/s)"),
-            columns.iter().map(|c| fmt_ms(c.p50_ms)).collect(),
-            columns.iter().map(|c| c.p50_ms).collect(),
-        ),
-        (
-            format!("setup p99 ms ({LATENCY_RATE}/s)"),
-            columns.iter().map(|c| fmt_ms(c.p99_ms)).collect(),
-            columns.iter().map(|c| c.p99_ms).collect(),
-        ),
-        (
-            "  failed calls in latency run".into(),
-            columns
-                .iter()
-                .map(|c| c.latency_failed.to_string())
-                .collect(),
-            columns.iter().map(|_| None).collect(),
-        ),
-        (
-            format!("{CONCURRENT} calls + RTP: failed"),
-            columns
-                .iter()
-                .map(|c| c.concurrent_failed.to_string())
-                .collect(),
-            columns.iter().map(|_| None).collect(),
-        ),
-        (
-            format!("{CONCURRENT} calls + RTP: CPU % of 1 core"),
-            columns
-                .iter()
-                .map(|c| format!("{:.1}", c.cpu_percent))
-                .collect(),
-            columns.iter().map(|c| Some(c.cpu_percent)).collect(),
-        ),
-        (
-            "RTP loss through the relay".into(),
-            columns
-                .iter()
-                .map(|c| match c.rtp {
-                    Some((received, lost)) => format!(
-                        "{:.2}% of {}",
-                        100.0 * lost as f64 / (received + lost).max(1) as f64,
-                        received + lost
-                    ),
-                    None => "n/a".to_string(),
-                })
-                .collect(),
-            columns.iter().map(|_| None).collect(),
-        ),
-    ];
-    println!();
-    print!("{:<38}", "");
-    for column in columns {
-        print!("{:>12}", column.name);
+#[derive(Debug, Default)]
+struct Figures {
+    name: &'static str,
+    /// Highest passing rate; None if the lowest failed.
+    cps: Option<u32>,
+    /// CPU at that rate.
+    cps_cpu: Option<f64>,
+    /// The first failing step.
+    cps_limit: Option<String>,
+    /// (rate, latency, whether the step passed).
+    latency: Vec<(u32, Latency, bool)>,
+}
+
+fn print_table(figures: &[Figures]) {
+    println!("\n| server | calls/s (every call, 0 retransmissions) | CPU at that rate | first failing step |");
+    println!("|---|---|---|---|");
+    for f in figures {
+        println!(
+            "| {} | {} | {} | {} |",
+            f.name,
+            f.cps
+                .map_or("below the first step".to_string(), |c| c.to_string()),
+            f.cps_cpu.map_or("-".to_string(), |c| format!("{c:.0} %")),
+            f.cps_limit
+                .as_deref()
+                .unwrap_or("none (highest step passed)")
+        );
     }
-    let ratio = columns.len() == 2;
-    if ratio {
-        print!("{:>10}", "ratio");
-    }
-    println!();
-    for (label, values, numbers) in rows {
-        print!("{label:<38}");
-        for value in &values {
-            print!("{value:>12}");
+    let direct = figures.iter().find(|f| f.name == "direct");
+    println!("\n| server | rate | INVITE→200 p50 / p99 / max (ms) | p99 added over direct |");
+    println!("|---|---|---|---|");
+    for f in figures {
+        for (rate, latency, passed) in &f.latency {
+            let added = direct
+                .and_then(|d| d.latency.iter().find(|(r, ..)| r == rate))
+                .map_or("-".to_string(), |(_, d, _)| {
+                    format!("{} ms", latency.p99 as i64 - d.p99 as i64)
+                });
+            println!(
+                "| {} | {rate}/s{} | {} / {} / {} | {added} |",
+                f.name,
+                if *passed { "" } else { " (step failed)" },
+                latency.p50,
+                latency.p99,
+                latency.max
+            );
         }
-        if ratio {
-            match (numbers[0], numbers[1]) {
-                (Some(a), Some(b)) if b > 0.0 => print!("{:>10}", format!("{:.2}x", a / b)),
-                _ => print!("{:>10}", "-"),
+    }
+    let cps = |name: &str| figures.iter().find(|f| f.name == name).and_then(|f| f.cps);
+    if let Some(kamailio) = cps("kamailio") {
+        for name in ["callhost", "callhost+modules"] {
+            if let Some(ours) = cps(name) {
+                println!(
+                    "ratio {name} / kamailio calls/s: {:.2} ({ours} / {kamailio})",
+                    f64::from(ours) / f64::from(kamailio)
+                );
             }
         }
-        println!();
-    }
-    if ratio {
-        println!("(ratio: {} / {})", columns[0].name, columns[1].name);
-    }
-    for column in columns {
-        if let Some(limit) = &column.cps_limit {
-            println!("{}: first failing step {limit}", column.name);
-        }
     }
     println!(
-        "RTP loss: the relay's own counters (RFC 3550 loss per leg, summed over the calls' \"call ended\" lines); SIPp's play_pcap_audio reports nothing received, so Kamailio's direct RTP has no figure."
-    );
-    println!(
-        "Kamailio relays signalling only (RTP goes SIPp to SIPp); callhost anchors the RTP, so its CPU row includes the media relay."
+        "Kamailio relays signalling only; callhost is a B2BUA (two dialogs per call, and it anchors RTP, none in these steps)."
     );
 }

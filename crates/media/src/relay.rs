@@ -234,6 +234,9 @@ impl RelayConfig {
 pub struct MediaRelay {
     config: Arc<RelayConfig>,
     pool: Arc<PortPool>,
+    /// Where relay tasks run: a runtime of their own (`on_runtime`), so
+    /// nothing that can stall shares their scheduler; else the caller's.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The even ports of the range and what each is doing.
@@ -377,7 +380,15 @@ impl MediaRelay {
         MediaRelay {
             config: Arc::new(config),
             pool,
+            runtime: None,
         }
+    }
+
+    /// Runs every call's relay task (and registers its sockets) on
+    /// `runtime` instead of the allocating task's.
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// The relay's address, to write into SDP.
@@ -392,11 +403,15 @@ impl MediaRelay {
 
     /// Binds a socket pair for one call and starts its relay task.
     ///
-    /// Must be called within a tokio runtime. Ports are picked at random;
+    /// Must be called within a tokio runtime unless the relay has one of its
+    /// own ([`MediaRelay::on_runtime`]). Ports are picked at random;
     /// ports that this relay uses or freed only recently, and ports another
     /// process has bound, are skipped.
     pub fn allocate(&self) -> Result<CallMedia, MediaError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+        let runtime = match &self.runtime {
+            Some(runtime) => runtime.clone(),
+            None => tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?,
+        };
         let (caller, caller_slot) = self.bind_next()?;
         let (callee, callee_slot) = match self.bind_next() {
             Ok(bound) => bound,

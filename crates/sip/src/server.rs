@@ -200,6 +200,19 @@ pub struct SipServer {
     live: Arc<LiveCalls>,
     local: SocketAddr,
     transport_cancel: CancellationToken,
+    media_runtime: MediaRuntime,
+}
+
+/// The relay's runtime, shut down without waiting when the server goes
+/// (dropping a runtime inside another one's task would panic).
+struct MediaRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for MediaRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl SipServer {
@@ -212,10 +225,19 @@ impl SipServer {
             LatchingMode::Strict => callhost_media::Latching::Strict,
             LatchingMode::Follow => callhost_media::Latching::Follow,
         };
+        // RTP never waits behind SIP transactions, hooks or anything else
+        // on the server's runtime: the relay has a runtime of its own.
+        let media_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("callhost-media")
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Media(format!("cannot start the media runtime: {e}")))?;
         let relay = MediaRelay::new(RelayConfig {
             latching,
             ..RelayConfig::new(media.address, ports)
-        });
+        })
+        .on_runtime(media_runtime.handle().clone());
         let address_policy = if media.allow_local_addresses {
             AddressPolicy::AllowLocal
         } else {
@@ -277,6 +299,7 @@ impl SipServer {
             live: Arc::new(LiveCalls::new(registrar)),
             local,
             transport_cancel,
+            media_runtime: MediaRuntime(Some(media_runtime)),
         })
     }
 
@@ -362,6 +385,7 @@ impl SipServer {
         }
         self.transport_cancel.cancel();
         endpoint_task.abort();
+        drop(self.media_runtime);
         Ok(())
     }
 }
