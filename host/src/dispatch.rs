@@ -420,20 +420,21 @@ fn start_inline_watchdog(
 
 /// Runs one instance's setup hook under the deadline.
 async fn run_hook(
-    live: Arc<LiveInstance>,
-    setup: CallSetup,
+    live: &Arc<LiveInstance>,
+    setup: &CallSetup,
+    started: Instant,
     deadline: Instant,
 ) -> Result<Decision, HookError> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    let remaining = deadline.saturating_duration_since(started);
     if remaining.is_zero() {
         return Err(HookError::NoTime);
     }
-    let work = async move {
-        let future = if live.begin_inline() {
+    let work = async {
+        let future = if live.begin_inline(started) {
             // Declared quick: no thread hop. The SDK turns a panic in the
             // module into an error; this guards against one that does not.
             let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                live.instance.call_setup(&setup)
+                live.instance.call_setup(setup)
             }));
             let took = live.inline_done();
             if took > QUICK_LIMIT {
@@ -449,6 +450,7 @@ async fn run_hook(
         } else {
             // Off the engine's threads: a module that blocks there holds
             // only that thread.
+            let (live, setup) = (live.clone(), setup.clone());
             tokio::task::spawn_blocking(move || live.instance.call_setup(&setup))
                 .await
                 .map_err(|_| HookError::Failed("the hook's thread failed".into()))?
@@ -468,7 +470,7 @@ async fn run_hook(
             RResult::RErr(error) => Err(HookError::Failed(error.message.into_string())),
         }
     };
-    match tokio::time::timeout(remaining, work).await {
+    match tokio::time::timeout_at(deadline.into(), work).await {
         Ok(result) => result,
         Err(_) => Err(HookError::Deadline(remaining.as_millis() as u64)),
     }
@@ -496,25 +498,25 @@ impl Hooks for Dispatcher {
                 engine.config().setup_budget
             });
         Box::pin(async move {
-            let mut prior = setup.prior.clone();
+            // One setup for every instance; each sees the decisions of the
+            // ones before it in `prior`.
+            let mut hop = setup;
             let mut made = Vec::new();
             let deciding: Vec<&Arc<LiveInstance>> = instances
                 .iter()
                 .filter(|live| live.hooks.contains(HookSet::CALL_SETUP) && !live.is_faulted())
                 .collect();
             for (index, live) in deciding.iter().enumerate() {
-                let mut hop = setup.clone();
-                hop.prior = prior.clone();
                 // Keep a slice for every instance after this one, so one that
                 // hangs cannot silence the others.
                 // The reserve never takes more than half of what is left.
                 let after = (deciding.len() - index - 1) as u32;
-                let left = deadline.saturating_duration_since(Instant::now());
+                let started = Instant::now();
+                let left = deadline.saturating_duration_since(started);
                 let reserve = (self.hook_reserve * after).min(left / 2);
                 let own_deadline = deadline.checked_sub(reserve).unwrap_or(deadline);
-                let started = Instant::now();
                 let allotted = own_deadline.saturating_duration_since(started);
-                let result = run_hook((*live).clone(), hop, own_deadline).await;
+                let result = run_hook(live, &hop, started, own_deadline).await;
                 let elapsed = started.elapsed();
                 let (decision, error) = match result {
                     Ok(decision) => (decision, None),
@@ -527,7 +529,7 @@ impl Hooks for Dispatcher {
                     Err(HookError::Deadline(ms)) if allotted >= budget / 2 => {
                         let reason = format!(
                             "missed the call-setup deadline (it had {ms} ms) on call {}",
-                            setup.call_id
+                            hop.call_id
                         );
                         self.fault(live.as_ref(), reason.clone());
                         (Decision::default(), Some(reason))
@@ -537,7 +539,7 @@ impl Hooks for Dispatcher {
                         Some(format!("late: only {ms} ms of the budget were left for it")),
                     ),
                     Err(HookError::Panicked(message)) => {
-                        let reason = format!("call setup {message} (call {})", setup.call_id);
+                        let reason = format!("call setup {message} (call {})", hop.call_id);
                         self.fault(live.as_ref(), reason.clone());
                         (Decision::default(), Some(reason))
                     }
@@ -550,11 +552,9 @@ impl Hooks for Dispatcher {
                         (Decision::default(), Some(message))
                     }
                 };
-                prior.merge(&decision);
+                hop.prior.merge(&decision);
                 made.push(HookDecision {
-                    instance: live.name.clone(),
-                    module: live.module_id.clone(),
-                    version: live.version.clone(),
+                    source: live.source.clone(),
                     decision,
                     error,
                     elapsed,

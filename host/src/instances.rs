@@ -149,6 +149,8 @@ pub struct LiveInstance {
     pub name: String,
     pub module_id: String,
     pub version: String,
+    /// The three above, as decisions report them.
+    pub source: Arc<callhost_pbx::engine::DecisionSource>,
     pub hooks: Hooks,
     pub log: Arc<InstanceLog>,
     pub faulted: AtomicBool,
@@ -186,13 +188,13 @@ impl LiveInstance {
 
     /// Whether `call_setup` may run inline now: the instance is quick and
     /// no other inline call of it is in progress. On `true` the caller must
-    /// call [`LiveInstance::inline_done`].
-    pub fn begin_inline(&self) -> bool {
+    /// call [`LiveInstance::inline_done`]. `now`: when the hook starts.
+    pub fn begin_inline(&self, now: std::time::Instant) -> bool {
         use std::sync::atomic::Ordering;
         if !self.quick.load(Ordering::Relaxed) {
             return false;
         }
-        let now = (INLINE_EPOCH.elapsed().as_nanos() as u64).max(1);
+        let now = (now.saturating_duration_since(*INLINE_EPOCH).as_nanos() as u64).max(1);
         self.inline_since
             .compare_exchange(0, now, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
@@ -372,11 +374,18 @@ pub fn live_instance(
         .into());
     }
     let manifest = &library.library.manifest;
+    // The time base of inline hooks starts before any of its hooks do.
+    std::sync::LazyLock::force(&INLINE_EPOCH);
     Ok(LiveInstance {
         instance,
         name: row.name.clone(),
         module_id: row.module_id.clone(),
         version: manifest.version.to_string(),
+        source: Arc::new(callhost_pbx::engine::DecisionSource {
+            instance: row.name.clone(),
+            module: row.module_id.clone(),
+            version: manifest.version.to_string(),
+        }),
         hooks: manifest.hooks,
         log,
         faulted: AtomicBool::new(false),

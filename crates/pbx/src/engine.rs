@@ -69,12 +69,19 @@ pub struct CallRequest {
     pub external_caller: bool,
 }
 
-/// What one instance decided at one hop.
-#[derive(Debug, Clone)]
-pub struct HookDecision {
+/// Who made a decision: the instance, its module and the module's version
+/// (shared, so that reporting a decision copies no text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionSource {
     pub instance: String,
     pub module: String,
     pub version: String,
+}
+
+/// What one instance decided at one hop.
+#[derive(Debug, Clone)]
+pub struct HookDecision {
+    pub source: Arc<DecisionSource>,
     pub decision: Decision,
     /// Set when the hook failed, panicked or missed the deadline.
     pub error: Option<String>,
@@ -157,13 +164,12 @@ pub struct ForwardTaken {
 /// A decision as reported, with the hop it was made for.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportedDecision {
-    pub instance: String,
-    pub module: String,
-    pub version: String,
+    #[serde(flatten)]
+    pub source: Arc<DecisionSource>,
     /// The callee of the hop (user or group id, or number).
-    pub hop: String,
+    pub hop: Arc<str>,
     /// `+`-joined effects, `none` when the instance had no opinion.
-    pub decision: String,
+    pub decision: std::borrow::Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,19 +268,19 @@ fn note_media_requests(outcome: &mut CallOutcome, made: &HookDecision) {
         match outcome
             .taps
             .iter_mut()
-            .find(|t| t.instance == made.instance)
+            .find(|t| t.instance == made.source.instance)
         {
             Some(tap) if tap.legs != made.decision.tap => tap.legs = TapRequest::Both,
             Some(_) => {}
             None => outcome.taps.push(MediaTap {
-                instance: made.instance.clone(),
+                instance: made.source.instance.clone(),
                 legs: made.decision.tap,
             }),
         }
     }
     if let (ROption::RSome(asset), None) = (&made.decision.prompt, &outcome.prompt) {
         outcome.prompt = Some(MediaPrompt {
-            instance: made.instance.clone(),
+            instance: made.source.instance.clone(),
             asset: asset.to_string(),
         });
     }
@@ -586,24 +592,23 @@ impl Engine {
         call.outcome.hook_micros += hook_started.elapsed().as_micros() as u64;
 
         let mut hop = call.carried.clone();
-        for made in &decisions {
+        let hop_label: Arc<str> = target
+            .id
+            .as_ref()
+            .map(RString::as_str)
+            .unwrap_or(&target.number)
+            .into();
+        for made in decisions {
             hop.merge(&made.decision);
-            note_media_requests(&mut call.outcome, made);
+            note_media_requests(&mut call.outcome, &made);
             let effects = made.decision.effects();
             call.outcome.decisions.push(ReportedDecision {
-                instance: made.instance.clone(),
-                module: made.module.clone(),
-                version: made.version.clone(),
-                hop: target
-                    .id
-                    .as_ref()
-                    .map(RString::as_str)
-                    .unwrap_or(&target.number)
-                    .into(),
-                decision: if effects.is_empty() {
-                    "none".into()
-                } else {
-                    effects.join("+")
+                source: made.source,
+                hop: hop_label.clone(),
+                decision: match effects.as_slice() {
+                    [] => "none".into(),
+                    [one] => (*one).into(),
+                    more => more.join("+").into(),
                 },
                 reason: made
                     .decision
@@ -611,7 +616,7 @@ impl Engine {
                     .as_ref()
                     .map(RString::to_string)
                     .into_option(),
-                error: made.error.clone(),
+                error: made.error,
             });
         }
         call.last_hop = hop.clone();

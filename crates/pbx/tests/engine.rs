@@ -11,7 +11,8 @@ use abi_stable::std_types::ROption;
 use callhost_pbx::{
     directory::{Directory, DirectoryIndex},
     engine::{
-        CallOutcome, CallRequest, Engine, EngineConfig, HookDecision, Hooks, NoHooks, Outcome, Via,
+        CallOutcome, CallRequest, DecisionSource, Engine, EngineConfig, HookDecision, Hooks,
+        NoHooks, Outcome, Via,
     },
 };
 use callhost_plugin_abi::{
@@ -84,9 +85,11 @@ impl Hooks for Scripted {
         self.seen.lock().unwrap().push(setup);
         Box::pin(async move {
             vec![HookDecision {
-                instance: "scripted".into(),
-                module: "test".into(),
-                version: "0".into(),
+                source: Arc::new(DecisionSource {
+                    instance: "scripted".into(),
+                    module: "test".into(),
+                    version: "0".into(),
+                }),
                 decision,
                 error: None,
                 elapsed: Default::default(),

@@ -73,6 +73,7 @@ pub fn new_instance<M: Module>(context: InstanceContext) -> RResult<InstanceBox,
                 host: context.host,
             },
             dispatch,
+            id: NEXT_INSTANCE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             current: RwLock::new(None),
         };
         Instance_TO::from_value(hosted, TD_Opaque)
@@ -89,7 +90,22 @@ struct Configured<M> {
 struct Hosted<M: Module> {
     context: Context,
     dispatch: tracing::Dispatch,
+    /// Tells this instance's logger apart on a thread (see `enter`).
+    id: u64,
     current: RwLock<Option<Configured<M>>>,
+}
+
+static NEXT_INSTANCE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// The instance logger this thread last entered with, left in place:
+    /// the host calls the same instance again and again from the same
+    /// threads, and keeping it costs a comparison where setting and
+    /// resetting it each time was the dearest part of a quick hook. Only
+    /// this module's own code logs through this library's `tracing`, and
+    /// every entry point sets its instance first.
+    static ENTERED: std::cell::RefCell<Option<(u64, tracing::dispatcher::DefaultGuard)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl<M: Module> Hosted<M> {
@@ -106,7 +122,15 @@ impl<M: Module> Hosted<M> {
 
     /// Runs a synchronous entry point with the instance's logger, under the guard.
     fn enter<T>(&self, work: impl FnOnce() -> T) -> Result<T, String> {
-        tracing::dispatcher::with_default(&self.dispatch, || guard(work))
+        let _ = ENTERED.try_with(|entered| {
+            let mut entered = entered.borrow_mut();
+            if entered.as_ref().map(|(id, _)| *id) != Some(self.id) {
+                // The previous guard goes first: guards restore in order.
+                *entered = None;
+                *entered = Some((self.id, tracing::dispatcher::set_default(&self.dispatch)));
+            }
+        });
+        guard(work)
     }
 
     fn lifecycle(&self, step: impl FnOnce(&M)) -> RResult<(), ModuleError> {

@@ -53,7 +53,13 @@ pub struct ReverseLookup {
     plan: NumberPlan,
     /// Built once per configuration; calls share it.
     view: Arc<View>,
+    /// Callers' numbers as normalised lately: parsing a number is the
+    /// dearest part of a call's lookup, and callers call again.
+    normalized: std::sync::Mutex<HashMap<String, ExternalNumber>>,
 }
+
+/// Numbers kept normalised at most (then the memo starts afresh).
+const NORMALIZED_MEMO: usize = 10_000;
 
 fn template(field: &str, text: &str, names: &[&str]) -> Result<Template, ConfigError> {
     Template::parse(text, names).map_err(|e| config_error(field, e))
@@ -150,6 +156,7 @@ impl Module for ReverseLookup {
         });
         Ok(ReverseLookup {
             view,
+            normalized: std::sync::Mutex::default(),
             resolver: Arc::new(Resolver::new(
                 settings,
                 providers,
@@ -351,7 +358,16 @@ impl ReverseLookup {
             .map(|n| n.as_str())
             .into_option()
             .unwrap_or(party.number.as_str());
-        self.plan.normalize(raw).ok()
+        let mut memo = self.normalized.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(number) = memo.get(raw) {
+            return Some(number.clone());
+        }
+        let number = self.plan.normalize(raw).ok()?;
+        if memo.len() >= NORMALIZED_MEMO {
+            memo.clear();
+        }
+        memo.insert(raw.to_string(), number.clone());
+        Some(number)
     }
 }
 

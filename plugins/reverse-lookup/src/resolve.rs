@@ -141,7 +141,20 @@ pub struct Resolver {
     refreshing: Mutex<HashSet<(String, String)>>,
     /// Wakes `live` watchers when a lookup is written to the history.
     pub written: Arc<Notify>,
+    /// Calls' history records waiting for the writer: one task writes all
+    /// that piled up in one transaction (not a task and a commit each).
+    history_queue: Mutex<Vec<Record>>,
+    history_flush_pending: std::sync::atomic::AtomicBool,
+    /// When the history and the cache were last pruned.
+    last_prune: Mutex<Option<Instant>>,
 }
+
+/// The history and the cache are pruned at most this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How long a call's history record may wait for others to be written
+/// with it.
+const HISTORY_BATCH_DELAY: Duration = Duration::from_millis(20);
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
@@ -163,6 +176,9 @@ impl Resolver {
             recent: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashSet::new()),
             written,
+            history_queue: Mutex::new(Vec::new()),
+            history_flush_pending: std::sync::atomic::AtomicBool::new(false),
+            last_prune: Mutex::new(None),
         }
     }
 
@@ -375,14 +391,17 @@ impl Resolver {
                 .map(|name| name.into_string()),
         }
         .filter(|name| !name.trim().is_empty());
-        let hit = name.is_some();
-        lookup.steps.push(Step {
-            step: "address book",
-            provider: None,
-            result: if hit { "hit" } else { "miss" }.into(),
-            ms: ms(started.elapsed()),
-            notes: name.iter().map(|n| format!("contact {n:?}")).collect(),
-        });
+        // Only the `test` action shows this step (the history leaves it out).
+        if origin != Origin::Call {
+            let hit = name.is_some();
+            lookup.steps.push(Step {
+                step: "address book",
+                provider: None,
+                result: if hit { "hit" } else { "miss" }.into(),
+                ms: ms(started.elapsed()),
+                notes: name.iter().map(|n| format!("contact {n:?}")).collect(),
+            });
+        }
         Some(Found {
             display: Some(name?),
             ..Found::default()
@@ -652,26 +671,73 @@ impl Resolver {
                 .collect::<Vec<_>>()),
         };
         if origin == Origin::Call {
-            let resolver = self.clone();
-            self.ctx.spawn(async move {
-                let _ = tokio::task::spawn_blocking(move || resolver.write_history(&record)).await;
-            });
+            self.queue_history(record);
         } else {
             lookup.id = self.write_history(&record);
         }
         lookup
     }
 
+    /// Queues a call's record; a flush is scheduled unless one is pending.
+    fn queue_history(self: &Arc<Self>, record: Record) {
+        use std::sync::atomic::Ordering;
+        self.history_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+        if self.history_flush_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let resolver = self.clone();
+        self.ctx.spawn(async move {
+            // A moment for more lookups to join the batch.
+            tokio::time::sleep(HISTORY_BATCH_DELAY).await;
+            let _ = tokio::task::spawn_blocking(move || loop {
+                // Cleared before the drain: a record queued after it
+                // schedules the next flush.
+                resolver
+                    .history_flush_pending
+                    .store(false, Ordering::Release);
+                let batch = std::mem::take(
+                    &mut *resolver
+                        .history_queue
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
+                if batch.is_empty() {
+                    break;
+                }
+                resolver.write_history_batch(&batch);
+            })
+            .await;
+        });
+    }
+
     fn write_history(&self, record: &Record) -> Option<i64> {
-        let id = match self.store.history_add(record) {
+        self.write_history_batch(std::slice::from_ref(record))
+    }
+
+    fn write_history_batch(&self, records: &[Record]) -> Option<i64> {
+        // The id of the last record written.
+        let id = match self.store.history_add_all(records) {
             Ok(id) => Some(id),
             Err(e) => {
                 tracing::warn!("history write failed: {e}");
                 None
             }
         };
-        // Pruning every hundredth entry keeps the cost off most lookups.
-        if id.is_some_and(|id| id % 100 == 0) {
+        // Pruning once in a while (every 100 entries, at most once a
+        // minute) keeps the cost off most lookups, however many there are.
+        let crossed_hundred = |last: i64| last / 100 != (last - records.len() as i64) / 100;
+        let due = {
+            let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+            if due && id.is_some_and(crossed_hundred) {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due && id.is_some_and(crossed_hundred) {
             let _ = self
                 .store
                 .prune_history(self.settings.history_keep, self.settings.history_max);

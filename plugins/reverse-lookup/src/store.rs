@@ -285,22 +285,18 @@ impl LookupStore {
     /// Adds a lookup to the history; returns its id.
     pub fn history_add(&self, record: &Record) -> Result<i64, StoreError> {
         let conn = self.conn();
-        conn.prepare_cached(
-            "INSERT INTO history (at, at_unix, origin, number, source, provider, name, spam_score, elapsed_ms, attempts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            record.at,
-            unix_now(),
-            record.origin,
-            record.number,
-            record.source,
-            record.provider,
-            record.name,
-            record.spam_score,
-            record.elapsed_ms,
-            record.attempts.to_string(),
-        ])?;
+        insert_history(&conn, record)?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Adds `records` in one transaction; returns the last id.
+    pub fn history_add_all(&self, records: &[Record]) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        for record in records {
+            insert_history(&tx, record)?;
+        }
+        tx.commit()?;
         Ok(conn.last_insert_rowid())
     }
 
@@ -509,4 +505,24 @@ mod tests {
         store.prune_history(Duration::from_secs(3600), 3).unwrap();
         assert_eq!(store.history(None, 10).unwrap().len(), 3);
     }
+}
+
+fn insert_history(conn: &Connection, record: &Record) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO history (at, at_unix, origin, number, source, provider, name, spam_score, elapsed_ms, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        record.at,
+        unix_now(),
+        record.origin,
+        record.number,
+        record.source,
+        record.provider,
+        record.name,
+        record.spam_score,
+        record.elapsed_ms,
+        record.attempts.to_string(),
+    ])?;
+    Ok(())
 }
