@@ -425,6 +425,26 @@ fn cache_secret(path: &Path) -> Result<Vec<u8>, StoreError> {
     }
 }
 
+fn insert_history(conn: &Connection, record: &Record) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO history (at, at_unix, origin, number, source, provider, name, spam_score, elapsed_ms, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        record.at,
+        unix_now(),
+        record.origin,
+        record.number,
+        record.source,
+        record.provider,
+        record.name,
+        record.spam_score,
+        record.elapsed_ms,
+        record.attempts.to_string(),
+    ])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,24 +525,4 @@ mod tests {
         store.prune_history(Duration::from_secs(3600), 3).unwrap();
         assert_eq!(store.history(None, 10).unwrap().len(), 3);
     }
-}
-
-fn insert_history(conn: &Connection, record: &Record) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO history (at, at_unix, origin, number, source, provider, name, spam_score, elapsed_ms, attempts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        record.at,
-        unix_now(),
-        record.origin,
-        record.number,
-        record.source,
-        record.provider,
-        record.name,
-        record.spam_score,
-        record.elapsed_ms,
-        record.attempts.to_string(),
-    ])?;
-    Ok(())
 }
