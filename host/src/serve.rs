@@ -41,8 +41,10 @@ struct ChangeWatcher {
     engine: EngineSlot,
     dispatcher: Arc<Dispatcher>,
     presence: Arc<dyn Presence>,
-    /// SQLite's `data_version` when the engine and instances were loaded.
+    /// SQLite's `data_version` at the last look.
     seen: i64,
+    /// The directory generation the engine was built on.
+    directory: i64,
 }
 
 impl ChangeWatcher {
@@ -64,8 +66,19 @@ impl ChangeWatcher {
             return;
         }
         self.seen = version;
+        // Cheap when no instance changed (the host's generation).
         if let Err(error) = self.dispatcher.refresh(&host.data, &host.db, &host.loader) {
             tracing::error!("reloading instances: {error:#}");
+        }
+        // Most commits are the call lists' writer: the directory is built
+        // again only when it changed.
+        match host.db.store.directory_generation() {
+            Ok(directory) if directory == self.directory => return,
+            Ok(directory) => self.directory = directory,
+            Err(error) => {
+                tracing::error!("reading the directory generation: {error}");
+                return;
+            }
         }
         match host.stored_directory() {
             Ok(Some(directory)) => match DirectoryIndex::new(directory) {
@@ -194,6 +207,7 @@ pub async fn serve(
     let server = SipServer::bind(host.config.sip.clone(), host.config.media.clone()).await?;
     let presence: Arc<dyn Presence> = server.live();
     let version = data_version(&host)?;
+    let directory_generation = host.db.store.directory_generation()?;
     let engine = Engine::new(
         Arc::new(DirectoryIndex::new(directory.clone())?),
         host.config.engine(),
@@ -240,6 +254,7 @@ pub async fn serve(
         dispatcher: dispatcher.clone(),
         presence,
         seen: version,
+        directory: directory_generation,
     };
     let stop_watching = CancellationToken::new();
     let stop = stop_watching.clone();

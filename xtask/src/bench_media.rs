@@ -197,7 +197,9 @@ pub(crate) fn run(root: &Path, work: &Path, binary: &Path, calls: u32) -> Result
             log_path.display()
         );
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Two threads: receiving never waits long behind a send round.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     let server_pid = child.id();

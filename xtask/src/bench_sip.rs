@@ -16,10 +16,11 @@
 //!   and 0 timeouts; the rate of the highest passing step is the result.
 //!   Steps go up until a server fails one; the servers take turns at each
 //!   step.
-//! - INVITE→200 latency (SIPp's response time "setup", 1 ms resolution):
-//!   p50, p99 and max over a [`LATENCY_SECONDS`] s run at 100 calls/s and
-//!   at half of each server's ceiling; "added" is the server's p99 minus the
-//!   direct run's.
+//! - INVITE→200 latency from a packet capture of the caller's port
+//!   (tcpdump, microsecond timestamps; SIPp's own response times come in
+//!   4 ms steps): p50, p99 and max over a [`LATENCY_SECONDS`] s run at 100
+//!   calls/s and at half of each server's ceiling; "added" is the server's
+//!   p99 minus the direct run's.
 //! - the media relay (`bench_media.rs`): concurrent G.711 calls with RTP
 //!   both ways from a generator of our own, loss and gaps over 60 ms.
 //!
@@ -129,15 +130,17 @@ impl Options {
 
 pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
-    for tool in ["sipp", "kamailio"] {
+    for tool in ["sipp", "kamailio", "tcpdump"] {
         if Command::new(tool)
-            .arg("-v")
+            .arg(if tool == "tcpdump" { "--version" } else { "-v" })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_err()
         {
-            bail!("`{tool}` is not installed (Debian: apt-get install sip-tester kamailio)");
+            bail!(
+                "`{tool}` is not installed (Debian: apt-get install sip-tester kamailio tcpdump)"
+            );
         }
     }
     let work = target_dir(root).join("bench-sip");
@@ -236,7 +239,7 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
                 )?;
                 let latency = step.latency.clone().unwrap_or_default();
                 println!(
-                    "   {:<17} {rate:>5}/s: p50 {} p99 {} max {} ms ({} samples; {})",
+                    "   {:<17} {rate:>5}/s: p50 {:.1} p99 {:.1} max {:.1} ms ({} samples; {})",
                     server.name,
                     latency.p50,
                     latency.p99,
@@ -656,12 +659,13 @@ impl Step {
     }
 }
 
+/// INVITE→200 times in milliseconds (0.1 ms resolution from the capture).
 #[derive(Debug, Default, Clone)]
 struct Latency {
     samples: usize,
-    p50: u64,
-    p99: u64,
-    max: u64,
+    p50: f64,
+    p99: f64,
+    max: f64,
 }
 
 /// One step: a fresh UAS, the UAC at `rate` for `seconds`, both SIPps'
@@ -725,9 +729,11 @@ fn run_step(
         "-timeout_error".into(),
     ];
     args.extend(common_args());
-    if rtt {
-        args.extend(["-trace_rtt", "-rtt_freq", "1"].map(String::from));
-    }
+    let capture = if rtt {
+        Some(Capture::start(&dir)?)
+    } else {
+        None
+    };
     let ticks_per_second = clock_ticks_per_second();
     let start_ticks = server.cpu_ticks();
     let started = Instant::now();
@@ -739,17 +745,18 @@ fn run_step(
     let _ = uas.kill();
     let _ = uas.wait();
     let uas = read_stats(&uas_dir).unwrap_or_default();
-    let latency = if rtt {
-        let mut times = read_rtt(&dir)?;
-        times.sort_unstable();
-        Some(Latency {
-            samples: times.len(),
-            p50: percentile(&times, 50.0).unwrap_or(0),
-            p99: percentile(&times, 99.0).unwrap_or(0),
-            max: times.last().copied().unwrap_or(0),
-        })
-    } else {
-        None
+    let latency = match capture {
+        Some(capture) => {
+            let mut times = capture.setup_times()?;
+            times.sort_by(f64::total_cmp);
+            Some(Latency {
+                samples: times.len(),
+                p50: percentile(&times, 50.0).unwrap_or(0.0),
+                p99: percentile(&times, 99.0).unwrap_or(0.0),
+                max: times.last().copied().unwrap_or(0.0),
+            })
+        }
+        None => None,
     };
     Ok(Step {
         calls,
@@ -820,24 +827,99 @@ pub(crate) fn fresh_dir(work: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Response times (ms) of `-trace_rtt`'s `<scenario>_<pid>_rtt.csv`.
-fn read_rtt(dir: &Path) -> Result<Vec<u64>> {
-    let mut times = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if !path.to_string_lossy().ends_with("_rtt.csv") {
-            continue;
-        }
-        for line in fs::read_to_string(&path)?.lines().skip(1) {
-            let fields: Vec<&str> = line.split(';').collect();
-            if fields.get(2).map(|f| f.trim()) == Some("setup") {
-                if let Some(ms) = fields.get(1).and_then(|f| f.trim().parse::<f64>().ok()) {
-                    times.push(ms.round() as u64);
+/// tcpdump on the caller's port while a latency step runs.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(dir: &Path) -> Result<Capture> {
+        let file = dir.join("caller.pcap");
+        let child = Command::new("tcpdump")
+            .args(["-i", "lo", "-n", "-s", "2048", "-B", "65536", "-w"])
+            .arg(&file)
+            .args(["udp", "port", &UAC_PORT.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("tcpdump.txt"))?)
+            .spawn()
+            .context("starting tcpdump")?;
+        // tcpdump needs a moment before it captures.
+        thread::sleep(Duration::from_millis(1000));
+        Ok(Capture { child, file })
+    }
+
+    /// Per call: the caller's first INVITE to the first 200 for it, in ms.
+    fn setup_times(mut self) -> Result<Vec<f64>> {
+        thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let reader = pcap_file::pcap::PcapReader::new(fs::File::open(&self.file)?)
+            .with_context(|| format!("reading {}", self.file.display()))?;
+        let link = reader.header().datalink;
+        let mut reader = reader;
+        let mut invites: HashMap<String, Duration> = HashMap::new();
+        let mut times = Vec::new();
+        let mut answered: std::collections::HashSet<String> = Default::default();
+        while let Some(packet) = reader.next_packet() {
+            let packet = packet?;
+            let Some((source, destination, payload)) = udp_payload(link, &packet.data) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(payload);
+            let Some(call_id) = sip_header(&text, "Call-ID") else {
+                continue;
+            };
+            if source == UAC_PORT && text.starts_with("INVITE ") {
+                invites.entry(call_id).or_insert(packet.timestamp);
+            } else if destination == UAC_PORT
+                && text.starts_with("SIP/2.0 200")
+                && sip_header(&text, "CSeq").is_some_and(|cseq| cseq.contains("INVITE"))
+                && answered.insert(call_id.clone())
+            {
+                if let Some(sent) = invites.get(&call_id) {
+                    let ms = packet.timestamp.saturating_sub(*sent).as_secs_f64() * 1000.0;
+                    times.push((ms * 10.0).round() / 10.0);
                 }
             }
         }
+        Ok(times)
     }
-    Ok(times)
+}
+
+/// Source port, destination port and payload of a UDP/IPv4 packet as
+/// tcpdump captured it on loopback.
+fn udp_payload(link: pcap_file::DataLink, data: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let ip = match link {
+        pcap_file::DataLink::ETHERNET => data.get(14..)?,
+        pcap_file::DataLink::LINUX_SLL => data.get(16..)?,
+        pcap_file::DataLink::NULL | pcap_file::DataLink::LOOP => data.get(4..)?,
+        _ => data,
+    };
+    if ip.first()? >> 4 != 4 || *ip.get(9)? != 17 {
+        return None;
+    }
+    let udp = ip.get(usize::from(ip[0] & 0x0F) * 4..)?;
+    let source = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
+    let destination = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    Some((source, destination, udp.get(8..)?))
+}
+
+fn sip_header(message: &str, name: &str) -> Option<String> {
+    message
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -941,10 +1023,10 @@ fn print_table(figures: &[Figures]) {
             let added = direct
                 .and_then(|d| d.latency.iter().find(|(r, ..)| r == rate))
                 .map_or("-".to_string(), |(_, d, _)| {
-                    format!("{} ms", latency.p99 as i64 - d.p99 as i64)
+                    format!("{:.1} ms", latency.p99 - d.p99)
                 });
             println!(
-                "| {} | {rate}/s{} | {} / {} / {} | {added} |",
+                "| {} | {rate}/s{} | {:.1} / {:.1} / {:.1} | {added} |",
                 f.name,
                 if *passed { "" } else { " (step failed)" },
                 latency.p50,

@@ -132,7 +132,56 @@ CREATE INDEX call_list_number ON call_list(number);
     Step::Sql("ALTER TABLE users ADD COLUMN sip_ha1 TEXT;"),
     // 4: HA1 hashes sealed, bound to their user.
     Step::Code(seal_sip_secrets),
+    // 5: a counter every change to what calls are routed on bumps (not the
+    // call lists): a running server reloads its directory only then.
+    Step::Sql(
+        r#"
+CREATE TABLE directory_generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+INSERT INTO directory_generation (id, value) VALUES (1, 0);
+CREATE TRIGGER pbx_settings_insert_bumps AFTER INSERT ON pbx_settings BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER pbx_settings_update_bumps AFTER UPDATE ON pbx_settings BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER pbx_settings_delete_bumps AFTER DELETE ON pbx_settings BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER users_insert_bumps AFTER INSERT ON users BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER users_update_bumps AFTER UPDATE ON users BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER users_delete_bumps AFTER DELETE ON users BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER user_numbers_insert_bumps AFTER INSERT ON user_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER user_numbers_update_bumps AFTER UPDATE ON user_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER user_numbers_delete_bumps AFTER DELETE ON user_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER groups_insert_bumps AFTER INSERT ON groups BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER groups_update_bumps AFTER UPDATE ON groups BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER groups_delete_bumps AFTER DELETE ON groups BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER group_numbers_insert_bumps AFTER INSERT ON group_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER group_numbers_update_bumps AFTER UPDATE ON group_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER group_numbers_delete_bumps AFTER DELETE ON group_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER group_members_insert_bumps AFTER INSERT ON group_members BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER group_members_update_bumps AFTER UPDATE ON group_members BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER group_members_delete_bumps AFTER DELETE ON group_members BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER contacts_insert_bumps AFTER INSERT ON contacts BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER contacts_update_bumps AFTER UPDATE ON contacts BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER contacts_delete_bumps AFTER DELETE ON contacts BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER contact_numbers_insert_bumps AFTER INSERT ON contact_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER contact_numbers_update_bumps AFTER UPDATE ON contact_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER contact_numbers_delete_bumps AFTER DELETE ON contact_numbers BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER user_state_insert_bumps AFTER INSERT ON user_state BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER user_state_update_bumps AFTER UPDATE ON user_state BEGIN UPDATE directory_generation SET value = value + 1; END;
+CREATE TRIGGER user_state_delete_bumps AFTER DELETE ON user_state BEGIN UPDATE directory_generation SET value = value + 1; END;
+"#,
+    ),
 ];
+
+impl Store {
+    /// Changes whenever the directory (users, groups, numbers, state, the
+    /// address book, settings) changes, in any process; call lists do not
+    /// change it.
+    pub fn directory_generation(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM directory_generation", [], |row| {
+                row.get(0)
+            })
+            .context("reading the directory generation")
+            .map_err(Into::into)
+    }
+}
 
 /// Errors from the store. Messages say what was being done.
 #[derive(Debug, thiserror::Error)]
