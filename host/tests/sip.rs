@@ -1658,4 +1658,10 @@ fn past_its_setup_limit_the_host_answers_503_and_leaves_no_call_half_open() {
     let status = serve.stop();
     assert!(status.success(), "{status:?}");
     assert!(!serve.log().contains("calls still open"), "{}", serve.log());
+    // Ended calls leave no dialog and no route behind.
+    let stopped = serve.wait_log(&["SIP stopped"]);
+    assert!(
+        stopped.contains("dialogs=0") && stopped.contains("routes=0"),
+        "{stopped}"
+    );
 }

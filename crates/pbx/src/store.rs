@@ -179,7 +179,6 @@ impl Store {
                 row.get(0)
             })
             .context("reading the directory generation")
-            .map_err(Into::into)
     }
 }
 

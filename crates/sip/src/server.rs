@@ -383,6 +383,13 @@ impl SipServer {
                 "shutdown: calls still open after the grace period"
             );
         }
+        // What ended calls left behind (the stack's dialogs, our routes):
+        // nothing, unless calls are still open.
+        tracing::info!(
+            dialogs = shared.dialogs.len(),
+            routes = shared.routes().len(),
+            "SIP stopped"
+        );
         self.transport_cancel.cancel();
         endpoint_task.abort();
         drop(self.media_runtime);

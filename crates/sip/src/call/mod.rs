@@ -237,7 +237,8 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
             StatusCode::ServerInternalError,
             "call setup failed",
         );
-        drop_routes(&shared, &commands);
+        shared.dialogs.remove_dialog(&a.id());
+        drop_routes(&shared, &commands, std::slice::from_ref(&call_id));
         return;
     };
     let media = match (refusal, media) {
@@ -260,7 +261,8 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
                 record,
                 None,
             );
-            drop_routes(&shared, &commands);
+            shared.dialogs.remove_dialog(&a.id());
+            drop_routes(&shared, &commands, std::slice::from_ref(&call_id));
             return;
         }
     };
@@ -297,6 +299,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         no_answer_at,
         ring_deadline: None,
         slot: Some(slot),
+        released: Vec::new(),
     };
     let ended = std::panic::AssertUnwindSafe(call.run(&mut states))
         .catch_unwind()
@@ -310,16 +313,27 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         }
     };
     let commands = call.commands.clone();
+    let mut keys: Vec<String> = vec![call_id.clone()];
+    keys.extend(call.legs.iter().map(|leg| leg.call_id.clone()));
+    keys.extend(call.caller.dialog.iter().map(|side| side.call_id.clone()));
+    keys.extend(call.released.iter().map(|dialog| dialog.id().call_id));
     call.finish(end, states);
-    drop_routes(&shared, &commands);
+    drop_routes(&shared, &commands, &keys);
 }
 
-/// Removes this call's dialogs from the routes: a party handed over to
-/// another call is registered there by now.
-fn drop_routes(shared: &Shared, commands: &CallCommands) {
-    shared
-        .routes()
-        .retain(|_, route| !route.call.same_channel(commands));
+/// Removes this call's dialogs (`keys`) from the routes, each only while it
+/// is still this call's: a party handed over to another call is
+/// registered there by now.
+fn drop_routes(shared: &Shared, commands: &CallCommands, keys: &[String]) {
+    let mut routes = shared.routes();
+    for key in keys {
+        if routes
+            .get(key)
+            .is_some_and(|route| route.call.same_channel(commands))
+        {
+            routes.remove(key);
+        }
+    }
 }
 
 /// Answers the caller's INVITE with a final failure.
@@ -513,6 +527,8 @@ struct Call {
     ring_deadline: Option<Instant>,
     /// The call's share of the limits (given back as the call ends).
     slot: Option<CallSlot>,
+    /// Dialogs that were the caller's side and were let go (transferors).
+    released: Vec<InviteDialog>,
 }
 
 type Flow = ControlFlow<End>;
@@ -867,6 +883,7 @@ impl Call {
             media: serde_json::to_string(&stats).ok(),
         };
         finish(&self.shared, &self.call_id, &end, record, Some(&stats));
+        self.forget_dialogs(&end);
         if let End::HandedOver {
             states: target,
             partner_call_id,
@@ -885,6 +902,33 @@ impl Call {
                     }
                 }
             });
+        }
+    }
+}
+
+impl Call {
+    /// Takes this call's dialogs out of the stack's dialog registry, which
+    /// keeps every confirmed dialog until told (a leak per call otherwise);
+    /// not a party's handed over to another call.
+    fn forget_dialogs(&self, end: &End) {
+        let handed_over = match end {
+            End::HandedOver {
+                partner_call_id, ..
+            } => Some(partner_call_id.as_str()),
+            _ => None,
+        };
+        let dialogs = self
+            .caller
+            .dialog
+            .iter()
+            .map(|side| &side.dialog)
+            .chain(self.legs.iter().map(|leg| &leg.dialog))
+            .chain(self.released.iter());
+        for dialog in dialogs {
+            let id = dialog.id();
+            if Some(id.call_id.as_str()) != handed_over {
+                self.shared.dialogs.remove_dialog(&id);
+            }
         }
     }
 }

@@ -212,7 +212,8 @@ impl Call {
         // The transferor's dialog is no longer the caller's side: its
         // hangup does not end the call.
         if let Some(side) = self.caller.dialog.take() {
-            release_transferor(side.dialog, accepted);
+            release_transferor(side.dialog.clone(), accepted);
+            self.released.push(side.dialog);
         }
         self.caller.user = None;
         self.caller.presence = None;
@@ -472,10 +473,11 @@ impl Call {
                 };
             }
             MediaLeg::Caller => {
-                self.caller.dialog = Some(SideDialog {
+                let transferor = self.caller.dialog.replace(SideDialog {
                     dialog: partner.dialog,
                     call_id: partner.call_id,
                 });
+                self.released.extend(transferor.map(|side| side.dialog));
                 self.caller.number = partner.number;
                 self.caller.user = partner.user;
                 self.caller.peer = partner.peer;
