@@ -40,8 +40,9 @@ const STEADY: Duration = Duration::from_secs(20);
 const PACKET_INTERVAL: Duration = Duration::from_millis(20);
 /// A gap longer than this between two packets of a stream is audible.
 const GAP: Duration = Duration::from_millis(60);
-/// Media sockets per side: streams are spread over them by call.
-const SOCKETS: usize = 64;
+/// Media sockets per side: streams are spread over them by call (few, so
+/// that a receiver wakes for many packets at once).
+const SOCKETS: usize = 16;
 
 const SIP_PORT: u16 = 5084;
 /// The carrier's side (the callhost trunk peer).
@@ -67,104 +68,92 @@ pub(crate) struct MediaFigures {
     relay_lost: i64,
 }
 
-impl MediaFigures {
-    pub(crate) fn print(&self) {
+/// Prints one table row per size measured.
+pub(crate) fn print(figures: &[MediaFigures]) {
+    println!(
+        "\n| media: G.711 calls, RTP both ways, {} s with all up | answered / up | packets sent / lost | relay's own loss count | gaps > 60 ms leaving / arriving (added) | longest gap | CPU callhost / generator |",
+        STEADY.as_secs()
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for f in figures {
         println!(
-            "\n| media: {} G.711 calls, RTP both ways, {} s with all up | value |",
-            self.calls,
-            STEADY.as_secs()
-        );
-        println!("|---|---|");
-        println!(
-            "| calls answered / up at once | {} / {} |",
-            self.answered, self.concurrent
-        );
-        println!(
-            "| packets sent / received / lost | {} / {} / {} ({:.4} %) |",
-            self.sent,
-            self.received,
-            self.sent.saturating_sub(self.received),
-            100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent.max(1) as f64
-        );
-        println!(
-            "| relay's own count of lost packets (RFC 3550) | {} |",
-            self.relay_lost
-        );
-        println!(
-            "| gaps over 60 ms: leaving the relay / arriving at it (added) | {} / {} ({}) |",
-            self.gaps_leaving,
-            self.gaps_arriving,
-            self.gaps_leaving as i64 - self.gaps_arriving as i64
-        );
-        println!(
-            "| longest gap leaving the relay | {:.1} ms |",
-            self.max_gap_ms
-        );
-        println!(
-            "| CPU: callhost / generator (% of one core) | {:.0} % / {:.0} % |",
-            self.server_cpu_percent, self.generator_cpu_percent
+            "| {} calls | {} / {} | {} / {} | {} | {} / {} ({}) | {:.1} ms | {:.0} % / {:.0} % |",
+            f.calls,
+            f.answered,
+            f.concurrent,
+            f.sent,
+            f.sent.saturating_sub(f.received),
+            f.relay_lost,
+            f.gaps_leaving,
+            f.gaps_arriving,
+            f.gaps_leaving as i64 - f.gaps_arriving as i64,
+            f.max_gap_ms,
+            f.server_cpu_percent,
+            f.generator_cpu_percent
         );
     }
+    println!(
+        "(CPU in % of one core; 2 cores in all. On loopback the sender's kernel also delivers each packet, so the generator's CPU includes delivering to the relay.)"
+    );
 }
 
-/// One RTP stream: sent from `socket` to `to`.
-struct Stream {
+/// One RTP stream the sender paces: from `socket` to `to`.
+struct Outgoing {
     socket: usize,
-    callee_side: bool,
     to: SocketAddr,
     sequence: u16,
     timestamp: u32,
     sent: u64,
     last_sent: Option<Instant>,
-    received: u64,
-    last_received: Option<Instant>,
 }
 
+/// What one media socket received, by sending stream (SSRC).
 #[derive(Default)]
-struct Streams {
-    all: Vec<Stream>,
-    /// Callee-side streams by the relay address they answer.
-    by_source: HashMap<(usize, SocketAddr), usize>,
-    sending: bool,
-    gaps_leaving: u64,
-    gaps_arriving: u64,
+struct Incoming {
+    received: HashMap<u32, (u64, Option<Instant>)>,
+    gaps: u64,
     max_gap: Duration,
 }
 
-impl Streams {
-    fn add(&mut self, socket: usize, callee_side: bool, to: SocketAddr) -> usize {
-        self.all.push(Stream {
-            socket,
-            callee_side,
-            to,
-            sequence: 0,
-            timestamp: 0,
-            sent: 0,
-            last_sent: None,
-            received: 0,
-            last_received: None,
-        });
-        self.all.len() - 1
-    }
-
-    fn received(&mut self, id: usize, now: Instant) {
-        let Some(stream) = self.all.get_mut(id) else {
-            return;
-        };
-        stream.received += 1;
-        if let Some(last) = stream.last_received.replace(now) {
-            let gap = now.duration_since(last);
-            if gap > GAP && self.sending {
-                self.gaps_leaving += 1;
-            }
-            if self.sending {
-                self.max_gap = self.max_gap.max(gap);
-            }
-        }
-    }
+/// What the sender reports at the end.
+#[derive(Default)]
+struct SendTotals {
+    sent: u64,
+    gaps: u64,
 }
 
-pub(crate) fn run(root: &Path, work: &Path, binary: &Path, calls: u32) -> Result<MediaFigures> {
+/// A stream to start sending: from `socket` to `to`.
+struct NewStream {
+    socket: usize,
+    to: SocketAddr,
+}
+
+/// Phases the tasks read without a lock.
+struct Phase {
+    /// Streams are sent (the steady phase).
+    sending: std::sync::atomic::AtomicBool,
+    /// Everything is over: tasks report and end.
+    done: std::sync::atomic::AtomicBool,
+}
+
+/// The media step at a quarter, half and all of `calls`, each on a fresh
+/// server: where gaps start is where the machine runs out.
+pub(crate) fn run_sizes(
+    root: &Path,
+    work: &Path,
+    binary: &Path,
+    calls: u32,
+) -> Result<Vec<MediaFigures>> {
+    let mut sizes = vec![calls / 4, calls / 2, calls];
+    sizes.retain(|&n| n > 0);
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .map(|n| run(root, work, binary, n))
+        .collect()
+}
+
+fn run(root: &Path, work: &Path, binary: &Path, calls: u32) -> Result<MediaFigures> {
     println!("== media: {calls} concurrent calls with RTP both ways through callhost's relay");
     let data = work.join("callhost-media-data");
     prepare_callhost_data(root, work, binary, &data, Flavour::Plain)?;
@@ -177,7 +166,7 @@ pub(crate) fn run(root: &Path, work: &Path, binary: &Path, calls: u32) -> Result
              [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"20000-29999\"\n"
         ),
     )?;
-    let dir = fresh_dir(work, "media")?;
+    let dir = fresh_dir(work, &format!("media-{calls}"))?;
     let log_path = dir.join("callhost.log");
     let log = std::fs::File::create(&log_path)?;
     let mut child = Command::new(binary)
@@ -236,19 +225,25 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
             media.push(Arc::new(UdpSocket::from_std(socket)?));
         }
     }
-    let streams = Arc::new(Mutex::new(Streams::default()));
+    let phase = Arc::new(Phase {
+        sending: std::sync::atomic::AtomicBool::new(false),
+        done: std::sync::atomic::AtomicBool::new(false),
+    });
+    let (new_streams, streams_to_send) = tokio::sync::mpsc::unbounded_channel::<NewStream>();
+    let mut receivers = Vec::new();
     for (index, socket) in media.iter().enumerate() {
-        tokio::spawn(receive_media(
+        receivers.push(tokio::spawn(receive_media(
             socket.clone(),
             index,
             index >= SOCKETS,
-            streams.clone(),
-        ));
+            phase.clone(),
+            new_streams.clone(),
+        )));
     }
     tokio::spawn(answer_calls(phone.clone()));
     let answers: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<String>>>> = Arc::default();
     tokio::spawn(carrier_responses(carrier.clone(), answers.clone()));
-    tokio::spawn(send_media(media.clone(), streams.clone()));
+    let sender = tokio::spawn(send_media(media.clone(), phase.clone(), streams_to_send));
 
     let ticks = clock_ticks_per_second();
     let own_ticks = || process_tree_ticks(std::process::id());
@@ -265,7 +260,8 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
         carrier
             .send_to(invite(&call_id, port).as_bytes(), server)
             .await?;
-        let (carrier, streams, dialogs) = (carrier.clone(), streams.clone(), dialogs.clone());
+        let (carrier, new_streams, dialogs) =
+            (carrier.clone(), new_streams.clone(), dialogs.clone());
         waiting.spawn(async move {
             let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(10), answer).await
             else {
@@ -276,7 +272,10 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
             };
             let _ = carrier.send_to(ack(&call_id, &to).as_bytes(), server).await;
             let relay = SocketAddr::from(([127, 0, 0, 1], relay_port));
-            streams.lock().unwrap().add(socket_index, false, relay);
+            let _ = new_streams.send(NewStream {
+                socket: socket_index,
+                to: relay,
+            });
             dialogs.lock().unwrap().push((call_id, to));
         });
         tokio::time::sleep(Duration::from_secs(1) / RAMP_RATE).await;
@@ -284,46 +283,50 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
     while waiting.join_next().await.is_some() {}
     let dialogs = std::mem::take(&mut *dialogs.lock().unwrap());
     let answered = dialogs.len() as u32;
-    {
-        let mut streams = streams.lock().unwrap();
-        streams.sending = true;
-        // The gaps of the ramp-up do not count: every stream starts now.
-        for stream in streams.all.iter_mut() {
-            stream.last_received = None;
-        }
-    }
-    // All calls are up: measure the steady phase.
+    // All calls are up: the steady phase is measured.
+    use std::sync::atomic::Ordering;
+    phase.sending.store(true, Ordering::Release);
     let server_start = process_tree_ticks(server_pid);
     let own_start = own_ticks();
     let started = Instant::now();
     tokio::time::sleep(STEADY).await;
-    let concurrent = {
-        let mut streams = streams.lock().unwrap();
-        streams.sending = false;
-        streams.all.iter().filter(|s| !s.callee_side).count() as u32
-    };
+    phase.sending.store(false, Ordering::Release);
     let elapsed = started.elapsed().as_secs_f64();
     let server_cpu = process_tree_ticks(server_pid).saturating_sub(server_start) as f64 / ticks;
     let own_cpu = own_ticks().saturating_sub(own_start) as f64 / ticks;
-    // In flight packets arrive, then the calls end.
+    // Packets in flight arrive, then the calls end.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    phase.done.store(true, Ordering::Release);
+    let stopper = std::net::UdpSocket::bind((LOOPBACK, 0))?;
+    for socket in &media {
+        stopper.send_to(&[0], socket.local_addr()?)?;
+    }
+    let sent = sender.await?;
+    let mut received = 0;
+    let mut gaps_leaving = 0;
+    let mut max_gap = Duration::ZERO;
+    let mut streams_seen = 0;
+    for receiver in receivers {
+        let incoming = receiver.await?;
+        received += incoming.received.values().map(|(n, _)| n).sum::<u64>();
+        streams_seen += incoming.received.len();
+        gaps_leaving += incoming.gaps;
+        max_gap = max_gap.max(incoming.max_gap);
+    }
     for (call_id, to) in &dialogs {
         carrier.send_to(bye(call_id, to).as_bytes(), server).await?;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let streams = streams.lock().unwrap();
-    let sent: u64 = streams.all.iter().map(|s| s.sent).sum();
-    let received: u64 = streams.all.iter().map(|s| s.received).sum();
     Ok(MediaFigures {
         calls,
         answered,
-        concurrent,
-        sent,
+        concurrent: (streams_seen / 2) as u32,
+        sent: sent.sent,
         received,
-        gaps_leaving: streams.gaps_leaving,
-        gaps_arriving: streams.gaps_arriving,
-        max_gap_ms: streams.max_gap.as_secs_f64() * 1000.0,
+        gaps_leaving,
+        gaps_arriving: sent.gaps,
+        max_gap_ms: max_gap.as_secs_f64() * 1000.0,
         server_cpu_percent: 100.0 * server_cpu / elapsed,
         generator_cpu_percent: 100.0 * own_cpu / elapsed,
         relay_lost: 0,
@@ -331,28 +334,46 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
 }
 
 /// Every 20 ms, one packet for every stream while the steady phase runs.
-async fn send_media(sockets: Vec<Arc<UdpSocket>>, streams: Arc<Mutex<Streams>>) {
+/// Owns the streams: new ones arrive on `new_streams`. A send more than
+/// 60 ms after the stream's previous one is a gap arriving at the relay.
+async fn send_media(
+    sockets: Vec<Arc<UdpSocket>>,
+    phase: Arc<Phase>,
+    mut new_streams: tokio::sync::mpsc::UnboundedReceiver<NewStream>,
+) -> SendTotals {
+    use std::sync::atomic::Ordering;
+    let mut streams: Vec<Outgoing> = Vec::new();
+    let mut totals = SendTotals::default();
     let mut interval = tokio::time::interval(PACKET_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut packet = [0xD5u8; 172];
     packet[0] = 0x80;
     packet[1] = 8; // PCMA
-    loop {
+    while !phase.done.load(Ordering::Acquire) {
         interval.tick().await;
-        let now = Instant::now();
-        let mut streams = streams.lock().unwrap();
-        if !streams.sending {
-            for stream in streams.all.iter_mut() {
+        while let Ok(stream) = new_streams.try_recv() {
+            streams.push(Outgoing {
+                socket: stream.socket,
+                to: stream.to,
+                sequence: 0,
+                timestamp: 0,
+                sent: 0,
+                last_sent: None,
+            });
+        }
+        if !phase.sending.load(Ordering::Acquire) {
+            for stream in streams.iter_mut() {
                 stream.last_sent = None;
             }
             continue;
         }
-        let mut late = 0;
-        for (id, stream) in streams.all.iter_mut().enumerate() {
-            if let Some(last) = stream.last_sent {
-                if now.duration_since(last) > GAP {
-                    late += 1;
-                }
+        let now = Instant::now();
+        for (id, stream) in streams.iter_mut().enumerate() {
+            if stream
+                .last_sent
+                .is_some_and(|last| now.duration_since(last) > GAP)
+            {
+                totals.gaps += 1;
             }
             stream.sequence = stream.sequence.wrapping_add(1);
             stream.timestamp = stream.timestamp.wrapping_add(160);
@@ -367,33 +388,68 @@ async fn send_media(sockets: Vec<Arc<UdpSocket>>, streams: Arc<Mutex<Streams>>) 
                 stream.last_sent = Some(now);
             }
         }
-        streams.gaps_arriving += late;
     }
+    totals.sent = streams.iter().map(|s| s.sent).sum();
+    totals
 }
 
-/// Counts what arrives on one media socket; a callee-side socket answers a
-/// new relay address with a stream of its own.
+/// Counts what arrives on one media socket, by stream; a callee-side
+/// socket answers a new relay address with a stream of its own.
 async fn receive_media(
     socket: Arc<UdpSocket>,
     index: usize,
     callee_side: bool,
-    streams: Arc<Mutex<Streams>>,
-) {
+    phase: Arc<Phase>,
+    new_streams: tokio::sync::mpsc::UnboundedSender<NewStream>,
+) -> Incoming {
+    use std::sync::atomic::Ordering;
+    let mut incoming = Incoming::default();
+    let mut answered: std::collections::HashSet<SocketAddr> = Default::default();
     let mut buffer = [0u8; 2048];
+    let mut was_sending = false;
     loop {
-        let Ok((len, source)) = socket.recv_from(&mut buffer).await else {
-            continue;
+        // Drain what is there, then wait: one wake-up for many packets.
+        let (len, source) = match socket.try_recv_from(&mut buffer) {
+            Ok(received) => received,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = socket.readable().await;
+                continue;
+            }
+            Err(_) => continue,
         };
         if len < 12 {
+            // The one-byte "stop" after `done`, or junk.
+            if phase.done.load(Ordering::Acquire) {
+                return incoming;
+            }
             continue;
         }
         let now = Instant::now();
-        let ssrc = u32::from_be_bytes(buffer[8..12].try_into().expect("4 bytes")) as usize;
-        let mut streams = streams.lock().unwrap();
-        streams.received(ssrc, now);
-        if callee_side && !streams.by_source.contains_key(&(index, source)) {
-            let id = streams.add(index, true, source);
-            streams.by_source.insert((index, source), id);
+        let sending = phase.sending.load(Ordering::Acquire);
+        if sending && !was_sending {
+            // Gaps of the ramp-up do not count.
+            for (_, last) in incoming.received.values_mut() {
+                *last = None;
+            }
+        }
+        was_sending = sending;
+        let ssrc = u32::from_be_bytes(buffer[8..12].try_into().expect("4 bytes"));
+        let (count, last) = incoming.received.entry(ssrc).or_default();
+        *count += 1;
+        if let Some(previous) = last.replace(now) {
+            let gap = now.duration_since(previous);
+            if sending {
+                if gap > GAP {
+                    incoming.gaps += 1;
+                }
+                incoming.max_gap = incoming.max_gap.max(gap);
+            }
+        }
+        if callee_side && answered.insert(source) {
+            let _ = new_streams.send(NewStream {
+                socket: index,
+                to: source,
+            });
         }
     }
 }

@@ -254,7 +254,7 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
 
     let media = if options.runs("media") && options.wanted("callhost") {
         drop(servers);
-        Some(crate::bench_media::run(
+        Some(crate::bench_media::run_sizes(
             root,
             &work,
             &binary,
@@ -267,7 +267,7 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
 
     print_table(&figures);
     if let Some(media) = media {
-        media.print();
+        crate::bench_media::print(&media);
     }
     println!("\nlogs and SIPp traces: {}", work.display());
     Ok(())
