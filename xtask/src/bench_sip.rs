@@ -130,19 +130,7 @@ impl Options {
 
 pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
-    for tool in ["sipp", "kamailio", "tcpdump"] {
-        if Command::new(tool)
-            .arg(if tool == "tcpdump" { "--version" } else { "-v" })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            bail!(
-                "`{tool}` is not installed (Debian: apt-get install sip-tester kamailio tcpdump)"
-            );
-        }
-    }
+    crate::prerequisites::ensure(crate::prerequisites::BENCH_SIP_DEBIAN, &[])?;
     let work = target_dir(root).join("bench-sip");
     if work.exists() {
         fs::remove_dir_all(&work)?;

@@ -1,0 +1,113 @@
+//! What the tests and benches need besides Rust: real servers and peers
+//! from Debian and PyPI. Missing ones are installed when xtask runs as root
+//! (CI, a fresh container); otherwise the run stops at once with one line
+//! naming them and the command that installs them.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Result};
+
+/// The test suite: OpenLDAP's slapd and its tools (test-services starts a
+/// private slapd), OpenSSL headers and pkg-config (reverse-lookup's TLS
+/// providers link the system's OpenSSL), SIPp and baresip (the phones
+/// against `callhost serve`).
+pub const TEST_DEBIAN: &[&str] = &[
+    "slapd",
+    "ldap-utils",
+    "libssl-dev",
+    "pkg-config",
+    "sip-tester",
+    "baresip",
+];
+/// The CardDAV server the reverse-lookup tests run, pinned: its answers are
+/// what the tests check.
+pub const TEST_PYPI: &[(&str, &str)] = &[("radicale", "3.9.0")];
+/// `cargo xtask bench sip`: SIPp, Kamailio as the reference, tcpdump for the
+/// latency capture.
+pub const BENCH_SIP_DEBIAN: &[&str] = &["sip-tester", "kamailio", "tcpdump"];
+
+/// Installs what is missing (as root) or fails naming it.
+pub fn ensure(debian: &[&str], pypi: &[(&str, &str)]) -> Result<()> {
+    let missing_debian: Vec<&str> = debian
+        .iter()
+        .copied()
+        .filter(|package| !debian_installed(package))
+        .collect();
+    let missing_pypi: Vec<String> = pypi
+        .iter()
+        .filter(|(module, version)| !pypi_installed(module, version))
+        .map(|(module, version)| format!("{module}=={version}"))
+        .collect();
+    if missing_debian.is_empty() && missing_pypi.is_empty() {
+        return Ok(());
+    }
+    let apt = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing_debian.join(" ")
+    );
+    let pip = format!("python3 -m pip install {}", missing_pypi.join(" "));
+    if !is_root() {
+        let mut commands = Vec::new();
+        if !missing_debian.is_empty() {
+            commands.push(format!("sudo {apt}"));
+        }
+        if !missing_pypi.is_empty() {
+            commands.push(pip);
+        }
+        let mut names = missing_debian.clone();
+        names.extend(missing_pypi.iter().map(String::as_str));
+        bail!(
+            "missing {}; install with: {} (or run as root, which installs them)",
+            names.join(", "),
+            commands.join(" && ")
+        );
+    }
+    if !missing_debian.is_empty() {
+        eprintln!("== {apt}");
+        shell("apt-get update -qq")?;
+        shell(&format!("DEBIAN_FRONTEND=noninteractive {apt} -qq"))?;
+    }
+    if !missing_pypi.is_empty() {
+        eprintln!("== {pip}");
+        shell(&format!(
+            "{pip} -q --disable-pip-version-check --root-user-action=ignore"
+        ))?;
+    }
+    Ok(())
+}
+
+fn debian_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout.ends_with(b" installed"))
+}
+
+fn pypi_installed(module: &str, version: &str) -> bool {
+    Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.metadata as m, sys; sys.exit(m.version(sys.argv[1]) != sys.argv[2])",
+            module,
+            version,
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+fn shell(command: &str) -> Result<()> {
+    let status = Command::new("sh").args(["-c", command]).status()?;
+    if !status.success() {
+        bail!("`{command}` failed with {status}");
+    }
+    Ok(())
+}
