@@ -3,8 +3,8 @@
 //! - A hook's synchronous part runs on a blocking thread, or, for a module
 //!   that declared it quick (`Hooks::QUICK_SETUP`: it only computes), right
 //!   on the call's thread, one call at a time per instance. A quick hook
-//!   that takes longer than [`QUICK_LIMIT`] is moved to the thread path for
-//!   good; one that blocks for [`INLINE_STALL`] is faulted by a watchdog (it
+//!   that takes longer than [`QUICK_LIMIT`] [`QUICK_STRIKES`] times in a
+//!   row is moved to the thread path for good; one that blocks for [`INLINE_STALL`] is faulted by a watchdog (it
 //!   still holds that one call thread). Its future is awaited under the
 //!   call's deadline, so neither a module that blocks on its thread nor one
 //!   that never answers can hold a call: at the deadline the call goes on
@@ -379,6 +379,10 @@ fn mark_faulted(live: &LiveInstance, faults: &mpsc::Sender<FaultReport>, reason:
 /// A quick `call_setup` slower than this runs on a thread of its own from
 /// then on: it evidently does more than compute.
 pub const QUICK_LIMIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// Slow inline calls in a row that move a quick hook to the thread path:
+/// one can be the machine's fault (preemption on a loaded host), two in a
+/// row are the module's.
+pub const QUICK_STRIKES: u32 = 2;
 /// An inline `call_setup` still running after this faults its instance.
 pub const INLINE_STALL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -437,10 +441,11 @@ async fn run_hook(
                 live.instance.call_setup(setup)
             }));
             let took = live.inline_done();
-            if took > QUICK_LIMIT {
+            if live.inline_slow(took > QUICK_LIMIT) >= QUICK_STRIKES {
                 live.demote();
                 let message = format!(
-                    "its quick call_setup took {} ms on a call thread: it runs on a thread of its own from now on",
+                    "its quick call_setup took over {} ms on a call thread {QUICK_STRIKES} times in a row (last {} ms): it runs on a thread of its own from now on",
+                    QUICK_LIMIT.as_millis(),
                     took.as_millis()
                 );
                 live.log.write(LogLevel::Warn, "callhost", &message);

@@ -169,6 +169,8 @@ pub struct LiveInstance {
     /// [`INLINE_EPOCH`]); 0: none. One at a time per instance, so a module
     /// that breaks its word can hold at most one call thread.
     inline_since: std::sync::atomic::AtomicU64,
+    /// Inline `call_setup`s in a row slower than the quick limit.
+    slow_in_a_row: std::sync::atomic::AtomicU32,
     /// The configuration text it was built from.
     pub config: String,
     /// The library path as stored (relative to the data directory).
@@ -215,6 +217,22 @@ impl LiveInstance {
             let now = INLINE_EPOCH.elapsed().as_nanos() as u64;
             std::time::Duration::from_nanos(now.saturating_sub(since))
         })
+    }
+
+    /// Counts an inline `call_setup` against the quick limit; returns how
+    /// many in a row were slower (0 after a fast one). One slow call is no
+    /// proof: the thread may have been preempted, or a first call started
+    /// something once.
+    pub fn inline_slow(&self, slow: bool) -> u32 {
+        use std::sync::atomic::Ordering;
+        if slow {
+            self.slow_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            if self.slow_in_a_row.load(Ordering::Relaxed) != 0 {
+                self.slow_in_a_row.store(0, Ordering::Relaxed);
+            }
+            0
+        }
     }
 
     /// From now on `call_setup` runs on a thread of its own.
@@ -395,6 +413,7 @@ pub fn live_instance(
         event_since: std::sync::Mutex::new(None),
         quick: AtomicBool::new(manifest.hooks.contains(Hooks::QUICK_SETUP)),
         inline_since: std::sync::atomic::AtomicU64::new(0),
+        slow_in_a_row: std::sync::atomic::AtomicU32::new(0),
         config: config.to_string(),
         stored_library: library.stored_path.clone(),
         library: library.library.clone(),

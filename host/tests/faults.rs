@@ -227,42 +227,56 @@ fn a_module_stuck_in_call_event_delays_nobody_else_and_is_faulted() {
     );
 }
 
-/// Two calls to Sarah (202) with only `hello` (a `quick_setup` module)
-/// active in `config`.
-fn quick_calls(config: &str) -> (Harness, Vec<Value>) {
+/// Calls to Sarah (202) with only `hello` (a `quick_setup` module) active
+/// in `config`.
+fn quick_calls(config: &str, calls: usize) -> (Harness, Vec<Value>) {
     let h = Harness::new();
     h.install("hello-0.1.0.cmod");
     h.load_office();
     h.create("hello", "quick", config);
-    let lines = h.simulate(
-        "[[calls]]\nfrom = \"203\"\nto = \"202\"\n[[calls]]\nfrom = \"203\"\nto = \"202\"\n",
-    );
+    let lines = h.simulate(&"[[calls]]\nfrom = \"203\"\nto = \"202\"\n".repeat(calls));
+    assert_eq!(lines.len(), calls);
     (h, lines)
 }
+
+const DEMOTED: &str = "runs on a thread of its own from now on";
 
 #[test]
 fn a_quick_hook_that_takes_time_runs_on_a_thread_of_its_own_from_then_on() {
     // 20 ms in call_setup breaks the promise of `quick_setup` (5 ms at most).
-    let (h, lines) = quick_calls("greeting = \"Hi\"\nsetup_delay_ms = 20\n");
+    let (h, lines) = quick_calls("greeting = \"Hi\"\nsetup_delay_ms = 20\n", 3);
     for line in &lines {
         assert_eq!(line["rang"][0]["display"], "Hi: Carl Clerk", "{line}");
     }
     let log = h.ok(&["instance", "log", "quick", "--level", "WARN"]);
     assert_eq!(
-        log.matches("runs on a thread of its own from now on")
-            .count(),
+        log.matches(DEMOTED).count(),
         1,
-        "demoted once, on the first call:\n{log}"
+        "demoted once, after the second slow call in a row:\n{log}"
     );
+    assert!(log.contains("2 times in a row"), "{log}");
     assert_eq!(h.instance("quick")["status"], "active");
+}
+
+#[test]
+fn one_slow_quick_call_is_no_proof_and_does_not_demote() {
+    // Only the first call is slow (a preempted thread looks the same).
+    let (h, lines) = quick_calls(
+        "greeting = \"Hi\"\nsetup_delay_ms = 20\nsetup_delay_calls = 1\n",
+        3,
+    );
+    for line in &lines {
+        assert_eq!(line["rang"][0]["display"], "Hi: Carl Clerk", "{line}");
+    }
+    let log = h.ok(&["instance", "log", "quick", "--level", "WARN"]);
+    assert!(!log.contains(DEMOTED), "{log}");
 }
 
 #[test]
 fn a_quick_hook_that_blocks_a_call_thread_is_faulted_by_the_watchdog() {
     // Blocks its call's thread for 1.5 s: the watchdog faults it after 1 s,
     // so the second call does not ask it any more.
-    let (h, lines) = quick_calls("greeting = \"Hi\"\nsetup_delay_ms = 1500\n");
-    assert_eq!(lines.len(), 2);
+    let (h, lines) = quick_calls("greeting = \"Hi\"\nsetup_delay_ms = 1500\n", 2);
     assert!(decision(&lines[1], "quick").is_none(), "{}", lines[1]);
     assert_eq!(lines[1]["rang"][0]["display"], "Carl Clerk", "{}", lines[1]);
     let quick = h.instance("quick");
@@ -278,10 +292,10 @@ fn a_quick_hook_that_blocks_a_call_thread_is_faulted_by_the_watchdog() {
 
 #[test]
 fn a_quick_hook_that_keeps_its_word_is_not_demoted() {
-    let (h, lines) = quick_calls("greeting = \"Hi\"\n");
+    let (h, lines) = quick_calls("greeting = \"Hi\"\n", 2);
     for line in &lines {
         assert_eq!(line["rang"][0]["display"], "Hi: Carl Clerk", "{line}");
     }
     let log = h.ok(&["instance", "log", "quick", "--level", "WARN"]);
-    assert!(!log.contains("thread of its own"), "{log}");
+    assert!(!log.contains(DEMOTED), "{log}");
 }

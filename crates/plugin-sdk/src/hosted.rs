@@ -63,6 +63,7 @@ pub fn guarded_manifest(parts: impl FnOnce() -> __manifest_parts) -> ModuleManif
 
 pub fn new_instance<M: Module>(context: InstanceContext) -> RResult<InstanceBox, ModuleError> {
     guard(move || {
+        crate::runtime::start();
         let dispatch = logging::dispatch(&context.host);
         let hosted = Hosted::<M> {
             context: Context {

@@ -2,8 +2,8 @@
 //!
 //! Each module library links its own copy of tokio, so nothing tokio-shaped
 //! may cross the boundary: work is spawned here and the host only waits on a
-//! join handle. The runtime starts on first use and stops when the host
-//! retires this library version (`shutdown`).
+//! join handle. The runtime starts with the library's first instance and
+//! stops when the host retires this library version (`shutdown`).
 
 use std::{
     future::Future,
@@ -34,6 +34,12 @@ fn handle() -> Option<Handle> {
         *slot = Some(runtime);
     }
     slot.as_ref().map(|runtime| runtime.handle().clone())
+}
+
+/// Starts the runtime if it is not running: at instance creation, so that
+/// its threads do not start inside the first call's hook.
+pub(crate) fn start() {
+    let _ = handle();
 }
 
 /// Runs `future` on the module runtime; the returned future waits for it and

@@ -27,6 +27,8 @@ pub struct Config {
     /// Test switch for the host's quick-hook rules: sleep this long in
     /// `call_setup`, which a module declaring `quick_setup` must never do.
     pub setup_delay_ms: u64,
+    /// Only the first this many calls sleep (0: every call).
+    pub setup_delay_calls: u64,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             prompt: None,
             reject: None,
             setup_delay_ms: 0,
+            setup_delay_calls: 0,
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct Hello {
     /// Where the counts of finished calls are kept: the `media` action
     /// runs in whichever process asks (CLI, API), not in `callhost serve`.
     counts_file: std::path::PathBuf,
+    /// `call_setup`s so far (for `setup_delay_calls`).
+    setup_calls: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -101,11 +106,16 @@ impl Module for Hello {
             tap,
             media: Mutex::default(),
             counts_file: ctx.data_dir.join("media.json"),
+            setup_calls: Default::default(),
         })
     }
 
     fn call_setup(&self, setup: &CallSetup) -> Setup {
-        if self.config.setup_delay_ms > 0 {
+        let call = self
+            .setup_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delays = self.config.setup_delay_calls;
+        if self.config.setup_delay_ms > 0 && (delays == 0 || call < delays) {
             std::thread::sleep(std::time::Duration::from_millis(self.config.setup_delay_ms));
         }
         let callee = setup.callee.number.as_str();
