@@ -1,4 +1,5 @@
-//! `callhost api serve`: the authenticated HTTP admin API (SPEC H8).
+//! `callhost api serve`: the authenticated HTTP admin API (H8 in
+//! `docs/FEATURES.md`).
 //!
 //! JSON over HTTP for the web UI and scripts (routes in
 //! `docs/admin-guide.md`, "HTTP API"):

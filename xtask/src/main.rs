@@ -353,14 +353,29 @@ fn demo(root: &Path) -> Result<()> {
     println!("\ndata directory: {}", data.display());
     println!(
         r#"
-# Now the same PBX on SIP. Register two or three softphones (any SIP phone,
-# e.g. baresip, Linphone, MicroSIP) at 127.0.0.1:5060, UDP or TCP, realm
-# "callhost" (users and passwords from examples/office.toml):
+# Now the same PBX on SIP: `callhost serve` below listens on 127.0.0.1:5060,
+# UDP and TCP. Register two or three softphones there (any SIP phone, e.g.
+# baresip, Linphone, MicroSIP), realm "callhost", with these users from
+# examples/office.toml:
 #   user boss  password boss-secret-201   number 201 (forwards to 202)
 #   user sec   password sec-secret-202    number 202
 #   user clerk password clerk-secret-203  number 203
 #   user dev   password dev-secret-204    number 204 (do not disturb)
 #   user lead  password lead-secret-210   number 210
+# With baresip: one directory per phone. `baresip -f DIR` writes DIR/config
+# and DIR/accounts the first time; quit it (q) and edit both. In DIR/config
+# give it a SIP port of its own, since callhost holds 5060 and baresip
+# listens on 5060 too by default:
+#   sip_listen 127.0.0.1:5070
+# baresip also opens a TLS listener on that port + 1 (here 5071), so a
+# second baresip on this machine needs a port two further on (5072, then
+# 5074). DIR/accounts holds the user's line, one of:
+#   <sip:boss@127.0.0.1:5060;transport=udp>;auth_pass=boss-secret-201;regint=60
+#   <sip:sec@127.0.0.1:5060;transport=udp>;auth_pass=sec-secret-202;regint=60
+#   <sip:clerk@127.0.0.1:5060;transport=udp>;auth_pass=clerk-secret-203;regint=60
+#   <sip:dev@127.0.0.1:5060;transport=udp>;auth_pass=dev-secret-204;regint=60
+#   <sip:lead@127.0.0.1:5060;transport=udp>;auth_pass=lead-secret-210;regint=60
+# Start it again with `baresip -f DIR`.
 # Then dial:
 #   from clerk, 201: sec's phone rings and shows that the call was for
 #     the boss (redirect-display);

@@ -1,5 +1,5 @@
 //! The SIP front end: a registrar and a back-to-back user agent on the
-//! call engine (SPEC P2, P5–P7; DESIGN "Calls").
+//! call engine (P2, P5–P7 in `docs/FEATURES.md`; `docs/ARCHITECTURE.md`).
 //!
 //! Phones register here with digest authentication and call through here;
 //! every call is two SIP dialogs (caller leg, callee legs) with the media
