@@ -32,7 +32,8 @@ use anyhow::Result;
 use arc_swap::ArcSwap;
 use callhost_pbx::engine::{HookDecision, Hooks};
 use callhost_plugin_abi::{
-    CallEvent, CallSetup, Decision, Hooks as HookSet, LogLevel, MediaFrame, TapRequest,
+    CallEvent, CallSetup, Decision, Hooks as HookSet, LogLevel, MediaFrame, ModuleError,
+    ModuleErrorKind, TapRequest,
 };
 use futures::FutureExt as _;
 
@@ -467,13 +468,7 @@ async fn run_hook(
                 "panicked while its future was polled".into(),
             ));
         };
-        match answer {
-            RResult::ROk(decision) => Ok(decision),
-            RResult::RErr(error) if error.message.starts_with("panicked") => {
-                Err(HookError::Panicked(error.message.into_string()))
-            }
-            RResult::RErr(error) => Err(HookError::Failed(error.message.into_string())),
-        }
+        answer.into_result().map_err(HookError::from)
     };
     match tokio::time::timeout_at(deadline.into(), work).await {
         Ok(result) => result,
@@ -481,11 +476,23 @@ async fn run_hook(
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum HookError {
     NoTime,
     Deadline(u64),
     Panicked(String),
     Failed(String),
+}
+
+/// A module's own error, classified by its kind (never by its text).
+impl From<ModuleError> for HookError {
+    fn from(error: ModuleError) -> HookError {
+        let message = error.message.into_string();
+        match error.kind {
+            ModuleErrorKind::Panicked => HookError::Panicked(message),
+            ModuleErrorKind::Failed => HookError::Failed(message),
+        }
+    }
 }
 
 impl Hooks for Dispatcher {
@@ -611,5 +618,23 @@ impl Hooks for Dispatcher {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_error_is_a_panic_by_its_kind_not_its_text() {
+        assert_eq!(
+            HookError::from(ModuleError::panicked("boom")),
+            HookError::Panicked("boom".into())
+        );
+        // A module may well report a failure in words that start so.
+        assert_eq!(
+            HookError::from(ModuleError::new("panicked dependency: upstream is down")),
+            HookError::Failed("panicked dependency: upstream is down".into())
+        );
     }
 }

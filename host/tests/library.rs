@@ -5,6 +5,7 @@ mod common;
 use std::io::{Read, Write};
 
 use callhost_package::{Manifest, PackageBuilder, SigningKey};
+use callhost_plugin_sdk::abi::ABI_VERSION;
 use common::{package, Harness};
 
 /// Every entry of a package, in order.
@@ -72,7 +73,7 @@ fn install_lists_module_with_version_abi_and_signer() {
         serde_json::from_str(&h.ok(&["module", "list", "--json"])).unwrap();
     assert_eq!(list[0]["id"], "hello");
     assert_eq!(list[0]["version"], "0.1.0");
-    assert_eq!(list[0]["abi_version"], 1);
+    assert_eq!(list[0]["abi_version"], ABI_VERSION);
     assert!(list[0]["signed_by"].as_str().unwrap().len() == 16);
 }
 
@@ -150,11 +151,12 @@ fn tampered_checksum_list_fails_the_signature() {
 fn other_abi_version_is_refused_naming_both_versions() {
     let h = Harness::new();
     let (mut manifest, library) = hello_manifest_and_library();
-    manifest.abi_version = 2;
-    let out = repackage(&h, manifest, library, "abi2.cmod");
+    manifest.abi_version = ABI_VERSION + 1;
+    let out = repackage(&h, manifest, library, "other-abi.cmod");
     let err = h.fails(&["module", "install", out.to_str().unwrap()]);
     assert!(
-        err.contains("ABI version 2") && err.contains("ABI version 1"),
+        err.contains(&format!("module built for ABI version {}", ABI_VERSION + 1))
+            && err.contains(&format!("this host speaks ABI version {ABI_VERSION}")),
         "{err}"
     );
 }

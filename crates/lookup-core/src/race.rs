@@ -11,7 +11,10 @@
 //! ([`FuturesUnordered`]), not spawned, so dropping them is immediate and
 //! synchronous: when [`first_success`] returns, every loser is gone. A
 //! provider must therefore not block the thread; one that panics is
-//! recorded as an error instead of taking the lookup down.
+//! recorded as [`AttemptResult::Panicked`] instead of taking the lookup down.
+//!
+//! A provider's error is the caller's own type `E`, kept as it is, so the
+//! caller tells its kinds of failure apart by type.
 
 use std::any::Any;
 use std::future::Future;
@@ -24,23 +27,23 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 /// A provider's answer: `Ok(Some(_))` found, `Ok(None)` no entry, `Err` failed.
-pub type AttemptFuture<T> = Pin<Box<dyn Future<Output = Result<Option<T>, String>> + Send>>;
+pub type AttemptFuture<T, E> = Pin<Box<dyn Future<Output = Result<Option<T>, E>> + Send>>;
 
 /// One provider's lookup, not yet started.
-pub struct Attempt<T> {
+pub struct Attempt<T, E = String> {
     pub provider: String,
     /// The provider's own limit; the overall budget applies as well.
     pub timeout: Duration,
-    pub future: AttemptFuture<T>,
+    pub future: AttemptFuture<T, E>,
 }
 
-impl<T> Attempt<T> {
+impl<T, E> Attempt<T, E> {
     /// Box `future` into an attempt.
     pub fn new(
         provider: impl Into<String>,
         timeout: Duration,
-        future: impl Future<Output = Result<Option<T>, String>> + Send + 'static,
-    ) -> Attempt<T> {
+        future: impl Future<Output = Result<Option<T>, E>> + Send + 'static,
+    ) -> Attempt<T, E> {
         Attempt {
             provider: provider.into(),
             timeout,
@@ -51,13 +54,15 @@ impl<T> Attempt<T> {
 
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptResult {
+pub enum AttemptResult<E = String> {
     /// The first success: its value is the outcome's winner.
     Won,
     /// The provider has no entry for the number.
     NotFound,
-    /// The provider failed (or panicked); the message says why.
-    Error(String),
+    /// The provider failed, with its own error.
+    Error(E),
+    /// The provider panicked; the panic's message.
+    Panicked(String),
     /// Its own timeout or the overall budget ran out first.
     TimedOut,
     /// Still running when another provider won; dropped.
@@ -66,9 +71,9 @@ pub enum AttemptResult {
 
 /// One attempt's result and when it ended, measured from the race's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptReport {
+pub struct AttemptReport<E = String> {
     pub provider: String,
-    pub result: AttemptResult,
+    pub result: AttemptResult<E>,
     pub elapsed: Duration,
 }
 
@@ -82,19 +87,24 @@ pub struct Winner<T> {
 /// The result of a race: the winner, if any, and one report per attempt in
 /// the order the attempts were given.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RaceOutcome<T> {
+pub struct RaceOutcome<T, E = String> {
     pub winner: Option<Winner<T>>,
-    pub reports: Vec<AttemptReport>,
+    pub reports: Vec<AttemptReport<E>>,
     /// How long the race took; never more than the budget (plus timer slack).
     pub elapsed: Duration,
 }
 
 /// Run `attempts` concurrently; return at the first success, when all have
 /// ended, or when `budget` is spent, whichever comes first.
-pub async fn first_success<T>(attempts: Vec<Attempt<T>>, budget: Duration) -> RaceOutcome<T> {
+pub async fn first_success<T, E>(
+    attempts: Vec<Attempt<T, E>>,
+    budget: Duration,
+) -> RaceOutcome<T, E> {
     let start = Instant::now();
     let deadline = start + budget;
-    let mut results: Vec<Option<(AttemptResult, Duration)>> = vec![None; attempts.len()];
+    let mut results: Vec<Option<(AttemptResult<E>, Duration)>> = std::iter::repeat_with(|| None)
+        .take(attempts.len())
+        .collect();
     let providers: Vec<String> = attempts.iter().map(|a| a.provider.clone()).collect();
 
     let mut running: FuturesUnordered<_> = attempts
@@ -126,9 +136,7 @@ pub async fn first_success<T>(attempts: Vec<Attempt<T>>, budget: Duration) -> Ra
         let (i, ended) = next;
         let result = match ended {
             Err(_) => AttemptResult::TimedOut,
-            Ok(Err(panic)) => {
-                AttemptResult::Error(format!("provider panicked: {}", panic_message(&*panic)))
-            }
+            Ok(Err(panic)) => AttemptResult::Panicked(panic_message(&*panic).to_string()),
             Ok(Ok(Ok(Some(value)))) => {
                 winner = Some(Winner {
                     provider: providers[i].clone(),
@@ -382,7 +390,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_panicking_provider_is_an_error() {
+    async fn a_panicking_provider_is_reported_as_a_panic() {
         let boom = Attempt::new("boom", LONG, async {
             sleep(5 * MS).await;
             panic!("parser exploded");
@@ -395,11 +403,7 @@ mod tests {
         assert_eq!(
             outcome.reports,
             [
-                report(
-                    "boom",
-                    AttemptResult::Error("provider panicked: parser exploded".into()),
-                    5
-                ),
+                report("boom", AttemptResult::Panicked("parser exploded".into()), 5),
                 report("ok", AttemptResult::Won, 20),
             ]
         );
@@ -407,7 +411,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_attempts() {
-        let outcome = first_success::<()>(Vec::new(), BUDGET).await;
+        let outcome = first_success::<(), String>(Vec::new(), BUDGET).await;
         assert_eq!(
             outcome,
             RaceOutcome {
@@ -420,7 +424,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_immediate_answer_wins_even_with_zero_budget() {
-        let ready = Attempt::new("cache", LONG, async { Ok(Some(1)) });
+        let ready = Attempt::new("cache", LONG, async { Ok::<_, String>(Some(1)) });
         let outcome = first_success(vec![ready], Duration::ZERO).await;
         assert_eq!(outcome.winner.map(|w| w.value), Some(1));
     }

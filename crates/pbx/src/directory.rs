@@ -222,22 +222,15 @@ pub struct Contact {
 }
 
 impl Contact {
-    /// "First Last" (whichever parts exist), else the company, else "".
+    /// "First Last", else the company ([`callhost_plugin_abi::display_name`]),
+    /// else "".
     pub fn display_name(&self) -> String {
-        let person: Vec<&str> = [&self.first_name, &self.last_name]
-            .into_iter()
-            .flatten()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !person.is_empty() {
-            return person.join(" ");
-        }
-        self.company
-            .as_deref()
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned()
+        callhost_plugin_abi::display_name(
+            self.first_name.as_deref(),
+            self.last_name.as_deref(),
+            self.company.as_deref(),
+        )
+        .unwrap_or_default()
     }
 }
 
@@ -1007,6 +1000,11 @@ call_waiting = false
             "Kunde GmbH"
         );
         assert_eq!(c(Some(" "), None, None).display_name(), "");
+        assert_eq!(
+            c(Some(" Max "), Some(""), Some("K")).display_name(),
+            "Max",
+            "parts are trimmed, blank ones skipped"
+        );
     }
 
     #[test]

@@ -620,7 +620,7 @@ impl Engine {
             });
         }
         call.last_hop = hop.clone();
-        call.outcome.caller_name = decided_name(&hop);
+        call.outcome.caller_name = hop.display_name();
         if let ROption::RSome(name) = &hop.callee_name {
             call.outcome.callee_name = Some(name.to_string());
         }
@@ -892,38 +892,14 @@ fn forward_kind_name(kind: ForwardKind) -> &'static str {
     }
 }
 
-/// "First Last" or the company from the decision's name fields, if any.
-fn decided_name(decision: &Decision) -> Option<String> {
-    let field = |f: &ROption<RString>| f.as_ref().map(RString::to_string).into_option();
-    let name = Contact {
-        first_name: field(&decision.first_name),
-        last_name: field(&decision.last_name),
-        company: field(&decision.company),
-        numbers: Vec::new(),
-    }
-    .display_name();
-    (!name.is_empty()).then_some(name)
-}
-
-/// The display from decisions, else the caller's own label.
+/// The display from decisions (or their name fields), else the caller's own label.
 fn caller_display(decision: &Decision, caller: &Party) -> String {
     if let ROption::RSome(display) = &decision.display {
         return display.to_string();
     }
-    let fields: Vec<&str> = [&decision.first_name, &decision.last_name]
-        .into_iter()
-        .filter_map(|field| field.as_ref().map(RString::as_str).into_option())
-        .filter(|field| !field.is_empty())
-        .collect();
-    if !fields.is_empty() {
-        return fields.join(" ");
-    }
-    if let ROption::RSome(company) = &decision.company {
-        if !company.is_empty() {
-            return company.to_string();
-        }
-    }
-    caller.label().to_string()
+    decision
+        .display_name()
+        .unwrap_or_else(|| caller.label().to_string())
 }
 
 fn abi_state(state: &UserState) -> AbiUserState {

@@ -352,6 +352,30 @@ fn decided_names_make_the_display() {
     assert_eq!(rang(&out), [("boss", "Erika Muster", false)]);
 }
 
+/// The display and the call list's name follow the one shared rule: parts
+/// trimmed, a blank part missing, the company when no person is named.
+#[test]
+fn decided_names_are_trimmed_and_blank_ones_skipped() {
+    let e = engine("");
+    let hooks = Scripted::new(|_| Decision {
+        first_name: ROption::RSome(" Erika ".into()),
+        last_name: ROption::RSome("  ".into()),
+        ..Decision::default()
+    });
+    let out = place(&e, &call("+4940555666", "201"), &hooks);
+    assert_eq!(rang(&out), [("boss", "Erika", false)]);
+    assert_eq!(out.caller_name.as_deref(), Some("Erika"));
+
+    let hooks = Scripted::new(|_| Decision {
+        first_name: ROption::RSome(" ".into()),
+        company: ROption::RSome(" Acme AG ".into()),
+        ..Decision::default()
+    });
+    let out = place(&e, &call("+4940555666", "201"), &hooks);
+    assert_eq!(rang(&out), [("boss", "Acme AG", false)]);
+    assert_eq!(out.caller_name.as_deref(), Some("Acme AG"));
+}
+
 #[test]
 fn groups_ring_logged_in_members_who_can_take_the_call() {
     let e = engine("[state.clerk]\nforward_always = \"201\"\n");

@@ -5,10 +5,11 @@
 //! host loads it. Growth rules (see `docs/ARCHITECTURE.md`):
 //! - the root module and both traits are prefix types: new functions are
 //!   appended after the `last_prefix_field` marker, never inserted;
-//! - plain structs never change; new kinds of events are new codes of
-//!   [`EventKind`], not new enum variants;
-//! - a breaking change bumps [`ABI_VERSION`], which the host checks before
-//!   abi_stable's layout check so the user reads one clear line.
+//! - plain structs and enums change only in a breaking change; new kinds of
+//!   events are new codes of [`EventKind`], not new enum variants;
+//! - a breaking change (a plain type's layout, say) bumps [`ABI_VERSION`],
+//!   which the host checks before abi_stable's layout check so the user
+//!   reads one clear line; every module is then rebuilt against it.
 
 use abi_stable::{
     declare_root_module_statics,
@@ -24,8 +25,9 @@ mod traits;
 pub use traits::{HostServices, HostServices_TO, Instance, Instance_TO};
 
 /// Our own ABI number. Checked first, from [`ABI_VERSION_SYMBOL`] and from the
-/// package manifest, before any module code runs.
-pub const ABI_VERSION: u32 = 1;
+/// package manifest, before any module code runs. 2: [`ModuleError`] carries
+/// a [`ModuleErrorKind`].
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the plain `extern "C" fn() -> u32` every module exports.
 pub const ABI_VERSION_SYMBOL: &str = "callhost_abi_version";
@@ -119,15 +121,41 @@ pub struct InstanceContext {
     pub host: HostServicesBox,
 }
 
+/// A failure across the boundary: the receiver acts on `kind`, the message
+/// is for people.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct ModuleError {
+    pub kind: ModuleErrorKind,
     pub message: RString,
 }
 
+/// What went wrong, for the receiver of a [`ModuleError`] to act on. A new
+/// kind changes the layout: it bumps [`ABI_VERSION`].
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModuleErrorKind {
+    /// The work failed and said why.
+    #[default]
+    Failed,
+    /// Code panicked; the SDK caught the unwind at the boundary. The host
+    /// faults an instance whose call setup panics.
+    Panicked,
+}
+
 impl ModuleError {
+    /// A failure ([`ModuleErrorKind::Failed`]).
     pub fn new(message: impl Into<RString>) -> Self {
         ModuleError {
+            kind: ModuleErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+
+    /// A caught panic ([`ModuleErrorKind::Panicked`]).
+    pub fn panicked(message: impl Into<RString>) -> Self {
+        ModuleError {
+            kind: ModuleErrorKind::Panicked,
             message: message.into(),
         }
     }
@@ -473,7 +501,42 @@ impl CallSetup {
     }
 }
 
+/// How a directory or address-book entry is shown: "First Last" (the parts
+/// there are), else the company; `None` when nothing is left. Every part is
+/// trimmed and a blank part counts as missing. Shared, so the directory, the
+/// engine and modules show the same entry the same way.
+pub fn display_name(
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    company: Option<&str>,
+) -> Option<String> {
+    fn present(part: Option<&str>) -> Option<&str> {
+        part.map(str::trim).filter(|part| !part.is_empty())
+    }
+    let person: Vec<&str> = [first_name, last_name]
+        .into_iter()
+        .filter_map(present)
+        .collect();
+    if !person.is_empty() {
+        return Some(person.join(" "));
+    }
+    present(company).map(str::to_owned)
+}
+
 impl Decision {
+    /// The name the decision's `first_name`, `last_name` and `company` give
+    /// (see [`display_name`]).
+    pub fn display_name(&self) -> Option<String> {
+        fn part(field: &ROption<RString>) -> Option<&str> {
+            field.as_ref().map(RString::as_str).into_option()
+        }
+        display_name(
+            part(&self.first_name),
+            part(&self.last_name),
+            part(&self.company),
+        )
+    }
+
     /// Is there any opinion at all?
     pub fn is_empty(&self) -> bool {
         *self == Decision::default()
@@ -538,4 +601,72 @@ impl Decision {
 /// Borrowed string helper for hosts and modules alike.
 pub fn rstr(s: &str) -> RStr<'_> {
     RStr::from_str(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_name_is_the_person_else_the_company() {
+        let cases = [
+            (
+                (Some("Max"), Some("Kunde"), Some("K GmbH")),
+                Some("Max Kunde"),
+            ),
+            ((None, Some("Kunde"), Some("K GmbH")), Some("Kunde")),
+            ((Some("Max"), None, None), Some("Max")),
+            ((None, None, Some("K GmbH")), Some("K GmbH")),
+            ((None, None, None), None),
+        ];
+        for ((first, last, company), want) in cases {
+            assert_eq!(
+                display_name(first, last, company).as_deref(),
+                want,
+                "{first:?} {last:?} {company:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn display_name_trims_and_skips_blank_parts() {
+        let cases = [
+            ((Some(" Max "), Some("\tKunde\n"), None), Some("Max Kunde")),
+            ((Some("  "), Some("Kunde"), None), Some("Kunde")),
+            ((Some(""), Some(" "), Some(" K GmbH ")), Some("K GmbH")),
+            ((Some(" "), None, Some("")), None),
+            ((None, None, Some("   ")), None),
+        ];
+        for ((first, last, company), want) in cases {
+            assert_eq!(
+                display_name(first, last, company).as_deref(),
+                want,
+                "{first:?} {last:?} {company:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_decision_is_named_by_its_name_fields() {
+        let named = Decision {
+            first_name: ROption::RSome(" Erika ".into()),
+            last_name: ROption::RSome("".into()),
+            company: ROption::RSome("Acme".into()),
+            ..Decision::default()
+        };
+        assert_eq!(named.display_name().as_deref(), Some("Erika"));
+        assert_eq!(Decision::default().display_name(), None);
+    }
+
+    #[test]
+    fn module_errors_say_their_kind() {
+        assert_eq!(
+            ModuleError::new("panicked: no").kind,
+            ModuleErrorKind::Failed
+        );
+        assert_eq!(
+            ModuleError::panicked("boom").kind,
+            ModuleErrorKind::Panicked
+        );
+    }
 }

@@ -17,7 +17,7 @@ use callhost_plugin_abi::{
     InstanceContext, Instance_TO, MediaFrame, ModuleError, ModuleManifest, ABI_VERSION,
 };
 
-use crate::{__manifest_parts, config, logging, runtime, Action, Context, Module, Setup};
+use crate::{__manifest_parts, config, logging, runtime, Action, Actions, Context, Module, Setup};
 
 /// Runs `work` so that a panic becomes an error message instead of an
 /// unwind into the host.
@@ -35,7 +35,7 @@ pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-pub fn guarded_manifest(parts: impl FnOnce() -> __manifest_parts) -> ModuleManifest {
+pub fn guarded_manifest<M: Actions>(parts: impl FnOnce() -> __manifest_parts) -> ModuleManifest {
     let parts = match guard(parts) {
         Ok(parts) => parts,
         // Unreachable in practice (the parts are literals), but never unwind.
@@ -49,19 +49,20 @@ pub fn guarded_manifest(parts: impl FnOnce() -> __manifest_parts) -> ModuleManif
         abi_version: ABI_VERSION,
         host_version_req: crate::HOST_VERSION_REQ.into(),
         hooks: parts.hooks,
-        actions: parts
-            .actions
+        actions: M::ACTIONS
             .iter()
-            .map(|(name, usage, help)| ActionSpec {
-                name: (*name).into(),
-                usage: (*usage).into(),
-                help: (*help).into(),
+            .map(|entry| ActionSpec {
+                name: entry.name.into(),
+                usage: entry.usage.into(),
+                help: entry.help.into(),
             })
             .collect(),
     }
 }
 
-pub fn new_instance<M: Module>(context: InstanceContext) -> RResult<InstanceBox, ModuleError> {
+pub fn new_instance<M: Module + Actions>(
+    context: InstanceContext,
+) -> RResult<InstanceBox, ModuleError> {
     guard(move || {
         crate::runtime::start();
         let dispatch = logging::dispatch(&context.host);
@@ -79,7 +80,7 @@ pub fn new_instance<M: Module>(context: InstanceContext) -> RResult<InstanceBox,
         };
         Instance_TO::from_value(hosted, TD_Opaque)
     })
-    .map_err(|panic| ModuleError::new(format!("panicked while creating an instance: {panic}")))
+    .map_err(|panic| ModuleError::panicked(format!("panicked while creating an instance: {panic}")))
     .into()
 }
 
@@ -137,7 +138,7 @@ impl<M: Module> Hosted<M> {
     fn lifecycle(&self, step: impl FnOnce(&M)) -> RResult<(), ModuleError> {
         let result = self.module().and_then(|module| {
             self.enter(|| step(&module))
-                .map_err(|panic| ModuleError::new(format!("panicked: {panic}")))
+                .map_err(|panic| ModuleError::panicked(format!("panicked: {panic}")))
         });
         result.into()
     }
@@ -153,8 +154,8 @@ fn later<T: Send + 'static>(
 ) -> FfiFuture<RResult<T, ModuleError>> {
     use tracing::instrument::WithSubscriber;
     match runtime::spawn_joined(future.with_subscriber(dispatch.clone())) {
-        Ok(joined) => async move { joined.await.map_err(ModuleError::new).into() }.into_ffi(),
-        Err(message) => ready(RResult::RErr(ModuleError::new(message))),
+        Ok(joined) => async move { joined.await.into() }.into_ffi(),
+        Err(error) => ready(RResult::RErr(error)),
     }
 }
 
@@ -170,7 +171,7 @@ impl<M: Module> Drop for Hosted<M> {
     }
 }
 
-impl<M: Module> Instance for Hosted<M> {
+impl<M: Module + Actions> Instance for Hosted<M> {
     fn configure(&self, text: RStr<'_>) -> RResult<(), ConfigError> {
         let outcome = self.enter(|| {
             let config: M::Config = config::parse(text.as_str())?;
@@ -220,7 +221,7 @@ impl<M: Module> Instance for Hosted<M> {
         match self.enter(|| module.call_setup(setup)) {
             Ok(Setup::Ready(decision)) => ready(RResult::ROk(decision)),
             Ok(Setup::Later(future)) => later(&self.dispatch, future),
-            Err(panic) => ready(RResult::RErr(ModuleError::new(format!(
+            Err(panic) => ready(RResult::RErr(ModuleError::panicked(format!(
                 "panicked: {panic}"
             )))),
         }
@@ -265,7 +266,7 @@ impl<M: Module> Instance for Hosted<M> {
                 }
                 .into_ffi()
             }
-            Err(panic) => ready(RResult::RErr(ModuleError::new(format!(
+            Err(panic) => ready(RResult::RErr(ModuleError::panicked(format!(
                 "panicked: {panic}"
             )))),
         }
@@ -294,5 +295,155 @@ impl<M: Module> Instance for Hosted<M> {
             .as_ref()
             .map(|configured| RString::from(configured.effective.as_str()))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use callhost_plugin_abi::{ModuleErrorKind, PartyKind};
+
+    use super::*;
+    use crate::{testing, ActionEntry, ConfigError};
+
+    /// Panics in call setup, now or later, as configured.
+    struct Panicky {
+        later: bool,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    struct PanickyConfig {
+        #[serde(default)]
+        later: bool,
+    }
+
+    impl Module for Panicky {
+        type Config = PanickyConfig;
+
+        fn new(_ctx: &Context, config: PanickyConfig) -> Result<Self, ConfigError> {
+            Ok(Panicky {
+                later: config.later,
+            })
+        }
+
+        fn call_setup(&self, _setup: &CallSetup) -> Setup {
+            if self.later {
+                Setup::Later(Box::pin(async { panic!("later") }))
+            } else {
+                panic!("now")
+            }
+        }
+    }
+
+    impl Panicky {
+        fn echo(&self, args: &[String]) -> Result<serde_json::Value, String> {
+            Ok(serde_json::json!(args))
+        }
+
+        fn explode(&self, _args: &[String]) -> Action {
+            panic!("in an action")
+        }
+
+        fn failing(&self, _args: &[String]) -> Result<serde_json::Value, String> {
+            Err("panicked is just a word here".into())
+        }
+    }
+
+    impl Actions for Panicky {
+        const ACTIONS: &'static [ActionEntry<Self>] = &[
+            ActionEntry {
+                name: "echo",
+                usage: "ARGS…",
+                help: "Answers its arguments.",
+                handler: |module: &Panicky, args: &[String]| Action::from(module.echo(args)),
+            },
+            ActionEntry {
+                name: "explode",
+                usage: "",
+                help: "Panics.",
+                handler: Panicky::explode,
+            },
+            ActionEntry {
+                name: "failing",
+                usage: "",
+                help: "Fails.",
+                handler: |module: &Panicky, args: &[String]| Action::from(module.failing(args)),
+            },
+        ];
+    }
+
+    fn instance(config: &str) -> InstanceBox {
+        let ctx = testing::context("sdk-hosted");
+        let instance = new_instance::<Panicky>(InstanceContext {
+            instance_name: ctx.instance.as_str().into(),
+            data_dir: ctx.data_dir.display().to_string().into(),
+            module_dir: ctx.module_dir.display().to_string().into(),
+            assets_dir: ctx.assets_dir.display().to_string().into(),
+            host: ctx.host.clone(),
+        })
+        .unwrap();
+        instance.configure(RStr::from_str(config)).unwrap();
+        instance
+    }
+
+    fn setup_error(config: &str) -> ModuleError {
+        let setup = testing::setup(
+            testing::party(PartyKind::External, "0301234567"),
+            testing::user("u", "U", "201"),
+        );
+        futures::executor::block_on(instance(config).call_setup(&setup))
+            .into_result()
+            .unwrap_err()
+    }
+
+    fn action(name: &str, args: &[&str]) -> RResult<RString, ModuleError> {
+        let args = args.iter().map(|a| RString::from(*a)).collect();
+        futures::executor::block_on(instance("").action(RStr::from_str(name), args))
+    }
+
+    #[test]
+    fn a_panic_in_call_setup_is_an_error_of_kind_panicked() {
+        let now = setup_error("");
+        assert_eq!(now.kind, ModuleErrorKind::Panicked);
+        assert_eq!(now.message.as_str(), "panicked: now");
+        let later = setup_error("later = true");
+        assert_eq!(later.kind, ModuleErrorKind::Panicked);
+        assert_eq!(later.message.as_str(), "panicked: later");
+    }
+
+    #[test]
+    fn actions_run_the_handler_declared_for_their_name() {
+        assert_eq!(
+            action("echo", &["a", "b"]).unwrap().as_str(),
+            r#"["a","b"]"#
+        );
+        let exploded = action("explode", &[]).unwrap_err();
+        assert_eq!(exploded.kind, ModuleErrorKind::Panicked);
+        let failed = action("failing", &[]).unwrap_err();
+        assert_eq!(
+            (failed.kind, failed.message.as_str()),
+            (ModuleErrorKind::Failed, "panicked is just a word here")
+        );
+        let unknown = action("nope", &[]).unwrap_err();
+        assert_eq!(unknown.message.as_str(), "unknown action `nope`");
+    }
+
+    #[test]
+    fn the_manifest_lists_the_declared_actions() {
+        let manifest = guarded_manifest::<Panicky>(|| crate::__manifest_parts {
+            id: "panicky",
+            name: "Panicky",
+            version: "0.1.0",
+            description: "",
+            hooks: callhost_plugin_abi::Hooks::CALL_SETUP,
+        });
+        let listed: Vec<(&str, &str)> = manifest
+            .actions
+            .iter()
+            .map(|a| (a.name.as_str(), a.usage.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [("echo", "ARGS…"), ("explode", ""), ("failing", "")]
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Write a callhost module as a plain Rust type.
 //!
 //! A module implements [`Module`] and declares itself once with
-//! [`export_module!`]: id, name, hooks and admin actions in one place. The
-//! SDK does the rest at the boundary:
+//! [`export_module!`]: id, name, hooks and admin actions (each bound to its
+//! handler) in one place. The SDK does the rest at the boundary:
 //! - every entry point runs under a panic guard (an unwind across the FFI
 //!   boundary would abort the host);
 //! - asynchronous work runs on the module's own tokio runtime (each library
@@ -70,11 +70,6 @@ pub trait Module: Sized + Send + Sync + 'static {
     /// thread; a slow module loses frames, never delays the call.
     fn media(&self, _frame: &MediaFrame<'_>) {}
 
-    /// Run a named admin action declared in [`export_module!`].
-    fn action(&self, name: &str, _args: &[String]) -> Action {
-        Action::Ready(Err(format!("unknown action `{name}`")))
-    }
-
     fn activate(&self) {}
     fn deactivate(&self) {}
     /// The instance is deleted for good: remove what only it needed.
@@ -90,10 +85,42 @@ pub enum Setup {
     Later(BoxFuture<Decision>),
 }
 
-/// The answer of [`Module::action`]: JSON for the CLI and the HTTP API.
+/// The answer of an admin action: JSON for the CLI and the HTTP API.
 pub enum Action {
     Ready(Result<serde_json::Value, String>),
     Later(BoxFuture<Result<serde_json::Value, String>>),
+}
+
+/// An answer ready at once.
+impl From<Result<serde_json::Value, String>> for Action {
+    fn from(answer: Result<serde_json::Value, String>) -> Action {
+        Action::Ready(answer)
+    }
+}
+
+/// One admin action of a module: what `instance action` lists, and the
+/// method that runs it.
+pub struct ActionEntry<M> {
+    pub name: &'static str,
+    /// Argument synopsis, e.g. `FROM TO`.
+    pub usage: &'static str,
+    pub help: &'static str,
+    pub handler: fn(&M, &[String]) -> Action,
+}
+
+/// A module's admin actions, each bound to its handler. [`export_module!`]
+/// implements it from the `actions` it declares; the manifest the host
+/// reads and the dispatch both come from this one table.
+pub trait Actions: Sized + 'static {
+    const ACTIONS: &'static [ActionEntry<Self>];
+
+    /// Runs the declared action `name`.
+    fn action(&self, name: &str, args: &[String]) -> Action {
+        match Self::ACTIONS.iter().find(|entry| entry.name == name) {
+            Some(entry) => (entry.handler)(self, args),
+            None => Action::Ready(Err(format!("unknown action `{name}`"))),
+        }
+    }
 }
 
 /// A configuration error for `field` (a dotted path like `called.active_for[1]`).
@@ -173,8 +200,8 @@ impl Context {
     }
 }
 
-/// Declares a module: the one place that says what it is and which hooks
-/// and actions it has.
+/// Declares a module: the one place that says what it is, which hooks it
+/// has and which admin actions, each bound to the method that runs it.
 ///
 /// ```ignore
 /// callhost_plugin_sdk::export_module! {
@@ -183,9 +210,15 @@ impl Context {
 ///     name: "Hello",
 ///     description: "Greets callers",
 ///     hooks: [call_setup],
-///     actions: [{ name: "greet", usage: "NAME", help: "Says hello" }],
+///     actions: [
+///         { name: "greet", usage: "NAME", help: "Says hello", handler: Hello::greet },
+///     ],
 /// }
 /// ```
+///
+/// A handler is a `fn(&Module, &[String]) -> R`, where `R` is an [`Action`]
+/// or, for an answer ready at once, a `Result<serde_json::Value, String>`.
+/// The macro implements [`Actions`] for the module.
 ///
 /// The version is the crate's `CARGO_PKG_VERSION`, or
 /// `CALLHOST_MODULE_VERSION` when set at build time (tests build a "v2" of
@@ -199,8 +232,24 @@ macro_rules! export_module {
         name: $name:expr,
         description: $description:expr,
         hooks: [$($hook:ident),* $(,)?],
-        actions: [$({ name: $action:expr, usage: $usage:expr, help: $help:expr $(,)? }),* $(,)?] $(,)?
+        actions: [$({
+            name: $action:expr,
+            usage: $usage:expr,
+            help: $help:expr,
+            handler: $handler:expr $(,)?
+        }),* $(,)?] $(,)?
     ) => {
+        impl $crate::Actions for $module {
+            const ACTIONS: &'static [$crate::ActionEntry<Self>] = &[$($crate::ActionEntry {
+                name: $action,
+                usage: $usage,
+                help: $help,
+                handler: |module: &$module, args: &[::std::string::String]| {
+                    $crate::Action::from(($handler)(module, args))
+                },
+            }),*];
+        }
+
         /// Our own ABI number, read by the host before abi_stable's layout check.
         #[no_mangle]
         pub extern "C" fn callhost_abi_version() -> u32 {
@@ -212,7 +261,7 @@ macro_rules! export_module {
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
 
             extern "C" fn manifest() -> $crate::abi::ModuleManifest {
-                $crate::guarded_manifest(|| $crate::__manifest_parts {
+                $crate::guarded_manifest::<$module>(|| $crate::__manifest_parts {
                     id: $id,
                     name: $name,
                     version: match option_env!("CALLHOST_MODULE_VERSION") {
@@ -221,7 +270,6 @@ macro_rules! export_module {
                     },
                     description: $description,
                     hooks: $crate::abi::Hooks(0)$(.union($crate::__hook!($hook)))*,
-                    actions: &[$(($action, $usage, $help)),*],
                 })
             }
             extern "C" fn new_instance(
@@ -265,5 +313,4 @@ pub struct __manifest_parts {
     pub version: &'static str,
     pub description: &'static str,
     pub hooks: abi::Hooks,
-    pub actions: &'static [(&'static str, &'static str, &'static str)],
 }

@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use callhost_plugin_abi::ModuleError;
 use tokio::runtime::{Handle, Runtime};
 
 static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
@@ -46,8 +47,8 @@ pub(crate) fn start() {
 /// aborts it when dropped (the host drops hooks that miss their deadline).
 pub(crate) fn spawn_joined<T: Send + 'static>(
     future: impl Future<Output = T> + Send + 'static,
-) -> Result<Joined<T>, String> {
-    let handle = handle().ok_or_else(|| "the module runtime could not start".to_string())?;
+) -> Result<Joined<T>, ModuleError> {
+    let handle = handle().ok_or_else(|| ModuleError::new("the module runtime could not start"))?;
     Ok(Joined(handle.spawn(future)))
 }
 
@@ -100,18 +101,18 @@ pub fn shutdown() {
 pub(crate) struct Joined<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Future for Joined<T> {
-    type Output = Result<T, String>;
+    type Output = Result<T, ModuleError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx).map(|joined| {
             joined.map_err(|error| {
                 if error.is_panic() {
-                    format!(
+                    ModuleError::panicked(format!(
                         "panicked: {}",
                         crate::hosted::panic_message(error.into_panic())
-                    )
+                    ))
                 } else {
-                    "cancelled".to_string()
+                    ModuleError::new("cancelled")
                 }
             })
         })

@@ -69,7 +69,9 @@ pub fn context_in(instance: &str, dir: &std::path::Path) -> Context {
 /// Configures a fresh instance of `M` the way the host does (TOML text
 /// through the SDK's parser and `Module::new`): the configuration in force
 /// with defaults filled in, or the refusal naming the field.
-pub fn configure<M: crate::Module>(text: &str) -> Result<String, callhost_plugin_abi::ConfigError> {
+pub fn configure<M: crate::Module + crate::Actions>(
+    text: &str,
+) -> Result<String, callhost_plugin_abi::ConfigError> {
     let ctx = context("configure");
     let instance = crate::new_instance::<M>(callhost_plugin_abi::InstanceContext {
         instance_name: ctx.instance.as_str().into(),

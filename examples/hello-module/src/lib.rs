@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use callhost_plugin_sdk::{
-    config_error, export_module, serde_json, serde_json::json, tracing, Action, CallEvent,
-    CallSetup, ConfigError, Context, Decision, EventKind, MediaFrame, Module, Setup, TapRequest,
+    config_error, export_module, serde_json, serde_json::json, tracing, CallEvent, CallSetup,
+    ConfigError, Context, Decision, EventKind, MediaFrame, Module, Setup, TapRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,18 @@ struct MediaCount {
 }
 
 impl Hello {
+    /// `greet [NAME]`.
+    fn greet(&self, args: &[String]) -> Result<serde_json::Value, String> {
+        let greeting = &self.config.greeting;
+        let who = args.first().map(String::as_str).unwrap_or("world");
+        Ok(json!({ "text": format!("{greeting}, {who}!") }))
+    }
+
+    /// `media`: the counts of finished calls.
+    fn media_counts(&self, _args: &[String]) -> Result<serde_json::Value, String> {
+        Ok(json!(self.stored_counts()))
+    }
+
     fn stored_counts(&self) -> BTreeMap<String, MediaCount> {
         std::fs::read_to_string(&self.counts_file)
             .ok()
@@ -123,9 +135,9 @@ impl Module for Hello {
             return Setup::Ready(Decision::default());
         }
         tracing::debug!(callee, "greeting");
+        let (greeting, caller) = (&self.config.greeting, setup.caller.label());
         Setup::Ready(Decision {
-            display: Some(format!("{}: {}", self.config.greeting, setup.caller.label()).into())
-                .into(),
+            display: Some(format!("{greeting}: {caller}").into()).into(),
             reason: Some("greeted".into()).into(),
             tap: self.tap,
             prompt: self.config.prompt.as_deref().map(Into::into).into(),
@@ -168,19 +180,6 @@ impl Module for Hello {
             let _ = std::fs::write(&self.counts_file, text);
         }
     }
-
-    fn action(&self, name: &str, args: &[String]) -> Action {
-        match name {
-            "greet" => {
-                let who = args.first().map(String::as_str).unwrap_or("world");
-                Action::Ready(Ok(
-                    json!({ "text": format!("{}, {who}!", self.config.greeting) }),
-                ))
-            }
-            "media" => Action::Ready(Ok(json!(self.stored_counts()))),
-            other => Action::Ready(Err(format!("unknown action `{other}`"))),
-        }
-    }
 }
 
 export_module! {
@@ -190,7 +189,7 @@ export_module! {
     description: "Greets callers on the ringing phone's display.",
     hooks: [quick_setup, call_event, media],
     actions: [
-        { name: "greet", usage: "[NAME]", help: "Answers with the configured greeting." },
-        { name: "media", usage: "", help: "Frames and keys counted per finished call." },
+        { name: "greet", usage: "[NAME]", help: "Answers with the configured greeting.", handler: Hello::greet },
+        { name: "media", usage: "", help: "Frames and keys counted per finished call.", handler: Hello::media_counts },
     ],
 }

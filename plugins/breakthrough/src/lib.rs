@@ -13,8 +13,8 @@ use callhost_plugin_sdk::{
     config_error, export_module,
     serde_json::{self, json},
     template::Template,
-    tracing, Action, CallSetup, ConfigError, Context, Decision, ForwardKind, Module, Party,
-    PartyKind, Setup,
+    tracing, CallSetup, ConfigError, Context, Decision, ForwardKind, Module, Party, PartyKind,
+    Setup,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,16 +75,23 @@ impl Default for Config {
     }
 }
 
-/// The placeholders of `forward_display`, in the order `render` fills them.
-const PLACEHOLDERS: [&str; 4] = ["caller", "callee", "caller_number", "callee_number"];
+callhost_plugin_sdk::placeholders! {
+    /// The placeholders of `forward_display`.
+    enum ForwardDisplayField {
+        Caller = "caller",
+        Callee = "callee",
+        CallerNumber = "caller_number",
+        CalleeNumber = "callee_number",
+    }
+}
 
 /// Fills a parsed `forward_display` for this call.
-fn render(template: &Template, setup: &CallSetup) -> String {
-    template.render(|i| match i {
-        0 => caller_display(setup),
-        1 => setup.callee.label(),
-        2 => &setup.caller.number,
-        _ => &setup.callee.number,
+fn render(template: &Template<ForwardDisplayField>, setup: &CallSetup) -> String {
+    template.render(|placeholder| match placeholder {
+        ForwardDisplayField::Caller => caller_display(setup),
+        ForwardDisplayField::Callee => setup.callee.label(),
+        ForwardDisplayField::CallerNumber => &setup.caller.number,
+        ForwardDisplayField::CalleeNumber => &setup.callee.number,
     })
 }
 
@@ -157,7 +164,7 @@ fn forward_to_caller(setup: &CallSetup) -> Option<&'static str> {
 pub struct Breakthrough {
     config: Config,
     /// `None` when `forward_display` is empty.
-    template: Option<Template>,
+    template: Option<Template<ForwardDisplayField>>,
 }
 
 impl Breakthrough {
@@ -293,7 +300,7 @@ impl Module for Breakthrough {
             None
         } else {
             Some(
-                Template::parse(&config.forward_display, &PLACEHOLDERS)
+                Template::parse(&config.forward_display)
                     .map_err(|message| config_error("forward_display", message))?,
             )
         };
@@ -302,13 +309,6 @@ impl Module for Breakthrough {
 
     fn call_setup(&self, setup: &CallSetup) -> Setup {
         Setup::Ready(self.decide(setup))
-    }
-
-    fn action(&self, name: &str, args: &[String]) -> Action {
-        match name {
-            "check" => Action::Ready(self.check(args)),
-            other => Action::Ready(Err(format!("unknown action `{other}`"))),
-        }
     }
 }
 
@@ -321,6 +321,7 @@ export_module! {
     actions: [{
         name: "check",
         usage: "CALLER CALLED",
-        help: "Says whether the caller and called numbers match the rule (patterns only, no directory lookup) and which options would apply."
+        help: "Says whether the caller and called numbers match the rule (patterns only, no directory lookup) and which options would apply.",
+        handler: Breakthrough::check,
     }],
 }

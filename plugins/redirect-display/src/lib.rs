@@ -252,7 +252,8 @@ impl RedirectDisplay {
             Some(display) if !display.is_empty() => display.as_str(),
             _ => setup.caller.label(),
         };
-        let display = format!("{} {for_whom}: {caller}", self.config.forward_label);
+        let label = &self.config.forward_label;
+        let display = format!("{label} {for_whom}: {caller}");
         let reason = format!(
             "{} forward of {} to {} followed: marked \"{display}\"",
             kind_name(forward.kind),

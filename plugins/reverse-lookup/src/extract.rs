@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use callhost_lookup_core::Extracted;
+use callhost_plugin_sdk::abi::display_name;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FieldName;
@@ -27,22 +28,15 @@ pub struct Found {
 impl Found {
     /// "First Last", else the display name, else the company; "" if none.
     pub fn name(&self) -> String {
-        let person: Vec<&str> = [&self.first_name, &self.last_name]
-            .into_iter()
-            .flatten()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !person.is_empty() {
-            return person.join(" ");
-        }
-        [&self.display, &self.company]
-            .into_iter()
-            .flatten()
-            .map(|s| s.trim())
-            .find(|s| !s.is_empty())
-            .unwrap_or_default()
-            .to_string()
+        // The shared rule, with a provider's complete name ranked before
+        // the company.
+        display_name(
+            self.first_name.as_deref(),
+            self.last_name.as_deref(),
+            self.display.as_deref(),
+        )
+        .or_else(|| display_name(None, None, self.company.as_deref()))
+        .unwrap_or_default()
     }
 
     pub fn has_name(&self) -> bool {
@@ -211,6 +205,26 @@ mod tests {
             ..Found::default()
         };
         assert_eq!(company.name(), "Acme");
+        let display = Found {
+            display: Some("Muster, Hans".into()),
+            ..company.clone()
+        };
+        assert_eq!(
+            display.name(),
+            "Muster, Hans",
+            "a complete name before the company"
+        );
+        let blank = Found {
+            first_name: Some(" ".into()),
+            display: Some("  ".into()),
+            company: Some(" Acme ".into()),
+            ..Found::default()
+        };
+        assert_eq!(
+            blank.name(),
+            "Acme",
+            "blank parts skipped, the rest trimmed"
+        );
         assert!(!Found::default().has_name());
         assert_eq!(parse_score("7.4"), Some(7));
         assert_eq!(parse_score("x"), None);

@@ -20,8 +20,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use callhost_numbers::{ExternalNumber, NumberPlan};
 use callhost_plugin_sdk::abi_stable::std_types::ROption;
 use callhost_plugin_sdk::{
-    config_error, export_module, serde_json::json, template::Template, Action, CallSetup,
-    ConfigError, Context, Decision, Direction, Module, PartyKind, Setup,
+    config_error, export_module,
+    serde_json::json,
+    template::{Placeholder, Template},
+    Action, CallSetup, ConfigError, Context, Decision, Direction, Module, PartyKind, Setup,
 };
 use tokio::sync::Notify;
 
@@ -32,20 +34,35 @@ use crate::{
     store::LookupStore,
 };
 
-/// Placeholders of `display` and the providers' `display`.
-const DISPLAY: [&str; 7] = [
-    "name",
-    "first_name",
-    "last_name",
-    "company",
-    "number",
-    "spam_score",
-    "provider",
-];
-/// Placeholders of `prefix_format`.
-const PREFIX: [&str; 2] = ["callee", "display"];
-/// Placeholders of `spam.display`.
-const SPAM: [&str; 3] = ["display", "score", "number"];
+callhost_plugin_sdk::placeholders! {
+    /// Placeholders of `display` and the providers' `display`.
+    enum DisplayField {
+        Name = "name",
+        FirstName = "first_name",
+        LastName = "last_name",
+        Company = "company",
+        Number = "number",
+        SpamScore = "spam_score",
+        Provider = "provider",
+    }
+}
+
+callhost_plugin_sdk::placeholders! {
+    /// Placeholders of `prefix_format`.
+    enum PrefixField {
+        Callee = "callee",
+        Display = "display",
+    }
+}
+
+callhost_plugin_sdk::placeholders! {
+    /// Placeholders of `spam.display`.
+    enum SpamField {
+        Display = "display",
+        Score = "score",
+        Number = "number",
+    }
+}
 
 pub struct ReverseLookup {
     config: Config,
@@ -61,8 +78,8 @@ pub struct ReverseLookup {
 /// Numbers kept normalised at most (then the memo starts afresh).
 const NORMALIZED_MEMO: usize = 10_000;
 
-fn template(field: &str, text: &str, names: &[&str]) -> Result<Template, ConfigError> {
-    Template::parse(text, names).map_err(|e| config_error(field, e))
+fn template<P: Placeholder>(field: &str, text: &str) -> Result<Template<P>, ConfigError> {
+    Template::parse(text).map_err(|e| config_error(field, e))
 }
 
 impl Module for ReverseLookup {
@@ -135,22 +152,19 @@ impl Module for ReverseLookup {
                 },
             )?;
             if let Some(text) = &provider.display {
-                provider_displays.insert(
-                    provider.id.clone(),
-                    template(&at("display"), text, &DISPLAY)?,
-                );
+                provider_displays.insert(provider.id.clone(), template(&at("display"), text)?);
             }
             providers.push(Arc::new(provider));
         }
         let store = LookupStore::open(&ctx.data_dir)
             .map_err(|e| config_error("(instance data)", e.to_string()))?;
         // The prefix template is checked even when it is off.
-        let prefix = template("prefix_format", &config.prefix_format, &PREFIX)?;
+        let prefix = template("prefix_format", &config.prefix_format)?;
         let view = Arc::new(View {
-            display: template("display", &config.display, &DISPLAY)?,
+            display: template("display", &config.display)?,
             provider_displays,
             prefix: config.prefix_callee_name.then_some(prefix),
-            spam_display: template("spam.display", &config.spam.display, &SPAM)?,
+            spam_display: template("spam.display", &config.spam.display)?,
             spam_action: config.spam.action,
             spam_threshold: config.spam.threshold,
         });
@@ -211,136 +225,141 @@ impl Module for ReverseLookup {
             view.decide(&lookup, outgoing, &callee, callee_is_local, &shown_number)
         }))
     }
+}
 
-    fn action(&self, name: &str, args: &[String]) -> Action {
-        let resolver = self.resolver.clone();
-        match name {
-            "test" => {
-                // The number may come in pieces ("030 1234567" unquoted).
-                let raw: String = args
-                    .iter()
-                    .filter(|a| !a.starts_with("--"))
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                if raw.is_empty() {
-                    return Action::Ready(Err("usage: test NUMBER [--fresh]".into()));
-                }
-                let number = match self.plan.normalize(&raw) {
-                    Ok(number) => number,
-                    Err(e) => return Action::Ready(Err(format!("{raw:?}: {e}"))),
-                };
-                let fresh = args.iter().any(|a| a == "--fresh");
-                let view = self.view.clone();
-                let chosen: Vec<_> = resolver
-                    .providers
-                    .iter()
-                    .map(|p| json!({"provider": p.id, "name": p.name, "eligible": p.eligible(&number), "role": format!("{:?}", p.role).to_lowercase(), "timeout_ms": p.timeout.as_millis() as u64, "cache": p.cache}))
-                    .collect();
-                Action::Later(Box::pin(async move {
-                    let resolver = if fresh {
-                        Arc::new(resolver.without_cache())
-                    } else {
-                        resolver
-                    };
-                    let lookup = resolver.resolve(&number, None, Origin::Test, true).await;
-                    let decision = view.decide(&lookup, false, "", false, &number.national);
-                    // Error: every provider asked failed, so the answer says
-                    // nothing about the number; warning: they answered, but
-                    // no one knows it.
-                    let asked: Vec<&str> = lookup
-                        .steps
-                        .iter()
-                        .filter(|s| s.step == "provider" && !s.result.starts_with("skipped"))
-                        .map(|s| s.result.as_str())
-                        .collect();
-                    let failed = |r: &&str| r.starts_with("error") || *r == "timed out";
-                    let verdict = match &lookup.found {
-                        Some(_) => "success",
-                        None if !asked.is_empty() && asked.iter().all(failed) => "error",
-                        None => "warning: no provider knows this number",
-                    };
-                    Ok(json!({
-                        "number": {"international": number.international, "e164": number.e164, "national": number.national, "country": number.country},
-                        "providers": chosen,
-                        "result": verdict,
-                        "display": decision.display.into_option().map(|d| d.into_string()),
-                        "reject": decision.reject.into_option().map(|d| d.into_string()),
-                        "lookup": lookup,
-                    }))
-                }))
-            }
-            "history" => {
-                let limit = args.first().and_then(|a| a.parse().ok()).unwrap_or(50);
-                Action::Ready(
-                    resolver
-                        .store
-                        .history(None, limit)
-                        .map(|records| json!({"lookups": records}))
-                        .map_err(|e| e.to_string()),
-                )
-            }
-            "live" => {
-                let after = args.first().and_then(|a| a.parse::<i64>().ok());
-                let wait = args
-                    .get(1)
-                    .and_then(|a| a.parse::<u64>().ok())
-                    .unwrap_or(25)
-                    .min(60);
-                Action::Later(Box::pin(live(resolver, after, Duration::from_secs(wait))))
-            }
-            "purge" => {
-                let what = args.first().map(String::as_str).unwrap_or("cache");
-                let store = &resolver.store;
-                let result = match what {
-                    "cache" => store
-                        .purge_cache()
-                        .map(|n| json!({"cache_entries_deleted": n})),
-                    "history" => store
-                        .purge_history()
-                        .map(|n| json!({"history_entries_deleted": n})),
-                    "all" => store.purge_cache().and_then(|c| {
-                        store.purge_history().map(
-                            |h| json!({"cache_entries_deleted": c, "history_entries_deleted": h}),
-                        )
-                    }),
-                    other => {
-                        return Action::Ready(Err(format!(
-                            "purge {other:?}: say cache, history or all"
-                        )))
-                    }
-                };
-                Action::Ready(result.map_err(|e| e.to_string()))
-            }
-            "refresh-call-lists" => {
-                let plan = self.plan.clone();
-                Action::Later(Box::pin(refresh_call_lists(resolver, plan)))
-            }
-            "profiles" => Action::Ready(Ok(json!({"profiles": profiles::listing()}))),
-            "defaults" => {
-                let Some(template) = args.first() else {
-                    return Action::Ready(Err("usage: defaults TEMPLATE [VARIANT]".into()));
-                };
-                Action::Ready(
-                    profiles::defaults_snippet(template, args.get(1).map(String::as_str))
-                        .map(|toml| json!({"toml": toml})),
-                )
-            }
-            "stats" => Action::Ready(
-                resolver
-                    .store
-                    .cache_size()
-                    .and_then(|size| resolver.store.usage().map(|usage| (size, usage)))
-                    .map(|(size, usage)| {
-                        json!({
-                            "cache_entries": size,
-                            "requests_this_month": usage.into_iter().collect::<HashMap<_, _>>(),
-                        })
-                    })
-                    .map_err(|e| e.to_string()),
-            ),
-            other => Action::Ready(Err(format!("unknown action `{other}`"))),
+/// The admin actions, bound to their names in `export_module!` below.
+impl ReverseLookup {
+    /// `test NUMBER [--fresh]`: resolves a number now and explains every step.
+    fn test(&self, args: &[String]) -> Action {
+        // The number may come in pieces ("030 1234567" unquoted).
+        let raw: String = args
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if raw.is_empty() {
+            return Action::Ready(Err("usage: test NUMBER [--fresh]".into()));
         }
+        let number = match self.plan.normalize(&raw) {
+            Ok(number) => number,
+            Err(e) => return Action::Ready(Err(format!("{raw:?}: {e}"))),
+        };
+        let fresh = args.iter().any(|a| a == "--fresh");
+        let resolver = self.resolver.clone();
+        let view = self.view.clone();
+        let chosen: Vec<_> = resolver
+            .providers
+            .iter()
+            .map(|p| json!({"provider": p.id, "name": p.name, "eligible": p.eligible(&number), "role": format!("{:?}", p.role).to_lowercase(), "timeout_ms": p.timeout.as_millis() as u64, "cache": p.cache}))
+            .collect();
+        Action::Later(Box::pin(async move {
+            let resolver = if fresh {
+                Arc::new(resolver.without_cache())
+            } else {
+                resolver
+            };
+            let lookup = resolver.resolve(&number, None, Origin::Test, true).await;
+            let decision = view.decide(&lookup, false, "", false, &number.national);
+            // Error: the answer says nothing about the number; warning:
+            // the providers answered, but no one knows it.
+            let verdict = match &lookup.found {
+                Some(_) => "success",
+                None if lookup.every_provider_failed() => "error",
+                None => "warning: no provider knows this number",
+            };
+            Ok(json!({
+                "number": {"international": number.international, "e164": number.e164, "national": number.national, "country": number.country},
+                "providers": chosen,
+                "result": verdict,
+                "display": decision.display.into_option().map(|d| d.into_string()),
+                "reject": decision.reject.into_option().map(|d| d.into_string()),
+                "lookup": lookup,
+            }))
+        }))
+    }
+
+    /// `history [LIMIT]`.
+    fn history(&self, args: &[String]) -> Result<serde_json::Value, String> {
+        let limit = args.first().and_then(|a| a.parse().ok()).unwrap_or(50);
+        self.resolver
+            .store
+            .history(None, limit)
+            .map(|records| json!({"lookups": records}))
+            .map_err(|e| e.to_string())
+    }
+
+    /// `live [AFTER_ID] [WAIT_SECONDS]`.
+    fn live(&self, args: &[String]) -> Action {
+        let after = args.first().and_then(|a| a.parse::<i64>().ok());
+        let wait = args
+            .get(1)
+            .and_then(|a| a.parse::<u64>().ok())
+            .unwrap_or(25)
+            .min(60);
+        Action::Later(Box::pin(lookups_after(
+            self.resolver.clone(),
+            after,
+            Duration::from_secs(wait),
+        )))
+    }
+
+    /// `purge [cache|history|all]`.
+    fn purge(&self, args: &[String]) -> Result<serde_json::Value, String> {
+        let what = args.first().map(String::as_str).unwrap_or("cache");
+        let store = &self.resolver.store;
+        let result = match what {
+            "cache" => store
+                .purge_cache()
+                .map(|n| json!({"cache_entries_deleted": n})),
+            "history" => store
+                .purge_history()
+                .map(|n| json!({"history_entries_deleted": n})),
+            "all" => store.purge_cache().and_then(|c| {
+                store
+                    .purge_history()
+                    .map(|h| json!({"cache_entries_deleted": c, "history_entries_deleted": h}))
+            }),
+            other => return Err(format!("purge {other:?}: say cache, history or all")),
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    /// `refresh-call-lists`.
+    fn refresh_call_lists(&self, _args: &[String]) -> Action {
+        Action::Later(Box::pin(name_call_lists(
+            self.resolver.clone(),
+            self.plan.clone(),
+        )))
+    }
+
+    /// `profiles`.
+    fn profiles(&self, _args: &[String]) -> Result<serde_json::Value, String> {
+        Ok(json!({"profiles": profiles::listing()}))
+    }
+
+    /// `defaults TEMPLATE [VARIANT]`.
+    fn defaults(&self, args: &[String]) -> Result<serde_json::Value, String> {
+        let Some(template) = args.first() else {
+            return Err("usage: defaults TEMPLATE [VARIANT]".into());
+        };
+        profiles::defaults_snippet(template, args.get(1).map(String::as_str))
+            .map(|toml| json!({"toml": toml}))
+    }
+
+    /// `stats`.
+    fn stats(&self, _args: &[String]) -> Result<serde_json::Value, String> {
+        let store = &self.resolver.store;
+        store
+            .cache_size()
+            .and_then(|size| store.usage().map(|usage| (size, usage)))
+            .map(|(size, usage)| {
+                json!({
+                    "cache_entries": size,
+                    "requests_this_month": usage.into_iter().collect::<HashMap<_, _>>(),
+                })
+            })
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -373,10 +392,10 @@ impl ReverseLookup {
 
 /// How a lookup becomes a decision (display, spam, prefix).
 struct View {
-    display: Template,
-    provider_displays: HashMap<String, Template>,
-    prefix: Option<Template>,
-    spam_display: Template,
+    display: Template<DisplayField>,
+    provider_displays: HashMap<String, Template<DisplayField>>,
+    prefix: Option<Template<PrefixField>>,
+    spam_display: Template<SpamField>,
     spam_action: SpamAction,
     spam_threshold: u8,
 }
@@ -408,14 +427,14 @@ impl View {
                 .unwrap_or(&self.display);
             let empty = String::new();
             template
-                .render(|i| match i {
-                    0 => name.as_str(),
-                    1 => found.first_name.as_ref().unwrap_or(&empty),
-                    2 => found.last_name.as_ref().unwrap_or(&empty),
-                    3 => found.company.as_ref().unwrap_or(&empty),
-                    4 => shown_number,
-                    5 => score.as_str(),
-                    _ => provider.as_str(),
+                .render(|placeholder| match placeholder {
+                    DisplayField::Name => name.as_str(),
+                    DisplayField::FirstName => found.first_name.as_ref().unwrap_or(&empty),
+                    DisplayField::LastName => found.last_name.as_ref().unwrap_or(&empty),
+                    DisplayField::Company => found.company.as_ref().unwrap_or(&empty),
+                    DisplayField::Number => shown_number,
+                    DisplayField::SpamScore => score.as_str(),
+                    DisplayField::Provider => provider.as_str(),
                 })
                 .split_whitespace()
                 .collect::<Vec<_>>()
@@ -449,17 +468,20 @@ impl View {
                     }
                     let base = display.clone().unwrap_or_else(|| shown_number.to_string());
                     let score = score.to_string();
-                    display = Some(self.spam_display.render(|i| match i {
-                        0 => base.as_str(),
-                        1 => score.as_str(),
-                        _ => shown_number,
+                    display = Some(self.spam_display.render(|placeholder| match placeholder {
+                        SpamField::Display => base.as_str(),
+                        SpamField::Score => score.as_str(),
+                        SpamField::Number => shown_number,
                     }));
                 }
             }
         }
         if let (Some(prefix), true) = (&self.prefix, callee_is_local) {
             let base = display.clone().unwrap_or_else(|| shown_number.to_string());
-            display = Some(prefix.render(|i| if i == 0 { callee } else { base.as_str() }));
+            display = Some(prefix.render(|placeholder| match placeholder {
+                PrefixField::Callee => callee,
+                PrefixField::Display => base.as_str(),
+            }));
         }
         decision.display = display.map(Into::into).into();
         let reason = match (&lookup.provider, lookup.source) {
@@ -475,7 +497,7 @@ impl View {
 /// The `live` action: lookups after `after` (default: from now on), waiting
 /// up to `wait` for the first; `next` is the id to ask after next time. The
 /// database is polled too, so lookups of other processes show up.
-async fn live(
+async fn lookups_after(
     resolver: Arc<Resolver>,
     after: Option<i64>,
     wait: Duration,
@@ -507,7 +529,7 @@ async fn live(
 
 /// RL13: resolves every call-list number without a name and names all its
 /// entries, for all users. Progress goes to the instance log.
-async fn refresh_call_lists(
+async fn name_call_lists(
     resolver: Arc<Resolver>,
     plan: NumberPlan,
 ) -> Result<serde_json::Value, String> {
@@ -558,13 +580,69 @@ export_module! {
     description: "Caller names from phone books, CRMs, LDAP, SQL and CardDAV, in parallel within the call budget",
     hooks: [quick_setup],
     actions: [
-        { name: "test", usage: "NUMBER [--fresh]", help: "Resolve a number now and explain every step (--fresh skips the cache)" },
-        { name: "history", usage: "[LIMIT]", help: "The latest lookups: which provider answered what, when" },
-        { name: "live", usage: "[AFTER_ID] [WAIT_SECONDS]", help: "Lookups after AFTER_ID, waiting for the next one (a feed: pass back `next`)" },
-        { name: "purge", usage: "[cache|history|all]", help: "Delete the cache, the history or both" },
-        { name: "refresh-call-lists", usage: "", help: "Resolve call-list entries without a name and name them for all users" },
-        { name: "profiles", usage: "", help: "List the shipped provider templates and their variants" },
-        { name: "defaults", usage: "TEMPLATE [VARIANT]", help: "A provider entry that uses a template's defaults (restore defaults)" },
-        { name: "stats", usage: "", help: "Cache size and this month's requests per provider" },
+        { name: "test", usage: "NUMBER [--fresh]", help: "Resolve a number now and explain every step (--fresh skips the cache)", handler: ReverseLookup::test },
+        { name: "history", usage: "[LIMIT]", help: "The latest lookups: which provider answered what, when", handler: ReverseLookup::history },
+        { name: "live", usage: "[AFTER_ID] [WAIT_SECONDS]", help: "Lookups after AFTER_ID, waiting for the next one (a feed: pass back `next`)", handler: ReverseLookup::live },
+        { name: "purge", usage: "[cache|history|all]", help: "Delete the cache, the history or both", handler: ReverseLookup::purge },
+        { name: "refresh-call-lists", usage: "", help: "Resolve call-list entries without a name and name them for all users", handler: ReverseLookup::refresh_call_lists },
+        { name: "profiles", usage: "", help: "List the shipped provider templates and their variants", handler: ReverseLookup::profiles },
+        { name: "defaults", usage: "TEMPLATE [VARIANT]", help: "A provider entry that uses a template's defaults (restore defaults)", handler: ReverseLookup::defaults },
+        { name: "stats", usage: "", help: "Cache size and this month's requests per provider", handler: ReverseLookup::stats },
     ],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::Found;
+
+    fn view(display: &str, prefix: &str, spam: &str) -> View {
+        View {
+            display: Template::parse(display).unwrap(),
+            provider_displays: HashMap::new(),
+            prefix: Some(Template::parse(prefix).unwrap()),
+            spam_display: Template::parse(spam).unwrap(),
+            spam_action: SpamAction::Show,
+            spam_threshold: 5,
+        }
+    }
+
+    fn lookup() -> Lookup {
+        Lookup {
+            number: "+49301234567".into(),
+            found: Some(Found {
+                first_name: Some("Anna".into()),
+                last_name: Some("Schmidt".into()),
+                company: Some("Acme".into()),
+                ..Found::default()
+            }),
+            source: "provider",
+            provider: Some("oertliche".into()),
+            spam_score: Some(7),
+            spam_provider: Some("tellows".into()),
+            elapsed_ms: 1.0,
+            steps: Vec::new(),
+            id: None,
+        }
+    }
+
+    /// Every placeholder, in an order unlike their declaration: each is
+    /// filled with its own value.
+    #[test]
+    fn every_display_placeholder_is_filled_by_its_name() {
+        let view = view(
+            "{provider}|{spam_score}|{number}|{company}|{last_name}|{first_name}|{name}",
+            "{display} @ {callee}",
+            "{number} {score} {display}",
+        );
+        let decision = view.decide(&lookup(), false, "Zentrale", true, "0301234567");
+        assert_eq!(
+            decision
+                .display
+                .into_option()
+                .map(|d| d.into_string())
+                .as_deref(),
+            Some("0301234567 7 oertliche|7|0301234567|Acme|Schmidt|Anna|Anna Schmidt @ Zentrale")
+        );
+    }
 }

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::{
     config::Role,
     extract::Found,
-    providers::{Provider, Trace},
+    providers::{LookupError, Provider, Refusal, Trace},
     store::{LookupStore, Record},
 };
 
@@ -61,15 +61,108 @@ impl Origin {
 /// One step of a lookup, as the `test` action shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    pub step: &'static str,
+    pub step: StepKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
-    /// `won`, `found`, `not found`, `error: …`, `timed out`, `cancelled`,
-    /// `skipped: …`, `hit`, `negative`, `miss`, `stale`.
-    pub result: String,
+    pub result: StepResult,
     pub ms: f64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// Where a step looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StepKind {
+    #[serde(rename = "address book")]
+    AddressBook,
+    #[serde(rename = "cache")]
+    Cache,
+    #[serde(rename = "provider")]
+    Provider,
+}
+
+/// How one step ended; shown (and kept in the history) as its text:
+/// `hit`, `stale`, `negative`, `miss`, `won`, `found`, `not found`,
+/// `skipped: …`, `error: …`, `timed out`, `cancelled`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    /// Address book or cache: an entry that answers.
+    Hit,
+    /// Cache: an answer old enough to be fetched again in the background.
+    Stale,
+    /// Cache: the provider is known to have nothing.
+    Negative,
+    /// Address book or cache: nothing there.
+    Miss,
+    /// Provider: the first answer, the lookup's.
+    Won,
+    /// Provider, refreshing the cache in the background: an answer.
+    Found,
+    NotFound,
+    /// Provider not asked, and why.
+    Skipped(String),
+    /// Provider asked, and why it failed.
+    Error(String),
+    TimedOut,
+    /// Still running when another provider won.
+    Cancelled,
+}
+
+impl StepResult {
+    /// The provider was asked and its silence says nothing about the
+    /// number: it failed or ran out of time.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, StepResult::Error(_) | StepResult::TimedOut)
+    }
+}
+
+impl std::fmt::Display for StepResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepResult::Hit => f.write_str("hit"),
+            StepResult::Stale => f.write_str("stale"),
+            StepResult::Negative => f.write_str("negative"),
+            StepResult::Miss => f.write_str("miss"),
+            StepResult::Won => f.write_str("won"),
+            StepResult::Found => f.write_str("found"),
+            StepResult::NotFound => f.write_str("not found"),
+            StepResult::Skipped(why) => write!(f, "skipped: {why}"),
+            StepResult::Error(why) => write!(f, "error: {why}"),
+            StepResult::TimedOut => f.write_str("timed out"),
+            StepResult::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+impl Serialize for StepResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A refused request was never sent: skipped, not failed.
+impl From<&LookupError> for StepResult {
+    fn from(error: &LookupError) -> StepResult {
+        match error {
+            LookupError::Refused(why) => StepResult::Skipped(why.to_string()),
+            LookupError::Failed(why) => StepResult::Error(why.clone()),
+        }
+    }
+}
+
+impl From<&AttemptResult<LookupError>> for StepResult {
+    fn from(result: &AttemptResult<LookupError>) -> StepResult {
+        match result {
+            AttemptResult::Won => StepResult::Won,
+            AttemptResult::NotFound => StepResult::NotFound,
+            AttemptResult::Error(error) => StepResult::from(error),
+            AttemptResult::Panicked(message) => {
+                StepResult::Error(format!("provider panicked: {message}"))
+            }
+            AttemptResult::TimedOut => StepResult::TimedOut,
+            AttemptResult::Cancelled => StepResult::Cancelled,
+        }
+    }
 }
 
 /// What a lookup came to.
@@ -126,6 +219,17 @@ impl Lookup {
             .as_ref()
             .map(Found::name)
             .filter(|n| !n.is_empty())
+    }
+
+    /// Providers were asked and every one failed, so the lookup says
+    /// nothing about the number (skipped providers were not asked).
+    pub fn every_provider_failed(&self) -> bool {
+        let mut asked = self
+            .steps
+            .iter()
+            .filter(|s| s.step == StepKind::Provider && !matches!(s.result, StepResult::Skipped(_)))
+            .peekable();
+        asked.peek().is_some() && asked.all(|s| s.result.is_failure())
     }
 }
 
@@ -198,7 +302,7 @@ impl Resolver {
 
     /// May `provider` send one more request? Rate limit first (in memory),
     /// then the monthly quota (in the database, so restarts don't reset it).
-    fn permit(&self, provider: &Provider) -> Result<(), String> {
+    fn permit(&self, provider: &Provider) -> Result<(), LookupError> {
         if let Some(limit) = provider.rate_limit_per_minute {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             let window = recent.entry(provider.id.clone()).or_default();
@@ -210,7 +314,7 @@ impl Resolver {
                 window.pop_front();
             }
             if window.len() >= limit as usize {
-                return Err(format!("rate limit: {limit} requests a minute reached"));
+                return Err(Refusal::RateLimit { limit }.into());
             }
             window.push_back(now);
         }
@@ -218,12 +322,8 @@ impl Resolver {
         if let Some(quota) = provider.monthly_quota.filter(|q| *q > 0) {
             match self.store.take_quota(&provider.id, quota) {
                 Ok(Ok(())) => {}
-                Ok(Err(quota)) => {
-                    return Err(format!(
-                        "monthly quota exhausted ({quota} requests this month)"
-                    ))
-                }
-                Err(e) => return Err(format!("quota: {e}")),
+                Ok(Err(quota)) => return Err(Refusal::MonthlyQuota { quota }.into()),
+                Err(e) => return Err(LookupError::Failed(format!("quota: {e}"))),
             }
         }
         Ok(())
@@ -395,9 +495,13 @@ impl Resolver {
         if origin != Origin::Call {
             let hit = name.is_some();
             lookup.steps.push(Step {
-                step: "address book",
+                step: StepKind::AddressBook,
                 provider: None,
-                result: if hit { "hit" } else { "miss" }.into(),
+                result: if hit {
+                    StepResult::Hit
+                } else {
+                    StepResult::Miss
+                },
                 ms: ms(started.elapsed()),
                 notes: name.iter().map(|n| format!("contact {n:?}")).collect(),
             });
@@ -416,12 +520,12 @@ impl Resolver {
                 let ok = p.eligible(number);
                 if !ok {
                     lookup.steps.push(Step {
-                        step: "provider",
+                        step: StepKind::Provider,
                         provider: Some(p.id.clone()),
-                        result: format!(
-                            "skipped: not for callers from {}",
+                        result: StepResult::Skipped(format!(
+                            "not for callers from {}",
                             number.country.as_deref().unwrap_or("no country")
-                        ),
+                        )),
                         ms: 0.0,
                         notes: Vec::new(),
                     });
@@ -465,7 +569,11 @@ impl Resolver {
                     if stale {
                         self.refresh_in_background(provider, number);
                     }
-                    let result = if stale { "stale" } else { "hit" };
+                    let result = if stale {
+                        StepResult::Stale
+                    } else {
+                        StepResult::Hit
+                    };
                     if provider.role == Role::Spam {
                         if let Some(score) = found.spam_score {
                             cached.spam = Some((provider.id.clone(), score));
@@ -473,30 +581,30 @@ impl Resolver {
                         let note = found
                             .spam_score
                             .map_or("no spam score".to_string(), |s| format!("spam score {s}"));
-                        (result.to_string(), vec![note])
+                        (result, vec![note])
                     } else if lookup.found.is_none() {
                         let note = format!("{:?}, {} s old", found.name(), entry.age.as_secs());
                         lookup.found = Some(found);
                         lookup.source = "cache";
                         lookup.provider = Some(provider.id.clone());
-                        (result.to_string(), vec![note])
+                        (result, vec![note])
                     } else {
-                        (result.to_string(), Vec::new())
+                        (result, Vec::new())
                     }
                 }
                 Some(entry) if entry.found.is_none() && entry.age < self.settings.negative_ttl => {
                     cached.negative.insert(provider.id.clone());
                     (
-                        "negative".to_string(),
+                        StepResult::Negative,
                         vec![format!("{} s old", entry.age.as_secs())],
                     )
                 }
                 // Expired in memory: only the full lookup may ask again.
                 Some(_) if read == CacheRead::MemoryOnly => return None,
-                _ => ("miss".to_string(), Vec::new()),
+                _ => (StepResult::Miss, Vec::new()),
             };
             lookup.steps.push(Step {
-                step: "cache",
+                step: StepKind::Cache,
                 provider: Some(provider.id.clone()),
                 result,
                 ms: ms(started.elapsed()),
@@ -510,7 +618,7 @@ impl Resolver {
     /// winner's answer, and "not found" from providers that answered so.
     fn record_race(
         &self,
-        outcome: &RaceOutcome<Found>,
+        outcome: &RaceOutcome<Found, LookupError>,
         number: &ExternalNumber,
         traces: &HashMap<String, Trace>,
         offset: f64,
@@ -519,33 +627,20 @@ impl Resolver {
         for report in &outcome.reports {
             let provider = self.providers.iter().find(|p| p.id == report.provider);
             let cache = self.settings.cache && provider.is_some_and(|p| p.cache);
-            let result = match &report.result {
-                AttemptResult::Won => {
-                    if cache {
-                        let found = outcome.winner.as_ref().map(|w| &w.value);
-                        self.cache_put(&report.provider, number, found);
-                    }
-                    "won".to_string()
+            match &report.result {
+                AttemptResult::Won if cache => {
+                    let found = outcome.winner.as_ref().map(|w| &w.value);
+                    self.cache_put(&report.provider, number, found);
                 }
-                AttemptResult::NotFound => {
-                    if cache {
-                        self.cache_put(&report.provider, number, None);
-                    }
-                    "not found".to_string()
+                AttemptResult::NotFound if cache => {
+                    self.cache_put(&report.provider, number, None);
                 }
-                AttemptResult::Error(e)
-                    if e.starts_with("rate limit") || e.starts_with("monthly quota") =>
-                {
-                    format!("skipped: {e}")
-                }
-                AttemptResult::Error(e) => format!("error: {e}"),
-                AttemptResult::TimedOut => "timed out".to_string(),
-                AttemptResult::Cancelled => "cancelled".to_string(),
-            };
+                _ => {}
+            }
             steps.push(Step {
-                step: "provider",
+                step: StepKind::Provider,
                 provider: Some(report.provider.clone()),
-                result,
+                result: StepResult::from(&report.result),
                 ms: offset + ms(report.elapsed),
                 notes: traces
                     .get(&report.provider)
@@ -584,10 +679,10 @@ impl Resolver {
             )
             .await;
             let outcome = match &result {
-                Ok(Ok(Some(_))) => "found".to_string(),
-                Ok(Ok(None)) => "not found".to_string(),
-                Ok(Err(e)) => format!("error: {e}"),
-                Err(_) => "timed out".to_string(),
+                Ok(Ok(Some(_))) => StepResult::Found,
+                Ok(Ok(None)) => StepResult::NotFound,
+                Ok(Err(e)) => StepResult::from(e),
+                Err(_) => StepResult::TimedOut,
             };
             let name = match &result {
                 Ok(Ok(Some(found))) => Some(found.name()).filter(|n| !n.is_empty()),
@@ -615,7 +710,7 @@ impl Resolver {
                 name,
                 spam_score: None,
                 elapsed_ms: ms(started.elapsed()),
-                attempts: serde_json::json!([{"step": "provider", "provider": provider.id, "result": outcome, "ms": ms(started.elapsed())}]),
+                attempts: serde_json::json!([{"step": StepKind::Provider, "provider": provider.id, "result": outcome, "ms": ms(started.elapsed())}]),
             };
             let _ = resolver.store.history_add(&record);
             resolver.written.notify_waiters();
@@ -666,7 +761,7 @@ impl Resolver {
             attempts: serde_json::json!(lookup
                 .steps
                 .iter()
-                .filter(|s| s.step != "address book")
+                .filter(|s| s.step != StepKind::AddressBook)
                 .map(|s| serde_json::json!({"step": s.step, "provider": s.provider, "result": s.result, "ms": s.ms}))
                 .collect::<Vec<_>>()),
         };
@@ -746,5 +841,106 @@ impl Resolver {
         }
         self.written.notify_waiters();
         id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider_step(result: StepResult) -> Step {
+        Step {
+            step: StepKind::Provider,
+            provider: Some("p".into()),
+            result,
+            ms: 0.0,
+            notes: Vec::new(),
+        }
+    }
+
+    fn lookup(steps: Vec<Step>) -> Lookup {
+        Lookup {
+            steps,
+            ..Lookup::empty(
+                &callhost_numbers::NumberPlan::new("DE")
+                    .unwrap()
+                    .normalize("030 1234567")
+                    .unwrap(),
+            )
+        }
+    }
+
+    #[test]
+    fn a_refused_request_is_skipped_and_a_failure_is_an_error() {
+        let refused = AttemptResult::Error(LookupError::Refused(Refusal::RateLimit { limit: 30 }));
+        assert_eq!(
+            StepResult::from(&refused),
+            StepResult::Skipped("rate limit: 30 requests a minute reached".into())
+        );
+        let quota =
+            AttemptResult::Error(LookupError::Refused(Refusal::MonthlyQuota { quota: 1000 }));
+        assert_eq!(
+            StepResult::from(&quota).to_string(),
+            "skipped: monthly quota exhausted (1000 requests this month)"
+        );
+        // A provider's own words decide nothing, whatever they start with.
+        let failed =
+            AttemptResult::Error(LookupError::Failed("rate limit of the API exceeded".into()));
+        assert_eq!(
+            StepResult::from(&failed),
+            StepResult::Error("rate limit of the API exceeded".into())
+        );
+        assert_eq!(
+            StepResult::from(&AttemptResult::<LookupError>::Panicked("boom".into())).to_string(),
+            "error: provider panicked: boom"
+        );
+    }
+
+    #[test]
+    fn step_results_read_as_before() {
+        let cases = [
+            (StepResult::Hit, "hit"),
+            (StepResult::Stale, "stale"),
+            (StepResult::Negative, "negative"),
+            (StepResult::Miss, "miss"),
+            (StepResult::Won, "won"),
+            (StepResult::Found, "found"),
+            (StepResult::NotFound, "not found"),
+            (StepResult::Skipped("why".into()), "skipped: why"),
+            (StepResult::Error("why".into()), "error: why"),
+            (StepResult::TimedOut, "timed out"),
+            (StepResult::Cancelled, "cancelled"),
+        ];
+        for (result, text) in cases {
+            assert_eq!(serde_json::to_value(&result).unwrap(), text);
+        }
+        assert_eq!(
+            serde_json::to_value(provider_step(StepResult::Won)).unwrap()["step"],
+            "provider"
+        );
+        assert_eq!(
+            serde_json::to_value(StepKind::AddressBook).unwrap(),
+            "address book"
+        );
+    }
+
+    #[test]
+    fn every_provider_failed_counts_the_providers_asked() {
+        let failed = || provider_step(StepResult::Error("HTTP 500".into()));
+        let skipped = || provider_step(StepResult::Skipped("rate limit".into()));
+        assert!(lookup(vec![
+            failed(),
+            provider_step(StepResult::TimedOut),
+            skipped()
+        ])
+        .every_provider_failed());
+        assert!(
+            !lookup(vec![failed(), provider_step(StepResult::NotFound)]).every_provider_failed()
+        );
+        assert!(
+            !lookup(vec![skipped()]).every_provider_failed(),
+            "none was asked"
+        );
+        assert!(!lookup(Vec::new()).every_provider_failed());
     }
 }

@@ -79,7 +79,28 @@ enum Source {
 
 /// Asks the resolver whether one more request is allowed (rate limit and
 /// monthly quota); `Err` says why not.
-pub type Permit<'a> = &'a (dyn Fn() -> Result<(), String> + Send + Sync);
+pub type Permit<'a> = &'a (dyn Fn() -> Result<(), LookupError> + Send + Sync);
+
+/// Why a provider's lookup has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// Not sent: the resolver refused the request.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Asked, and it failed (unreachable, an error status, an answer it
+    /// could not read, the quota count not readable).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why the resolver refused a provider's request (RL20).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("rate limit: {limit} requests a minute reached")]
+    RateLimit { limit: u32 },
+    #[error("monthly quota exhausted ({quota} requests this month)")]
+    MonthlyQuota { quota: u32 },
+}
 
 /// Shared settings a provider is built with.
 pub struct BuildContext<'a> {
@@ -200,7 +221,7 @@ impl Provider {
         max_extension_length: u8,
         permit: Permit<'_>,
         trace: &Trace,
-    ) -> Result<Option<Found>, String> {
+    ) -> Result<Option<Found>, LookupError> {
         if let Some(found) = self.lookup_exact(number, permit, trace).await? {
             return Ok(Some(found));
         }
@@ -228,7 +249,7 @@ impl Provider {
         number: &ExternalNumber,
         permit: Permit<'_>,
         trace: &Trace,
-    ) -> Result<Option<Found>, String> {
+    ) -> Result<Option<Found>, LookupError> {
         permit()?;
         let found = match &self.source {
             Source::Http(s) => s.query(number, trace).await,
@@ -238,7 +259,8 @@ impl Provider {
             Source::Salesforce(s) => s.query(number, trace).await,
             Source::Pipedrive(s) => s.query(number, trace).await,
             Source::Dynamics(s) => s.query(number, trace).await,
-        }?;
+        }
+        .map_err(LookupError::Failed)?;
         let Some(found) = found else {
             trace.note("no entry");
             return Ok(None);

@@ -18,7 +18,7 @@ use axum::{
     routing::get,
     Router,
 };
-use callhost_plugin_sdk::{testing, Action, CallSetup, Decision, Module, Setup};
+use callhost_plugin_sdk::{testing, Action, Actions, CallSetup, Decision, Module, Setup};
 use reverse_lookup::{config::Config, ReverseLookup};
 use serde_json::{json, Value};
 
