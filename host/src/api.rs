@@ -511,7 +511,7 @@ async fn live_instance(state: &Arc<ApiState>, name: String) -> Result<LiveInstan
     match tokio::time::timeout(START_LIMIT, building).await {
         Ok(Ok(built)) => built,
         Ok(Err(error)) => Err(ApiError::internal(anyhow::anyhow!(
-            "building the instance failed: {error}"
+            "building the instance failed: {error:#}"
         ))),
         Err(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

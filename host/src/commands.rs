@@ -10,7 +10,7 @@ use crate::{
     config::parse_toml,
     db::InstanceRow,
     instance_log,
-    instances::{run_action, EngineSlot, Instances, LiveInstance},
+    instances::{run_action, EngineSlot, Instances, LiveInstance, Refusal},
     library, Host,
 };
 
@@ -99,6 +99,7 @@ pub fn instance_create(
     inactive: bool,
 ) -> Result<String> {
     check_instance_name(name)?;
+    let config_file = config;
     let config = config
         .map(read_config_file)
         .transpose()?
@@ -115,7 +116,12 @@ pub fn instance_create(
         updated_at: String::new(),
         config_error: None,
     };
-    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &row.config)?;
+    let checked =
+        Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &row.config);
+    match (checked, config_file) {
+        (Err(error), Some(file)) => return Err(Refusal::in_file(error, file, "")),
+        (checked, _) => checked?,
+    }
     host.db.insert_instance(&row)?;
     Ok(format!(
         "created instance {name} of {module} ({})",
@@ -143,7 +149,9 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 pub fn instance_configure(host: &Host, name: &str, file: &Path) -> Result<String> {
     let row = host.db.instance(name)?;
     let config = read_config_file(file)?;
-    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &config)?;
+    Instances::new(&host.data, &host.db, &host.loader)
+        .check_config(&row, &config)
+        .map_err(|error| Refusal::in_file(error, file, ""))?;
     host.db.set_config(name, &config)?;
     Ok(format!("configured {name}"))
 }
@@ -332,7 +340,9 @@ pub fn instance_import(host: &Host, file: &Path, replace: bool) -> Result<String
         updated_at: String::new(),
         config_error: None,
     };
-    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &config)?;
+    Instances::new(&host.data, &host.db, &host.loader)
+        .check_config(&row, &config)
+        .map_err(|error| Refusal::in_file(error, file, "config"))?;
     match host.db.instance(&exported.name) {
         Ok(existing) if !replace => bail!(
             "an instance named `{}` exists already (module {}); use --replace to overwrite it",

@@ -165,8 +165,12 @@ impl Db {
         let data_dir = crate::paths::DataDir::new(data);
         let path = data_dir.database();
         let sealer = Arc::new(Sealer::open(data)?);
-        let store = Store::open(&path, sealer.clone())
-            .with_context(|| format!("cannot open database {}", path.display()))?;
+        let store = Store::open(&path, sealer.clone()).map_err(|error| match error {
+            // These name the file already.
+            StoreError::Open { .. } | StoreError::CreateDir { .. } => anyhow::Error::new(error),
+            other => anyhow::Error::new(other)
+                .context(format!("cannot open database {}", path.display())),
+        })?;
         let before = schema_version(store.conn(), "host")?;
         migrate_steps(store.conn(), "host", MIGRATIONS, &sealer)
             .context("host database migration")?;

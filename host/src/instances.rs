@@ -56,7 +56,10 @@ impl InstanceHost {
         }));
         match result {
             Ok(Ok(value)) => RResult::ROk(value),
-            Ok(Err(error)) => RResult::RErr(ModuleError::new(format!("{what}: {error}"))),
+            Ok(Err(error)) => RResult::RErr(ModuleError::new(format!(
+                "{what}: {}",
+                crate::error_chain(&error)
+            ))),
             Err(_) => RResult::RErr(ModuleError::new(format!("{what}: the host panicked"))),
         }
     }
@@ -433,8 +436,46 @@ pub enum Refusal {
         field: String,
         message: String,
     },
+    /// [`Refusal::Config`] of a configuration read from a file: the field
+    /// as it is spelled in that file.
+    #[error("{}: instance `{instance}`: field `{field}`: {message}", file.display())]
+    ConfigFile {
+        file: std::path::PathBuf,
+        instance: String,
+        field: String,
+        message: String,
+    },
     #[error("no module `{module}` is installed (see `callhost module list`)")]
     NotInstalled { module: String },
+}
+
+impl Refusal {
+    /// A configuration refusal names `file`, where the configuration came
+    /// from, with the field under `table` of that file (empty: the top
+    /// level). Other errors pass unchanged.
+    pub fn in_file(error: anyhow::Error, file: &std::path::Path, table: &str) -> anyhow::Error {
+        match error.downcast::<Refusal>() {
+            Ok(Refusal::Config {
+                instance,
+                field,
+                message,
+            }) => Refusal::ConfigFile {
+                file: file.to_path_buf(),
+                instance,
+                field: match (table, field.as_str()) {
+                    ("", _) => field,
+                    (table, "(top level)") => table.to_string(),
+                    // "(module)" and the like are no path in the file.
+                    (_, other) if other.starts_with('(') => field,
+                    (table, other) => format!("{table}.{other}"),
+                },
+                message,
+            }
+            .into(),
+            Ok(other) => other.into(),
+            Err(error) => error,
+        }
+    }
 }
 
 /// Why an admin action gave no answer.

@@ -77,6 +77,20 @@ impl Host {
     }
 }
 
+/// An error and its causes, `: `-separated like anyhow's `{:#}`, for
+/// typed errors that end up in one string (messages do not repeat their
+/// source; the chain says it once).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A call engine on `directory`.
 pub fn engine_on(directory: Directory, config: EngineConfig) -> Result<Arc<Engine>> {
     let index = DirectoryIndex::new(directory)?;

@@ -37,8 +37,8 @@ pub fn install(
     package: &Path,
     allow_unsigned: bool,
 ) -> Result<Installed> {
-    let trusted = load_trusted_keys(&data.trusted_keys())
-        .with_context(|| format!("reading trusted keys in {}", data.trusted_keys().display()))?;
+    // Its errors name the file or directory.
+    let trusted = load_trusted_keys(&data.trusted_keys()).context("reading trusted keys")?;
     let host_version = host_version();
     let verified = open_verified(
         package,
@@ -49,7 +49,14 @@ pub fn install(
             host_version: &host_version,
         },
     )
-    .with_context(|| format!("refusing {}", package.display()))?;
+    .map_err(|error| {
+        // Said once: most refusals do not name the file, these do.
+        if error.names_package() {
+            anyhow::Error::new(error)
+        } else {
+            anyhow::Error::new(error).context(format!("refusing {}", package.display()))
+        }
+    })?;
     let manifest = &verified.manifest;
     let file_name = Path::new(&manifest.library)
         .file_name()
@@ -110,18 +117,25 @@ pub fn install(
         .filter(|row| row.module_id == manifest.id)
         .collect();
     // A configuration that does not open stays faulted as it is.
-    let refused: Vec<(String, String)> = mine
+    let refused: Vec<(String, String, bool)> = mine
         .iter()
         .filter(|instance| instance.config_error.is_none())
         .filter_map(|instance| {
             instances
                 .check_config_with(&library, instance, &instance.config)
                 .err()
-                .map(|error| (instance.name.clone(), format!("{error:#}")))
+                .map(|error| {
+                    // A configuration refusal names the instance already.
+                    let named = matches!(
+                        error.downcast_ref::<crate::instances::Refusal>(),
+                        Some(crate::instances::Refusal::Config { .. })
+                    );
+                    (instance.name.clone(), format!("{error:#}"), named)
+                })
         })
         .collect();
     db.upsert_module(&row)?;
-    for (name, why) in &refused {
+    for (name, why, _) in &refused {
         db.set_fault(
             name,
             &format!("configuration refused by {} {}: {why}", row.id, row.version),
@@ -132,7 +146,7 @@ pub fn install(
         replaced: previous.map(|p| p.version),
         refused: refused
             .into_iter()
-            .map(|(name, why)| format!("{name}: {why}"))
+            .map(|(name, why, named)| if named { why } else { format!("{name}: {why}") })
             .collect(),
         instances: mine.len(),
     })
@@ -222,7 +236,7 @@ pub fn record_legacy_checksums(data: &DataDir, db: &Db) -> Result<()> {
             Ok(sha256) => db.set_library_sha256(&module.id, &sha256)?,
             Err(why) => tracing::warn!(
                 module = %module.id,
-                "{}: {why}; the module will not load until its package is installed again",
+                "{}: {why:#}; the module will not load until its package is installed again",
                 library.display()
             ),
         }

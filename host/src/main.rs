@@ -269,7 +269,7 @@ fn run(cli: Cli) -> Result<String> {
             let scenario = simulate::Scenario::load(&scenario)?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            simulate::run(host_ref, &scenario, &mut out)?;
+            simulate::run(host_ref, &scenario, &mut out, &mut std::io::stderr())?;
             String::new()
         }
         Command::Serve => {

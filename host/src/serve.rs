@@ -76,7 +76,10 @@ impl ChangeWatcher {
             Ok(directory) if directory == self.directory => return,
             Ok(directory) => self.directory = directory,
             Err(error) => {
-                tracing::error!("reading the directory generation: {error}");
+                tracing::error!(
+                    "reading the directory generation: {}",
+                    crate::error_chain(&error)
+                );
                 return;
             }
         }
@@ -89,7 +92,8 @@ impl ChangeWatcher {
                     tracing::info!("directory reloaded");
                 }
                 Err(error) => tracing::error!(
-                    "stored directory not usable, keeping the previous one: {error}"
+                    "stored directory not usable, keeping the previous one: {}",
+                    crate::error_chain(&error)
                 ),
             },
             Ok(None) => {}

@@ -26,6 +26,9 @@ pub struct Scenario {
     pub settings: Settings,
     #[serde(default)]
     pub calls: Vec<ScenarioCall>,
+    /// The file it was read from (named by warnings); empty if none.
+    #[serde(skip)]
+    pub path: std::path::PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,7 +81,8 @@ impl Scenario {
     pub fn load(path: &std::path::Path) -> Result<Scenario> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let scenario: Scenario = parse_toml(&text, &path.display().to_string())?;
+        let mut scenario: Scenario = parse_toml(&text, &path.display().to_string())?;
+        scenario.path = path.to_path_buf();
         if let Some(budget) = scenario.settings.setup_budget_ms {
             if budget == 0 || budget > 10_000 {
                 bail!(
@@ -105,8 +109,55 @@ impl Scenario {
     }
 }
 
-/// Runs a scenario and writes JSON lines to `out`.
-pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> {
+/// Calls whose parties the directory does not know still run (an unknown
+/// caller, a transfer by an outsider), but such a value is more often a
+/// slip, such as a user id where a number belongs: one line each, naming
+/// the value.
+pub fn warnings(scenario: &Scenario, engine: &Engine) -> Vec<String> {
+    let directory = engine.directory();
+    let mut lines = Vec::new();
+    let place = if scenario.path.as_os_str().is_empty() {
+        "scenario".to_string()
+    } else {
+        scenario.path.display().to_string()
+    };
+    for (index, call) in scenario.calls.iter().enumerate() {
+        if engine.party(&call.from).kind == PartyKind::Unknown {
+            let what = if callhost_numbers::clean(&call.from).is_err() {
+                "is not a number"
+            } else {
+                "is not a number: neither one of the directory's nor a valid phone number"
+            };
+            let hint = if directory.user(call.from.trim()).is_some() {
+                " (it is a user id: give one of the user's numbers)"
+            } else {
+                ""
+            };
+            lines.push(format!(
+                "warning: {place}: field `calls[{index}].from`: {:?} {what}{hint}; the call is placed with an unknown caller",
+                call.from
+            ));
+        }
+        if let (true, Some(by)) = (call.via != Via::Direct, &call.by) {
+            let user = directory.user(by).is_some() || engine.party(by).kind == PartyKind::User;
+            if !user {
+                lines.push(format!(
+                    "warning: {place}: field `calls[{index}].by`: {by:?} is not a directory user (neither a user id nor a user's number)"
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// Runs a scenario and writes JSON lines to `out`, warnings (see
+/// [`warnings`]) to `warn` before the first call.
+pub fn run(
+    host: &Host,
+    scenario: &Scenario,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+) -> Result<()> {
     // Calls on the stored directory are real traffic and land in the users'
     // call lists; an inline directory is a what-if and records nothing.
     let record = scenario.directory.is_none();
@@ -128,6 +179,9 @@ pub fn run(host: &Host, scenario: &Scenario, out: &mut dyn Write) -> Result<()> 
     }
     let engine =
         crate::engine_on(directory, engine_config).context("scenario: field `directory`")?;
+    for line in warnings(scenario, &engine) {
+        writeln!(warn, "{line}")?;
+    }
     let mut dispatcher = Dispatcher::new(Default::default(), host.config.hook_reserve());
     dispatcher.set_persist_faults(record);
     let dispatcher = Arc::new(dispatcher);

@@ -148,7 +148,8 @@ fn run(store: Store, receiver: mpsc::Receiver<Job>, backlog: Arc<AtomicUsize>, s
                     failing_since = Some(Instant::now());
                     tracing::error!(
                         entries = pending.len(),
-                        "cannot write call lists, keeping them and trying again: {error}"
+                        "cannot write call lists, keeping them and trying again: {}",
+                        crate::error_chain(&error)
                     );
                 }
                 pause = (pause * 2).min(MAX_RETRY_PAUSE);

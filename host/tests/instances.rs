@@ -200,7 +200,11 @@ fn export_and_import_move_an_instance_to_another_host() {
 
     let broken = other.file("broken.toml", &exported.replace("Grüezi", ""));
     let err = other.fails(&["instance", "import", broken.to_str().unwrap(), "--replace"]);
-    assert!(err.contains("field `greeting`"), "{err}");
+    // Named as it is spelled in the export file.
+    assert!(
+        err.contains(&format!("{}: ", broken.display())) && err.contains("field `config.greeting`"),
+        "{err}"
+    );
     assert_eq!(
         other.ok(&["instance", "export", "hi"]),
         exported,

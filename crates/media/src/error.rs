@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use crate::relay::Leg;
 use crate::sdp::Codec;
 
-/// What went wrong allocating, running or playing into call media.
+/// What went wrong allocating, running or playing into call media. These
+/// end up in single log lines and call outcomes, so a message carries its
+/// operating-system cause itself (as `error`, deliberately not a `source`:
+/// a chain printer would say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     /// Every even port of the relay's range is taken (in use, freed too
@@ -23,12 +26,12 @@ pub enum MediaError {
     },
     /// Binding a port failed for a reason other than the port being taken
     /// (e.g. the address is not one of this machine's).
-    #[error("cannot bind RTP socket {address}: {source}")]
+    #[error("cannot bind RTP socket {address}: {error}")]
     Bind {
         /// The address that was tried.
         address: SocketAddr,
         /// The operating system's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// [`crate::MediaRelay::allocate`] was called outside a tokio runtime.
     #[error("media relay needs a tokio runtime: allocate() was called outside one")]
@@ -44,12 +47,12 @@ pub enum MediaError {
     #[error("prompts can be played as PCMU or PCMA only, not {0:?}")]
     PromptCodecUnsupported(Codec),
     /// The prompt file cannot be read.
-    #[error("cannot open prompt {path}: {source}")]
+    #[error("cannot open prompt {path}: {error}")]
     PromptOpen {
         /// The file.
         path: PathBuf,
         /// The operating system's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The prompt file is not audio symphonia can decode.
     #[error("cannot decode prompt {path}: {reason}")]
@@ -60,12 +63,12 @@ pub enum MediaError {
         reason: String,
     },
     /// Sending a prompt packet failed.
-    #[error("sending prompt to the {leg:?} leg failed: {source}")]
+    #[error("sending prompt to the {leg:?} leg failed: {error}")]
     Send {
         /// The leg.
         leg: Leg,
         /// The operating system's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The call's media was closed while a prompt was playing.
     #[error("call media closed")]

@@ -51,9 +51,9 @@ impl Prompt {
             path: path.to_owned(),
             reason: e.to_string(),
         };
-        let file = File::open(path).map_err(|source| MediaError::PromptOpen {
+        let file = File::open(path).map_err(|error| MediaError::PromptOpen {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let stream = MediaSourceStream::new(Box::new(file), Default::default());
         let mut hint = Hint::new();

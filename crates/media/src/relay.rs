@@ -433,7 +433,7 @@ impl MediaRelay {
             let source = a.err().or(b.err()).expect("one registration failed");
             return Err(MediaError::Bind {
                 address: SocketAddr::new(self.config.address, caller_port),
-                source,
+                error: source,
             });
         };
         let local = [
@@ -498,7 +498,7 @@ impl MediaRelay {
                 Err(e) => {
                     self.pool.unreserve(slot);
                     if e.kind() != io::ErrorKind::AddrInUse {
-                        return Err(MediaError::Bind { address, source: e });
+                        return Err(MediaError::Bind { address, error: e });
                     }
                     tracing::trace!(%address, "RTP port in use elsewhere, skipped");
                 }
@@ -824,7 +824,7 @@ impl PromptHandle {
             }
             Err(source) => {
                 state.rx.counters.send_errors += 1;
-                Err(MediaError::Send { leg, source })
+                Err(MediaError::Send { leg, error: source })
             }
         }
     }

@@ -158,7 +158,7 @@ impl WavSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum WavError {
     /// The underlying stream failed.
-    #[error("WAV I/O failed: {0}")]
+    #[error("WAV I/O failed")]
     Io(#[from] io::Error),
     /// Only mono and stereo are written.
     #[error(

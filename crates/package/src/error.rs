@@ -6,11 +6,14 @@ use std::path::PathBuf;
 /// Everything that can go wrong writing, reading or verifying a `.cmod` package,
 /// or handling keys. Every message names the file, field or value involved, because
 /// these errors end up verbatim in front of an administrator installing a module.
+/// A cause from elsewhere (the system's or zip's words) is the `source` and
+/// not repeated in the message: whoever prints the chain says it once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PackageError {
-    /// A filesystem operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    /// A filesystem operation failed. The message names the path; the
+    /// operating system's words are the source (printed once, by the chain).
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being attempted, e.g. "read" or "create directory".
         action: &'static str,
@@ -19,25 +22,20 @@ pub enum PackageError {
         source: io::Error,
     },
 
-    /// The package file is not a readable zip archive.
-    #[error("{}: not a valid .cmod (zip) archive: {source}", path.display())]
-    Zip {
+    /// The package file's bytes are not what was written: a truncated or
+    /// corrupt zip, an entry that fails its CRC-32 or does not inflate, a
+    /// mandatory entry missing. `part` is the entry's name, or
+    /// [`ZIP_DIRECTORY`] when the archive as a whole is unreadable.
+    #[error("damaged package {}: {part}", path.display())]
+    Damaged {
         path: PathBuf,
+        part: String,
         #[source]
-        source: zip::result::ZipError,
-    },
-
-    /// One entry of the zip could not be read (corrupt, encrypted, unsupported compression).
-    #[error("{}: cannot read entry {entry}: {source}", path.display())]
-    ZipEntry {
-        path: PathBuf,
-        entry: String,
-        #[source]
-        source: zip::result::ZipError,
+        damage: Damage,
     },
 
     /// Assembling the zip archive (in memory) failed.
-    #[error("cannot assemble the zip archive: {source}")]
+    #[error("cannot assemble the zip archive")]
     ZipWrite {
         #[source]
         source: zip::result::ZipError,
@@ -66,10 +64,6 @@ pub enum PackageError {
         reason: &'static str,
     },
 
-    /// A mandatory file is absent from the package.
-    #[error("package has no {name}")]
-    MissingEntry { name: &'static str },
-
     /// `SHA256SUMS` is not in the expected `sha256sum` format.
     #[error("SHA256SUMS line {line}: {reason}")]
     MalformedChecksums { line: usize, reason: String },
@@ -85,10 +79,6 @@ pub enum PackageError {
     /// A file in the zip is not covered by `SHA256SUMS` (so not by the signature either).
     #[error("file {path} is not listed in SHA256SUMS")]
     UnlistedFile { path: String },
-
-    /// `SHA256SUMS` lists a file the zip does not contain.
-    #[error("file {path} is listed in SHA256SUMS but missing from the package")]
-    MissingFile { path: String },
 
     /// No `SHA256SUMS.sig` and unsigned packages were not allowed.
     #[error("package is unsigned; use --allow-unsigned to install it anyway")]
@@ -155,7 +145,60 @@ pub enum PackageError {
     SigningKeyFile { path: PathBuf, reason: String },
 }
 
+/// [`PackageError::Damaged`]'s `part` when the zip's central directory (the
+/// archive as a whole) cannot be read.
+pub const ZIP_DIRECTORY: &str = "zip directory";
+
+/// What is wrong with a damaged part of a package.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Damage {
+    /// The zip structure is unreadable (zip's own words).
+    #[error(transparent)]
+    Zip(zip::result::ZipError),
+    /// The data cannot be read: it does not inflate, fails its CRC-32 or
+    /// ends early.
+    #[error(transparent)]
+    Data(io::Error),
+    /// A mandatory entry is absent.
+    #[error("missing")]
+    Missing,
+    /// `SHA256SUMS` lists the entry, the zip does not contain it.
+    #[error("listed in SHA256SUMS but missing from the package")]
+    ListedButMissing,
+}
+
+impl From<zip::result::ZipError> for Damage {
+    /// zip's I/O errors say only "i/o error" themselves: the cause is the
+    /// I/O error.
+    fn from(error: zip::result::ZipError) -> Damage {
+        match error {
+            zip::result::ZipError::Io(error) => Damage::Data(error),
+            other => Damage::Zip(other),
+        }
+    }
+}
+
 impl PackageError {
+    /// Whether the message names the package file already (the host adds
+    /// the path to the others).
+    pub fn names_package(&self) -> bool {
+        matches!(
+            self,
+            PackageError::Io { .. }
+                | PackageError::Damaged { .. }
+                | PackageError::EntryTooLarge { .. }
+        )
+    }
+
+    pub(crate) fn damaged(path: &std::path::Path, part: impl Into<String>, damage: Damage) -> Self {
+        PackageError::Damaged {
+            path: path.to_owned(),
+            part: part.into(),
+            damage,
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         PackageError::Io {
             action,

@@ -24,7 +24,7 @@ mod verify;
 mod write;
 
 pub use checksums::sha256_hex;
-pub use error::PackageError;
+pub use error::{Damage, PackageError, ZIP_DIRECTORY};
 pub use keys::{load_trusted_keys, PublicKey, SigningKey, PUBLIC_KEY_EXTENSION, PUBLIC_KEY_TAG};
 pub use manifest::{Manifest, MAX_ID_LEN};
 pub use paths::MAX_PATH_LEN;

@@ -9,7 +9,8 @@ use std::path::Path;
 use zip::ZipArchive;
 
 use crate::checksums::{parse_checksums, sha256_hex};
-use crate::paths::{check_no_file_dir_conflict, check_path};
+use crate::error::{Damage, ZIP_DIRECTORY};
+use crate::paths::{check_no_file_dir_conflict, check_path, validate_path};
 use crate::signature::parse_signature;
 use crate::{Manifest, PackageError, PublicKey, CHECKSUMS_FILE, MANIFEST_FILE, SIGNATURE_FILE};
 
@@ -101,17 +102,15 @@ pub fn open_verified(path: &Path, opts: &VerifyOptions) -> Result<VerifiedPackag
 
     let sums_bytes = files
         .remove(CHECKSUMS_FILE)
-        .ok_or(PackageError::MissingEntry {
-            name: CHECKSUMS_FILE,
-        })?;
+        .ok_or_else(|| PackageError::damaged(path, CHECKSUMS_FILE, Damage::Missing))?;
     let signed_by = check_signature(&sums_bytes, files.remove(SIGNATURE_FILE), opts)?;
 
     let sums = parse_checksums(&sums_bytes)?;
-    check_checksums(&files, &sums)?;
+    check_checksums(path, &files, &sums)?;
 
-    let manifest_bytes = files.get(MANIFEST_FILE).ok_or(PackageError::MissingEntry {
-        name: MANIFEST_FILE,
-    })?;
+    let manifest_bytes = files
+        .get(MANIFEST_FILE)
+        .ok_or_else(|| PackageError::damaged(path, MANIFEST_FILE, Damage::Missing))?;
     let manifest_text =
         std::str::from_utf8(manifest_bytes).map_err(|e| PackageError::ManifestParse {
             message: format!("not valid UTF-8: {e}"),
@@ -147,21 +146,20 @@ pub fn open_verified(path: &Path, opts: &VerifyOptions) -> Result<VerifiedPackag
 /// Reads every file entry into memory, refusing unsafe names and oversized content.
 fn read_entries(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, PackageError> {
     let file = File::open(path).map_err(|e| PackageError::io("open", path, e))?;
-    let mut archive =
-        ZipArchive::new(BufReader::new(file)).map_err(|source| PackageError::Zip {
-            path: path.to_owned(),
-            source,
-        })?;
+    let mut archive = ZipArchive::new(BufReader::new(file))
+        .map_err(|e| PackageError::damaged(path, ZIP_DIRECTORY, e.into()))?;
     let mut files = BTreeMap::new();
     let mut budget = MAX_UNPACKED_SIZE;
     for index in 0..archive.len() {
+        // The central directory names the entry even when its header is
+        // bad; a name that is refused anyway is not printed.
+        let listed = archive
+            .name_for_index(index)
+            .filter(|name| validate_path(name).is_ok())
+            .map_or_else(|| format!("entry #{index}"), str::to_owned);
         let mut entry = archive
             .by_index(index)
-            .map_err(|source| PackageError::ZipEntry {
-                path: path.to_owned(),
-                entry: format!("#{index}"),
-                source,
-            })?;
+            .map_err(|e| PackageError::damaged(path, listed, e.into()))?;
         if entry.is_dir() {
             continue;
         }
@@ -175,11 +173,7 @@ fn read_entries(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, PackageError> 
         (&mut entry)
             .take(budget + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| PackageError::ZipEntry {
-                path: path.to_owned(),
-                entry: name.clone(),
-                source: zip::result::ZipError::Io(e),
-            })?;
+            .map_err(|e| PackageError::damaged(path, &name, Damage::Data(e)))?;
         let len = bytes.len() as u64;
         if len > budget {
             return Err(PackageError::EntryTooLarge {
@@ -247,6 +241,7 @@ fn check_signature(
 }
 
 fn check_checksums(
+    package: &Path,
     files: &BTreeMap<String, Vec<u8>>,
     sums: &BTreeMap<String, String>,
 ) -> Result<(), PackageError> {
@@ -264,7 +259,11 @@ fn check_checksums(
         }
     }
     if let Some(path) = sums.keys().find(|path| !files.contains_key(*path)) {
-        return Err(PackageError::MissingFile { path: path.clone() });
+        return Err(PackageError::damaged(
+            package,
+            path,
+            Damage::ListedButMissing,
+        ));
     }
     Ok(())
 }

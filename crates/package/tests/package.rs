@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use callhost_package::{
-    load_trusted_keys, open_verified, sha256_hex, Manifest, PackageBuilder, PackageError,
-    PublicKey, SigningKey, VerifiedPackage, VerifyOptions,
+    load_trusted_keys, open_verified, sha256_hex, Damage, Manifest, PackageBuilder, PackageError,
+    PublicKey, SigningKey, VerifiedPackage, VerifyOptions, ZIP_DIRECTORY,
 };
 use tempfile::TempDir;
 
@@ -295,9 +295,102 @@ fn listed_but_missing_file_refused() {
     let path = write_package(&dir, Some(&key));
     rewrite(&path, |name, _| name != "verify.sh", &[]);
     let err = open(&path, &[key.public()], false).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PackageError::Damaged { part, damage: Damage::ListedButMissing, .. } if part == "verify.sh"
+        ),
+        "{err:?}"
+    );
     assert_eq!(
-        err.to_string(),
-        "file verify.sh is listed in SHA256SUMS but missing from the package"
+        chain(&err),
+        format!(
+            "damaged package {}: verify.sh: listed in SHA256SUMS but missing from the package",
+            path.display()
+        )
+    );
+}
+
+/// The message and its sources, as the CLI prints them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[test]
+fn truncated_package_is_damaged_at_the_zip_directory() {
+    let dir = TempDir::new().unwrap();
+    let path = write_package(&dir, None);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = open(&path, &[], true).unwrap_err();
+    assert!(
+        matches!(&err, PackageError::Damaged { part, damage: Damage::Zip(_), .. } if part == ZIP_DIRECTORY),
+        "{err:?}"
+    );
+    let text = chain(&err);
+    assert!(
+        text.starts_with(&format!(
+            "damaged package {}: zip directory: ",
+            path.display()
+        )),
+        "{text}"
+    );
+    // zip's words come once.
+    assert_eq!(text.matches("EOCD").count(), 1, "{text}");
+}
+
+#[test]
+fn corrupt_entry_is_damaged_naming_the_entry() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("stored.cmod");
+    // Stored (not deflated), so flipping a byte of the data fails the CRC-32.
+    let library = library_bytes();
+    let mut zip = zip::ZipWriter::new(fs::File::create(&path).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file(LIBRARY, stored).unwrap();
+    zip.write_all(&library).unwrap();
+    zip.finish().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes
+        .windows(library.len())
+        .position(|window| window == library.as_slice())
+        .unwrap();
+    bytes[at + 3] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let err = open(&path, &[], true).unwrap_err();
+    assert!(
+        matches!(&err, PackageError::Damaged { part, damage: Damage::Data(_), .. } if part == LIBRARY),
+        "{err:?}"
+    );
+    assert_eq!(
+        chain(&err),
+        format!(
+            "damaged package {}: {LIBRARY}: Invalid checksum",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_missing_file_is_named_once() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("absent.cmod");
+    let err = open(&path, &[], true).unwrap_err();
+    assert!(matches!(err, PackageError::Io { .. }), "{err:?}");
+    let text = chain(&err);
+    assert_eq!(
+        text,
+        format!(
+            "cannot open {}: No such file or directory (os error 2)",
+            path.display()
+        )
     );
 }
 
@@ -597,7 +690,14 @@ fn garbage_files_refused() {
     let path = write_package(&dir, None);
     rewrite(&path, |name, _| name != "SHA256SUMS", &[]);
     let err = open(&path, &[], true).unwrap_err();
-    assert_eq!(err.to_string(), "package has no SHA256SUMS");
+    assert!(
+        matches!(&err, PackageError::Damaged { part, damage: Damage::Missing, .. } if part == "SHA256SUMS"),
+        "{err:?}"
+    );
+    assert_eq!(
+        chain(&err),
+        format!("damaged package {}: SHA256SUMS: missing", path.display())
+    );
 
     let key = SigningKey::generate();
     let path = write_package(&dir, Some(&key));

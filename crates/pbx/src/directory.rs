@@ -22,7 +22,7 @@ pub enum DirectoryError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     /// `home_country` is not a country the number plan knows.
-    #[error("home_country: {value:?} is not a valid country: {source}")]
+    #[error("home_country: {value:?} is not a valid country")]
     HomeCountry {
         value: String,
         #[source]
@@ -52,7 +52,7 @@ pub enum DirectoryError {
         reason: String,
     },
     /// A number that is neither internal nor a valid external number.
-    #[error("{field}: {value:?} is not a valid internal or external number: {source}")]
+    #[error("{field}: {value:?} is not a valid internal or external number")]
     ExternalNumber {
         field: String,
         value: String,

@@ -182,18 +182,19 @@ impl Store {
     }
 }
 
-/// Errors from the store. Messages say what was being done.
+/// Errors from the store. Messages say what was being done; the cause
+/// (SQLite's or the system's words) is the source, not repeated.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or configured.
-    #[error("cannot open database {}: {source}", path.display())]
+    #[error("cannot open database {}", path.display())]
     Open {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
     },
     /// The database directory could not be created.
-    #[error("cannot create directory {}: {source}", path.display())]
+    #[error("cannot create directory {}", path.display())]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -203,7 +204,7 @@ pub enum StoreError {
     #[error("cannot enable WAL mode: journal_mode is {0:?}")]
     NoWal(String),
     /// A migration step failed; it was rolled back.
-    #[error("migration {component} v{version} failed: {source}")]
+    #[error("migration {component} v{version} failed")]
     Migration {
         component: String,
         version: i64,
@@ -220,14 +221,14 @@ pub enum StoreError {
         known: i64,
     },
     /// A query failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Sql {
         context: &'static str,
         #[source]
         source: rusqlite::Error,
     },
     /// The directory to save is invalid; nothing was written.
-    #[error("invalid directory: {0}")]
+    #[error("invalid directory")]
     Directory(#[from] DirectoryError),
     /// A user id that is not in the stored directory.
     #[error("unknown user {0:?}")]
@@ -251,7 +252,7 @@ pub enum StoreError {
     #[error(transparent)]
     Seal(#[from] SealError),
     /// A migration step written in code failed; it was rolled back.
-    #[error("migration {component} v{version} failed: {source}")]
+    #[error("migration {component} v{version} failed")]
     MigrationStep {
         component: String,
         version: i64,

@@ -266,7 +266,9 @@ fn invalid_directory_is_not_saved() {
     bad.groups[0].members.push("ghost".into());
     let e = store.save_directory(&bad).unwrap_err();
     assert!(matches!(e, StoreError::Directory(_)), "{e}");
-    assert!(e.to_string().contains(r#"unknown user "sec""#), "{e}");
+    // The message says what failed, the source why (said once).
+    assert_eq!(e.to_string(), "invalid directory");
+    assert!(chain(&e).contains(r#"unknown user "sec""#), "{e}");
     assert_eq!(store.load_directory().unwrap().unwrap(), as_stored(&good));
 }
 
@@ -291,7 +293,8 @@ fn failing_save_rolls_back_everything() {
     next.state.remove("boss");
     next.groups[0].name = "boom".into();
     let e = store.save_directory(&next).unwrap_err();
-    assert!(e.to_string().contains("simulated failure"), "{e}");
+    let text = chain(&e);
+    assert_eq!(text.matches("simulated failure").count(), 1, "{text}");
     assert_eq!(store.load_directory().unwrap().unwrap(), as_stored(&good));
 }
 
@@ -686,4 +689,15 @@ fn an_older_store_is_upgraded_to_sealed_ha1s() {
     }
     drop(conn);
     drop(tmp);
+}
+
+/// The message and its sources, `: `-separated, as the CLI prints them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }

@@ -97,13 +97,13 @@ impl fmt::Display for Form {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("cannot read the key file {}: {source}", path.display())]
+    #[error("cannot read the key file {}", path.display())]
     ReadKey {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create the key file {}: {source}", path.display())]
+    #[error("cannot create the key file {}", path.display())]
     CreateKey {
         path: PathBuf,
         #[source]

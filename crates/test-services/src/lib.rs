@@ -36,7 +36,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A file or process operation failed (e.g. the binary is not installed).
-    #[error("{server}: could not {action}: {source}")]
+    #[error("{server}: could not {action}")]
     Io {
         server: &'static str,
         action: String,

@@ -103,7 +103,7 @@ impl Module for ReverseLookup {
         }
         let home = ctx.home_country();
         let plan = NumberPlan::new(&home)
-            .map_err(|e| config_error("(host)", format!("home country {home:?}: {e}")))?;
+            .map_err(|e| config_error("(host)", format!("home country: {e}")))?;
         let cache = &config.cache;
         let settings = resolve::Settings {
             budget: Duration::from_millis(config.budget_ms),

@@ -22,20 +22,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::extract::Found;
 
+/// The module's errors become one-line module messages, so each message
+/// carries its cause (`error`, deliberately no `source`: said once).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("lookup database {path}: {source}")]
+    #[error("lookup database {path}: {error}")]
     Open {
         path: String,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
-    #[error("cache key file {path}: {source}")]
-    Key {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cache key file {path}: {error}")]
+    Key { path: String, error: std::io::Error },
     #[error("lookup database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        StoreError::Sql(error)
+    }
 }
 
 /// Two connections: WAL lets the call path read the cache while a history
@@ -165,9 +170,9 @@ CREATE TABLE IF NOT EXISTS usage (
 impl LookupStore {
     pub fn open(dir: &Path) -> Result<LookupStore, StoreError> {
         let path = dir.join("lookups.sqlite");
-        let open_error = |source| StoreError::Open {
+        let open_error = |error| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            error,
         };
         let connect = || -> Result<Connection, rusqlite::Error> {
             let conn = Connection::open(&path)?;
@@ -391,9 +396,9 @@ impl LookupStore {
 /// The per-instance cache secret: 32 random bytes, created on first use,
 /// readable by the owner only.
 fn cache_secret(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let key_error = |source| StoreError::Key {
+    let key_error = |error| StoreError::Key {
         path: path.display().to_string(),
-        source,
+        error,
     };
     match std::fs::read_to_string(path) {
         Ok(text) => {
