@@ -1,8 +1,6 @@
 //! Shared test harness: a fresh data directory and the real `callhost`
 //! binary, with module packages built by `cargo xtask test`.
 
-#![allow(dead_code)]
-
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

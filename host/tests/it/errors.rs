@@ -3,7 +3,7 @@
 //! configuration names its file and field, and the simulator warns about
 //! parties the directory does not know.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::Path;

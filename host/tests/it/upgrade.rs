@@ -1,7 +1,7 @@
 //! H1 + H7: install v2 over v1 while calls are running. No call fails, both
 //! configurations survive, new calls use v2.
 
-mod common;
+use crate::common;
 
 use common::Harness;
 

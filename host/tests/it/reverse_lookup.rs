@@ -4,7 +4,7 @@
 //! SQLite database, so no server is needed here (the other provider kinds
 //! are tested against real servers in plugins/reverse-lookup/tests).
 
-mod common;
+use crate::common;
 
 use common::Harness;
 use serde_json::Value;

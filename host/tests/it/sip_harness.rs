@@ -2,8 +2,6 @@
 //! child process on free ports, SIPp runs with their message traces, and a
 //! silent "phone" that only records what reaches it.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -537,10 +535,6 @@ impl SippRun {
         self.messages().into_iter().filter(|m| !m.sent).collect()
     }
 
-    pub fn sent(&self) -> Vec<Message> {
-        self.messages().into_iter().filter(|m| m.sent).collect()
-    }
-
     /// The first received request with this method.
     pub fn received_request(&self, method: &str) -> Option<Message> {
         self.received()
@@ -841,11 +835,6 @@ impl HandPhone {
         while let Some(message) = self.receive(until) {
             self.set_aside(message);
         }
-    }
-
-    /// The INVITEs received and not taken yet.
-    pub fn waiting_invites(&self) -> Vec<String> {
-        self.inbox.borrow().iter().cloned().collect()
     }
 
     /// Every INVITE that reached this phone (retransmissions once).

@@ -1,7 +1,7 @@
 //! H7: a module that panics, hangs or is slow never takes the host or a
 //! call down; the instance is marked faulted and says why in its log.
 
-mod common;
+use crate::common;
 
 use common::Harness;
 use serde_json::Value;

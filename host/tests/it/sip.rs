@@ -5,9 +5,8 @@
 //! exit codes and on the SIP messages in its trace (printed on failure,
 //! with the server's log).
 
-mod common;
-#[path = "common/sip.rs"]
-mod sip_harness;
+use crate::common;
+use crate::sip_harness;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

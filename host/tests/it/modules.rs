@@ -5,7 +5,7 @@
 //! outcome, the phones that rang with their displays, the forwards followed
 //! and each instance's decision per hop.
 
-mod common;
+use crate::common;
 
 use common::Harness;
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! The HTTP admin API end to end: the real `callhost api serve` on a free
 //! port, tokens made with the CLI, requests with a plain HTTP client.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{BufRead, BufReader},

@@ -2,9 +2,8 @@
 //! their row, a database from callhost 0.1.0 upgraded without losing
 //! anything, and a library changed on disk after install never loaded.
 
-mod common;
-#[path = "common/sip.rs"]
-mod sip_harness;
+use crate::common;
+use crate::sip_harness;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! P1–P3 and P8 through the CLI: directory load, call lists, scenario errors.
 
-mod common;
+use crate::common;
 
 use common::{Harness, OFFICE};
 

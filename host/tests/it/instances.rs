@@ -1,7 +1,7 @@
 //! H2, H3: instances with their own configuration, order, level and log;
 //! refusals name the field; export and import.
 
-mod common;
+use crate::common;
 
 use common::Harness;
 

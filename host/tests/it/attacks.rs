@@ -8,9 +8,7 @@
 //! away. A test ignored as `BUG: ...` shows a real problem and fails until
 //! it is fixed; one ignored as `needs ...` waits for work in another crate.
 
-mod common;
-#[path = "common/sip.rs"]
-mod sip_harness;
+use crate::sip_harness;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

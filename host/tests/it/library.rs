@@ -1,6 +1,6 @@
 //! H1, H4: installing, verifying, replacing and removing module packages.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 

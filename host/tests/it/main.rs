@@ -1,0 +1,21 @@
+//! The host's integration tests, one binary: each module is one area, run
+//! against the built `callhost` binary with the packages `cargo xtask test`
+//! makes. `common` holds the CLI harness, `sip_harness` the SIP one
+//! (`callhost serve` as a child, SIPp, hand-written phones).
+
+mod common;
+mod sip_harness;
+
+mod api;
+mod attacks;
+mod directory;
+mod errors;
+mod faults;
+mod instances;
+mod library;
+mod modules;
+mod reverse_lookup;
+mod secrets;
+mod simulate;
+mod sip;
+mod upgrade;
