@@ -12,8 +12,24 @@ struct Cli {
     /// The data directory (database, modules, instances, logs).
     #[arg(long, global = true, env = "CALLHOST_DATA", default_value = "./data")]
     data: PathBuf,
+    /// How the host's own log (stderr) is written: `text` for people,
+    /// `json` for log shippers (one JSON object a line).
+    #[arg(
+        long,
+        global = true,
+        env = "CALLHOST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -173,16 +189,12 @@ fn main() {
         Command::Serve => "warn,callhost=info,callhost_sip=info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CALLHOST_LOG")
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log = init_logging(cli.log_format, default_filter);
     let result = run(cli);
-    // Instance log lines are written by a thread of their own.
+    // Instance log lines are written by a thread of their own, and so is
+    // the host's log: both are flushed before the process ends.
     callhost::instance_log::flush(std::time::Duration::from_secs(2));
+    drop(log);
     match result {
         Ok(text) => {
             if !text.is_empty() {
@@ -194,6 +206,44 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The host's own log on stderr: `CALLHOST_LOG` (or `default_filter`)
+/// says what, `format` how. Lines are handed to a writer thread (never
+/// waiting for stderr: a stalled reader would stall calls otherwise; lines
+/// beyond its buffer are dropped instead). Colours only on a terminal,
+/// and not with `NO_COLOR`. The returned guard flushes the log when dropped.
+fn init_logging(
+    format: LogFormat,
+    default_filter: &str,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
+    // `CALLHOST_LOG=` (empty) means the default.
+    let filter = std::env::var("CALLHOST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .and_then(|value| tracing_subscriber::EnvFilter::try_new(value).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default_filter));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("callhost-log")
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(colour).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_ansi(false)
+            .init(),
+    }
+    guard
 }
 
 fn run(cli: Cli) -> Result<String> {

@@ -200,10 +200,16 @@ fn run(root: &Path, work: &Path, binary: &Path, calls: u32) -> Result<MediaFigur
     figures.relay_lost = text
         .lines()
         .filter(|line| line.contains("call ended"))
-        .flat_map(|line| line.split("packets_lost: ").skip(1))
-        .filter_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit() && c != '-')
-                .next()?
+        .flat_map(|line| {
+            // `rtp_caller=in:N,out:N,lost:N,...` and the same for the callee.
+            ["rtp_caller=", "rtp_callee="]
+                .into_iter()
+                .filter_map(move |key| line.split(key).nth(1)?.split_whitespace().next())
+        })
+        .filter_map(|counters| {
+            counters
+                .split(',')
+                .find_map(|pair| pair.strip_prefix("lost:"))?
                 .parse::<i64>()
                 .ok()
         })

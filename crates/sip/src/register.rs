@@ -2,6 +2,7 @@
 //! the user whose address of record it registers; the binding points at
 //! the real source of the request.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rsipstack::sip::prelude::HeadersExt;
@@ -58,7 +59,10 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
         .and_then(|to| to.uri().ok())
         .and_then(|uri| uri.auth.map(|auth| auth.user));
     if aor_user.as_deref() != Some(user.as_str()) {
-        let why = format!("user {user:?} registering the address of {aor_user:?}");
+        let why = format!(
+            "user {user:?} registering the address of {:?}",
+            aor_user.as_deref().unwrap_or("nobody")
+        );
         shared
             .refuse(
                 &mut tx,
@@ -94,8 +98,8 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
                 .await;
             return;
         }
-        shared.live.registrar.clear(&user);
-        tracing::info!(user = %user, source = %peer.address, "all devices unregistered");
+        let devices = shared.live.registrar.clear(&user);
+        tracing::info!(user = %user, source = %peer.address, devices, "all devices unregistered");
     }
     let asked: Vec<u32> = contacts
         .iter()
@@ -148,20 +152,14 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
     for (contact, asked) in contacts.iter().zip(asked) {
         let expires = Duration::from_secs(u64::from(asked.min(shared.config.max_expires)));
         let contact_uri = contact.uri.to_string();
-        let change = if expires.is_zero() {
-            "device unregistered"
-        } else if shared
-            .live
-            .registrar
-            .bindings(&user)
-            .iter()
-            .any(|b| b.contact == contact_uri && b.source == peer.address)
-        {
-            // Refreshes are not news.
-            "registration refreshed"
-        } else {
-            "device registered"
-        };
+        let change = change_of(
+            &shared.live.registrar.bindings(&user),
+            &contact_uri,
+            &call_id,
+            peer.address,
+            expires,
+            &contact_uris,
+        );
         let binding = Binding {
             contact: contact_uri.clone(),
             source: peer.address,
@@ -174,11 +172,7 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
             tracing::warn!(user = %user, source = %peer.address, %error, "registration refused");
             continue;
         }
-        if change == "registration refreshed" {
-            tracing::debug!(user = %user, contact = %contact_uri, source = %peer.address, seconds = expires.as_secs(), "{change}");
-        } else {
-            tracing::info!(user = %user, contact = %contact_uri, source = %peer.address, seconds = expires.as_secs(), "{change}");
-        }
+        log_change(&user, &contact_uri, peer.address, expires, &change);
     }
     let now = Instant::now();
     let headers: Vec<Header> = shared
@@ -198,4 +192,99 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
         })
         .collect();
     tx.reply_with(StatusCode::OK, headers, None).await.ok();
+}
+
+/// What one Contact of a REGISTER changes, for the registrar's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// A device the user did not have.
+    Registered,
+    /// The same device (same Call-ID, RFC 3261 §10.2.4) under a new
+    /// Contact, or the same Contact from a new source address.
+    ReRegistered {
+        previous_contact: Option<String>,
+        previous_source: Option<SocketAddr>,
+    },
+    /// Nothing new: not news.
+    Refreshed,
+    Unregistered,
+    /// Expires 0 for a Contact that was not registered.
+    NothingToRemove,
+}
+
+fn change_of(
+    live: &[Binding],
+    contact: &str,
+    call_id: &str,
+    source: SocketAddr,
+    expires: Duration,
+    request_contacts: &[String],
+) -> Change {
+    let same_contact = live.iter().find(|b| b.contact == contact);
+    if expires.is_zero() {
+        return match same_contact {
+            Some(_) => Change::Unregistered,
+            None => Change::NothingToRemove,
+        };
+    }
+    match same_contact {
+        Some(binding) if binding.source == source => Change::Refreshed,
+        Some(binding) => Change::ReRegistered {
+            previous_contact: None,
+            previous_source: Some(binding.source),
+        },
+        None => match live
+            .iter()
+            .find(|b| b.call_id == call_id && !request_contacts.contains(&b.contact))
+        {
+            Some(previous) => Change::ReRegistered {
+                previous_contact: Some(previous.contact.clone()),
+                previous_source: (previous.source != source).then_some(previous.source),
+            },
+            None => Change::Registered,
+        },
+    }
+}
+
+/// One line per registration change (INFO); refreshes at DEBUG.
+fn log_change(user: &str, contact: &str, source: SocketAddr, expires: Duration, change: &Change) {
+    let expires = format!("{}s", expires.as_secs());
+    match change {
+        Change::Registered => {
+            tracing::info!(user = %user, contact = %contact, %source, %expires, "device registered")
+        }
+        Change::ReRegistered {
+            previous_contact,
+            previous_source,
+        } => tracing::info!(
+            user = %user,
+            contact = %contact,
+            %source,
+            %expires,
+            previous_contact = previous_contact.as_deref().map(tracing::field::display),
+            previous_source = previous_source.map(tracing::field::display),
+            "device re-registered"
+        ),
+        Change::Refreshed => {
+            tracing::debug!(user = %user, contact = %contact, %source, %expires, "registration refreshed")
+        }
+        Change::Unregistered => {
+            tracing::info!(user = %user, contact = %contact, %source, "device unregistered")
+        }
+        Change::NothingToRemove => {
+            tracing::debug!(user = %user, contact = %contact, %source, "unregistering a device that was not registered")
+        }
+    }
+}
+
+/// Logs the registrations that expired (phones that stopped refreshing).
+pub(crate) fn log_expired(expired: Vec<(String, Binding)>) {
+    for (user, binding) in expired {
+        tracing::info!(
+            user = %user,
+            contact = %binding.contact,
+            source = %binding.source,
+            "registration expired"
+        );
+    }
 }

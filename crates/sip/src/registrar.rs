@@ -48,7 +48,8 @@ impl Registrar {
 
     /// Adds or refreshes `binding` for `user` (same contact replaces), or
     /// removes it when `expires` is zero. A new device beyond the limit is
-    /// refused; refreshing or removing one never is.
+    /// refused; refreshing or removing one never is. Other bindings that
+    /// expired stay until [`Registrar::sweep`] takes them (and says so).
     pub fn update(
         &self,
         user: &str,
@@ -58,23 +59,49 @@ impl Registrar {
         let mut all = self.bindings.write().unwrap_or_else(|p| p.into_inner());
         let list = all.entry(user.to_string()).or_default();
         let now = Instant::now();
-        list.retain(|b| b.expires_at > now);
-        let known = list.iter().any(|b| b.contact == binding.contact);
-        list.retain(|b| b.contact != binding.contact);
-        let result = if expires.is_zero() {
-            Ok(())
-        } else if !known && list.len() >= self.max_per_user {
+        let live = |b: &&Binding| b.expires_at > now;
+        let known = list
+            .iter()
+            .filter(live)
+            .any(|b| b.contact == binding.contact);
+        let others = list
+            .iter()
+            .filter(live)
+            .filter(|b| b.contact != binding.contact)
+            .count();
+        let result = if !expires.is_zero() && !known && others >= self.max_per_user {
             Err(TooManyBindings {
                 limit: self.max_per_user,
             })
         } else {
-            list.push(binding);
+            list.retain(|b| b.contact != binding.contact);
+            if !expires.is_zero() {
+                list.push(binding);
+            }
             Ok(())
         };
         if list.is_empty() {
             all.remove(user);
         }
         result
+    }
+
+    /// Removes every binding that expired; returns them with their users.
+    pub fn sweep(&self) -> Vec<(String, Binding)> {
+        let now = Instant::now();
+        let mut all = self.bindings.write().unwrap_or_else(|p| p.into_inner());
+        let mut expired = Vec::new();
+        all.retain(|user, list| {
+            list.retain(|b| {
+                let live = b.expires_at > now;
+                if !live {
+                    expired.push((user.clone(), b.clone()));
+                }
+                live
+            });
+            !list.is_empty()
+        });
+        expired
     }
 
     /// Whether `update` would take this many new contacts for `user`.
@@ -92,12 +119,14 @@ impl Registrar {
         live.len() + added <= self.max_per_user
     }
 
-    /// Removes every binding of `user` (`Contact: *`).
-    pub fn clear(&self, user: &str) {
+    /// Removes every binding of `user` (`Contact: *`); how many were live.
+    pub fn clear(&self, user: &str) -> usize {
+        let now = Instant::now();
         self.bindings
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(user);
+            .remove(user)
+            .map_or(0, |list| list.iter().filter(|b| b.expires_at > now).count())
     }
 
     /// The user's live devices.
@@ -192,8 +221,38 @@ mod tests {
             .unwrap();
         assert!(!registrar.is_registered("bert"));
         assert_eq!(registrar.registered_users(), vec!["anna".to_string()]);
-        registrar.clear("anna");
+        assert_eq!(registrar.clear("anna"), 1);
         assert!(!registrar.is_registered("anna"));
+    }
+
+    #[test]
+    fn expired_bindings_are_swept_once() {
+        let registrar = Registrar::default();
+        update(&registrar, "anna", "sip:a@1", 60);
+        registrar
+            .update("anna", binding("sip:a@2", 0), Duration::from_secs(1))
+            .unwrap();
+        registrar
+            .update("bert", binding("sip:b@1", 0), Duration::from_secs(1))
+            .unwrap();
+        // An expired device neither counts nor rings, until it is swept.
+        assert_eq!(registrar.bindings("anna").len(), 1);
+        assert!(!registrar.is_registered("bert"));
+        let mut swept: Vec<(String, String)> = registrar
+            .sweep()
+            .into_iter()
+            .map(|(user, b)| (user, b.contact))
+            .collect();
+        swept.sort();
+        assert_eq!(
+            swept,
+            [
+                ("anna".to_string(), "sip:a@2".to_string()),
+                ("bert".to_string(), "sip:b@1".to_string())
+            ]
+        );
+        assert!(registrar.sweep().is_empty());
+        assert_eq!(registrar.registered_users(), vec!["anna".to_string()]);
     }
 
     #[test]

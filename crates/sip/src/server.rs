@@ -351,6 +351,7 @@ impl SipServer {
         });
         let endpoint_task = self.endpoint_task;
         tokio::spawn(shared.limits.clone().watch_lag(shutdown.clone()));
+        tokio::spawn(sweep_registrations(shared.live.clone(), shutdown.clone()));
         tracing::info!(address = %shared.local, "SIP listening");
         loop {
             tokio::select! {
@@ -394,6 +395,22 @@ impl SipServer {
         endpoint_task.abort();
         drop(self.media_runtime);
         Ok(())
+    }
+}
+
+/// How often expired registrations are taken out (and logged).
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// Takes out the registrations phones stopped refreshing, one log line
+/// each, until `stop`.
+async fn sweep_registrations(live: Arc<LiveCalls>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => crate::register::log_expired(live.registrar.sweep()),
+        }
     }
 }
 

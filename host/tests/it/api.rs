@@ -157,6 +157,20 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once it contains `part` (at most 10 s): the host's log is
+    /// written by a thread of its own and arrives on a pipe, a moment
+    /// after the answer.
+    fn log_with(&self, part: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(part) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
         let killed = Command::new("kill")
@@ -475,7 +489,7 @@ fn a_bad_token_is_refused_before_the_database_and_host_failures_show_no_detail()
     let id = body["error_id"].as_str().expect("an error id");
     assert!(body["error"].as_str().unwrap().contains(id), "{body}");
     // The log has the detail under that id.
-    let log = server.log();
+    let log = server.log_with(id);
     let line = log
         .lines()
         .find(|line| line.contains(id))
@@ -508,7 +522,7 @@ fn an_internal_error_names_no_file() {
         "{text}"
     );
     let id = body["error_id"].as_str().unwrap();
-    let log = server.log();
+    let log = server.log_with(id);
     assert!(
         log.lines()
             .any(|l| l.contains(id) && l.contains(library.to_str().unwrap())),

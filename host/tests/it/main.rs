@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod instances;
 mod library;
+mod logs;
 mod modules;
 mod reverse_lookup;
 mod secrets;

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 pub const LOCALHOST: &str = "127.0.0.1";
 
+/// The servers' log filter in the tests: the default, and the call's
+/// DEBUG lines. `("CALLHOST_LOG", "")` in [`Setup::env`] gives the default.
+pub const TEST_LOG: &str = "warn,callhost=info,callhost_sip=info,callhost_sip::call=debug";
+
 /// A port that is free for UDP and TCP on 127.0.0.1. Ports come from a
 /// window below the kernel's ephemeral range, chosen by the process id, so
 /// the tests of this binary (threads) never hand out the same one.
@@ -74,6 +78,8 @@ pub struct Setup<'a> {
     pub media: &'a str,
     /// Environment variables of the `callhost serve` process.
     pub env: &'a [(&'a str, &'a str)],
+    /// Arguments after `serve` (e.g. `--log-format json`).
+    pub args: &'a [&'a str],
     /// Ports of the relay's range (two per call); 0 means 12.
     pub rtp_ports: u32,
 }
@@ -153,8 +159,11 @@ impl Serve {
             .arg("--data")
             .arg(data)
             .arg("serve")
+            .args(setup.args)
             .env_remove("CALLHOST_DATA")
-            .env_remove("CALLHOST_LOG")
+            // What happens during a call (answered, forwarding, transfers)
+            // is DEBUG; the tests wait for it.
+            .env("CALLHOST_LOG", TEST_LOG)
             .env("NO_COLOR", "1")
             .envs(setup.env.iter().copied())
             .stdin(Stdio::null())

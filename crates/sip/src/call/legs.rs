@@ -134,8 +134,12 @@ impl Call {
                     }
                 },
             };
+            let legs = self.legs.len();
             for (uri, destination, user, peer) in targets {
                 self.start_leg(ring, uri, destination, user, peer, plan);
+            }
+            if self.legs.len() > legs {
+                self.log.rang(ring);
             }
         }
         if self.legs.len() > before && self.ring_deadline.is_none() {
@@ -355,7 +359,7 @@ impl Call {
             .map(|user| PresenceGuard::enter(&self.shared.live, user));
         self.drop_legs(Some(index));
         let leg = &self.legs[index];
-        tracing::info!(call = %self.call_id, answered_by = %leg.target, "answered");
+        tracing::debug!(call = %self.call_id, answered_by = %leg.target, "answered");
         let answering = leg.user.clone().unwrap_or_else(|| leg.target.clone());
         let peer = leg.peer;
         events::emit(

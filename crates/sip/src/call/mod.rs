@@ -19,6 +19,7 @@
 
 mod events;
 mod legs;
+mod log;
 mod sdp;
 mod transfer;
 
@@ -48,6 +49,7 @@ use crate::refer::Replaces;
 use crate::server::{CallRecord, DialogPeer, DialogRoute, Severity, Shared};
 
 use legs::{Leg, LegState};
+use log::{CallLog, Ending};
 
 /// Orders one call takes from another.
 pub(crate) enum CallCommand {
@@ -59,7 +61,8 @@ pub(crate) enum CallCommand {
         replaces: Replaces,
         transferor: Option<String>,
         states: DialogStateSender,
-        reply: tokio::sync::oneshot::Sender<Option<Partner>>,
+        /// The partner, or why not (logged once, by the asking call).
+        reply: tokio::sync::oneshot::Sender<Result<Partner, &'static str>>,
     },
 }
 
@@ -118,8 +121,9 @@ enum Phase {
 enum End {
     /// Connected, then one side hung up (or the call was ended for it).
     HungUp(&'static str),
-    /// Never connected; the caller got this status (or had cancelled).
-    NotConnected(Option<StatusCode>),
+    /// Never connected; the caller got this status (or had cancelled),
+    /// and why.
+    NotConnected(Option<StatusCode>, &'static str),
     /// Handed its remaining party to another call (attended transfer);
     /// that party's dialog states go on to `states`.
     HandedOver {
@@ -135,11 +139,48 @@ impl End {
         match self {
             End::HungUp(side) => side.to_string(),
             End::HandedOver { .. } => "transferred".to_string(),
-            End::NotConnected(Some(status)) => {
+            End::NotConnected(Some(status), _) => {
                 format!("not connected: {}", u16::from(status.clone()))
             }
-            End::NotConnected(None) => "cancelled".to_string(),
+            End::NotConnected(None, _) => "cancelled".to_string(),
             End::Failed => "internal error".to_string(),
+        }
+    }
+
+    /// The call line's outcome, end, status and reason.
+    fn ending(&self) -> Ending {
+        let answered = |end: &str| Ending {
+            outcome: "answered",
+            end: Some(end.replace(' ', "-")),
+            status: None,
+            why: None,
+        };
+        match self {
+            End::HungUp(side) => answered(side),
+            End::HandedOver { .. } => answered("transferred"),
+            End::NotConnected(status, why) => {
+                let code = status.clone().map(u16::from);
+                let outcome = match code {
+                    None => "cancelled",
+                    Some(486 | 600) => "busy",
+                    Some(603) => "rejected",
+                    Some(480) if *why == "ring timeout" => "no-answer",
+                    Some(404 | 480 | 410) => "unavailable",
+                    Some(_) => "failed",
+                };
+                Ending {
+                    outcome,
+                    end: None,
+                    status: code,
+                    why: Some(*why),
+                }
+            }
+            End::Failed => Ending {
+                outcome: "failed",
+                end: None,
+                status: Some(500),
+                why: Some("internal error"),
+            },
         }
     }
 }
@@ -169,8 +210,17 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
     ) {
         Ok(dialog) => dialog,
         Err(error) => {
-            tracing::warn!(%error, "cannot create the caller's dialog");
-            tx.reply(StatusCode::ServerInternalError).await.ok();
+            let why = format!("cannot create the caller's dialog: {error}");
+            shared
+                .refuse(
+                    &mut tx,
+                    &peer,
+                    StatusCode::ServerInternalError,
+                    Vec::new(),
+                    Severity::Warn,
+                    &why,
+                )
+                .await;
             return;
         }
     };
@@ -257,8 +307,9 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
             finish(
                 &shared,
                 &call_id,
-                &End::NotConnected(Some(status)),
+                &End::NotConnected(Some(status), why),
                 record,
+                &CallLog::new(user.as_deref()),
                 None,
             );
             shared.dialogs.remove_dialog(&a.id());
@@ -267,6 +318,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         }
     };
     let no_answer_at = legs::no_answer_delay(&engine, &outcome).map(|delay| Instant::now() + delay);
+    let call_log = CallLog::new(user.as_deref());
     let mut call = Call {
         shared: shared.clone(),
         engine,
@@ -300,6 +352,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         ring_deadline: None,
         slot: Some(slot),
         released: Vec::new(),
+        log: call_log,
     };
     let ended = std::panic::AssertUnwindSafe(call.run(&mut states))
         .catch_unwind()
@@ -336,9 +389,10 @@ fn drop_routes(shared: &Shared, commands: &CallCommands, keys: &[String]) {
     }
 }
 
-/// Answers the caller's INVITE with a final failure.
+/// Answers the caller's INVITE with a final failure (the call's line says
+/// so when it ends).
 fn refuse_caller(a: &InviteDialog, call_id: &str, status: StatusCode, why: &str) {
-    tracing::info!(call = %call_id, status = u16::from(status.clone()), why, "call not connected");
+    tracing::debug!(call = %call_id, status = u16::from(status.clone()), why, "call not connected");
     a.reject(Some(status), None).ok();
 }
 
@@ -529,6 +583,8 @@ struct Call {
     slot: Option<CallSlot>,
     /// Dialogs that were the caller's side and were let go (transferors).
     released: Vec<InviteDialog>,
+    /// What the call's log line tells beyond the engine's outcome.
+    log: CallLog,
 }
 
 type Flow = ControlFlow<End>;
@@ -541,7 +597,7 @@ impl Call {
             self.point(MediaLeg::Caller, &sdp, peer);
         }
         if !self.play_prompt(states).await {
-            return End::NotConnected(None);
+            return End::NotConnected(None, "the caller hung up during the prompt");
         }
         let rings = self.outcome.rang.clone();
         self.ring(&rings).await;
@@ -564,7 +620,7 @@ impl Call {
             let flow = tokio::select! {
                 state = states.recv() => match state {
                     Some(state) => self.on_state(state).await,
-                    None => ControlFlow::Break(End::NotConnected(None)),
+                    None => ControlFlow::Break(End::NotConnected(None, "the caller's dialog is gone")),
                 },
                 command = self.command_receiver.recv() => match command {
                     Some(command) => self.on_command(command),
@@ -722,7 +778,7 @@ impl Call {
             (Phase::CalleeTransferring, None) => End::HungUp("caller"),
             _ => {
                 tracing::debug!(call = %self.call_id, ?reason, "caller gave up");
-                End::NotConnected(None)
+                End::NotConnected(None, "the caller hung up")
             }
         }
     }
@@ -741,16 +797,36 @@ impl Call {
         status: StatusCode,
         why: &str,
     ) {
-        tracing::info!(call = %self.call_id, status = u16::from(status.clone()), reason = why, "request refused");
+        self.refuse_request_as(handle, status, why, Severity::Info)
+            .await;
+    }
+
+    /// [`Call::refuse_request`], as loud as `severity` says.
+    async fn refuse_request_as(
+        &self,
+        handle: rsipstack::dialog::dialog::TransactionHandle,
+        status: StatusCode,
+        why: &str,
+        severity: Severity,
+    ) {
+        let code = u16::from(status.clone());
+        match severity {
+            Severity::Info => {
+                tracing::info!(call = %self.call_id, status = code, reason = %why, "request refused")
+            }
+            Severity::Warn => {
+                tracing::warn!(call = %self.call_id, status = code, reason = %why, "request refused")
+            }
+        }
         handle.reply(status).await.ok();
     }
 
     /// Answers the caller with a final failure; the call is not connected.
-    fn refuse(&self, status: StatusCode, why: &str) -> End {
+    fn refuse(&self, status: StatusCode, why: &'static str) -> End {
         if let Some(side) = &self.caller.dialog {
             refuse_caller(&side.dialog, &self.call_id, status.clone(), why);
         }
-        End::NotConnected(Some(status))
+        End::NotConnected(Some(status), why)
     }
 
     /// The no-answer time passed: the engine is asked where an unanswered
@@ -766,7 +842,11 @@ impl Call {
         };
         let next = self.engine.place(&again, self.hooks.as_ref()).await;
         if next.outcome == Outcome::Ringing && !next.forwards.is_empty() {
-            tracing::info!(call = %self.call_id, to = ?next.forwards.last().map(|f| &f.to), "no answer: forwarding");
+            let to = next
+                .forwards
+                .last()
+                .map_or("", |forward| forward.to.as_str());
+            tracing::debug!(call = %self.call_id, to, "no answer: forwarding");
             self.drop_legs(None);
             let before = self.legs.len();
             let rings = next.rang.clone();
@@ -785,7 +865,7 @@ impl Call {
     /// Phones rang for `sip.limits.ring_timeout_seconds` without an answer.
     async fn on_ring_timeout(&mut self) -> Flow {
         self.ring_deadline = None;
-        tracing::info!(call = %self.call_id, phase = ?self.phase, "ring timeout: giving up");
+        tracing::debug!(call = %self.call_id, phase = ?self.phase, "ring timeout: giving up");
         match self.phase {
             Phase::Ringing { .. } => {
                 self.drop_legs(None);
@@ -882,7 +962,14 @@ impl Call {
             answered_for: self.answered_at.map(|at| at.elapsed()),
             media: serde_json::to_string(&stats).ok(),
         };
-        finish(&self.shared, &self.call_id, &end, record, Some(&stats));
+        finish(
+            &self.shared,
+            &self.call_id,
+            &end,
+            record,
+            &self.log,
+            Some(&stats),
+        );
         self.forget_dialogs(&end);
         if let End::HandedOver {
             states: target,
@@ -933,27 +1020,20 @@ impl Call {
     }
 }
 
-/// The end of every call, ringing or not: the hangup event, one log line,
-/// the record.
+/// The end of every call, ringing or not: the hangup event, the call's
+/// one log line, the record.
 fn finish(
     shared: &Shared,
     call_id: &str,
     end: &End,
     record: CallRecord,
+    call_log: &CallLog,
     media: Option<&[callhost_media::relay::LegStats; 2]>,
 ) {
     let cause = end.cause();
     let hooks = shared.control.hooks();
     events::emit(hooks.as_ref(), call_id, EventKind::HANGUP, None, &cause);
-    tracing::info!(
-        call = %call_id,
-        from = %record.request.from,
-        to = %record.request.to,
-        answered_by = ?record.answered_by,
-        end = %cause,
-        media = ?media,
-        "call ended"
-    );
+    log::log_call(&record, call_log, &end.ending(), media);
     shared.control.call_ended(record);
 }
 

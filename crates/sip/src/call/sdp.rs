@@ -13,7 +13,7 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TransactionHan
 use rsipstack::sip::{Header, StatusCode};
 
 use super::{Call, Phase};
-use crate::server::DialogPeer;
+use crate::server::{DialogPeer, Severity};
 
 /// Frames a tap may queue before the relay drops them for that tap.
 const TAP_QUEUE: usize = 512;
@@ -42,10 +42,27 @@ impl Call {
     /// 0.0.0.0 (the old way to say hold) or port 0 keeps the previous
     /// address. False when the SDP was refused.
     pub(super) fn point(&self, side: MediaLeg, sdp: &Sdp, peer: DialogPeer) -> bool {
-        if let Err(error) = sdp.check_addresses(self.peer_ip(peer), self.shared.address_policy) {
-            tracing::warn!(call = %self.call_id, ?side, %error, "SDP address refused");
-            return false;
+        match self.try_point(side, sdp, peer) {
+            Ok(()) => true,
+            Err(error) => {
+                let side = match side {
+                    MediaLeg::Caller => "caller",
+                    MediaLeg::Callee => "callee",
+                };
+                tracing::warn!(call = %self.call_id, side, %error, "SDP address refused");
+                false
+            }
         }
+    }
+
+    /// [`Call::point`] without the log line: the caller logs the refusal.
+    pub(super) fn try_point(
+        &self,
+        side: MediaLeg,
+        sdp: &Sdp,
+        peer: DialogPeer,
+    ) -> Result<(), callhost_media::sdp::SdpError> {
+        sdp.check_addresses(self.peer_ip(peer), self.shared.address_policy)?;
         if let Ok(endpoint) = sdp.audio_endpoint() {
             if !endpoint.ip().is_unspecified() && endpoint.port() != 0 {
                 self.media.set_remote(side, endpoint);
@@ -55,7 +72,7 @@ impl Call {
             side,
             sdp.audio().and_then(|a| a.telephone_event_payload_type()),
         );
-        true
+        Ok(())
     }
 
     /// Points the relay's callee side at a callee's SDP and returns the same
@@ -156,7 +173,10 @@ impl Call {
         loop {
             tokio::select! {
                 played = &mut playing => {
-                    tracing::info!(call = %self.call_id, instance = %request.instance, asset = %request.asset, result = ?played.as_ref().map_err(|e| e.to_string()), "prompt played");
+                    match &played {
+                        Ok(packets) => tracing::debug!(call = %self.call_id, instance = %request.instance, asset = %request.asset, packets, "prompt played"),
+                        Err(error) => tracing::warn!(call = %self.call_id, instance = %request.instance, asset = %request.asset, %error, "prompt not played"),
+                    }
                     return true;
                 }
                 state = states.recv() => match state {
@@ -218,11 +238,12 @@ impl Call {
                     .await;
                 return;
             };
-            if !self.point(side, &sdp, peer) {
-                self.refuse_request(
+            if let Err(error) = self.try_point(side, &sdp, peer) {
+                self.refuse_request_as(
                     handle,
                     StatusCode::NotAcceptableHere,
-                    "SDP names an address this peer may not use",
+                    &format!("SDP names an address this peer may not use: {error}"),
+                    Severity::Warn,
                 )
                 .await;
                 return;
@@ -233,7 +254,7 @@ impl Call {
         }
         match reanswer(&previous, direction) {
             Ok(answer) => {
-                tracing::info!(call = %self.call_id, side = ?side, %direction, "re-offer answered");
+                tracing::debug!(call = %self.call_id, side = ?side, %direction, "re-offer answered");
                 match side {
                     MediaLeg::Caller => self.caller.sent_sdp = Some(answer.clone()),
                     MediaLeg::Callee => {

@@ -21,7 +21,10 @@ use super::{events, Call, CallCommand, End, Flow, Partner, Phase, SideDialog};
 use crate::policy::Dialler;
 use crate::presence::PresenceGuard;
 use crate::refer::{parse_refer_to, ReferTarget, Replaces};
-use crate::server::DialogRoute;
+use crate::server::{DialogRoute, Severity};
+
+/// Why a call does not hand over its party: not a hijack attempt, just late.
+const NOT_CONNECTED: &str = "the replaced call is not connected";
 
 /// Which of a call's two dialogs an attended transfer elsewhere replaces.
 #[derive(Debug, Clone, Copy)]
@@ -189,7 +192,10 @@ impl Call {
             external_caller,
         };
         let next = self.engine.place(&transfer, self.hooks.as_ref()).await;
-        tracing::info!(call = %self.call_id, from = %from, by = %by, to = %target, outcome = ?next.outcome, "blind transfer");
+        tracing::debug!(call = %self.call_id, from = %from, by = %by, to = %target, outcome = ?next.outcome, "blind transfer");
+        // The call's line keeps what the call did before the transfer.
+        self.log.keep(&self.outcome);
+        self.log.transfer("blind", by, target);
         next
     }
 
@@ -252,7 +258,7 @@ impl Call {
     ) {
         self.legs[index].state = LegState::Released;
         let leg = &self.legs[index];
-        tracing::info!(call = %self.call_id, answered_by = %leg.target, "transfer target answered");
+        tracing::debug!(call = %self.call_id, answered_by = %leg.target, "transfer target answered");
         if let Ok(sdp) = Sdp::parse_bytes(&response.body) {
             self.point(MediaLeg::Caller, &sdp, leg.peer);
         }
@@ -284,13 +290,16 @@ impl Call {
             states,
             reply,
         } = command;
-        let Some(replaced) = self.replaced(&replaces, transferor.as_deref()) else {
-            let _ = reply.send(None);
-            return ControlFlow::Continue(());
+        let replaced = match self.replaced(&replaces, transferor.as_deref()) {
+            Ok(replaced) => replaced,
+            Err(why) => {
+                let _ = reply.send(Err(why));
+                return ControlFlow::Continue(());
+            }
         };
         let (partner, replaced_dialog) = self.take_partner(replaced);
         let partner_call_id = partner.call_id.clone();
-        match reply.send(Some(partner)) {
+        match reply.send(Ok(partner)) {
             Ok(()) => {
                 // RFC 3891: the replaced dialog ends. Not awaited: the
                 // partner's states must be forwarded at once, however long
@@ -303,7 +312,7 @@ impl Call {
             }
             Err(partner) => {
                 // The asking call gave up: the partner stays here.
-                if let Some(partner) = partner {
+                if let Ok(partner) = partner {
                     self.put_back(replaced, partner);
                 }
                 ControlFlow::Continue(())
@@ -313,24 +322,26 @@ impl Call {
 
     /// Which of this call's dialogs `replaces` names, if `transferor` is
     /// the party of that dialog.
-    fn replaced(&self, replaces: &Replaces, transferor: Option<&str>) -> Option<Replaced> {
+    fn replaced(
+        &self,
+        replaces: &Replaces,
+        transferor: Option<&str>,
+    ) -> Result<Replaced, &'static str> {
         let Phase::Connected { callee } = self.phase else {
-            return None;
+            return Err(NOT_CONNECTED);
         };
-        let caller = self.caller.dialog.as_ref()?;
+        let caller = self.caller.dialog.as_ref().ok_or(NOT_CONNECTED)?;
         let (replaced, party) = if names_dialog(&caller.dialog.id(), replaces) {
             (Replaced::Caller, self.caller.user.as_deref())
         } else if names_dialog(&self.legs[callee].dialog.id(), replaces) {
             (Replaced::Callee(callee), self.legs[callee].user.as_deref())
         } else {
-            tracing::warn!(call = %self.call_id, call_id = %replaces.call_id, "attended transfer refused: Replaces does not name a dialog of this call exactly");
-            return None;
+            return Err("Replaces does not name a dialog of that call exactly");
         };
         if party.is_none() || party != transferor {
-            tracing::warn!(call = %self.call_id, transferor = ?transferor, party = ?party, "attended transfer refused: the REFER is not from the replaced dialog's party");
-            return None;
+            return Err("the REFER is not from the replaced dialog's party");
         }
-        Some(replaced)
+        Ok(replaced)
     }
 
     /// The party across from the `replaced` dialog, with its presence, and
@@ -412,8 +423,17 @@ impl Call {
             .get(&replaces.call_id)
             .map(|route| route.call.clone())
             .filter(|other| !other.same_channel(&self.commands));
+        // A refused transfer is logged once, here, with the reason.
+        let refused = |why: &str, severity: Severity| match severity {
+            Severity::Info => {
+                tracing::info!(call = %self.call_id, replaced = replaces.call_id.as_str(), reason = %why, "attended transfer refused")
+            }
+            Severity::Warn => {
+                tracing::warn!(call = %self.call_id, replaced = replaces.call_id.as_str(), reason = %why, "attended transfer refused")
+            }
+        };
         let Some(other_call) = other_call else {
-            tracing::info!(call = %self.call_id, replaced = %replaces.call_id, "attended transfer: no other call with that dialog");
+            refused("no other call with that dialog", Severity::Info);
             refuse(transferor);
             return;
         };
@@ -428,14 +448,39 @@ impl Call {
             asked,
             tokio::time::timeout(Duration::from_secs(2), answer).await,
         ) {
-            (Ok(()), Ok(Ok(Some(partner)))) => partner,
+            (Ok(()), Ok(Ok(Ok(partner)))) => partner,
+            (Ok(()), Ok(Ok(Err(why)))) => {
+                // Naming another's dialog is what a hijack looks like.
+                let severity = if why == NOT_CONNECTED {
+                    Severity::Info
+                } else {
+                    Severity::Warn
+                };
+                refused(why, severity);
+                refuse(transferor);
+                return;
+            }
             _ => {
-                tracing::info!(call = %self.call_id, replaced = %replaces.call_id, "attended transfer: the other call did not hand over");
+                refused("the other call did not hand over", Severity::Info);
                 refuse(transferor);
                 return;
             }
         };
-        tracing::info!(call = %self.call_id, side = ?side, partner = %partner.user.as_deref().unwrap_or(&partner.number), "attended transfer");
+        let party = partner
+            .user
+            .as_deref()
+            .unwrap_or(&partner.number)
+            .to_string();
+        tracing::debug!(call = %self.call_id, ?side, partner = %party, "attended transfer");
+        let by = match side {
+            MediaLeg::Callee => self.legs[callee].target.clone(),
+            MediaLeg::Caller => self
+                .caller
+                .user
+                .clone()
+                .unwrap_or_else(|| self.caller.number.clone()),
+        };
+        self.log.transfer("attended", &by, &party);
         // What the partner is offered: the staying party's SDP at our relay.
         let staying = match side {
             MediaLeg::Callee => Some(self.offer_text.clone()),
@@ -495,8 +540,11 @@ impl Call {
                         self.point(side, &sdp, peer);
                     }
                 }
-                other => {
-                    tracing::warn!(call = %self.call_id, result = ?other.map(|r| r.map(|r| r.status_code)), "attended transfer: re-INVITE of the partner failed");
+                Ok(None) => {
+                    tracing::warn!(call = %self.call_id, "attended transfer: the partner did not answer the re-INVITE");
+                }
+                Err(error) => {
+                    tracing::warn!(call = %self.call_id, %error, "attended transfer: re-INVITE of the partner failed");
                 }
             },
             None => {
