@@ -205,6 +205,24 @@ pub struct CallOutcome {
     pub prompt: Option<MediaPrompt>,
 }
 
+impl CallOutcome {
+    /// Nothing rang, nothing decided yet: where every call's outcome starts.
+    pub fn unavailable() -> CallOutcome {
+        CallOutcome {
+            outcome: Outcome::Unavailable,
+            rang: Vec::new(),
+            forwards: Vec::new(),
+            decisions: Vec::new(),
+            reason: None,
+            hook_micros: 0,
+            caller_name: None,
+            callee_name: None,
+            taps: Vec::new(),
+            prompt: None,
+        }
+    }
+}
+
 /// An instance's request for a call's media frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MediaTap {
@@ -443,18 +461,7 @@ impl Engine {
             forwarded_display: None,
             last_hop: Decision::default(),
             visited: HashSet::new(),
-            outcome: CallOutcome {
-                outcome: Outcome::Unavailable,
-                rang: Vec::new(),
-                forwards: Vec::new(),
-                decisions: Vec::new(),
-                reason: None,
-                hook_micros: 0,
-                caller_name: None,
-                callee_name: None,
-                taps: Vec::new(),
-                prompt: None,
-            },
+            outcome: CallOutcome::unavailable(),
         };
 
         let mut target = callee;

@@ -264,7 +264,6 @@ mod tests {
             };
         let outcome = CallOutcome {
             outcome: Outcome::Ringing,
-            rang: Vec::new(),
             forwards: vec![ForwardTaken {
                 kind: "no_answer",
                 from_user: "erik".into(),
@@ -276,12 +275,7 @@ mod tests {
                 decision("bt", "bert", "none", false),
                 decision("rl", "bert", "none", true),
             ],
-            reason: None,
-            hook_micros: 0,
-            caller_name: None,
-            callee_name: None,
-            taps: Vec::new(),
-            prompt: None,
+            ..CallOutcome::unavailable()
         };
         assert_eq!(
             forwards(&outcome).collect::<Vec<_>>(),

@@ -957,7 +957,7 @@ impl Call {
         let stats = self.media.stats();
         let record = CallRecord {
             request: self.request.clone(),
-            outcome: std::mem::replace(&mut self.outcome, empty_outcome()),
+            outcome: std::mem::replace(&mut self.outcome, CallOutcome::unavailable()),
             answered_by,
             answered_for: self.answered_at.map(|at| at.elapsed()),
             media: serde_json::to_string(&stats).ok(),
@@ -1035,21 +1035,6 @@ fn finish(
     events::emit(hooks.as_ref(), call_id, EventKind::HANGUP, None, &cause);
     log::log_call(&record, call_log, &end.ending(), media);
     shared.control.call_ended(record);
-}
-
-fn empty_outcome() -> CallOutcome {
-    CallOutcome {
-        outcome: Outcome::Unavailable,
-        rang: Vec::new(),
-        forwards: Vec::new(),
-        decisions: Vec::new(),
-        reason: None,
-        hook_micros: 0,
-        caller_name: None,
-        callee_name: None,
-        taps: Vec::new(),
-        prompt: None,
-    }
 }
 
 /// Our Contact URI (with a user part where the other side shows it).
