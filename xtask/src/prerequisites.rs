@@ -41,26 +41,10 @@ pub fn ensure(debian: &[&str], pypi: &[(&str, &str)]) -> Result<()> {
     if missing_debian.is_empty() && missing_pypi.is_empty() {
         return Ok(());
     }
-    let apt = format!(
-        "apt-get install -y --no-install-recommends {}",
-        missing_debian.join(" ")
-    );
-    let pip = format!("python3 -m pip install {}", missing_pypi.join(" "));
+    let apt = apt_command(&missing_debian);
+    let pip = pip_command(&missing_pypi);
     if !is_root() {
-        let mut commands = Vec::new();
-        if !missing_debian.is_empty() {
-            commands.push(format!("sudo {apt}"));
-        }
-        if !missing_pypi.is_empty() {
-            commands.push(pip);
-        }
-        let mut names = missing_debian.clone();
-        names.extend(missing_pypi.iter().map(String::as_str));
-        bail!(
-            "missing {}; install with: {} (or run as root, which installs them)",
-            names.join(", "),
-            commands.join(" && ")
-        );
+        bail!("{}", refusal(&missing_debian, &missing_pypi));
     }
     if !missing_debian.is_empty() {
         eprintln!("== {apt}");
@@ -74,6 +58,36 @@ pub fn ensure(debian: &[&str], pypi: &[(&str, &str)]) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+fn apt_command(packages: &[&str]) -> String {
+    format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    )
+}
+
+fn pip_command(packages: &[String]) -> String {
+    format!("python3 -m pip install {}", packages.join(" "))
+}
+
+/// The one line a user who is not root gets: what is missing, and the
+/// command that installs it.
+fn refusal(debian: &[&str], pypi: &[String]) -> String {
+    let mut commands = Vec::new();
+    if !debian.is_empty() {
+        commands.push(format!("sudo {}", apt_command(debian)));
+    }
+    if !pypi.is_empty() {
+        commands.push(pip_command(pypi));
+    }
+    let mut names = debian.to_vec();
+    names.extend(pypi.iter().map(String::as_str));
+    format!(
+        "missing {}; install with: {} (or run as root, which installs them)",
+        names.join(", "),
+        commands.join(" && ")
+    )
 }
 
 fn debian_installed(package: &str) -> bool {
@@ -110,4 +124,39 @@ fn shell(command: &str) -> Result<()> {
         bail!("`{command}` failed with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_names_every_missing_package_and_the_commands_in_one_line() {
+        let line = refusal(&["slapd", "baresip"], &["radicale==3.9.0".to_string()]);
+        assert_eq!(
+            line,
+            "missing slapd, baresip, radicale==3.9.0; install with: \
+             sudo apt-get install -y --no-install-recommends slapd baresip \
+             && python3 -m pip install radicale==3.9.0 (or run as root, which installs them)"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn only_the_needed_installers_are_named() {
+        let line = refusal(&["kamailio"], &[]);
+        assert!(line.contains("sudo apt-get install"), "{line}");
+        assert!(!line.contains("pip"), "{line}");
+        let line = refusal(&[], &["radicale==3.9.0".to_string()]);
+        assert!(!line.contains("apt-get"), "{line}");
+    }
+
+    #[test]
+    fn installed_packages_are_told_from_absent_ones() {
+        // dpkg itself is installed wherever dpkg-query runs.
+        assert!(debian_installed("dpkg"));
+        assert!(!debian_installed("callhost-no-such-package"));
+        assert!(pypi_installed("radicale", "3.9.0"), "the tests' Radicale");
+        assert!(!pypi_installed("callhost_no_such_module", "1.0"));
+    }
 }
