@@ -230,6 +230,7 @@ fn init_logging(
         .lossy(true)
         .thread_name("callhost-log")
         .finish(std::io::stderr());
+    report_dropped_lines(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -244,6 +245,31 @@ fn init_logging(
             .init(),
     }
     guard
+}
+
+/// Says on stderr, at most every ten seconds, how many log lines the
+/// writer dropped: a lost line is known to be lost. Its own thread; it may
+/// wait for stderr, nothing else waits for it.
+fn report_dropped_lines(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let spawned = std::thread::Builder::new()
+        .name("callhost-log-drops".into())
+        .spawn(move || {
+            let mut reported = 0;
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                let dropped = counter.dropped_lines();
+                if dropped > reported {
+                    eprintln!(
+                        "callhost: {} log lines dropped (stderr did not keep up), {dropped} in all",
+                        dropped - reported
+                    );
+                    reported = dropped;
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!("callhost: cannot watch for dropped log lines: {error}");
+    }
 }
 
 fn run(cli: Cli) -> Result<String> {
