@@ -18,21 +18,25 @@ pub const LOCALHOST: &str = "127.0.0.1";
 /// DEBUG lines. `("CALLHOST_LOG", "")` in [`Setup::env`] gives the default.
 pub const TEST_LOG: &str = "warn,callhost=info,callhost_sip=info,callhost_sip::call=debug";
 
-/// A port that is free for UDP and TCP on 127.0.0.1. Ports come from a
-/// window below the kernel's ephemeral range, chosen by the process id, so
-/// the tests of this binary (threads) never hand out the same one.
+/// A port that is free for UDP and TCP on 127.0.0.1. Ports come from the
+/// window below the kernel's ephemeral range (32768 up), handed out in turn
+/// to the tests of this binary (threads), so no two get the same one; after
+/// the window's end it starts again at its beginning, where the ports of
+/// tests that ended are free again (each is tried before it is handed out).
 pub fn free_port() -> u16 {
     free_ports(1)
 }
 
 /// The first of `count` consecutive free ports.
 pub fn free_ports(count: u32) -> u16 {
+    const FIRST: u32 = 20_000;
+    const WINDOW: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20_000 + (std::process::id() % 12) * 1_000;
+    assert!(count < WINDOW / 4, "{count} ports at once");
+    let mut tried = 0;
     loop {
-        let offset = NEXT.fetch_add(count, Ordering::SeqCst);
-        assert!(offset + count < 1_000, "out of test ports");
-        let first = (base + offset) as u16;
+        let offset = NEXT.fetch_add(count, Ordering::SeqCst) % (WINDOW - count);
+        let first = (FIRST + offset) as u16;
         let free = (first..first + count as u16).all(|port| {
             UdpSocket::bind((LOCALHOST, port)).is_ok()
                 && TcpListener::bind((LOCALHOST, port)).is_ok()
@@ -40,6 +44,12 @@ pub fn free_ports(count: u32) -> u16 {
         if free {
             return first;
         }
+        tried += count;
+        assert!(
+            tried < 4 * WINDOW,
+            "no {count} free ports in {FIRST}..{}",
+            FIRST + WINDOW
+        );
     }
 }
 

@@ -244,6 +244,19 @@ impl Call {
         }
     }
 
+    /// As [`Self::drop_legs`], but returns only once every CANCEL went out:
+    /// for a stopping host, which would drop a task left to send it.
+    pub(super) async fn drop_legs_and_wait(&mut self, keep: Option<usize>) {
+        let cancels: Vec<_> = self
+            .legs
+            .iter_mut()
+            .enumerate()
+            .filter(|(index, leg)| Some(*index) != keep && leg.is_live())
+            .map(|(_, leg)| cancelled(leg))
+            .collect();
+        futures::future::join_all(cancels).await;
+    }
+
     /// Cancels the live legs on `side` only.
     pub(super) fn drop_legs_on(&mut self, side: MediaLeg) {
         for leg in self
@@ -398,14 +411,20 @@ impl Call {
 
 /// Stops one leg: CANCEL while it rings, BYE if it answered meanwhile.
 fn cancel_leg(leg: &mut Leg) {
+    tokio::spawn(cancelled(leg));
+}
+
+/// Marks `leg` cancelled (its user free again) and returns the CANCEL (or
+/// the hang-up, where CANCEL no longer applies) still to be sent.
+fn cancelled(leg: &mut Leg) -> impl std::future::Future<Output = ()> + Send + 'static {
     leg.state = LegState::Cancelled;
     leg.presence = None;
     let dialog = leg.dialog.clone();
-    tokio::spawn(async move {
+    async move {
         if dialog.cancel().await.is_err() {
             dialog.hangup().await.ok();
         }
-    });
+    }
 }
 
 /// The status a failed leg ended with.

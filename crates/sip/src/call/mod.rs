@@ -902,7 +902,7 @@ impl Call {
     /// The host is stopping: end the call cleanly.
     async fn on_shutdown(&mut self) -> Flow {
         let callee = self.callee();
-        self.drop_legs(callee);
+        self.drop_legs_and_wait(callee).await;
         if let Some(index) = callee {
             let leg = self.legs[index].dialog.clone();
             let caller = self.caller.dialog.as_ref().map(|side| side.dialog.clone());
