@@ -201,9 +201,10 @@ impl Context {
 }
 
 /// Declares a module: the one place that says what it is, which hooks it
-/// has and which admin actions, each bound to the method that runs it.
+/// has and which admin actions, each bound to the method that runs it
+/// (`examples/hello-module` is the complete, compiled example):
 ///
-/// ```ignore
+/// ```text
 /// callhost_plugin_sdk::export_module! {
 ///     module: Hello,
 ///     id: "hello",
