@@ -163,3 +163,18 @@ impl Harness {
 
 /// The office directory every scenario test starts from.
 pub const OFFICE: &str = include_str!("../../../examples/office.toml");
+
+/// Every entry of a zip (a `.cmod`), in order: for tests that take a
+/// package apart.
+pub fn zip_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    (0..archive.len())
+        .map(|i| {
+            let mut file = archive.by_index(i).unwrap();
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).unwrap();
+            (file.name().to_string(), bytes)
+        })
+        .collect()
+}

@@ -5,29 +5,16 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
-use common::{package, Harness, OFFICE};
+use common::{package, zip_entries as entries, Harness, OFFICE};
 
 /// A data directory without the packaging key (for tests without modules).
 fn bare() -> Harness {
     Harness {
         dir: tempfile::tempdir().expect("tempdir"),
     }
-}
-
-/// Every entry of a zip, in order.
-fn entries(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
-    (0..archive.len())
-        .map(|i| {
-            let mut file = archive.by_index(i).unwrap();
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).unwrap();
-            (file.name().to_string(), bytes)
-        })
-        .collect()
 }
 
 /// Writes `entries` uncompressed, so a changed byte of one is exactly a

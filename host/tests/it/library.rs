@@ -2,24 +2,11 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use callhost_package::{Manifest, PackageBuilder, SigningKey};
 use callhost_plugin_sdk::abi::ABI_VERSION;
-use common::{package, Harness};
-
-/// Every entry of a package, in order.
-fn entries(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
-    (0..archive.len())
-        .map(|i| {
-            let mut file = archive.by_index(i).unwrap();
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).unwrap();
-            (file.name().to_string(), bytes)
-        })
-        .collect()
-}
+use common::{package, zip_entries as entries, Harness};
 
 fn write_entries(path: &std::path::Path, entries: &[(String, Vec<u8>)]) {
     let mut writer = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
