@@ -30,7 +30,10 @@ use callhost_pbx::{
 use callhost_plugin_abi::{CallSetup, Decision, Direction, InstanceBox, UserState};
 use callhost_plugin_sdk::{testing, Module, Setup};
 
+/// Rounds of the one-hook-call comparison (median).
 const ROUNDS: usize = 5;
+/// Rounds of simulated calls, each with modules and without.
+const PAIRS: usize = 41;
 
 fn main() {
     let modules = std::env::var_os("CALLHOST_BENCH_MODULES")
@@ -91,25 +94,31 @@ fn main() {
         .build()
         .unwrap();
     let calls = demo_calls();
-    // About a quarter of a second per round with modules: long enough that
-    // one preemption does not decide a round.
-    let per_round = 20_000;
+    // This machine's speed drifts by a quarter within seconds (a shared
+    // VM): short rounds taken in pairs, each pair's ratio, the median of
+    // those. The order within a pair alternates.
+    let per_round = 4_000;
     let mut with_modules = Vec::new();
     let mut without = Vec::new();
-    for _ in 0..ROUNDS {
-        with_modules.push(calls_per_second(
-            &runtime,
-            &engine,
-            dispatcher.as_ref(),
-            &calls,
-            per_round,
-        ));
-        without.push(calls_per_second(
-            &runtime, &engine, &NoHooks, &calls, per_round,
-        ));
+    let mut ratios = Vec::new();
+    for pair in 0..PAIRS {
+        let modules_round =
+            || calls_per_second(&runtime, &engine, dispatcher.as_ref(), &calls, per_round);
+        let reference_round = || calls_per_second(&runtime, &engine, &NoHooks, &calls, per_round);
+        let (with, reference) = if pair % 2 == 0 {
+            let with = modules_round();
+            (with, reference_round())
+        } else {
+            let reference = reference_round();
+            (modules_round(), reference)
+        };
+        with_modules.push(with);
+        without.push(reference);
+        ratios.push(with / reference);
     }
     let with_modules = median(with_modules);
     let without = median(without);
+    let ratio = median(ratios);
     // A quick hook slower than the limit runs on a thread from then on,
     // which changes what the figure measures: say so.
     let demoted: Vec<String> = dispatcher
@@ -153,13 +162,12 @@ fn main() {
     let abi = median(abi);
     let inproc = median(inproc);
 
-    println!("callhost engine benchmark (median of {ROUNDS} rounds, release build)");
+    println!("callhost engine benchmark (release build)");
     println!();
     println!("| measure | value | reference | ratio |");
     println!("|---|---|---|---|");
     println!(
-        "| calls/s through the engine: bt + rd + rl active vs no modules | {with_modules:.0} | {without:.0} | {:.2} |",
-        with_modules / without
+        "| calls/s through the engine: bt + rd + rl active vs no modules (medians; ratio: median of {PAIRS} pairs) | {with_modules:.0} | {without:.0} | {ratio:.2} |"
     );
     println!(
         "| one hook call in ns: ABI (trait object + FfiFuture) vs in-process | {:.0} | {:.0} | {:.2} |",

@@ -24,6 +24,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{atomic::Ordering, mpsc, Arc, Mutex},
+    task::Poll,
     time::Instant,
 };
 
@@ -434,45 +435,55 @@ async fn run_hook(
     if remaining.is_zero() {
         return Err(HookError::NoTime);
     }
-    let work = async {
-        let future = if live.begin_inline(started) {
-            // Declared quick: no thread hop. The SDK turns a panic in the
-            // module into an error; this guards against one that does not.
-            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                live.instance.call_setup(setup)
-            }));
-            let took = live.inline_done();
-            if live.inline_slow(took > QUICK_LIMIT) >= QUICK_STRIKES {
-                live.demote();
-                let message = format!(
-                    "its quick call_setup took over {} ms on a call thread {QUICK_STRIKES} times in a row (last {} ms): it runs on a thread of its own from now on",
-                    QUICK_LIMIT.as_millis(),
-                    took.as_millis()
-                );
-                live.log.write(LogLevel::Warn, "callhost", &message);
-                tracing::warn!(instance = %live.name, "{message}");
-            }
-            called.map_err(|_| HookError::Panicked("panicked in call_setup".into()))?
-        } else {
-            // Off the engine's threads: a module that blocks there holds
-            // only that thread.
-            let (live, setup) = (live.clone(), setup.clone());
-            tokio::task::spawn_blocking(move || live.instance.call_setup(&setup))
-                .await
-                .map_err(|_| HookError::Failed("the hook's thread failed".into()))?
-        };
-        // A panic re-raised while polling the module's future stays here.
-        let polled = std::panic::AssertUnwindSafe(future).catch_unwind().await;
-        let Ok(answer) = polled else {
-            return Err(HookError::Panicked(
-                "panicked while its future was polled".into(),
-            ));
-        };
-        answer.into_result().map_err(HookError::from)
+    let missed = || HookError::Deadline(remaining.as_millis() as u64);
+    let future = if live.begin_inline(started) {
+        // Declared quick: no thread hop. The SDK turns a panic in the
+        // module into an error; this guards against one that does not.
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            live.instance.call_setup(setup)
+        }));
+        let took = live.inline_done();
+        if live.inline_slow(took > QUICK_LIMIT) >= QUICK_STRIKES {
+            live.demote();
+            let message = format!(
+                "its quick call_setup took over {} ms on a call thread {QUICK_STRIKES} times in a row (last {} ms): it runs on a thread of its own from now on",
+                QUICK_LIMIT.as_millis(),
+                took.as_millis()
+            );
+            live.log.write(LogLevel::Warn, "callhost", &message);
+            tracing::warn!(instance = %live.name, "{message}");
+        }
+        called.map_err(|_| HookError::Panicked("panicked in call_setup".into()))?
+    } else {
+        // Off the engine's threads: a module that blocks there holds
+        // only that thread.
+        let (live, setup) = (live.clone(), setup.clone());
+        let thread = tokio::task::spawn_blocking(move || live.instance.call_setup(&setup));
+        // Boxed, like the timer below: the slow paths' state stays out of
+        // the future every call allocates.
+        match Box::pin(tokio::time::timeout_at(deadline.into(), thread)).await {
+            Ok(Ok(future)) => future,
+            Ok(Err(_)) => return Err(HookError::Failed("the hook's thread failed".into())),
+            Err(_) => return Err(missed()),
+        }
     };
-    match tokio::time::timeout_at(deadline.into(), work).await {
-        Ok(result) => result,
-        Err(_) => Err(HookError::Deadline(remaining.as_millis() as u64)),
+    // A panic re-raised while polling the module's future stays here.
+    let mut answer = std::panic::AssertUnwindSafe(future).catch_unwind();
+    // Most answers are ready at the first poll (a quick module answers from
+    // memory); only one that is not needs a timer for the deadline.
+    let first = std::future::poll_fn(|context| Poll::Ready(Pin::new(&mut answer).poll(context)));
+    let polled = match first.await {
+        Poll::Ready(polled) => polled,
+        Poll::Pending => match Box::pin(tokio::time::timeout_at(deadline.into(), answer)).await {
+            Ok(polled) => polled,
+            Err(_) => return Err(missed()),
+        },
+    };
+    match polled {
+        Ok(answer) => answer.into_result().map_err(HookError::from),
+        Err(_) => Err(HookError::Panicked(
+            "panicked while its future was polled".into(),
+        )),
     }
 }
 
@@ -498,7 +509,7 @@ impl From<ModuleError> for HookError {
 impl Hooks for Dispatcher {
     fn call_setup<'a>(
         &'a self,
-        setup: CallSetup,
+        setup: &'a mut CallSetup,
         deadline: Instant,
     ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>> {
         let instances = self.current();
@@ -512,24 +523,27 @@ impl Hooks for Dispatcher {
         Box::pin(async move {
             // One setup for every instance; each sees the decisions of the
             // ones before it in `prior`.
-            let mut hop = setup;
-            let mut made = Vec::new();
+            let hop = setup;
             let deciding: Vec<&Arc<LiveInstance>> = instances
                 .iter()
                 .filter(|live| live.hooks.contains(HookSet::CALL_SETUP) && !live.is_faulted())
                 .collect();
+            let mut made = Vec::with_capacity(deciding.len());
+            // One clock reading per hook: each one's end is the next one's start.
+            let mut started = Instant::now();
             for (index, live) in deciding.iter().enumerate() {
                 // Keep a slice for every instance after this one, so one that
                 // hangs cannot silence the others.
                 // The reserve never takes more than half of what is left.
                 let after = (deciding.len() - index - 1) as u32;
-                let started = Instant::now();
                 let left = deadline.saturating_duration_since(started);
                 let reserve = (self.hook_reserve * after).min(left / 2);
                 let own_deadline = deadline.checked_sub(reserve).unwrap_or(deadline);
                 let allotted = own_deadline.saturating_duration_since(started);
-                let result = run_hook(live, &hop, started, own_deadline).await;
-                let elapsed = started.elapsed();
+                let result = run_hook(live, hop, started, own_deadline).await;
+                let finished = Instant::now();
+                let elapsed = finished.saturating_duration_since(started);
+                started = finished;
                 let (decision, error) = match result {
                     Ok(decision) => (decision, None),
                     Err(HookError::NoTime) => (

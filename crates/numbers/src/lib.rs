@@ -38,22 +38,31 @@ fn invalid(value: &str, reason: impl Into<String>) -> NumberError {
 /// Anything else (letters, a `+` after the start, ...) is an error, as is a
 /// result without any digit, `*` or `#`.
 pub fn clean(raw: &str) -> Result<String, NumberError> {
-    let mut out = String::with_capacity(raw.len());
+    Ok(cleaned(raw)?.collect())
+}
+
+/// What [`clean`] keeps, without building a string: for comparisons in
+/// call setup.
+pub fn cleaned(raw: &str) -> Result<impl Iterator<Item = char> + Clone + '_, NumberError> {
+    let mut kept_any = false;
+    let mut kept_digit = false;
     for c in raw.chars() {
         match c {
-            '0'..='9' | '*' | '#' => out.push(c),
+            '0'..='9' | '*' | '#' => (kept_any, kept_digit) = (true, true),
             // "+49 (0)30 …" is common, so a '+' after separators still counts as leading.
-            '+' if out.is_empty() => out.push(c),
+            '+' if !kept_any => kept_any = true,
             '+' => return Err(invalid(raw, "'+' is only allowed at the start")),
             '-' | '/' | '(' | ')' | '.' => {}
             c if c.is_whitespace() => {}
             c => return Err(invalid(raw, format!("unexpected character {c:?}"))),
         }
     }
-    if out.is_empty() || out == "+" {
+    if !kept_digit {
         return Err(invalid(raw, "no digits"));
     }
-    Ok(out)
+    Ok(raw
+        .chars()
+        .filter(|c| matches!(c, '0'..='9' | '*' | '#' | '+')))
 }
 
 /// A home country's numbering plan. Built once, used for every call.
@@ -367,8 +376,16 @@ impl Pattern {
     /// Whether the whole of `number` matches. O(pattern × number).
     pub fn matches(&self, number: &str) -> bool {
         let number = number.as_bytes();
-        // reach[j]: the tokens so far can match exactly number[..j].
-        let mut reach = vec![false; number.len() + 1];
+        // reach[j]: the tokens so far can match exactly number[..j]. On the
+        // stack for any real number: this runs in call setup, per rule.
+        let mut on_stack = [false; 64];
+        let mut on_heap = Vec::new();
+        let reach: &mut [bool] = if number.len() < on_stack.len() {
+            &mut on_stack[..=number.len()]
+        } else {
+            on_heap.resize(number.len() + 1, false);
+            &mut on_heap
+        };
         reach[0] = true;
         for token in &self.tokens {
             match *token {

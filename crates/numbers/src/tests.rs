@@ -201,6 +201,20 @@ fn pattern_table() {
     }
 }
 
+/// Numbers of 63 digits and more take the heap path; both agree.
+#[test]
+fn long_numbers_match_like_short_ones() {
+    for len in [62, 63, 64, 65, 200] {
+        let number = "7".repeat(len);
+        assert!(pat("7*7").matches(&number), "length {len}");
+        assert!(pat("*").matches(&number), "length {len}");
+        assert!(!pat("7*8").matches(&number), "length {len}");
+        let exact = "?".repeat(len);
+        assert!(pat(&exact).matches(&number), "length {len}");
+        assert!(!pat(&exact).matches(&number[1..]), "length {len}");
+    }
+}
+
 #[test]
 fn bad_patterns_are_named() {
     for (text, bad_char) in [

@@ -91,10 +91,12 @@ pub struct HookDecision {
 /// How the engine reaches the modules.
 pub trait Hooks: Send + Sync {
     /// Runs the setup hook of every active instance for this hop, in order,
-    /// each seeing the merged decisions before it; returns within `deadline`.
+    /// each seeing the merged decisions before it (in `setup.prior`, which
+    /// is left merged); returns within `deadline`. Borrowed, not moved: the
+    /// setup is large and the future is allocated per hop.
     fn call_setup<'a>(
         &'a self,
-        setup: CallSetup,
+        setup: &'a mut CallSetup,
         deadline: Instant,
     ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>>;
 
@@ -113,7 +115,7 @@ pub struct NoHooks;
 impl Hooks for NoHooks {
     fn call_setup<'a>(
         &'a self,
-        _setup: CallSetup,
+        _setup: &'a mut CallSetup,
         _deadline: Instant,
     ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>> {
         Box::pin(async { Vec::new() })
@@ -578,7 +580,7 @@ impl Engine {
 
         // Built once per hop: for the modules and for the routing rule.
         let abi_user = state.as_ref().map(abi_state);
-        let setup = CallSetup {
+        let mut setup = CallSetup {
             call_id: call.request.call_id.as_str().into(),
             direction: call.direction,
             caller: call.caller.clone(),
@@ -595,7 +597,7 @@ impl Engine {
             prior: call.carried.clone(),
         };
         let hook_started = Instant::now();
-        let decisions = hooks.call_setup(setup, call.deadline).await;
+        let decisions = hooks.call_setup(&mut setup, call.deadline).await;
         call.outcome.hook_micros += hook_started.elapsed().as_micros() as u64;
 
         let mut hop = call.carried.clone();

@@ -78,11 +78,11 @@ impl Scripted {
 impl Hooks for Scripted {
     fn call_setup<'a>(
         &'a self,
-        setup: CallSetup,
+        setup: &'a mut CallSetup,
         _deadline: Instant,
     ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>> {
-        let decision = (self.decide)(&setup);
-        self.seen.lock().unwrap().push(setup);
+        let decision = (self.decide)(setup);
+        self.seen.lock().unwrap().push(setup.clone());
         Box::pin(async move {
             vec![HookDecision {
                 source: Arc::new(DecisionSource {

@@ -73,8 +73,8 @@ pub fn new_instance<M: Module + Actions>(
                 module_dir: PathBuf::from(context.module_dir.into_string()),
                 assets_dir: PathBuf::from(context.assets_dir.into_string()),
                 host: context.host,
+                dispatch,
             },
-            dispatch,
             id: NEXT_INSTANCE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             current: RwLock::new(None),
         };
@@ -90,8 +90,8 @@ struct Configured<M> {
 }
 
 struct Hosted<M: Module> {
+    /// Also holds the instance's log subscriber (`context.dispatch`).
     context: Context,
-    dispatch: tracing::Dispatch,
     /// Tells this instance's logger apart on a thread (see `enter`).
     id: u64,
     current: RwLock<Option<Configured<M>>>,
@@ -129,7 +129,10 @@ impl<M: Module> Hosted<M> {
             if entered.as_ref().map(|(id, _)| *id) != Some(self.id) {
                 // The previous guard goes first: guards restore in order.
                 *entered = None;
-                *entered = Some((self.id, tracing::dispatcher::set_default(&self.dispatch)));
+                *entered = Some((
+                    self.id,
+                    tracing::dispatcher::set_default(&self.context.dispatch),
+                ));
             }
         });
         guard(work)
@@ -220,7 +223,7 @@ impl<M: Module + Actions> Instance for Hosted<M> {
         };
         match self.enter(|| module.call_setup(setup)) {
             Ok(Setup::Ready(decision)) => ready(RResult::ROk(decision)),
-            Ok(Setup::Later(future)) => later(&self.dispatch, future),
+            Ok(Setup::Later(future)) => later(&self.context.dispatch, future),
             Err(panic) => ready(RResult::RErr(ModuleError::panicked(format!(
                 "panicked: {panic}"
             )))),
@@ -231,7 +234,7 @@ impl<M: Module + Actions> Instance for Hosted<M> {
         if let Ok(module) = self.module() {
             // A panic here is already logged by the guard's caller; events never fail a call.
             if let Err(panic) = self.enter(|| module.call_event(event)) {
-                tracing::dispatcher::with_default(&self.dispatch, || {
+                tracing::dispatcher::with_default(&self.context.dispatch, || {
                     tracing::error!("panicked while handling a call event: {panic}")
                 });
             }
@@ -257,7 +260,7 @@ impl<M: Module + Actions> Instance for Hosted<M> {
         match self.enter(|| module.action(name.as_str(), &args)) {
             Ok(Action::Ready(result)) => ready(to_json(result)),
             Ok(Action::Later(future)) => {
-                let joined = later(&self.dispatch, future);
+                let joined = later(&self.context.dispatch, future);
                 async move {
                     match joined.await {
                         RResult::ROk(result) => to_json(result),
@@ -275,7 +278,7 @@ impl<M: Module + Actions> Instance for Hosted<M> {
     fn media(&self, frame: &MediaFrame<'_>) {
         if let Ok(module) = self.module() {
             if let Err(panic) = self.enter(|| module.media(frame)) {
-                tracing::dispatcher::with_default(&self.dispatch, || {
+                tracing::dispatcher::with_default(&self.context.dispatch, || {
                     tracing::error!("panicked while handling a media frame: {panic}")
                 });
             }

@@ -142,6 +142,10 @@ pub struct Context {
     /// The package's `assets/` for the running version (read-only).
     pub assets_dir: PathBuf,
     host: HostServicesBox,
+    /// The instance's log subscriber, made once: building a `Dispatch`
+    /// re-registers every callsite under a global lock, far too slow per
+    /// spawned task.
+    dispatch: tracing::Dispatch,
 }
 
 impl Context {
@@ -196,7 +200,10 @@ impl Context {
                     tracing::error!("background task panicked: {}", hosted::panic_message(panic));
                 }
             });
-        runtime::spawn_detached(logging::instrument(&self.host, guarded));
+        runtime::spawn_detached(tracing::instrument::WithSubscriber::with_subscriber(
+            guarded,
+            self.dispatch.clone(),
+        ));
     }
 }
 

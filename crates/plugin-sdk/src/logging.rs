@@ -18,14 +18,6 @@ pub(crate) fn dispatch(host: &HostServicesBox) -> tracing::Dispatch {
     tracing::Dispatch::new(HostSubscriber { host: host.clone() })
 }
 
-pub(crate) fn instrument<F: std::future::Future>(
-    host: &HostServicesBox,
-    future: F,
-) -> tracing::instrument::WithDispatch<F> {
-    use tracing::instrument::WithSubscriber;
-    future.with_subscriber(dispatch(host))
-}
-
 struct HostSubscriber {
     host: HostServicesBox,
 }

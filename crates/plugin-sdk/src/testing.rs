@@ -57,12 +57,14 @@ pub fn context(instance: &str) -> Context {
 pub fn context_in(instance: &str, dir: &std::path::Path) -> Context {
     let dir = dir.to_path_buf();
     let _ = std::fs::create_dir_all(&dir);
+    let host = HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque);
     Context {
         instance: instance.to_string(),
         data_dir: dir.clone(),
         module_dir: dir.clone(),
         assets_dir: dir,
-        host: HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque),
+        dispatch: crate::logging::dispatch(&host),
+        host,
     }
 }
 

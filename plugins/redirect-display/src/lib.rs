@@ -14,7 +14,7 @@
 //!
 //! See `docs/modules/redirect-display.md`.
 
-use callhost_numbers::{clean, Pattern};
+use callhost_numbers::{cleaned, Pattern};
 use callhost_plugin_sdk::{
     config_error, export_module, tracing, CallSetup, ConfigError, Context, Decision, ForwardKind,
     Module, Party, PartyKind, Setup,
@@ -63,13 +63,17 @@ fn check_ids(field: &str, ids: &[String]) -> Result<(), ConfigError> {
 }
 
 /// A number without separators, for comparing forward targets.
-fn normalised(number: &str) -> String {
-    clean(number).unwrap_or_else(|_| number.trim().to_string())
-}
-
+/// Equal once cleaned; numbers that do not clean compare as written
+/// (trimmed). A cleaned number never equals one that does not clean.
 fn same_number(a: &str, b: &str) -> bool {
-    let a = normalised(a);
-    !a.is_empty() && a == normalised(b)
+    match (cleaned(a), cleaned(b)) {
+        (Ok(a), Ok(b)) => a.eq(b),
+        (Err(_), Err(_)) => {
+            let a = a.trim();
+            !a.is_empty() && a == b.trim()
+        }
+        _ => false,
+    }
 }
 
 fn kind_name(kind: ForwardKind) -> &'static str {
@@ -296,4 +300,21 @@ export_module! {
     description: "Lets the target of a forward (and switchboards) call through it, and marks calls that follow an always or busy forward on the target's display.",
     hooks: [quick_setup],
     actions: [],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_number;
+
+    #[test]
+    fn numbers_compare_cleaned_or_as_written() {
+        assert!(same_number("+49 30 1234-56", "+4930123456"));
+        assert!(same_number("(030) 123456", "030123456"));
+        assert!(!same_number("030123456", "0301234567"));
+        // Neither cleans: compared as written, trimmed.
+        assert!(same_number(" sip-trunk ", "sip-trunk"));
+        assert!(!same_number("", " "));
+        // One cleans, the other does not: never equal.
+        assert!(!same_number("123", "123x"));
+    }
 }
