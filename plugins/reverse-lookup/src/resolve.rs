@@ -248,7 +248,7 @@ pub struct Resolver {
     /// Calls' history records waiting for the writer: one task writes all
     /// that piled up in one transaction (not a task and a commit each).
     history_queue: Mutex<Vec<Record>>,
-    history_flush_pending: std::sync::atomic::AtomicBool,
+    history_writer_started: std::sync::atomic::AtomicBool,
     /// When the history and the cache were last pruned.
     last_prune: Mutex<Option<Instant>>,
 }
@@ -256,12 +256,23 @@ pub struct Resolver {
 /// The history and the cache are pruned at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// How long a call's history record may wait for others to be written
-/// with it.
+/// How often the history writer writes the calls' records that piled up
+/// (one transaction for all).
 const HISTORY_BATCH_DELAY: Duration = Duration::from_millis(20);
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// Records still queued when the instance goes (reconfigured, deactivated,
+/// upgraded) are written, not dropped.
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let batch = self.with_history_queue(std::mem::take);
+        if !batch.is_empty() {
+            self.write_history_batch(&batch);
+        }
+    }
 }
 
 impl Resolver {
@@ -281,7 +292,7 @@ impl Resolver {
             refreshing: Mutex::new(HashSet::new()),
             written,
             history_queue: Mutex::new(Vec::new()),
-            history_flush_pending: std::sync::atomic::AtomicBool::new(false),
+            history_writer_started: std::sync::atomic::AtomicBool::new(false),
             last_prune: Mutex::new(None),
         }
     }
@@ -773,39 +784,37 @@ impl Resolver {
         lookup
     }
 
-    /// Queues a call's record; a flush is scheduled unless one is pending.
+    /// Queues a call's record for the history writer, which the first
+    /// record starts. The call's thread only queues: spawning or waking a
+    /// task per batch put a futex wake on it every other call.
     fn queue_history(self: &Arc<Self>, record: Record) {
         use std::sync::atomic::Ordering;
-        self.history_queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(record);
-        if self.history_flush_pending.swap(true, Ordering::AcqRel) {
+        self.with_history_queue(|queue| queue.push(record));
+        if self.history_writer_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let resolver = self.clone();
+        // Weak: the writer ends with the resolver (whose drop writes the rest).
+        let resolver = Arc::downgrade(self);
         self.ctx.spawn(async move {
-            // A moment for more lookups to join the batch.
-            tokio::time::sleep(HISTORY_BATCH_DELAY).await;
-            let _ = tokio::task::spawn_blocking(move || loop {
-                // Cleared before the drain: a record queued after it
-                // schedules the next flush.
-                resolver
-                    .history_flush_pending
-                    .store(false, Ordering::Release);
-                let batch = std::mem::take(
-                    &mut *resolver
-                        .history_queue
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()),
-                );
-                if batch.is_empty() {
-                    break;
+            let mut tick = tokio::time::interval(HISTORY_BATCH_DELAY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(resolver) = resolver.upgrade() else {
+                    return;
+                };
+                let batch = resolver.with_history_queue(std::mem::take);
+                if !batch.is_empty() {
+                    let _ =
+                        tokio::task::spawn_blocking(move || resolver.write_history_batch(&batch))
+                            .await;
                 }
-                resolver.write_history_batch(&batch);
-            })
-            .await;
+            }
         });
+    }
+
+    fn with_history_queue<T>(&self, with: impl FnOnce(&mut Vec<Record>) -> T) -> T {
+        with(&mut self.history_queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn write_history(&self, record: &Record) -> Option<i64> {
