@@ -4,11 +4,13 @@
 //!   that declared it quick (`Hooks::QUICK_SETUP`: it only computes), right
 //!   on the call's thread, one call at a time per instance. A quick hook
 //!   that takes longer than [`QUICK_LIMIT`] [`QUICK_STRIKES`] times in a
-//!   row is moved to the thread path for good; one that blocks for [`INLINE_STALL`] is faulted by a watchdog (it
-//!   still holds that one call thread). Its future is awaited under the
-//!   call's deadline, so neither a module that blocks on its thread nor one
-//!   that never answers can hold a call: at the deadline the call goes on
-//!   without that instance's opinion.
+//!   row is moved to the thread path for good; one that blocks for
+//!   [`INLINE_STALL`] is faulted by a watchdog (it still holds that one call
+//!   thread). Its future is polled once at once: a ready answer needs no
+//!   timer. Any other is awaited under the call's deadline, so neither a
+//!   module that blocks on its thread nor one that never answers can hold
+//!   a call: at the deadline the call goes on without that instance's
+//!   opinion.
 //! - A panic or a missed deadline marks the instance faulted (in memory at
 //!   once, in the database and its log right after) and it is skipped until
 //!   an administrator activates it again.
