@@ -778,3 +778,21 @@ async fn a_cached_or_known_caller_is_answered_at_once_without_the_disk() {
         Some("Known Kunde").into()
     );
 }
+
+#[tokio::test]
+async fn a_calls_lookup_still_queued_when_the_instance_goes_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let rl = instance(dir.path(), "");
+    let mut known = external_de("0309999999");
+    known.name = ROption::RSome("Known Kunde".into());
+    answered_at_once(&rl, &setup(known, user("anna", "Anna", "201")))
+        .expect("the address book answers at once");
+    // Gone before the history writer's next round (every 20 ms).
+    drop(rl);
+    let rl = instance(dir.path(), "");
+    let history = action(&rl, "history", &[]).await.unwrap();
+    let lookups = history["lookups"].as_array().unwrap();
+    assert_eq!(lookups.len(), 1, "{history:#}");
+    assert_eq!(lookups[0]["origin"], "call");
+    assert_eq!(lookups[0]["name"], "Known Kunde");
+}
