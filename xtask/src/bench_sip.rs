@@ -230,17 +230,12 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
                 )?;
                 let latency = step.latency.clone().unwrap_or_default();
                 let inside = latency.inside.map_or(String::new(), |inside| {
-                    format!(
-                        "; inside the server p50 {:.1} p99 {:.1} max {:.1} ms",
-                        inside.p50, inside.p99, inside.max
-                    )
+                    format!("; inside the server {}", inside.spoken())
                 });
                 println!(
-                    "   {:<17} {rate:>5}/s: p50 {:.1} p99 {:.1} max {:.1} ms{inside} ({} samples; {})",
+                    "   {:<17} {rate:>5}/s: {}{inside} ({} samples; {})",
                     server.name,
-                    latency.p50,
-                    latency.p99,
-                    latency.max,
+                    latency.end_to_end.spoken(),
                     latency.samples,
                     step.summary()
                 );
@@ -660,9 +655,8 @@ impl Step {
 #[derive(Debug, Default, Clone)]
 struct Latency {
     samples: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
+    /// The caller's INVITE to the 200 it received.
+    end_to_end: Spread,
     /// Per call, the time the server itself held the call's setup: INVITE
     /// in → INVITE out plus 200 in → 200 out, both legs on one capture.
     /// What the server adds, free of the UAS's and the machine's drift
@@ -679,6 +673,19 @@ struct Spread {
 }
 
 impl Spread {
+    /// "p50 p99 max" as the console prints it.
+    fn spoken(&self) -> String {
+        format!(
+            "p50 {:.1} p99 {:.1} max {:.1} ms",
+            self.p50, self.p99, self.max
+        )
+    }
+
+    /// "p50 / p99 / max" for a table cell.
+    fn cell(&self) -> String {
+        format!("{:.1} / {:.1} / {:.1}", self.p50, self.p99, self.max)
+    }
+
     fn of(mut times: Vec<f64>) -> Spread {
         times.sort_by(f64::total_cmp);
         Spread {
@@ -769,13 +776,9 @@ fn run_step(
     let latency = match capture {
         Some(capture) => {
             let times = capture.setup_times()?;
-            let samples = times.end_to_end.len();
-            let end_to_end = Spread::of(times.end_to_end);
             Some(Latency {
-                samples,
-                p50: end_to_end.p50,
-                p99: end_to_end.p99,
-                max: end_to_end.max,
+                samples: times.end_to_end.len(),
+                end_to_end: Spread::of(times.end_to_end),
                 inside: (!times.inside.is_empty()).then(|| Spread::of(times.inside)),
             })
         }
@@ -1104,18 +1107,16 @@ fn print_table(figures: &[Figures]) {
             let added = direct
                 .and_then(|d| d.latency.iter().find(|(r, ..)| r == rate))
                 .map_or("-".to_string(), |(_, d, _)| {
-                    format!("{:.1} ms", latency.p99 - d.p99)
+                    format!("{:.1} ms", latency.end_to_end.p99 - d.end_to_end.p99)
                 });
-            let inside = latency.inside.map_or("-".to_string(), |inside| {
-                format!("{:.1} / {:.1} / {:.1}", inside.p50, inside.p99, inside.max)
-            });
+            let inside = latency
+                .inside
+                .map_or("-".to_string(), |inside| inside.cell());
             println!(
-                "| {} | {rate}/s{} | {:.1} / {:.1} / {:.1} | {added} | {inside} |",
+                "| {} | {rate}/s{} | {} | {added} | {inside} |",
                 f.name,
                 if *passed { "" } else { " (step failed)" },
-                latency.p50,
-                latency.p99,
-                latency.max
+                latency.end_to_end.cell()
             );
         }
     }

@@ -62,9 +62,9 @@ fn check_ids(field: &str, ids: &[String]) -> Result<(), ConfigError> {
     }
 }
 
-/// A number without separators, for comparing forward targets.
-/// Equal once cleaned; numbers that do not clean compare as written
-/// (trimmed). A cleaned number never equals one that does not clean.
+/// Whether two forward targets are the same number: equal once cleaned;
+/// numbers that do not clean compare as written (trimmed). A cleaned
+/// number never equals one that does not clean.
 fn same_number(a: &str, b: &str) -> bool {
     match (cleaned(a), cleaned(b)) {
         (Ok(a), Ok(b)) => a.eq(b),

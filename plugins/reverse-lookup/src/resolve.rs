@@ -257,7 +257,8 @@ pub struct Resolver {
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the history writer writes the calls' records that piled up
-/// (one transaction for all).
+/// (one transaction for all). Once started it wakes this often even when
+/// idle: a timer on the module's runtime, never the call's thread.
 const HISTORY_BATCH_DELAY: Duration = Duration::from_millis(20);
 
 fn ms(d: Duration) -> f64 {
