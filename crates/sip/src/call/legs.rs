@@ -8,10 +8,11 @@ use callhost_media::sdp::rewrite_connection;
 use callhost_pbx::engine::{CallOutcome, Engine, Ring};
 use callhost_plugin_abi::EventKind;
 use rsipstack::dialog::dialog::TerminatedReason;
-use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, HostWithPort, StatusCode, Transport, Uri};
 use rsipstack::transport::SipAddr;
+use tokio::task::JoinHandle;
 
 use super::{contact_uri, events, Call, Phase};
 use crate::identity::{safe_display, safe_number};
@@ -36,6 +37,9 @@ pub(super) struct Leg {
     pub peer: DialogPeer,
     /// The user counted in a call while the leg is connected.
     pub presence: Option<PresenceGuard>,
+    /// The leg's INVITE transaction, done once the final response came (and
+    /// a non-2xx one was ACKed); `None` for a dialog taken from another call.
+    pub invite: Option<JoinHandle<InviteAsyncResult>>,
 }
 
 /// Where one leg is.
@@ -193,7 +197,7 @@ impl Call {
             .dialogs
             .do_invite_async(option, self.state_sender.clone())
         {
-            Ok((dialog, _handle)) => {
+            Ok((dialog, invite)) => {
                 tracing::debug!(call = %self.call_id, leg = %leg_call_id, target = %ring.number, "ringing");
                 self.shared.routes().insert(
                     leg_call_id.clone(),
@@ -212,6 +216,7 @@ impl Call {
                     state: LegState::Ringing,
                     peer,
                     presence: None,
+                    invite: Some(invite),
                 });
             }
             Err(error) => tracing::warn!(%error, target = %ring.number, "cannot ring"),
@@ -252,7 +257,18 @@ impl Call {
             .iter_mut()
             .enumerate()
             .filter(|(index, leg)| Some(*index) != keep && leg.is_live())
-            .map(|(_, leg)| cancelled(leg))
+            .map(|(_, leg)| {
+                let cancel = cancelled(leg);
+                let invite = leg.invite.take();
+                async move {
+                    cancel.await;
+                    // The 487 still has to be ACKed, which its transaction
+                    // does only while the endpoint runs.
+                    if let Some(invite) = invite {
+                        tokio::time::timeout(FINAL_AFTER_CANCEL, invite).await.ok();
+                    }
+                }
+            })
             .collect();
         futures::future::join_all(cancels).await;
     }
@@ -408,6 +424,10 @@ impl Call {
         }
     }
 }
+
+/// How long a stopping host waits for a cancelled leg's final response; a
+/// phone that never sends one is not worth holding the shutdown for.
+const FINAL_AFTER_CANCEL: Duration = Duration::from_secs(2);
 
 /// Stops one leg: CANCEL while it rings, BYE if it answered meanwhile.
 fn cancel_leg(leg: &mut Leg) {

@@ -512,6 +512,7 @@ impl Call {
                     state: LegState::Connected,
                     peer: partner.peer,
                     presence: partner.presence,
+                    invite: None,
                 });
                 self.phase = Phase::Connected {
                     callee: self.legs.len() - 1,
