@@ -383,6 +383,10 @@ pub fn instance_action(host: &Host, name: &str, action: &str, args: Vec<String>)
         .enable_all()
         .build()?;
     let answer = runtime.block_on(run_action(&live, action, args))?;
+    // A text answer (a certificate, say) is printed as the text it is.
+    if let serde_json::Value::String(text) = answer {
+        return Ok(text.trim_end().to_string());
+    }
     Ok(serde_json::to_string_pretty(&answer)?)
 }
 

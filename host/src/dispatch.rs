@@ -94,12 +94,30 @@ fn start_instance(
     }
 }
 
-/// Media frames waiting for an instance; beyond this they are dropped
-/// (counted in the relay's tap statistics as the call goes on).
-const MEDIA_QUEUE: usize = 2_000;
+/// Media frames waiting for an instance; beyond this they are dropped,
+/// counted, and reported to the module as gaps (`media_gap`). At 50
+/// frames/s per leg this holds a third of a second of 500 two-leg calls.
+pub const MEDIA_QUEUE: usize = 16_384;
+
+/// Work for an instance's media thread, in the order it happened per call.
+pub enum MediaJob {
+    Frame(MediaFrameJob),
+    /// Frames of `leg` dropped on the way (a queue was full).
+    Gap {
+        call_id: Arc<str>,
+        leg: TapRequest,
+        frames: u32,
+    },
+    /// The call's media is over: nothing of it follows.
+    End {
+        call_id: Arc<str>,
+    },
+    /// Answered once everything queued before it was delivered.
+    Flush(std::sync::mpsc::Sender<()>),
+}
 
 /// One tapped frame on its way to an instance's media thread.
-pub struct MediaJob {
+pub struct MediaFrameJob {
     pub call_id: Arc<str>,
     pub leg: TapRequest,
     pub sequence: u16,
@@ -115,25 +133,38 @@ fn start_media_worker(live: &Arc<LiveInstance>) {
     if !live.hooks.contains(HookSet::MEDIA) {
         return;
     }
-    let (sender, receiver) = mpsc::sync_channel::<MediaJob>(MEDIA_QUEUE);
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<MediaJob>(MEDIA_QUEUE);
     let weak = Arc::downgrade(live);
     let spawned = std::thread::Builder::new()
         .name(format!("callhost-media-{}", live.name))
         .spawn(move || {
-            while let Ok(job) = receiver.recv() {
+            while let Some(job) = receiver.blocking_recv() {
                 let Some(live) = weak.upgrade() else { break };
                 if live.is_faulted() {
                     continue;
                 }
-                live.instance.media(&MediaFrame {
-                    call_id: RStr::from_str(&job.call_id),
-                    leg: job.leg,
-                    sequence: job.sequence,
-                    timestamp: job.timestamp,
-                    payload_type: job.payload_type,
-                    marker: job.marker,
-                    payload: RSlice::from_slice(&job.payload),
-                });
+                match &job {
+                    MediaJob::Frame(frame) => live.instance.media(&MediaFrame {
+                        call_id: RStr::from_str(&frame.call_id),
+                        leg: frame.leg,
+                        sequence: frame.sequence,
+                        timestamp: frame.timestamp,
+                        payload_type: frame.payload_type,
+                        marker: frame.marker,
+                        payload: RSlice::from_slice(&frame.payload),
+                    }),
+                    MediaJob::Gap {
+                        call_id,
+                        leg,
+                        frames,
+                    } => live
+                        .instance
+                        .media_gap(RStr::from_str(call_id), *leg, *frames),
+                    MediaJob::End { call_id } => live.instance.media_end(RStr::from_str(call_id)),
+                    MediaJob::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
             }
         });
     match spawned {
@@ -327,10 +358,21 @@ impl Dispatcher {
                 sent.then_some(wait)
             })
             .collect();
-        for wait in waits {
+        // And the media threads (a call's end reaches its recorder).
+        let media_waits: Vec<_> = self
+            .current()
+            .iter()
+            .filter_map(|live| {
+                let (done, wait) = mpsc::channel();
+                let sent = live.media.get()?.try_send(MediaJob::Flush(done)).is_ok();
+                sent.then_some(wait)
+            })
+            .collect();
+        for wait in waits.into_iter().chain(media_waits) {
             let _ = wait.recv_timeout(until.saturating_duration_since(Instant::now()));
         }
-        // Then the modules' own background work (history, contacts).
+        // Then the modules' own background work (history, contacts,
+        // recordings being finalised).
         for live in self.current().iter().filter(|live| !live.is_faulted()) {
             let left = until.saturating_duration_since(Instant::now());
             let instance = &live.instance;

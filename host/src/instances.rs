@@ -42,6 +42,8 @@ struct InstanceHost {
     /// admin paths, never call setup.
     database: std::path::PathBuf,
     sealer: Arc<callhost_seal::Sealer>,
+    module_id: Arc<str>,
+    installation_id: Arc<str>,
 }
 
 impl InstanceHost {
@@ -136,6 +138,49 @@ impl HostServices for InstanceHost {
                 .map(|changed| changed as u64)
         })
     }
+
+    fn host_version(&self) -> RString {
+        env!("CARGO_PKG_VERSION").into()
+    }
+
+    fn installation_id(&self) -> RString {
+        self.installation_id.as_ref().into()
+    }
+
+    fn module_secret(&self, purpose: RStr<'_>) -> RVec<u8> {
+        // Per module: one module cannot derive another's secrets.
+        let purpose = format!("module:{}:{}", self.module_id, purpose.as_str());
+        RVec::from(self.sealer.derive(&purpose).to_vec())
+    }
+}
+
+/// The installation's id in `<data>/installation-id`, made (random, 128
+/// bits) the first time it is asked for.
+pub fn installation_id(data: &DataDir) -> Result<String> {
+    let path = data.installation_id_file();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let staging = path.with_extension(format!("{id}.tmp"));
+    std::fs::write(&staging, format!("{id}\n"))
+        .with_context(|| format!("writing {}", staging.display()))?;
+    // A link never replaces: whoever links first made the id, the others
+    // read theirs.
+    let linked = std::fs::hard_link(&staging, &path);
+    let _ = std::fs::remove_file(&staging);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(text.trim().to_string())
+        }
+        Err(error) => Err(error).with_context(|| format!("writing {}", path.display())),
+    }
 }
 
 /// The home country when no directory has been loaded yet.
@@ -160,7 +205,7 @@ pub struct LiveInstance {
     /// This instance's event queue (only for modules with the event hook).
     pub events: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::dispatch::EventJob>>,
     /// This instance's media frame queue (only for modules with the media hook).
-    pub media: std::sync::OnceLock<std::sync::mpsc::SyncSender<crate::dispatch::MediaJob>>,
+    pub media: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::dispatch::MediaJob>>,
     /// The installed version's `assets/` (prompts).
     pub assets_dir: std::path::PathBuf,
     /// When the `call_event` in progress started (for the stall watchdog).
@@ -362,6 +407,8 @@ pub fn live_instance(
         engine: engine.clone(),
         database: data.database(),
         sealer: sealer.clone(),
+        module_id: row.module_id.as_str().into(),
+        installation_id: installation_id(data)?.into(),
     };
     let assets = library
         .library

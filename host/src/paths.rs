@@ -69,6 +69,11 @@ impl DataDir {
         self.root.join("callhost.db")
     }
 
+    /// The installation's id (see `instances::installation_id`).
+    pub fn installation_id_file(&self) -> PathBuf {
+        self.root.join("installation-id")
+    }
+
     pub fn config_file(&self) -> PathBuf {
         self.root.join("callhost.toml")
     }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dispatch::{MediaFrameJob, MediaJob};
 use anyhow::{Context as _, Result};
 use callhost_media::relay::{Leg, TapFrame};
 use callhost_pbx::directory::DirectoryIndex;
@@ -123,7 +124,10 @@ impl CallControl for HostControl {
         let instances = self.dispatcher.current();
         let live = instances.iter().find(|live| live.name == instance)?;
         let queue = live.media.get()?.clone();
-        Some(Arc::new(InstanceMedia { queue }))
+        Some(Arc::new(InstanceMedia {
+            queue,
+            pending: std::sync::Mutex::default(),
+        }))
     }
 
     fn prompt_file(&self, instance: &str, asset: &str) -> Option<std::path::PathBuf> {
@@ -158,25 +162,91 @@ impl CallControl for HostControl {
     }
 }
 
-/// An instance's media queue as the relay sees it.
+/// An instance's media queue as one tapped call sees it. Every frame the
+/// relay saw reaches the module or is counted in a gap: a frame that does
+/// not fit is added to its leg's pending gap, which goes in ahead of the
+/// next frame that fits, and in any case before the end.
 struct InstanceMedia {
-    queue: std::sync::mpsc::SyncSender<crate::dispatch::MediaJob>,
+    queue: tokio::sync::mpsc::Sender<MediaJob>,
+    /// Frames per leg dropped here (or by the relay) not yet reported.
+    pending: std::sync::Mutex<[u64; 2]>,
+}
+
+impl InstanceMedia {
+    fn pending(&self) -> std::sync::MutexGuard<'_, [u64; 2]> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the pending gap of `leg` over; false when the queue is full.
+    fn flush_gap(&self, call_id: &Arc<str>, leg: Leg, pending: &mut [u64; 2]) -> bool {
+        let frames = pending[leg.index()];
+        if frames == 0 {
+            return true;
+        }
+        let job = MediaJob::Gap {
+            call_id: call_id.clone(),
+            leg: tap_request(leg),
+            frames: u32::try_from(frames).unwrap_or(u32::MAX),
+        };
+        if self.queue.try_send(job).is_err() {
+            return false;
+        }
+        pending[leg.index()] = 0;
+        true
+    }
+}
+
+fn tap_request(leg: Leg) -> TapRequest {
+    match leg {
+        Leg::Caller => TapRequest::Caller,
+        Leg::Callee => TapRequest::Callee,
+    }
 }
 
 impl MediaSink for InstanceMedia {
     fn frame(&self, call_id: &Arc<str>, frame: &TapFrame) {
-        // A full queue drops the frame: the module is slow, the call is not.
-        let _ = self.queue.try_send(crate::dispatch::MediaJob {
+        let mut pending = self.pending();
+        let job = MediaJob::Frame(MediaFrameJob {
             call_id: call_id.clone(),
-            leg: match frame.leg {
-                Leg::Caller => TapRequest::Caller,
-                Leg::Callee => TapRequest::Callee,
-            },
+            leg: tap_request(frame.leg),
             sequence: frame.sequence,
             timestamp: frame.timestamp,
             payload_type: frame.payload_type,
             marker: frame.marker,
             payload: frame.payload.clone(),
+        });
+        // A full queue drops the frame (the module is slow, the call is
+        // not) and counts it.
+        if !self.flush_gap(call_id, frame.leg, &mut pending) || self.queue.try_send(job).is_err() {
+            pending[frame.leg.index()] += 1;
+        }
+    }
+
+    fn gap(&self, _call_id: &Arc<str>, leg: Leg, frames: u64) {
+        self.pending()[leg.index()] += frames;
+    }
+
+    fn end(&self, call_id: &Arc<str>) {
+        // Waits for room, on a task: the gaps and the end are never lost,
+        // and the relay never waits for them.
+        let pending = std::mem::take(&mut *self.pending());
+        let queue = self.queue.clone();
+        let call_id = call_id.clone();
+        tokio::spawn(async move {
+            for leg in Leg::BOTH {
+                let frames = pending[leg.index()];
+                if frames > 0 {
+                    let gap = MediaJob::Gap {
+                        call_id: call_id.clone(),
+                        leg: tap_request(leg),
+                        frames: u32::try_from(frames).unwrap_or(u32::MAX),
+                    };
+                    if queue.send(gap).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = queue.send(MediaJob::End { call_id }).await;
         });
     }
 }
@@ -273,7 +343,8 @@ pub async fn serve(
         .await?
         .map_err(|_| anyhow::anyhow!("the change watcher failed"))?;
     served?;
-    dispatcher.flush_events(Duration::from_secs(2));
+    // Recordings are finalised here (checksums, signature, chain).
+    dispatcher.flush_events(Duration::from_secs(10));
     if !control.call_lists.flush(Duration::from_secs(10)) {
         tracing::error!(
             entries = control.call_lists.backlog(),

@@ -68,6 +68,13 @@ pub(crate) struct MediaFigures {
     relay_lost: i64,
 }
 
+impl MediaFigures {
+    /// Calls placed.
+    pub(crate) fn calls(&self) -> u32 {
+        self.calls
+    }
+}
+
 /// Prints one table row per size measured.
 pub(crate) fn print(figures: &[MediaFigures]) {
     println!(
@@ -149,14 +156,34 @@ pub(crate) fn run_sizes(
     sizes.dedup();
     sizes
         .into_iter()
-        .map(|n| run(root, work, binary, n))
+        .map(|n| {
+            run(
+                root,
+                work,
+                binary,
+                n,
+                Flavour::Plain,
+                &work.join("callhost-media-data"),
+            )
+        })
         .collect()
 }
 
-fn run(root: &Path, work: &Path, binary: &Path, calls: u32) -> Result<MediaFigures> {
+/// One media run of `calls` concurrent calls against a server on `data`
+/// (made afresh for `flavour`); the server is stopped at the end.
+pub(crate) fn run(
+    root: &Path,
+    work: &Path,
+    binary: &Path,
+    calls: u32,
+    flavour: Flavour,
+    data: &Path,
+) -> Result<MediaFigures> {
     println!("== media: {calls} concurrent calls with RTP both ways through callhost's relay");
-    let data = work.join("callhost-media-data");
-    prepare_callhost_data(root, work, binary, &data, Flavour::Plain)?;
+    if data.exists() {
+        std::fs::remove_dir_all(data)?;
+    }
+    prepare_callhost_data(root, work, binary, data, flavour)?;
     std::fs::write(
         data.join("callhost.toml"),
         format!(
@@ -171,7 +198,7 @@ fn run(root: &Path, work: &Path, binary: &Path, calls: u32) -> Result<MediaFigur
     let log = std::fs::File::create(&log_path)?;
     let mut child = Command::new(binary)
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("serve")
         .env("CALLHOST_LOG", "warn,callhost_sip=info")
         .stdin(Stdio::null())

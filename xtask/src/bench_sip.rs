@@ -319,6 +319,9 @@ impl Scenarios {
 pub(crate) enum Flavour {
     Plain,
     Modules,
+    /// Every package installed, one call-recording instance `rec` that
+    /// records the user `bench` (stereo, local target in the data dir).
+    Recording,
 }
 
 /// A server under test, stopped (SIGTERM, then kill) when dropped.
@@ -391,7 +394,8 @@ impl Server {
     ) -> Result<Server> {
         let (name, port, dir, rtp) = match flavour {
             Flavour::Plain => ("callhost", CALLHOST_PORT, "callhost-data", "30000-39999"),
-            Flavour::Modules => (
+            // The SIP steps run the three call-handling modules.
+            Flavour::Modules | Flavour::Recording => (
                 "callhost+modules",
                 CALLHOST_MODULES_PORT,
                 "callhost-modules-data",
@@ -503,13 +507,27 @@ pub(crate) fn prepare_callhost_data(
         ),
     )?;
     callhost(&["directory", "load", path_str(&directory)?])?;
-    if flavour == Flavour::Modules {
+    if flavour != Flavour::Plain {
         let packages = package(root, &PackageOptions::default())?;
         let key = target_dir(root).join("modules/signing-key.pub");
         callhost(&["trust", "add", path_str(&key)?])?;
         for package in &packages {
             callhost(&["module", "install", path_str(package)?])?;
         }
+    }
+    if flavour == Flavour::Recording {
+        let config = work.join("bench-recording.toml");
+        fs::write(&config, "users = [\"bench\"]\nchannels = \"stereo\"\n")?;
+        callhost(&[
+            "instance",
+            "create",
+            "call-recording",
+            "rec",
+            "--config",
+            path_str(&config)?,
+        ])?;
+    }
+    if flavour == Flavour::Modules {
         let breakthrough = root.join("examples/demo-breakthrough.toml");
         let redirect = root.join("examples/redirect-display.toml");
         callhost(&[

@@ -11,6 +11,8 @@
 //! - `bench [engine]`: release packages, then the benchmarks.
 //! - `bench sip`: SIPp load against `callhost serve` and Kamailio
 //!   (`bench_sip.rs`).
+//! - `bench recording [--calls N]`: recorded calls with RTP
+//!   (`bench_recording.rs`).
 //! - `demo`: the README's main command: a fresh data directory, both
 //!   modules, the office directory and a scenario showing what they do,
 //!   then `callhost serve` on 127.0.0.1:5060 for real softphones.
@@ -24,6 +26,7 @@ use anyhow::{bail, Context as _, Result};
 use callhost_package::{Manifest, PackageBuilder, SigningKey};
 
 mod bench_media;
+mod bench_recording;
 mod bench_sip;
 mod prerequisites;
 
@@ -32,6 +35,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("breakthrough", "plugins/breakthrough"),
     ("redirect-display", "plugins/redirect-display"),
     ("reverse-lookup", "plugins/reverse-lookup"),
+    ("call-recording", "plugins/call-recording"),
 ];
 /// Modules only tests and the author guide use.
 const EXAMPLES: &[(&str, &str)] = &[
@@ -302,7 +306,9 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         "lookup" => run(cargo().args(["bench", "-p", "reverse-lookup", "--bench", "lookup"])),
         // SIPp load: `callhost serve` against Kamailio as the reference.
         "sip" => bench_sip::bench_sip(root, &args[1..]),
-        other => bail!("unknown benchmark `{other}` (known: engine, lookup, sip)"),
+        // Recorded calls with RTP: dropped frames, finalisation, verify.
+        "recording" => bench_recording::bench_recording(root, &args[1..]),
+        other => bail!("unknown benchmark `{other}` (known: engine, lookup, sip, recording)"),
     }
 }
 

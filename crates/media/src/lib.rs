@@ -69,7 +69,7 @@ pub use latch::Latching;
 pub use prompt::Prompt;
 pub use relay::{
     CallMedia, Leg, LegReceiver, LegStats, MediaEvent, MediaRelay, Reception, RelayConfig,
-    TapFrame, TapLegs,
+    TapFrame, TapLegs, TapReceiver,
 };
 pub use ring::{PacketRing, Seen};
 pub use rtp::{RtpError, RtpExtension, RtpHeader, RtpPacket};

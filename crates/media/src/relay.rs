@@ -31,7 +31,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,8 @@ impl Leg {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in [`Leg::BOTH`] (and in per-leg arrays).
+    pub fn index(self) -> usize {
         self as usize
     }
 }
@@ -530,7 +531,38 @@ impl CallShared {
 #[derive(Debug)]
 struct LegState {
     rx: LegReceiver,
-    taps: Vec<mpsc::Sender<TapFrame>>,
+    taps: Vec<TapSender>,
+}
+
+/// The relay's end of one tap.
+#[derive(Debug)]
+struct TapSender {
+    frames: mpsc::Sender<TapFrame>,
+    dropped: Arc<TapDrops>,
+}
+
+/// Frames a tap dropped, per leg (indexed like [`Leg::BOTH`]).
+#[derive(Debug, Default)]
+struct TapDrops([AtomicU64; 2]);
+
+/// The receiving end of a tap: the frames, and how many of each leg's did
+/// not fit (so a consumer can account for every frame the relay saw).
+#[derive(Debug)]
+pub struct TapReceiver {
+    frames: mpsc::Receiver<TapFrame>,
+    dropped: Arc<TapDrops>,
+}
+
+impl TapReceiver {
+    /// The next frame; `None` once the call's media is closed.
+    pub async fn recv(&mut self) -> Option<TapFrame> {
+        self.frames.recv().await
+    }
+
+    /// Frames of `leg` this tap dropped so far because it was full.
+    pub fn dropped(&self, leg: Leg) -> u64 {
+        self.dropped.0[leg.index()].load(Ordering::Acquire)
+    }
 }
 
 /// The socket-free part of one leg: what the relay does with a datagram
@@ -727,16 +759,23 @@ impl CallMedia {
 
     /// A tap on received packets of `which` legs, holding up to `capacity`
     /// frames (at least 1). Frames that do not fit are dropped and counted in
-    /// [`LegStats::tap_dropped`]. The tap ends when the receiver is dropped
+    /// [`LegStats::tap_dropped`] and by the tap ([`TapReceiver::dropped`]). The tap ends when the receiver is dropped
     /// or the call closes.
-    pub fn tap(&self, which: TapLegs, capacity: usize) -> mpsc::Receiver<TapFrame> {
+    pub fn tap(&self, which: TapLegs, capacity: usize) -> TapReceiver {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(TapDrops::default());
         for leg in Leg::BOTH {
             if which.includes(leg) {
-                self.shared.leg(leg).taps.push(tx.clone());
+                self.shared.leg(leg).taps.push(TapSender {
+                    frames: tx.clone(),
+                    dropped: dropped.clone(),
+                });
             }
         }
-        rx
+        TapReceiver {
+            frames: rx,
+            dropped,
+        }
     }
 
     /// Counters of both legs, indexed like [`Leg::BOTH`].
@@ -936,14 +975,17 @@ fn tap_frame(state: &mut LegState, leg: Leg, packet: &RtpPacket<'_>, datagram: &
         payload: datagram.slice(start..start + packet.payload().len()),
     };
     let mut dropped = 0;
-    state.taps.retain(|tap| match tap.try_send(frame.clone()) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            dropped += 1;
-            true
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    });
+    state
+        .taps
+        .retain(|tap| match tap.frames.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped += 1;
+                tap.dropped.0[leg.index()].fetch_add(1, Ordering::Release);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
     state.rx.counters.tap_dropped += dropped;
 }
 

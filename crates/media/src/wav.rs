@@ -1,9 +1,10 @@
 //! Streaming WAV writer for call recordings, with in-place RF64 upgrade.
 //!
-//! Recordings keep the call's codec (CR6): A-law (format tag 6) or µ-law (7)
-//! bytes go to disk as received, 16-bit PCM (1) serves G.722-decoded audio
-//! and tests. Stereo files carry one party per channel, interleaved sample by
-//! sample and never mixed (CR5).
+//! Recordings keep the call's codec (CR6): A-law (format tag 6), µ-law (7)
+//! and G.722 (0x028F, see [`WavFormat::G722`]) bytes go to disk as received;
+//! 16-bit PCM (1) serves decoded audio and tests. Stereo files carry one
+//! party per channel, interleaved sample by sample (G.722: byte by byte) and
+//! never mixed (CR5).
 //!
 //! The header is written first and the data streamed after it; sizes are
 //! fixed by [`WavWriter::finish`] (or [`WavWriter::sync_header`] on the way).
@@ -17,16 +18,21 @@
 //! ```text
 //!  0  "RIFF" | "RF64"   size (0xFFFFFFFF in RF64)   "WAVE"
 //! 12  "JUNK" | "ds64"   28: riffSize u64, dataSize u64, sampleCount u64, tableLength u32 = 0
-//! 48  "fmt "            16 (PCM) or 18 (G.711: WAVEFORMATEX with cbSize = 0)
-//! 74  "fact"            4: sample frames (0xFFFFFFFF in RF64)     G.711 only
-//! 86  "data"            size (0xFFFFFFFF in RF64)   → audio from 94 (G.711) or 80 (PCM)
+//! 48  "fmt "            16 (PCM) or 18 (G.711, G.722: WAVEFORMATEX with cbSize = 0)
+//! 74  "fact"            4: sample frames (0xFFFFFFFF in RF64)     not PCM
+//! 86  "data"            size (0xFFFFFFFF in RF64)   → audio from 94 (not PCM) or 80 (PCM)
 //! ```
+//!
+//! [`repair`] makes such a file valid again after a crash left its sizes
+//! stale, from the real file length.
 //!
 //! Non-PCM formats carry a `fact` chunk because the WAVE specification asks
 //! for one; its 32-bit count is what the ds64 `sampleCount` stands in for.
 //! A data chunk of odd length is followed by one pad byte, as RIFF requires.
 
-use std::io::{self, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::time::Duration;
 
 /// Default file size above which the writer switches to RF64: 4 GiB. The
 /// RIFF size field (file length − 8) and the data size are then still below
@@ -51,6 +57,22 @@ pub enum WavFormat {
     MuLaw,
     /// Signed 16-bit little-endian PCM, format tag 1.
     Pcm16,
+    /// G.722 at 64 kbit/s as sent in RTP (one octet per pair of 16 kHz
+    /// samples, high sub-band in the top two bits), format tag 0x028F.
+    ///
+    /// The fmt chunk says what the audio is, not what RTP says: 16000
+    /// samples/s, 8000 bytes/s per channel, 4 bits per sample, block align 1
+    /// byte per channel. The RTP clock of G.722 is 8000 Hz (RFC 3551 keeps
+    /// the historical value), and writing that rate makes players run the
+    /// audio at half speed: a classic recorder bug, rejected by
+    /// [`WavSpec`] validation. The fact chunk counts 16 kHz samples per
+    /// channel, so the duration is data bytes / 8000 s per channel.
+    ///
+    /// Stereo files interleave byte by byte (`L R L R`, each byte two
+    /// samples of one party). Note that ffmpeg's G.722 decoder (checked with
+    /// 5.1) is mono only: it reads a 2-channel G.722 WAV as one channel of
+    /// twice the length. Recordings therefore store G.722 as mono files.
+    G722,
 }
 
 impl WavFormat {
@@ -60,6 +82,7 @@ impl WavFormat {
             WavFormat::Pcm16 => 1,
             WavFormat::ALaw => 6,
             WavFormat::MuLaw => 7,
+            WavFormat::G722 => 0x028F,
         }
     }
 
@@ -69,15 +92,43 @@ impl WavFormat {
             1 => Some(WavFormat::Pcm16),
             6 => Some(WavFormat::ALaw),
             7 => Some(WavFormat::MuLaw),
+            0x028F => Some(WavFormat::G722),
             _ => None,
         }
     }
 
-    /// Bits per sample: 8 for G.711, 16 for PCM.
+    /// Bits per sample: 8 for G.711, 16 for PCM, 4 for G.722.
     pub fn bits_per_sample(self) -> u16 {
         match self {
             WavFormat::Pcm16 => 16,
             WavFormat::ALaw | WavFormat::MuLaw => 8,
+            WavFormat::G722 => 4,
+        }
+    }
+
+    /// The audio's own sampling rate: 8000 Hz for G.711, 16000 Hz for
+    /// G.722 (whatever its RTP clock says); the default for PCM.
+    pub fn native_sample_rate(self) -> u32 {
+        match self {
+            WavFormat::G722 => 16_000,
+            WavFormat::ALaw | WavFormat::MuLaw | WavFormat::Pcm16 => 8000,
+        }
+    }
+
+    /// Bytes of one channel's smallest unit: one sample, or for G.722 one
+    /// octet holding two samples.
+    fn bytes_per_unit(self) -> u16 {
+        match self {
+            WavFormat::G722 => 1,
+            other => other.bits_per_sample() / 8,
+        }
+    }
+
+    /// Samples per channel in one such unit.
+    fn samples_per_unit(self) -> u64 {
+        match self {
+            WavFormat::G722 => 2,
+            _ => 1,
         }
     }
 
@@ -114,32 +165,48 @@ pub struct WavSpec {
 }
 
 impl WavSpec {
-    /// Mono at 8000 Hz, the G.711 rate.
+    /// Mono at the format's native rate (8000 Hz; G.722 16000 Hz).
     pub fn mono(format: WavFormat) -> Self {
         WavSpec {
             format,
             channels: 1,
-            sample_rate: 8000,
+            sample_rate: format.native_sample_rate(),
         }
     }
 
-    /// Stereo at 8000 Hz: one party per channel.
+    /// Stereo at the format's native rate: one party per channel.
     pub fn stereo(format: WavFormat) -> Self {
         WavSpec {
             format,
             channels: 2,
-            sample_rate: 8000,
+            sample_rate: format.native_sample_rate(),
         }
     }
 
-    /// Bytes per sample frame (all channels).
+    /// Bytes per block of all channels (WAVE nBlockAlign): a sample frame,
+    /// or for G.722 one octet per channel.
     pub fn block_align(&self) -> u16 {
-        self.channels * self.format.bits_per_sample() / 8
+        self.channels * self.format.bytes_per_unit()
     }
 
-    /// Bytes per second.
+    /// Bytes per second (nAvgBytesPerSec); 8000 per channel for G.722.
     pub fn byte_rate(&self) -> u32 {
-        self.sample_rate * u32::from(self.block_align())
+        // validate() bounds the rate and channels, so this fits in 32 bits.
+        self.sample_rate * u32::from(self.channels) * u32::from(self.format.bits_per_sample()) / 8
+    }
+
+    /// Sample frames (samples per channel) in `data_len` bytes of audio.
+    pub fn frames(&self, data_len: u64) -> u64 {
+        (data_len / u64::from(self.block_align().max(1)))
+            .saturating_mul(self.format.samples_per_unit())
+    }
+
+    /// Playing time of `data_len` bytes of audio.
+    pub fn duration(&self, data_len: u64) -> Duration {
+        let frames = self.frames(data_len);
+        let rate = u64::from(self.sample_rate.max(1));
+        let nanos = u128::from(frames % rate) * 1_000_000_000 / u128::from(rate);
+        Duration::new(frames / rate, nanos as u32)
     }
 
     fn validate(&self) -> Result<(), WavError> {
@@ -149,6 +216,9 @@ impl WavSpec {
         // Zero is meaningless; the upper bound keeps byte_rate in 32 bits.
         if self.sample_rate == 0 || self.sample_rate > 192_000 {
             return Err(WavError::InvalidSampleRate(self.sample_rate));
+        }
+        if self.format == WavFormat::G722 && self.sample_rate != 16_000 {
+            return Err(WavError::G722SampleRate(self.sample_rate));
         }
         Ok(())
     }
@@ -168,6 +238,9 @@ pub enum WavError {
     /// Zero or implausibly high sample rate.
     #[error("invalid sample rate {0} Hz: expected 1..=192000")]
     InvalidSampleRate(u32),
+    /// G.722 at another rate than its audio's (usually its RTP clock, 8000).
+    #[error("G.722 is stored at 16000 Hz, its audio rate, not {0} Hz (its RTP clock is 8000 Hz)")]
+    G722SampleRate(u32),
     /// A write method that does not fit the file's format or channel count.
     #[error("{method} does not fit a {channels}-channel {format:?} file")]
     WrongLayout {
@@ -214,9 +287,14 @@ pub enum WavError {
         /// What is allowed there.
         expected: &'static str,
     },
-    /// A format tag other than 1, 6 or 7.
-    #[error("unsupported WAV format tag {0}: expected 1 (PCM), 6 (A-law) or 7 (µ-law)")]
+    /// A format tag other than 1, 6, 7 or 0x028F.
+    #[error(
+        "unsupported WAV format tag {0}: expected 1 (PCM), 6 (A-law), 7 (µ-law) or 655 (G.722)"
+    )]
     UnsupportedFormatTag(u16),
+    /// Repair: the file is not laid out as [`WavWriter`] writes.
+    #[error("cannot repair: {0}")]
+    NotRepairable(&'static str),
     /// Reader: a numeric field disagrees with what the rest of the file implies.
     #[error("WAV {field} is {found}, expected {expected}")]
     BadField {
@@ -243,7 +321,7 @@ fn header_bytes(
     let header_len = spec.format.header_len();
     let pad = u64::from(padded && data_len % 2 == 1);
     let riff_size = header_len as u64 - 8 + data_len + pad;
-    let frames = data_len / u64::from(spec.block_align());
+    let frames = spec.frames(data_len);
     // In plain RIFF these fit: the writer switches before they would not.
     let size32 = |v: u64| {
         if rf64 {
@@ -364,15 +442,15 @@ impl<W: Write + Seek> WavWriter<W> {
         self.inner.as_ref().expect("stream present until finish")
     }
 
-    /// Writes mono G.711 codes (A-law or µ-law file, 1 channel).
+    /// Writes mono G.711 codes or G.722 octets (1-channel file, not PCM).
     pub fn write_mono(&mut self, codes: &[u8]) -> Result<(), WavError> {
         self.check_layout("write_mono", false, 1)?;
         self.write_raw(codes)
     }
 
-    /// Writes one block of G.711 codes per party into a stereo file,
-    /// interleaved `L0 R0 L1 R1 …`. Both blocks must be equally long; the
-    /// caller pads a silent party with [`crate::g711::Law::silence`].
+    /// Writes one block of G.711 codes (or G.722 octets) per party into a
+    /// stereo file, interleaved `L0 R0 L1 R1 …`. Both blocks must be equally
+    /// long; the caller pads a silent party with [`crate::g711::Law::silence`].
     pub fn write_stereo(&mut self, left: &[u8], right: &[u8]) -> Result<(), WavError> {
         self.check_layout("write_stereo", false, 2)?;
         check_equal(left.len(), right.len())?;
@@ -543,6 +621,13 @@ pub struct WavInfo {
     pub frames: u64,
 }
 
+impl WavInfo {
+    /// Playing time of the audio.
+    pub fn duration(&self) -> Duration {
+        self.spec.duration(self.data_len)
+    }
+}
+
 /// Validates a complete WAV/RF64 file held in memory and describes it.
 pub fn wav_header_is_valid(bytes: &[u8]) -> Result<WavInfo, WavError> {
     parse_wav_header(bytes, bytes.len() as u64)
@@ -553,7 +638,7 @@ pub fn wav_header_is_valid(bytes: &[u8]) -> Result<WavInfo, WavError> {
 /// checked from their first few hundred bytes.
 ///
 /// Accepts the formats this crate writes (tags 1 with 16 bits, 6 and 7 with
-/// 8 bits; 1 or 2 channels), checks that fmt fields agree with each other,
+/// 8 bits, 0x028F with 4 bits at 16000 Hz; 1 or 2 channels), checks that fmt fields agree with each other,
 /// that the RIFF size matches `file_len`, that the data fits in the file and
 /// is whole frames, and that a fact chunk (or ds64 sample count) matches it.
 /// Unknown chunks before the data are skipped.
@@ -728,7 +813,7 @@ fn check_data(
             0,
         ));
     }
-    let frames = data_len / block_align;
+    let frames = spec.frames(data_len);
     match (fact, ds64_frames) {
         (Some(f), Some(d)) if f == RF64_SIZE_PLACEHOLDER => {
             if d != frames {
@@ -751,6 +836,102 @@ fn check_data(
         data_len,
         frames,
     })
+}
+
+/// What [`repair`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavRepair {
+    /// The file as it is now.
+    pub info: WavInfo,
+    /// Whether the header had to be rewritten (false: it was already valid).
+    pub rewritten: bool,
+    /// Bytes cut from the end: a partial last sample frame.
+    pub truncated_bytes: u64,
+}
+
+/// Makes a file written by [`WavWriter`] valid again after the writer died
+/// (crash, `kill -9`) with stale header sizes: the audio is whatever the
+/// file holds after the header, a partial last sample frame is cut off, the
+/// RIFF pad byte is added for odd lengths, and the sizes (RIFF or, as the
+/// header says or the length needs, RF64) are rewritten from that. A file
+/// with a complete header and no audio becomes a valid empty file. A file
+/// that is already valid is left alone.
+///
+/// Only this writer's layout is repaired (the chunk offsets in the module
+/// documentation): a crashed writer leaves that layout, and guessing at
+/// other layouts could damage evidence.
+pub fn repair(file: &mut File) -> Result<WavRepair, WavError> {
+    let file_len = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut head = Vec::with_capacity(MAX_HEADER_LEN);
+    Read::by_ref(file)
+        .take(MAX_HEADER_LEN as u64)
+        .read_to_end(&mut head)?;
+    if let Ok(info) = parse_wav_header(&head, file_len) {
+        return Ok(WavRepair {
+            info,
+            rewritten: false,
+            truncated_bytes: 0,
+        });
+    }
+    let (spec, rf64) = writer_layout(&head)?;
+    let header_len = spec.format.header_len() as u64;
+    let available = file_len - header_len; // writer_layout saw a whole header
+    let truncated_bytes = available % u64::from(spec.block_align());
+    let data_len = available - truncated_bytes;
+    let pad = data_len % 2;
+    // set_len zero-fills when growing, which writes the pad byte.
+    file.set_len(header_len + data_len + pad)?;
+    let rf64 = rf64 || header_len + data_len + pad > DEFAULT_RF64_THRESHOLD;
+    let (header, len) = header_bytes(&spec, data_len, rf64, true);
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header[..len])?;
+    file.sync_all()?;
+    let info = parse_wav_header(&header[..len], header_len + data_len + pad)?;
+    Ok(WavRepair {
+        info,
+        rewritten: true,
+        truncated_bytes,
+    })
+}
+
+/// Checks that `head` is a complete header in [`WavWriter`]'s layout
+/// (ignoring its sizes) and returns what it describes and whether it is RF64.
+fn writer_layout(head: &[u8]) -> Result<(WavSpec, bool), WavError> {
+    let short = |part: &'static str, needed: usize| WavError::TooShort {
+        part,
+        len: head.len(),
+        needed: needed as u64,
+    };
+    let at = |offset: usize, len: usize| head.get(offset..offset + len);
+    let rf64 = match at(0, 4) {
+        Some(b"RIFF") => false,
+        Some(b"RF64") => true,
+        Some(other) => return Err(bad_id("file identifier", other, "\"RIFF\" or \"RF64\"")),
+        None => return Err(short("RIFF header", RIFF_HEADER_LEN)),
+    };
+    let junk = if rf64 { b"ds64" } else { b"JUNK" };
+    let fmt_at = RIFF_HEADER_LEN + DS64_CHUNK_LEN;
+    if head.len() < fmt_at + 24 {
+        return Err(short("fmt chunk", fmt_at + 24));
+    }
+    if at(8, 4) != Some(b"WAVE") || at(12, 4) != Some(junk) || at(fmt_at, 4) != Some(b"fmt ") {
+        return Err(WavError::NotRepairable(
+            "the header is not the one this writer writes",
+        ));
+    }
+    let spec = parse_fmt(&head[fmt_at + 8..fmt_at + 24])?;
+    let header_len = spec.format.header_len();
+    if head.len() < header_len {
+        return Err(short("header", header_len));
+    }
+    let fact_ok = spec.format.is_pcm() || at(header_len - 20, 4) == Some(b"fact");
+    if !fact_ok || at(header_len - 8, 4) != Some(b"data") {
+        return Err(WavError::NotRepairable(
+            "the chunks are not where this writer puts them",
+        ));
+    }
+    Ok((spec, rf64))
 }
 
 fn bad_id(field: &'static str, found: &[u8], expected: &'static str) -> WavError {
@@ -1196,6 +1377,187 @@ mod tests {
     }
 
     #[test]
+    fn g722_header_states_the_audio_rate_not_the_rtp_clock() {
+        let octets: Vec<u8> = (0..8000u32).map(|i| (i % 256) as u8).collect();
+        let bytes = write_file(WavSpec::mono(WavFormat::G722), |w| {
+            w.write_mono(&octets).unwrap();
+        });
+        assert_eq!(le16(&bytes[56..58]), 0x028F); // format tag
+        assert_eq!(le16(&bytes[58..60]), 1); // channels
+        assert_eq!(le32(&bytes[60..64]), 16_000); // nSamplesPerSec
+        assert_eq!(le32(&bytes[64..68]), 8000); // nAvgBytesPerSec
+        assert_eq!(le16(&bytes[68..70]), 1); // nBlockAlign
+        assert_eq!(le16(&bytes[70..72]), 4); // wBitsPerSample
+        assert_eq!(le16(&bytes[72..74]), 0); // cbSize
+        assert_eq!(le32(&bytes[82..86]), 16_000); // fact: 16 kHz samples
+        assert_eq!(&bytes[94..], &octets[..]);
+        let info = wav_header_is_valid(&bytes).unwrap();
+        assert_eq!((info.data_len, info.frames), (8000, 16_000));
+        // One second: bytes / 8000 per channel.
+        assert_eq!(info.duration(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn g722_stereo_interleaves_byte_by_byte() {
+        let bytes = write_file(WavSpec::stereo(WavFormat::G722), |w| {
+            w.write_stereo(&[1, 2, 3, 4], &[0x81, 0x82, 0x83, 0x84])
+                .unwrap();
+        });
+        assert_eq!(le32(&bytes[64..68]), 16_000); // 8000 per channel
+        assert_eq!(le16(&bytes[68..70]), 2);
+        assert_eq!(&bytes[94..], &[1, 0x81, 2, 0x82, 3, 0x83, 4, 0x84]);
+        let info = wav_header_is_valid(&bytes).unwrap();
+        assert_eq!(info.frames, 8); // two samples per octet and channel
+        assert_eq!(info.duration(), Duration::from_micros(500));
+    }
+
+    #[test]
+    fn g722_at_the_rtp_clock_rate_is_rejected() {
+        let spec = WavSpec {
+            format: WavFormat::G722,
+            channels: 1,
+            sample_rate: 8000,
+        };
+        let err = WavWriter::new(Cursor::new(Vec::new()), spec).unwrap_err();
+        assert!(matches!(err, WavError::G722SampleRate(8000)), "{err}");
+        // And a file that says so is not valid either.
+        let mut bytes = write_file(WavSpec::mono(WavFormat::G722), |w| {
+            w.write_mono(&[0xFF; 4]).unwrap();
+        });
+        bytes[60..64].copy_from_slice(&8000u32.to_le_bytes());
+        bytes[64..68].copy_from_slice(&4000u32.to_le_bytes());
+        assert!(matches!(
+            wav_header_is_valid(&bytes),
+            Err(WavError::G722SampleRate(8000))
+        ));
+    }
+
+    #[test]
+    fn g722_rf64_counts_samples_in_ds64() {
+        let mut w = WavWriter::with_rf64_threshold(
+            Cursor::new(Vec::new()),
+            WavSpec::mono(WavFormat::G722),
+            100,
+        )
+        .unwrap();
+        w.write_mono(&[0xFF; 10]).unwrap();
+        let bytes = w.finish().unwrap().into_inner();
+        assert_eq!(le64(&bytes[36..44]), 20); // sampleCount at 16 kHz
+        let info = wav_header_is_valid(&bytes).unwrap();
+        assert!(info.rf64);
+        assert_eq!(info.frames, 20);
+    }
+
+    /// A file as a crashed writer leaves it: header synced at some point,
+    /// audio written after that.
+    fn crashed_file(spec: WavSpec, synced: usize, total: usize) -> (tempfile::TempPath, Vec<u8>) {
+        let audio: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = WavWriter::new(Cursor::new(Vec::new()), spec).unwrap();
+        w.write_interleaved(&audio[..synced]).unwrap();
+        w.sync_header().unwrap();
+        w.write_interleaved(&audio[synced..]).unwrap();
+        let bytes = w.get_ref().get_ref().clone();
+        std::mem::forget(w); // a crash runs no Drop
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&bytes).unwrap();
+        (file.into_temp_path(), audio)
+    }
+
+    #[test]
+    fn repair_recovers_a_file_cut_at_any_byte() {
+        for spec in [
+            WavSpec::mono(WavFormat::ALaw),
+            WavSpec::stereo(WavFormat::MuLaw),
+            WavSpec::stereo(WavFormat::Pcm16),
+            WavSpec::mono(WavFormat::G722),
+        ] {
+            let header_len = spec.format.header_len();
+            let (path, audio) = crashed_file(spec, 40, 400);
+            let full = std::fs::read(&path).unwrap();
+            for cut in [
+                header_len,
+                header_len + 1,
+                header_len + 3,
+                header_len + 41,
+                full.len() - 1,
+                full.len(),
+            ] {
+                std::fs::write(&path, &full[..cut]).unwrap();
+                let mut file = File::options().read(true).write(true).open(&path).unwrap();
+                let repaired = repair(&mut file).unwrap();
+                let available = (cut - header_len) as u64;
+                let whole = available - available % u64::from(spec.block_align());
+                assert_eq!(repaired.info.data_len, whole, "{spec:?} cut at {cut}");
+                assert_eq!(repaired.truncated_bytes, available - whole);
+                let bytes = std::fs::read(&path).unwrap();
+                let info = wav_header_is_valid(&bytes).unwrap();
+                assert_eq!(info, repaired.info);
+                assert_eq!(
+                    &bytes[header_len..header_len + whole as usize],
+                    &audio[..whole as usize]
+                );
+                assert_eq!(info.duration(), spec.duration(whole));
+            }
+        }
+    }
+
+    #[test]
+    fn repair_makes_a_header_only_file_empty_and_valid() {
+        let (path, _) = crashed_file(WavSpec::mono(WavFormat::ALaw), 0, 0);
+        // Sizes deliberately stale: claim audio that is not there.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[90..94].copy_from_slice(&1000u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut file = File::options().read(true).write(true).open(&path).unwrap();
+        let repaired = repair(&mut file).unwrap();
+        assert!(repaired.rewritten);
+        assert_eq!(repaired.info.data_len, 0);
+        assert_eq!(repaired.info.duration(), Duration::ZERO);
+        assert!(wav_header_is_valid(&std::fs::read(&path).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn repair_leaves_valid_files_and_refuses_foreign_ones() {
+        let (path, _) = crashed_file(WavSpec::mono(WavFormat::MuLaw), 8, 8);
+        let before = std::fs::read(&path).unwrap();
+        let mut file = File::options().read(true).write(true).open(&path).unwrap();
+        assert!(!repair(&mut file).unwrap().rewritten);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+
+        std::fs::write(&path, &before[..50]).unwrap();
+        let mut file = File::options().read(true).write(true).open(&path).unwrap();
+        let err = repair(&mut file);
+        assert!(matches!(err, Err(WavError::TooShort { .. })), "{err:?}");
+        std::fs::write(
+            &path,
+            b"not a wav file at all, just some text that is long enough to hold a header....",
+        )
+        .unwrap();
+        let mut file = File::options().read(true).write(true).open(&path).unwrap();
+        assert!(matches!(repair(&mut file), Err(WavError::BadId { .. })));
+    }
+
+    #[test]
+    fn repair_keeps_rf64() {
+        let mut w = WavWriter::with_rf64_threshold(
+            Cursor::new(Vec::new()),
+            WavSpec::mono(WavFormat::ALaw),
+            100,
+        )
+        .unwrap();
+        w.write_mono(&[0xD5; 20]).unwrap();
+        let mut bytes = w.get_ref().get_ref().clone();
+        std::mem::forget(w);
+        bytes.extend_from_slice(&[0x55; 9]);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&bytes).unwrap();
+        let repaired = repair(&mut file).unwrap();
+        assert!(repaired.info.rf64);
+        assert_eq!(repaired.info.data_len, 29);
+        assert_eq!(repaired.info.riff_size, 94 - 8 + 30); // with the pad byte
+    }
+
+    #[test]
     fn reader_rejects_broken_files() {
         let good = write_file(WavSpec::mono(WavFormat::ALaw), |w| {
             w.write_mono(&[0xD5; 4]).unwrap()
@@ -1227,7 +1589,7 @@ mod tests {
         b[56..58].copy_from_slice(&3u16.to_le_bytes());
         assert_eq!(
             err(&b),
-            "unsupported WAV format tag 3: expected 1 (PCM), 6 (A-law) or 7 (µ-law)"
+            "unsupported WAV format tag 3: expected 1 (PCM), 6 (A-law), 7 (µ-law) or 655 (G.722)"
         );
         let mut b = good.clone();
         b[60..64].copy_from_slice(&16000u32.to_le_bytes());

@@ -576,7 +576,7 @@ async fn taps_see_frames_from_allocation_and_count_drops() {
     let media = relay().allocate().unwrap();
     let (a, b) = (phone().await, phone().await);
     let mut both = media.tap(TapLegs::Both, 100);
-    let _undrained = media.tap(TapLegs::Caller, 2);
+    let undrained = media.tap(TapLegs::Caller, 2);
     media.set_remote(Leg::Caller, a.local_addr().unwrap());
 
     // Before the answer: the callee's address is not known yet, yet the tap
@@ -656,6 +656,18 @@ async fn taps_see_frames_from_allocation_and_count_drops() {
     let [caller, callee] = media.stats();
     assert_eq!(caller.tap_dropped, 3);
     assert_eq!(callee.tap_dropped, 0);
+    // The full tap counts its own drops, per leg, for its consumer.
+    assert_eq!(
+        (
+            undrained.dropped(Leg::Caller),
+            undrained.dropped(Leg::Callee)
+        ),
+        (3, 0)
+    );
+    assert_eq!(
+        (both.dropped(Leg::Caller), both.dropped(Leg::Callee)),
+        (0, 0)
+    );
     media.close().await;
     assert!(both.recv().await.is_none(), "taps end with the call");
 }

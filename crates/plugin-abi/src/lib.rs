@@ -4,7 +4,12 @@
 //! so a library built against this crate is checked field by field when the
 //! host loads it. Growth rules (see `docs/ARCHITECTURE.md`):
 //! - the root module and both traits are prefix types: new functions are
-//!   appended after the `last_prefix_field` marker, never inserted;
+//!   appended after the `last_prefix_field` marker, never inserted. That
+//!   lets a newer module run on an older host (the host never calls what it
+//!   does not know; a module calling a host function the host lacks gets
+//!   its default), but abi_stable refuses a module whose prefix types have
+//!   fewer fields than the host's, so an addition also bumps
+//!   [`ABI_VERSION`] and every module is rebuilt;
 //! - plain structs and enums change only in a breaking change; new kinds of
 //!   events are new codes of [`EventKind`], not new enum variants;
 //! - a breaking change (a plain type's layout, say) bumps [`ABI_VERSION`],
@@ -26,8 +31,9 @@ pub use traits::{HostServices, HostServices_TO, Instance, Instance_TO};
 
 /// Our own ABI number. Checked first, from [`ABI_VERSION_SYMBOL`] and from the
 /// package manifest, before any module code runs. 2: [`ModuleError`] carries
-/// a [`ModuleErrorKind`].
-pub const ABI_VERSION: u32 = 2;
+/// a [`ModuleErrorKind`]. 3: `Instance::media_gap` and `media_end`,
+/// `HostServices::host_version`, `installation_id` and `module_secret`.
+pub const ABI_VERSION: u32 = 3;
 
 /// Name of the plain `extern "C" fn() -> u32` every module exports.
 pub const ABI_VERSION_SYMBOL: &str = "callhost_abi_version";

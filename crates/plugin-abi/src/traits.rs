@@ -12,7 +12,7 @@ use async_ffi::FfiFuture;
 
 use crate::{
     CallEvent, CallSetup, ConfigError, Decision, LogLevel, MediaFrame, ModuleError, NewContact,
-    Party,
+    Party, TapRequest,
 };
 
 /// One configured instance of a module.
@@ -56,6 +56,23 @@ pub trait Instance: Send + Sync {
     /// dropped, never the call's audio.
     #[sabi(last_prefix_field)]
     fn media(&self, frame: &MediaFrame<'_>);
+
+    // Appended after the prefix: a library built before them lacks them,
+    // and the host then runs these defaults (abi_stable's fallback).
+
+    /// `frames` frames of `leg` of a tapped call were dropped on their way
+    /// to this instance (a queue was full); delivered on the media thread in
+    /// order, before the frame that follows them or before `media_end`.
+    fn media_gap(&self, call_id: RStr<'_>, leg: TapRequest, frames: u32) {
+        let _ = (call_id, leg, frames);
+    }
+
+    /// Every frame of the tapped call `call_id` has been delivered (or
+    /// counted by `media_gap`): its media is over. On the media thread,
+    /// after the call's last frame.
+    fn media_end(&self, call_id: RStr<'_>) {
+        let _ = call_id;
+    }
 }
 
 /// What the host offers every instance.
@@ -81,4 +98,26 @@ pub trait HostServices: Send + Sync + Clone {
     /// many entries changed.
     #[sabi(last_prefix_field)]
     fn set_call_list_name(&self, number: RStr<'_>, name: RStr<'_>) -> RResult<u64, ModuleError>;
+
+    // Appended after the prefix (a host built before them runs these
+    // defaults).
+
+    /// The host's version.
+    fn host_version(&self) -> RString {
+        RString::from("unknown")
+    }
+
+    /// This installation's id: made once per data directory, never changes.
+    fn installation_id(&self) -> RString {
+        RString::new()
+    }
+
+    /// 32 bytes derived from the host's secret key for this module and
+    /// `purpose` (the same every time, different per module and purpose),
+    /// e.g. to encrypt the module's own secrets at rest. The host's key
+    /// itself never crosses. Empty when the host has none.
+    fn module_secret(&self, purpose: RStr<'_>) -> RVec<u8> {
+        let _ = purpose;
+        RVec::new()
+    }
 }

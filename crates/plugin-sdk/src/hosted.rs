@@ -14,7 +14,7 @@ use abi_stable::{
 use async_ffi::{FfiFuture, FutureExt as _};
 use callhost_plugin_abi::{
     ActionSpec, CallEvent, CallSetup, ConfigError, Decision, Instance, InstanceBox,
-    InstanceContext, Instance_TO, MediaFrame, ModuleError, ModuleManifest, ABI_VERSION,
+    InstanceContext, Instance_TO, MediaFrame, ModuleError, ModuleManifest, TapRequest, ABI_VERSION,
 };
 
 use crate::{__manifest_parts, config, logging, runtime, Action, Actions, Context, Module, Setup};
@@ -280,6 +280,26 @@ impl<M: Module + Actions> Instance for Hosted<M> {
             if let Err(panic) = self.enter(|| module.media(frame)) {
                 tracing::dispatcher::with_default(&self.context.dispatch, || {
                     tracing::error!("panicked while handling a media frame: {panic}")
+                });
+            }
+        }
+    }
+
+    fn media_gap(&self, call_id: RStr<'_>, leg: TapRequest, frames: u32) {
+        if let Ok(module) = self.module() {
+            if let Err(panic) = self.enter(|| module.media_gap(call_id.as_str(), leg, frames)) {
+                tracing::dispatcher::with_default(&self.context.dispatch, || {
+                    tracing::error!("panicked while handling a media gap: {panic}")
+                });
+            }
+        }
+    }
+
+    fn media_end(&self, call_id: RStr<'_>) {
+        if let Ok(module) = self.module() {
+            if let Err(panic) = self.enter(|| module.media_end(call_id.as_str())) {
+                tracing::dispatcher::with_default(&self.context.dispatch, || {
+                    tracing::error!("panicked while ending a call's media: {panic}")
                 });
             }
         }

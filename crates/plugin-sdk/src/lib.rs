@@ -70,6 +70,13 @@ pub trait Module: Sized + Send + Sync + 'static {
     /// thread; a slow module loses frames, never delays the call.
     fn media(&self, _frame: &MediaFrame<'_>) {}
 
+    /// `frames` frames of `leg` were dropped on their way here (a queue was
+    /// full): the host's count, in order before the frame that follows them.
+    fn media_gap(&self, _call_id: &str, _leg: TapRequest, _frames: u32) {}
+
+    /// Every frame of `call_id` has been delivered: its media is over.
+    fn media_end(&self, _call_id: &str) {}
+
     fn activate(&self) {}
     fn deactivate(&self) {}
     /// The instance is deleted for good: remove what only it needed.
@@ -184,15 +191,49 @@ impl Context {
             .map_err(|e| e.message.into_string())
     }
 
+    /// The host's version.
+    pub fn host_version(&self) -> String {
+        self.host.host_version().into_string()
+    }
+
+    /// The installation's id (made once per data directory).
+    pub fn installation_id(&self) -> String {
+        self.host.installation_id().into_string()
+    }
+
+    /// 32 bytes the host derives from its secret key for this module and
+    /// `purpose`, stable across restarts and upgrades; `None` from a host
+    /// that offers none.
+    pub fn module_secret(&self, purpose: &str) -> Option<Vec<u8>> {
+        let secret = self.host.module_secret(rstr(purpose)).into_vec();
+        (!secret.is_empty()).then_some(secret)
+    }
+
     /// The level the administrator set for this instance.
     pub fn log_level(&self) -> LogLevel {
         self.host.log_level()
     }
 
-    /// Spawns work on the module's runtime (for events and background jobs).
+    /// Spawns work on the module's runtime (for events and background jobs);
+    /// a host that exits waits for it (`settle`).
     pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        runtime::spawn_detached(self.guarded(future));
+    }
+
+    /// Spawns a task that lives as long as the instance (a timer, a
+    /// writer that ends when its owner goes): `settle` does not wait for
+    /// it, so it must leave nothing unwritten when the process ends.
+    pub fn spawn_service(&self, future: impl Future<Output = ()> + Send + 'static) {
+        runtime::spawn_service(self.guarded(future));
+    }
+
+    /// `future` with its panics logged (never lost in silence) and its
+    /// events in the instance's log.
+    fn guarded(
+        &self,
+        future: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
         use futures::FutureExt as _;
-        // A panic in background work is logged, never lost in silence.
         let guarded = std::panic::AssertUnwindSafe(future)
             .catch_unwind()
             .map(|result| {
@@ -200,10 +241,7 @@ impl Context {
                     tracing::error!("background task panicked: {}", hosted::panic_message(panic));
                 }
             });
-        runtime::spawn_detached(tracing::instrument::WithSubscriber::with_subscriber(
-            guarded,
-            self.dispatch.clone(),
-        ));
+        tracing::instrument::WithSubscriber::with_subscriber(guarded, self.dispatch.clone())
     }
 }
 

@@ -75,6 +75,15 @@ pub(crate) fn spawn_detached(future: impl Future<Output = ()> + Send + 'static) 
     }
 }
 
+/// As [`spawn_detached`], but not waited for by [`settle`]: for tasks that
+/// live as long as their instance (timers, writers) and would otherwise
+/// make every settle wait its whole timeout.
+pub(crate) fn spawn_service(future: impl Future<Output = ()> + Send + 'static) {
+    if let Some(handle) = handle() {
+        handle.spawn(future);
+    }
+}
+
 /// Waits up to `timeout` for background tasks to end; true if they all did.
 pub(crate) fn settle(timeout: Duration) -> bool {
     let until = Instant::now() + timeout;

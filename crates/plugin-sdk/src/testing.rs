@@ -42,6 +42,23 @@ impl HostServices for TestHost {
     fn set_call_list_name(&self, _number: RStr<'_>, _name: RStr<'_>) -> RResult<u64, ModuleError> {
         RResult::ROk(0)
     }
+
+    fn host_version(&self) -> RString {
+        "0.0.0-test".into()
+    }
+
+    fn installation_id(&self) -> RString {
+        "test-installation".into()
+    }
+
+    /// Stable per purpose, like the host's (not secret: tests only).
+    fn module_secret(&self, purpose: RStr<'_>) -> RVec<u8> {
+        let mut secret = [0u8; 32];
+        for (index, byte) in purpose.as_str().bytes().enumerate() {
+            secret[index % 32] ^= byte;
+        }
+        RVec::from(secret.to_vec())
+    }
 }
 
 /// A context whose log goes to stderr and whose directory is empty.

@@ -130,6 +130,8 @@ pub enum SealError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// For [`Sealer::derive`] only.
+    key: [u8; 32],
     key_path: PathBuf,
 }
 
@@ -159,10 +161,24 @@ impl Sealer {
             },
         };
         let cipher = XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key");
+        let key: [u8; 32] = key[..].try_into().expect("32-byte key");
         Ok(Sealer {
             cipher,
+            key,
             key_path: path,
         })
+    }
+
+    /// A key of its own for `purpose` (HMAC-SHA256 of the purpose under the
+    /// data directory's key): what a module encrypts its secrets with,
+    /// without ever holding this key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        mac.update(b"callhost derive v1\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The key file this sealer uses.
@@ -297,6 +313,28 @@ mod tests {
     use super::*;
 
     const HERE: Place<'static> = Place::new("instances.config", "a");
+
+    #[test]
+    fn derived_keys_are_stable_per_purpose_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::open(dir.path()).unwrap();
+        let key = sealer.derive("module:call-recording:keystore");
+        assert_eq!(
+            key,
+            Sealer::open(dir.path())
+                .unwrap()
+                .derive("module:call-recording:keystore")
+        );
+        assert_ne!(key, sealer.derive("module:other:keystore"));
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            key,
+            Sealer::open(other.path())
+                .unwrap()
+                .derive("module:call-recording:keystore")
+        );
+        assert_ne!(&key[..], &sealer.key[..], "never the key itself");
+    }
 
     #[test]
     fn sealed_text_round_trips_and_hides_the_secret() {

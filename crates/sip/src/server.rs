@@ -66,6 +66,12 @@ pub trait CallControl: Send + Sync + 'static {
 /// Takes a tapped call's frames; must never block (drop instead).
 pub trait MediaSink: Send + Sync {
     fn frame(&self, call_id: &Arc<str>, frame: &callhost_media::relay::TapFrame);
+    /// `frames` frames of `leg` the relay's tap dropped (it was full),
+    /// before the next frame passed on.
+    fn gap(&self, call_id: &Arc<str>, leg: callhost_media::relay::Leg, frames: u64);
+    /// The call's media is over: no frame follows. Called from a task of
+    /// the runtime; must not block.
+    fn end(&self, call_id: &Arc<str>);
 }
 
 /// One finished call as the host records it.

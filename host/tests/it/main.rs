@@ -15,6 +15,7 @@ mod instances;
 mod library;
 mod logs;
 mod modules;
+mod recording;
 mod reverse_lookup;
 mod secrets;
 mod simulate;

@@ -22,7 +22,7 @@ use sip_harness::{
 
 /// Five users; every password is `<id>-pw`. Carl forwards everything to
 /// Bert, Dora is in DND, Erik forwards to Bert after a second of ringing.
-const DIRECTORY: &str = r#"
+pub(crate) const DIRECTORY: &str = r#"
 home_country = "DE"
 
 [[users]]
@@ -67,22 +67,22 @@ no_answer_seconds = 1
 "#;
 
 /// The DIDs (what the carrier dials).
-const BERT: &str = "+4930123456202";
+pub(crate) const BERT: &str = "+4930123456202";
 const CARL: &str = "+4930123456203";
 const DORA: &str = "+4930123456204";
 const ERIK: &str = "+4930123456205";
 /// An outside caller on the trunk.
-const OUTSIDE: &str = "+49891234567";
+pub(crate) const OUTSIDE: &str = "+49891234567";
 
 /// A SIPp CSV file in the server's data directory.
-fn csv(serve: &Serve, name: &str, row: &str) -> String {
+pub(crate) fn csv(serve: &Serve, name: &str, row: &str) -> String {
     let path = serve.data.join(name);
     std::fs::write(&path, format!("SEQUENTIAL\n{row}\n")).expect("write CSV");
     path.to_str().unwrap().to_string()
 }
 
 /// `[field0]` = user, `[field1]` = credentials (right or wrong password).
-fn credentials(serve: &Serve, user: &str, password: &str) -> String {
+pub(crate) fn credentials(serve: &Serve, user: &str, password: &str) -> String {
     csv(
         serve,
         &format!("{user}-{password}.csv"),
@@ -91,12 +91,12 @@ fn credentials(serve: &Serve, user: &str, password: &str) -> String {
 }
 
 /// `[field0]` = the calling number on the trunk, no credentials.
-fn trunk_caller(serve: &Serve, number: &str) -> String {
+pub(crate) fn trunk_caller(serve: &Serve, number: &str) -> String {
     csv(serve, &format!("caller{number}.csv"), &format!("{number};"))
 }
 
 /// Registers `user` (right password) with Contact 127.0.0.1:`port`.
-fn register(serve: &Serve, user: &str, port: u16) -> SippRun {
+pub(crate) fn register(serve: &Serve, user: &str, port: u16) -> SippRun {
     let run = sipp(
         &format!("register {user}"),
         "register.xml",
@@ -109,12 +109,12 @@ fn register(serve: &Serve, user: &str, port: u16) -> SippRun {
 }
 
 /// A fresh SIPp media port (SIPp uses a few above it).
-fn media_port() -> String {
+pub(crate) fn media_port() -> String {
     free_ports(4).to_string()
 }
 
 /// A phone that answers (uas.xml) on `port`.
-fn answering_phone(name: &str, port: u16) -> Sipp {
+pub(crate) fn answering_phone(name: &str, port: u16) -> Sipp {
     Sipp::start(
         name,
         "uas.xml",
@@ -125,7 +125,7 @@ fn answering_phone(name: &str, port: u16) -> Sipp {
 }
 
 /// A call from the trunk peer with `scenario` to `number`.
-fn trunk_call(serve: &Serve, scenario: &str, number: &str, extra: &[&str]) -> Sipp {
+pub(crate) fn trunk_call(serve: &Serve, scenario: &str, number: &str, extra: &[&str]) -> Sipp {
     let media = media_port();
     let mut args = vec!["-s", number, "-mi", LOCALHOST, "-mp", &media];
     args.extend_from_slice(extra);

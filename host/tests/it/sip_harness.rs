@@ -419,6 +419,10 @@ impl Sipp {
         let dir = tempfile::tempdir().expect("tempdir");
         let trace = dir.path().join("messages.log");
         let errors = dir.path().join("errors.log");
+        // Scenarios name their own captures as `pcap/…`, relative to where
+        // SIPp runs.
+        let pcaps = scenario("pcap");
+        std::os::unix::fs::symlink(&pcaps, dir.path().join("pcap")).expect("link pcap/");
         let mut command = Command::new("sipp");
         command
             .arg("-sf")

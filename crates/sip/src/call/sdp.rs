@@ -103,12 +103,26 @@ impl Call {
                 TapRequest::Callee => TapLegs::Callee,
                 _ => TapLegs::Both,
             };
-            let mut frames = self.media.tap(legs, TAP_QUEUE);
+            let mut tap = self.media.tap(legs, TAP_QUEUE);
             let call_id = call_id.clone();
             tokio::spawn(async move {
-                while let Some(frame) = frames.recv().await {
+                // Drops the tap counted and the sink was not told of yet.
+                let mut told = [0u64; 2];
+                let tell = |told: &mut [u64; 2], tap: &callhost_media::TapReceiver| {
+                    for leg in MediaLeg::BOTH {
+                        let dropped = tap.dropped(leg);
+                        if dropped > told[leg.index()] {
+                            sink.gap(&call_id, leg, dropped - told[leg.index()]);
+                            told[leg.index()] = dropped;
+                        }
+                    }
+                };
+                while let Some(frame) = tap.recv().await {
+                    tell(&mut told, &tap);
                     sink.frame(&call_id, &frame);
                 }
+                tell(&mut told, &tap);
+                sink.end(&call_id);
             });
         }
     }

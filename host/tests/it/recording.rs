@@ -1,0 +1,435 @@
+//! The call-recording module on real SIP calls: `callhost serve` with the
+//! packaged module, SIPp phones and trunk playing RTP pcaps, and the
+//! evidence checked by the module's own `verify`, by the shipped
+//! `verify.sh` and by `openssl` directly.
+
+use crate::common::Harness;
+use crate::sip::{answering_phone, register, trunk_call, BERT, DIRECTORY};
+use crate::sip_harness::{free_port, free_ports, Serve, Sipp, LOCALHOST};
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PACKAGE: &str = "call-recording-0.1.0.cmod";
+
+/// A data directory with the module installed and one instance `rec`.
+fn recorder(config: &str) -> Harness {
+    let h = Harness::new();
+    h.install(PACKAGE);
+    h.create("call-recording", "rec", config);
+    h
+}
+
+/// The log's entries, once `count` are there.
+fn wait_for_recordings(h: &Harness, instance: &str, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed: Value =
+            serde_json::from_str(&h.ok(&["instance", "action", instance, "recordings", "--json"]))
+                .unwrap();
+        let entries = listed.as_array().cloned().unwrap_or_default();
+        if entries.len() >= count {
+            return entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} recordings expected, the log has: {listed:#}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A trunk call from outside to Bert, answered by a SIPp phone that plays
+/// RTP back (or, with `silent`, none), lasting about `millis` after answer.
+fn call_bert(serve: &Serve, scenario: &str, phone_scenario: &str, millis: u64) {
+    let port = free_port();
+    register(serve, "bert", port);
+    let media = free_ports(4).to_string();
+    let phone = Sipp::start(
+        "bert answers",
+        phone_scenario,
+        None,
+        port,
+        &["-mi", LOCALHOST, "-mp", &media],
+    );
+    let caller = trunk_call(serve, scenario, BERT, &["-d", &millis.to_string()]).wait();
+    caller.assert_ok();
+    phone.wait().assert_ok();
+}
+
+fn file_of(entry: &Value, suffix: &str) -> PathBuf {
+    entry["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|f| f.ends_with(suffix))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no file ending in {suffix}: {entry:#}"))
+}
+
+/// The parts of a WAV file the tests look at.
+struct Wav {
+    format_tag: u16,
+    channels: u16,
+    sample_rate: u32,
+    data: Vec<u8>,
+}
+
+fn read_wav(path: &Path) -> Wav {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(bytes.len() > 44, "{} is only a header", path.display());
+    assert!(
+        &bytes[0..4] == b"RIFF" || &bytes[0..4] == b"RF64",
+        "{}",
+        path.display()
+    );
+    let mut at = 12;
+    let mut format = None;
+    let mut data = None;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = at + 8;
+        if id == b"fmt " {
+            format = Some((
+                u16::from_le_bytes([bytes[body], bytes[body + 1]]),
+                u16::from_le_bytes([bytes[body + 2], bytes[body + 3]]),
+                u32::from_le_bytes(bytes[body + 4..body + 8].try_into().unwrap()),
+            ));
+        }
+        if id == b"data" {
+            let end = (body + size).min(bytes.len());
+            assert_eq!(body + size, end, "data size in {} is stale", path.display());
+            data = Some(bytes[body..end].to_vec());
+            break;
+        }
+        at = body + size + (size & 1);
+    }
+    let (format_tag, channels, sample_rate) = format.expect("fmt chunk");
+    Wav {
+        format_tag,
+        channels,
+        sample_rate,
+        data: data.expect("data chunk"),
+    }
+}
+
+/// Channel `index` of a stereo 8-bit file.
+fn channel(wav: &Wav, index: usize) -> Vec<u8> {
+    wav.data.iter().skip(index).step_by(2).copied().collect()
+}
+
+/// A-law silence.
+const ALAW_SILENCE: u8 = 0xD5;
+
+fn sounding(samples: &[u8]) -> usize {
+    samples.iter().filter(|&&s| s != ALAW_SILENCE).count()
+}
+
+/// `verify.sh` as the package installed it.
+fn verify_script(h: &Harness) -> PathBuf {
+    let module = h.data().join("modules/call-recording");
+    std::fs::read_dir(&module)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("verify.sh"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no verify.sh under {}", module.display()))
+}
+
+/// Runs the shipped script in the recording's directory, as an auditor would.
+fn run_verify_sh(h: &Harness, entry: &Value, certificate: &Path) -> std::process::Output {
+    let wav = file_of(entry, "_info.txt");
+    let dir = wav.parent().unwrap();
+    Command::new("sh")
+        .arg(verify_script(h))
+        .arg(entry["name"].as_str().unwrap())
+        .arg(certificate)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn certificate(h: &Harness) -> PathBuf {
+    let pem = h.ok(&["instance", "action", "rec", "certificate"]);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let path = h.data().join(format!("certificate-{}.pem", rand_suffix()));
+    std::fs::write(&path, format!("{pem}\n")).unwrap();
+    path
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+fn a_recorded_trunk_call_is_a_signed_stereo_wav_both_verifiers_accept() {
+    let h = recorder("users = [\"bert\"]\n");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 2000);
+    let entries = wait_for_recordings(&h, "rec", 1);
+    let entry = &entries[0];
+    assert_eq!(entry["status"], "complete", "{entry:#}");
+    assert_eq!(entry["chain_position"], 1, "{entry:#}");
+
+    // One stereo A-law file, the caller left and the callee right, both
+    // sounding, neither mixed into the other.
+    let wav = read_wav(&file_of(entry, ".wav"));
+    assert_eq!(
+        (wav.format_tag, wav.channels, wav.sample_rate),
+        (6, 2, 8000)
+    );
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    assert_eq!(left.len(), right.len());
+    let seconds = left.len() as f64 / 8000.0;
+    assert!((1.8..6.0).contains(&seconds), "{seconds} s recorded");
+    assert!(sounding(&left) > 8000, "the caller's channel is silent");
+    assert!(sounding(&right) > 8000, "the callee's channel is silent");
+
+    let info = std::fs::read_to_string(file_of(entry, "_info.txt")).unwrap();
+    for line in [
+        "Status: complete",
+        "Direction: incoming",
+        "Caller: sipp",
+        "(bert)",
+        "Instance: rec",
+        "Host: callhost 0.1.0",
+        "Codec: ",
+        "Chain position: 1",
+        "Previous recording: (none",
+    ] {
+        assert!(info.contains(line), "{line:?} missing from:\n{info}");
+    }
+
+    // The built-in verify, the shipped script, and openssl by hand.
+    let report: Value =
+        serde_json::from_str(&h.ok(&["instance", "action", "rec", "verify", "--json"])).unwrap();
+    assert_eq!(report["passed"], true, "{report:#}");
+    let cert = certificate(&h);
+    let script = run_verify_sh(&h, entry, &cert);
+    assert!(
+        script.status.success(),
+        "verify.sh failed:\n{}{}",
+        String::from_utf8_lossy(&script.stdout),
+        String::from_utf8_lossy(&script.stderr)
+    );
+    let enddate = Command::new("openssl")
+        .args(["x509", "-enddate", "-noout", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let enddate = String::from_utf8_lossy(&enddate.stdout);
+    let year: i32 = enddate
+        .split_whitespace()
+        .find_map(|w| w.parse().ok().filter(|y| *y > 2100))
+        .unwrap_or_else(|| panic!("no year past 2100 in {enddate}"));
+    assert!(year >= 2125, "{enddate}");
+
+    // One byte of audio changed: both verifiers say so.
+    let audio = file_of(entry, ".wav");
+    let mut bytes = std::fs::read(&audio).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&audio, bytes).unwrap();
+    let error = h.fails(&["instance", "action", "rec", "verify"]);
+    assert!(error.contains("checksums"), "{error}");
+    assert!(!run_verify_sh(&h, entry, &cert).status.success());
+}
+
+#[test]
+fn edited_metadata_a_deleted_recording_and_a_removed_last_entry_are_detected() {
+    let h = recorder("users = [\"bert\"]\n");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    for _ in 0..3 {
+        call_bert(&serve, "uac.xml", "uas.xml", 500);
+    }
+    let entries = wait_for_recordings(&h, "rec", 3);
+    h.ok(&["instance", "action", "rec", "verify"]);
+    // The second recording's metadata names the first, with its signature.
+    let second = std::fs::read_to_string(file_of(&entries[1], "_info.txt")).unwrap();
+    assert!(
+        second.contains(&format!(
+            "Previous recording: {}",
+            entries[0]["name"].as_str().unwrap()
+        )),
+        "{second}"
+    );
+
+    // Metadata edited: its checksum fails.
+    let info = file_of(&entries[0], "_info.txt");
+    let text = std::fs::read_to_string(&info).unwrap();
+    std::fs::write(&info, text.replace("Status: complete", "Status: completed")).unwrap();
+    let error = h.fails(&[
+        "instance",
+        "action",
+        "rec",
+        "verify",
+        info.to_str().unwrap(),
+    ]);
+    assert!(error.contains("checksums"), "{error}");
+
+    // A recording deleted with all its files: its checks fail.
+    for file in entries[1]["files"].as_array().unwrap() {
+        std::fs::remove_file(file.as_str().unwrap()).unwrap();
+    }
+    let error = h.fails(&["instance", "action", "rec", "verify", "--json"]);
+    assert!(
+        error.contains(entries[1]["name"].as_str().unwrap()),
+        "{error}"
+    );
+
+    // The newest entry removed from the log: the anchored head shows it.
+    let db = h.data().join("modules/call-recording/shared/recordings.db");
+    let conn = rusqlite_free_delete(&db);
+    assert!(conn, "deleting the last entry");
+    let error = h.fails(&["instance", "action", "rec", "verify"]);
+    assert!(error.contains("newest were removed"), "{error}");
+}
+
+/// Removes the chain's newest entry with the sqlite3 tool if present, else
+/// through python's sqlite3 (always on the test machine).
+fn rusqlite_free_delete(db: &Path) -> bool {
+    Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM chain WHERE seq=(SELECT max(seq) FROM chain)'); c.commit()",
+        ])
+        .arg(db)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_callee_that_sends_no_rtp_still_gives_a_full_length_file_with_a_one_way_warning() {
+    let h = recorder("users = [\"bert\"]\n");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas_silent.xml", 2000);
+    let entry = wait_for_recordings(&h, "rec", 1).remove(0);
+    let wav = read_wav(&file_of(&entry, ".wav"));
+    let (left, right) = (channel(&wav, 0), channel(&wav, 1));
+    assert_eq!(left.len(), right.len());
+    assert!(left.len() > 16_000, "{} samples", left.len());
+    assert!(sounding(&left) > 8000, "the caller's channel is silent");
+    assert_eq!(sounding(&right), 0, "the silent callee's channel has sound");
+    assert!(
+        entry["detail"].as_str().unwrap().contains("one-way"),
+        "{entry:#}"
+    );
+    h.ok(&["instance", "action", "rec", "verify"]);
+}
+
+#[test]
+fn star_one_from_the_caller_stops_the_recording_and_says_so() {
+    let h = recorder("users = [\"bert\"]\n");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac_stop.xml", "uas.xml", 3000);
+    let entry = wait_for_recordings(&h, "rec", 1).remove(0);
+    assert_eq!(
+        entry["status"],
+        "stopped",
+        "{entry:#}\n{}\n{}",
+        serve.log(),
+        std::fs::read_to_string(h.data().join("instances/rec/instance.log")).unwrap_or_default()
+    );
+    assert!(
+        entry["detail"].as_str().unwrap().contains("*1"),
+        "{entry:#}"
+    );
+    // Stopped about 2 s after answer, well before the call's end (5 s).
+    let wav = read_wav(&file_of(&entry, ".wav"));
+    let seconds = wav.data.len() as f64 / 2.0 / 8000.0;
+    assert!(seconds < 4.0, "{seconds} s recorded after the stop");
+    let info = std::fs::read_to_string(file_of(&entry, "_info.txt")).unwrap();
+    assert!(info.contains("Stopped: stopped by *1"), "{info}");
+    h.ok(&["instance", "action", "rec", "verify"]);
+}
+
+#[test]
+fn calls_of_others_are_not_recorded_and_a_second_instance_does_not_record_again() {
+    let h = recorder("users = [\"bert\"]\n");
+    h.create("call-recording", "rec2", "users = [\"bert\"]\n");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    // Anna is nobody's: her call leaves no entry.
+    let anna = free_port();
+    register(&serve, "anna", anna);
+    let phone = answering_phone("anna answers", anna);
+    trunk_call(&serve, "uac.xml", "+4930123456201", &["-d", "300"])
+        .wait()
+        .assert_ok();
+    phone.wait().assert_ok();
+    call_bert(&serve, "uac.xml", "uas.xml", 500);
+    let entries = wait_for_recordings(&h, "rec", 1);
+    thread::sleep(Duration::from_secs(2));
+    let all: Value =
+        serde_json::from_str(&h.ok(&["instance", "action", "rec", "recordings"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all:#}");
+    assert_eq!(entries[0]["instance"], "rec", "the first instance records");
+}
+
+#[test]
+fn kill_9_in_mid_call_leaves_a_recording_repaired_signed_and_entered_as_incomplete() {
+    let h = recorder("users = [\"bert\"]\n");
+    let mut serve = Serve::start_in(h.data(), DIRECTORY, "");
+    let port = free_port();
+    register(&serve, "bert", port);
+    let phone = answering_phone("bert answers", port);
+    let caller = trunk_call(&serve, "uac.xml", BERT, &["-d", "20000"]);
+    // Recording for a few seconds, headers made valid meanwhile.
+    assert!(caller.wait_trace("SIP/2.0 200 OK", Duration::from_secs(10)));
+    thread::sleep(Duration::from_secs(3));
+    let pid = serve.pid().expect("serve runs");
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    serve.stop();
+    drop((caller, phone));
+
+    let _restarted = Serve::start_in(h.data(), DIRECTORY, "");
+    let entry = wait_for_recordings(&h, "rec", 1).remove(0);
+    assert_eq!(entry["status"], "incomplete", "{entry:#}");
+    assert!(
+        entry["detail"].as_str().unwrap().contains("crash"),
+        "{entry:#}"
+    );
+    let wav = read_wav(&file_of(&entry, ".wav"));
+    let seconds = wav.data.len() as f64 / 2.0 / 8000.0;
+    assert!(
+        (1.0..8.0).contains(&seconds),
+        "{seconds} s: the real length, not a header's"
+    );
+    h.ok(&["instance", "action", "rec", "verify"]);
+}
+
+#[test]
+fn after_rotate_key_old_and_new_recordings_verify_and_the_chain_records_it() {
+    let h = recorder("users = [\"bert\"]\n");
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 300);
+    wait_for_recordings(&h, "rec", 1);
+    let old_cert = certificate(&h);
+    let rotated: Value =
+        serde_json::from_str(&h.ok(&["instance", "action", "rec", "rotate-key"])).unwrap();
+    assert_eq!(rotated["chain_position"], 2, "{rotated:#}");
+    let new_cert = certificate(&h);
+    assert_ne!(
+        std::fs::read_to_string(&old_cert).unwrap(),
+        std::fs::read_to_string(&new_cert).unwrap()
+    );
+    // The running server signs the next recording with the new key.
+    call_bert(&serve, "uac.xml", "uas.xml", 300);
+    let entries = wait_for_recordings(&h, "rec", 2);
+    assert_eq!(entries[1]["chain_position"], 3, "{entries:#?}");
+    h.ok(&["instance", "action", "rec", "verify"]);
+    assert!(run_verify_sh(&h, &entries[0], &old_cert).status.success());
+    assert!(run_verify_sh(&h, &entries[1], &new_cert).status.success());
+    assert!(!run_verify_sh(&h, &entries[1], &old_cert).status.success());
+}

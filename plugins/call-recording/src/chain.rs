@@ -1,0 +1,477 @@
+//! The recording log (CR14) and its hash chain (CR15), in SQLite in the
+//! module's shared directory: one log for all instances, as in the seed.
+//!
+//! Every entry — a recording, a failure ("no RTP on callee leg",
+//! "incomplete after crash"), a key rotation — carries the hash of the
+//! entry before it, and its own hash covers all its fields and that link.
+//! Removing, editing or reordering an entry breaks the chain from there on;
+//! removing the newest entries shows against the head anchored next to the
+//! recordings (`chain-head.txt`, written after every entry).
+//!
+//! Recordings in progress are in `active`, so the next start can repair
+//! and enter them after a crash.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("recording log {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("recording log: {0}")]
+    Corrupt(String),
+}
+
+/// What an entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    Recording,
+    Failure,
+    KeyRotation,
+}
+
+impl EntryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Recording => "recording",
+            EntryKind::Failure => "failure",
+            EntryKind::KeyRotation => "key-rotation",
+        }
+    }
+
+    fn parse(text: &str) -> Option<EntryKind> {
+        match text {
+            "recording" => Some(EntryKind::Recording),
+            "failure" => Some(EntryKind::Failure),
+            "key-rotation" => Some(EntryKind::KeyRotation),
+            _ => None,
+        }
+    }
+}
+
+/// An entry before it is linked into the chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEntry {
+    pub name: String,
+    pub instance: String,
+    pub call_id: String,
+    pub started: String,
+    pub ended: String,
+    /// `complete`, `stopped`, `incomplete`, `failed`, `rotated`.
+    pub status: String,
+    /// For people: why, what happened.
+    pub detail: String,
+    /// The directory the files are in, and their names.
+    pub directory: String,
+    pub files: Vec<String>,
+    /// SHA-256 (hex) of `<name>_hash.txt`, and its signature (base64).
+    pub hash_sha256: String,
+    pub signature: String,
+    /// The signing certificate's fingerprint.
+    pub certificate: String,
+    /// For finding recordings: numbers, names and user ids of the parties.
+    pub parties: Vec<String>,
+}
+
+/// An entry as stored: its place, its link and its own hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: i64,
+    pub kind: EntryKind,
+    #[serde(flatten)]
+    pub fields: NewEntry,
+    pub previous: String,
+    pub hash: String,
+}
+
+/// The chain's newest entry (what `chain-head.txt` holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// Where an entry's link went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Break {
+    pub seq: i64,
+    pub problem: String,
+}
+
+pub struct Chain {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS chain (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    name TEXT NOT NULL,
+    started TEXT NOT NULL,
+    status TEXT NOT NULL,
+    parties TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chain_name ON chain(name);
+CREATE TABLE IF NOT EXISTS active (
+    name TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+";
+
+impl Chain {
+    pub fn open(path: &Path) -> Result<Chain, ChainError> {
+        let error = |source| ChainError::Database {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(error)?;
+        // A committed entry survives a power cut: it vouches for files.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(error)?;
+        conn.execute_batch(SCHEMA).map_err(error)?;
+        Ok(Chain {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn error(&self, source: rusqlite::Error) -> ChainError {
+        ChainError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Appends an entry; `prepare` runs inside the transaction with the
+    /// entry's place and the entry before it (so a recording's metadata can
+    /// name its predecessor and its own position) and fills in the fields.
+    pub fn append<E>(
+        &mut self,
+        kind: EntryKind,
+        prepare: impl FnOnce(i64, Option<&Entry>) -> Result<NewEntry, E>,
+    ) -> Result<Result<Entry, E>, ChainError> {
+        let path = self.path.clone();
+        let error = |source| ChainError::Database {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(error)?;
+        let last = last_entry(&tx).map_err(error)?;
+        let seq = last.as_ref().map_or(1, |e| e.seq + 1);
+        let fields = match prepare(seq, last.as_ref()) {
+            Ok(fields) => fields,
+            Err(e) => return Ok(Err(e)),
+        };
+        let previous = last.map(|e| e.hash).unwrap_or_default();
+        let hash = entry_hash(seq, kind, &fields, &previous);
+        tx.execute(
+            "INSERT INTO chain (seq, kind, fields, name, started, status, parties, previous, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                seq,
+                kind.as_str(),
+                serde_json::to_string(&fields).unwrap_or_default(),
+                fields.name,
+                fields.started,
+                fields.status,
+                fields.parties.join("\n"),
+                previous,
+                hash
+            ],
+        )
+        .map_err(error)?;
+        tx.execute("DELETE FROM active WHERE name = ?1", params![fields.name])
+            .map_err(error)?;
+        tx.commit().map_err(error)?;
+        Ok(Ok(Entry {
+            seq,
+            kind,
+            fields,
+            previous,
+            hash,
+        }))
+    }
+
+    pub fn head(&self) -> Result<Option<Head>, ChainError> {
+        Ok(last_entry(&self.conn)
+            .map_err(|e| self.error(e))?
+            .map(|e| Head {
+                seq: e.seq,
+                hash: e.hash,
+            }))
+    }
+
+    pub fn entries(&self) -> Result<Vec<Entry>, ChainError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT seq, kind, fields, previous, hash FROM chain ORDER BY seq")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], row_entry)
+            .map_err(|e| self.error(e))?;
+        rows.map(|row| row.map_err(|e| self.error(e)).and_then(|e| e))
+            .collect()
+    }
+
+    pub fn entry_named(&self, name: &str) -> Result<Option<Entry>, ChainError> {
+        self.conn
+            .query_row(
+                "SELECT seq, kind, fields, previous, hash FROM chain WHERE name = ?1 ORDER BY seq DESC LIMIT 1",
+                params![name],
+                row_entry,
+            )
+            .optional()
+            .map_err(|e| self.error(e))?
+            .transpose()
+    }
+
+    /// Every link checked: sequence without holes, each entry's `previous`
+    /// the hash of the one before, each hash over its own fields.
+    pub fn breaks(&self) -> Result<Vec<Break>, ChainError> {
+        let mut breaks = Vec::new();
+        let mut previous: Option<Entry> = None;
+        for entry in self.entries()? {
+            let expected_seq = previous.as_ref().map_or(1, |p| p.seq + 1);
+            if entry.seq != expected_seq {
+                breaks.push(Break {
+                    seq: entry.seq,
+                    problem: format!("entries {expected_seq}..{} are missing", entry.seq - 1),
+                });
+            }
+            let expected_previous = previous.as_ref().map(|p| p.hash.as_str()).unwrap_or("");
+            if entry.previous != expected_previous {
+                breaks.push(Break {
+                    seq: entry.seq,
+                    problem: "its link does not name the entry before it".into(),
+                });
+            }
+            if entry_hash(entry.seq, entry.kind, &entry.fields, &entry.previous) != entry.hash {
+                breaks.push(Break {
+                    seq: entry.seq,
+                    problem: "its fields were changed after it was entered".into(),
+                });
+            }
+            previous = Some(entry);
+        }
+        Ok(breaks)
+    }
+
+    /// Notes a recording in progress (repaired after a crash).
+    pub fn begin(&self, name: &str, instance: &str, record: &str) -> Result<(), ChainError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO active (name, instance, record) VALUES (?1, ?2, ?3)",
+                params![name, instance, record],
+            )
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Recordings that were in progress (name, instance, record).
+    pub fn active(&self) -> Result<Vec<(String, String, String)>, ChainError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT name, instance, record FROM active ORDER BY name")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+}
+
+fn last_entry(conn: &Connection) -> rusqlite::Result<Option<Entry>> {
+    conn.query_row(
+        "SELECT seq, kind, fields, previous, hash FROM chain ORDER BY seq DESC LIMIT 1",
+        [],
+        row_entry,
+    )
+    .optional()
+    .map(|found| found.and_then(Result::ok))
+}
+
+fn row_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Entry, ChainError>> {
+    let seq: i64 = row.get(0)?;
+    let kind: String = row.get(1)?;
+    let fields: String = row.get(2)?;
+    let entry = (|| {
+        Ok(Entry {
+            seq,
+            kind: EntryKind::parse(&kind)
+                .ok_or_else(|| ChainError::Corrupt(format!("entry {seq}: kind {kind:?}")))?,
+            fields: serde_json::from_str(&fields)
+                .map_err(|e| ChainError::Corrupt(format!("entry {seq}: {e}")))?,
+            previous: row.get(3).map_err(|e| ChainError::Corrupt(e.to_string()))?,
+            hash: row.get(4).map_err(|e| ChainError::Corrupt(e.to_string()))?,
+        })
+    })();
+    Ok(entry)
+}
+
+/// SHA-256 over the entry's place, kind, fields (as JSON, in declaration
+/// order) and link.
+pub fn entry_hash(seq: i64, kind: EntryKind, fields: &NewEntry, previous: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!(
+        "callhost-recording-chain v1\n{seq}\n{}\n",
+        kind.as_str()
+    ));
+    hasher.update(serde_json::to_string(fields).unwrap_or_default());
+    hasher.update(b"\n");
+    hasher.update(previous.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// `chain-head.txt`: the newest entry's place and hash, next to the
+/// recordings (and, with remote targets, sent along with them).
+pub fn head_text(head: &Head) -> String {
+    format!("seq: {}\nhash: {}\n", head.seq, head.hash)
+}
+
+pub fn parse_head(text: &str) -> Option<Head> {
+    let mut seq = None;
+    let mut hash = None;
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("seq: ") {
+            seq = value.trim().parse().ok();
+        } else if let Some(value) = line.strip_prefix("hash: ") {
+            hash = Some(value.trim().to_string());
+        }
+    }
+    Some(Head {
+        seq: seq?,
+        hash: hash?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> NewEntry {
+        NewEntry {
+            name: name.into(),
+            status: "complete".into(),
+            ..NewEntry::default()
+        }
+    }
+
+    fn chain_with(names: &[&str]) -> (tempfile::TempDir, Chain) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::open(&dir.path().join("recordings.db")).unwrap();
+        for name in names {
+            chain
+                .append(EntryKind::Recording, |_, _| Ok::<_, ()>(entry(name)))
+                .unwrap()
+                .unwrap();
+        }
+        (dir, chain)
+    }
+
+    #[test]
+    fn entries_link_to_the_one_before() {
+        let (_dir, mut chain) = chain_with(&["a", "b"]);
+        let third = chain
+            .append(EntryKind::Recording, |seq, before| {
+                assert_eq!(seq, 3);
+                assert_eq!(before.unwrap().fields.name, "b");
+                Ok::<_, ()>(entry("c"))
+            })
+            .unwrap()
+            .unwrap();
+        let entries = chain.entries().unwrap();
+        assert_eq!(third.previous, entries[1].hash);
+        assert_eq!(entries[1].previous, entries[0].hash);
+        assert_eq!(entries[0].previous, "");
+        assert!(chain.breaks().unwrap().is_empty());
+        assert_eq!(chain.head().unwrap().unwrap().seq, 3);
+    }
+
+    #[test]
+    fn an_edited_a_removed_and_a_swapped_entry_break_the_chain() {
+        let (_dir, chain) = chain_with(&["a", "b", "c", "d"]);
+        chain
+            .conn
+            .execute(
+                "UPDATE chain SET fields = replace(fields, '\"complete\"', '\"failed\"') WHERE seq = 2",
+                [],
+            )
+            .unwrap();
+        assert_eq!(chain.breaks().unwrap()[0].seq, 2);
+
+        let (_dir, chain) = chain_with(&["a", "b", "c"]);
+        chain
+            .conn
+            .execute("DELETE FROM chain WHERE seq = 2", [])
+            .unwrap();
+        let breaks = chain.breaks().unwrap();
+        assert!(
+            breaks
+                .iter()
+                .any(|b| b.seq == 3 && b.problem.contains("missing")),
+            "{breaks:?}"
+        );
+
+        let (_dir, chain) = chain_with(&["a", "b", "c"]);
+        chain
+            .conn
+            .execute_batch(
+                "UPDATE chain SET seq = 100 WHERE seq = 2;
+                 UPDATE chain SET seq = 2 WHERE seq = 3;
+                 UPDATE chain SET seq = 3 WHERE seq = 100;",
+            )
+            .unwrap();
+        assert!(!chain.breaks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_refused_entry_leaves_the_chain_as_it_was() {
+        let (_dir, mut chain) = chain_with(&["a"]);
+        let refused = chain
+            .append(EntryKind::Recording, |_, _| Err("disk full"))
+            .unwrap();
+        assert_eq!(refused.unwrap_err(), "disk full");
+        assert_eq!(chain.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recordings_in_progress_are_kept_until_entered() {
+        let (_dir, mut chain) = chain_with(&[]);
+        chain.begin("r1", "rec", "{}").unwrap();
+        assert_eq!(chain.active().unwrap().len(), 1);
+        chain
+            .append(EntryKind::Recording, |_, _| Ok::<_, ()>(entry("r1")))
+            .unwrap()
+            .unwrap();
+        assert!(chain.active().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_head_file_round_trips() {
+        let head = Head {
+            seq: 7,
+            hash: "ab".repeat(32),
+        };
+        assert_eq!(parse_head(&head_text(&head)), Some(head));
+        assert_eq!(parse_head("garbage"), None);
+    }
+}

@@ -1,0 +1,834 @@
+//! The calls an instance records, from the claim at call setup to the
+//! entry in the chain.
+//!
+//! A call moves through [`CallState`]: claimed at setup (no I/O on the
+//! call's thread), recording from its first frame (files created on the
+//! media thread), stopped by `*1`, and entered once its media is over (the
+//! host's `media_end`) — or, when no media ever came (the call ended before
+//! it reached the relay), a while after its hangup.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use callhost_plugin_sdk::{tracing, CallSetup, Context, Direction, Party, TapRequest};
+use callhost_recording::audio::{self, AudioSummary, Channels, Recorder, Side};
+use callhost_recording::evidence::{self, KeyStore};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{self, Chain, EntryKind, NewEntry};
+use crate::select::Reason;
+
+/// Calls some instance of this library records, by call id: the first
+/// instance (in the administrator's order) to claim a call records it, no
+/// other does (CR20), and the later hops of a call are not claimed again.
+static CLAIMS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
+
+/// One finalisation at a time per process: entries are linked in the
+/// order their metadata names its predecessor.
+static FINALISING: Mutex<()> = Mutex::new(());
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Claims `call_id` for `instance`; false when another instance has it.
+pub fn claim(call_id: &str, instance: &str) -> bool {
+    let mut claims = lock(&CLAIMS);
+    match claims.get(call_id) {
+        Some(owner) => owner == instance,
+        None => {
+            claims.insert(call_id.to_string(), instance.to_string());
+            true
+        }
+    }
+}
+
+fn release(call_id: &str) {
+    lock(&CLAIMS).remove(call_id);
+}
+
+/// What the metadata says about a call, known at setup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub direction: String,
+    pub caller: PartyInfo,
+    pub callee: PartyInfo,
+    pub dialled: String,
+    pub reason: String,
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub started_utc: String,
+    pub name: String,
+    pub directory: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartyInfo {
+    pub number: String,
+    pub name: Option<String>,
+    pub id: Option<String>,
+}
+
+impl PartyInfo {
+    fn of(party: &Party) -> PartyInfo {
+        PartyInfo {
+            number: party.number.to_string(),
+            name: party
+                .name
+                .as_ref()
+                .into_option()
+                .map(|n| n.to_string())
+                .filter(|n| !n.is_empty()),
+            id: party.id.as_ref().into_option().map(|n| n.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut text = self.number.clone();
+        if let Some(name) = &self.name {
+            text.push_str(&format!(" \"{name}\""));
+        }
+        if let Some(id) = &self.id {
+            text.push_str(&format!(" ({id})"));
+        }
+        text
+    }
+}
+
+impl CallInfo {
+    pub fn new(setup: &CallSetup, reason: &Reason, root: &Path, subdirectory: &str) -> CallInfo {
+        let now = SystemTime::now();
+        let started_utc = humantime::format_rfc3339_seconds(now).to_string();
+        let caller = PartyInfo::of(&setup.caller);
+        let callee = PartyInfo::of(&setup.callee);
+        let name = recording_name(&started_utc, &caller.number, &callee.number, &setup.call_id);
+        CallInfo {
+            call_id: setup.call_id.to_string(),
+            direction: match setup.direction {
+                Direction::Incoming => "incoming",
+                Direction::Outgoing => "outgoing",
+                Direction::Internal => "internal",
+            }
+            .into(),
+            caller,
+            callee,
+            dialled: setup.dialled.to_string(),
+            reason: reason.describe(),
+            directory: root.join(crate::config::expand_subdirectory(
+                subdirectory,
+                &started_utc,
+            )),
+            started_utc,
+            name,
+        }
+    }
+
+    fn parties(&self) -> Vec<String> {
+        [&self.caller, &self.callee]
+            .iter()
+            .flat_map(|p| {
+                std::iter::once(p.number.clone())
+                    .chain(p.name.clone())
+                    .chain(p.id.clone())
+            })
+            .collect()
+    }
+}
+
+/// `20261202T192501Z_<caller>_<callee>_<call hash>`: the UTC start first,
+/// so alphabetical is chronological (CR11); numbers reduced to characters
+/// every file system takes; a short hash of the call id keeps two calls of
+/// one second apart.
+pub fn recording_name(started_utc: &str, caller: &str, callee: &str, call_id: &str) -> String {
+    let stamp: String = started_utc
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let safe = |number: &str| -> String {
+        let kept: String = number
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '+')
+            .take(32)
+            .collect();
+        if kept.is_empty() {
+            "unknown".into()
+        } else {
+            kept
+        }
+    };
+    use sha2::Digest as _;
+    let call = hex::encode(&sha2::Sha256::digest(call_id.as_bytes())[..4]);
+    format!("{stamp}_{}_{}_{call}", safe(caller), safe(callee))
+}
+
+/// Where a recorded call is.
+enum CallState {
+    /// Tapped at setup; no frame yet.
+    Claimed,
+    /// Frames are being written.
+    Recording(Box<Recorder>),
+    /// Stopped by a party's keys (or an error); later frames are ignored.
+    Stopped,
+}
+
+struct RecordedCall {
+    info: CallInfo,
+    started: Instant,
+    state: CallState,
+    hangup_at: Option<Instant>,
+    answered_by: Option<String>,
+    transfers: Vec<String>,
+    /// The last keys pressed, for the stop sequence.
+    keys: String,
+    /// Why it stopped before hangup, if it did.
+    stopped: Option<String>,
+    last_tick: Instant,
+}
+
+/// What every finalisation needs: where the shared files are.
+#[derive(Clone)]
+pub struct Place {
+    pub instance: String,
+    /// The module's shared directory (key store, recording log).
+    pub module_dir: PathBuf,
+    pub root: PathBuf,
+    pub channels: Channels,
+    pub channels_text: &'static str,
+    pub host_version: String,
+    pub installation_id: String,
+    pub passphrase: Vec<u8>,
+}
+
+impl Place {
+    pub fn chain_path(&self) -> PathBuf {
+        self.module_dir.join("recordings.db")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.module_dir.join("keys")
+    }
+
+    pub fn head_path(&self) -> PathBuf {
+        self.root.join("chain-head.txt")
+    }
+
+    /// The key store, opened afresh (for `rotate-key`).
+    pub fn key_store(&self) -> Result<KeyStore, String> {
+        KeyStore::open(&self.keys_dir(), &self.passphrase, &self.installation_id)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The key store kept open between recordings: decrypting the key
+    /// (PBKDF2, 600 000 rounds) per recording would cost a third of a
+    /// second each. Reopened when another process rotated the key.
+    pub fn signing_store(&self) -> Result<Arc<KeyStore>, String> {
+        static OPEN: Mutex<Option<Arc<KeyStore>>> = Mutex::new(None);
+        let mut open = lock(&OPEN);
+        if let Some(store) = open.as_ref() {
+            if store.dir() == self.keys_dir() && store.is_current().unwrap_or(false) {
+                return Ok(store.clone());
+            }
+        }
+        let store = Arc::new(self.key_store()?);
+        *open = Some(store.clone());
+        Ok(store)
+    }
+}
+
+/// After this long past its hangup, a claimed call that never got media
+/// is entered as such.
+const NO_MEDIA_GRACE: Duration = Duration::from_secs(10);
+/// How often a recording's files are made valid even without frames.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The calls one instance records.
+pub struct Recordings {
+    place: Place,
+    stop_digits: String,
+    calls: Mutex<HashMap<String, RecordedCall>>,
+    ctx: Context,
+}
+
+impl Recordings {
+    pub fn new(ctx: &Context, place: Place, stop_digits: String) -> Recordings {
+        Recordings {
+            place,
+            stop_digits,
+            calls: Mutex::default(),
+            ctx: ctx.clone(),
+        }
+    }
+
+    pub fn place(&self) -> &Place {
+        &self.place
+    }
+
+    fn calls(&self) -> MutexGuard<'_, HashMap<String, RecordedCall>> {
+        lock(&self.calls)
+    }
+
+    /// Call setup decided to record: remember the call (no I/O here).
+    pub fn claimed(&self, info: CallInfo) {
+        let now = Instant::now();
+        self.calls()
+            .entry(info.call_id.clone())
+            .or_insert(RecordedCall {
+                info,
+                started: now,
+                state: CallState::Claimed,
+                hangup_at: None,
+                answered_by: None,
+                transfers: Vec::new(),
+                keys: String::new(),
+                stopped: None,
+                last_tick: now,
+            });
+    }
+
+    pub fn frame(&self, call_id: &str, leg: TapRequest, frame: &audio::Frame<'_>) {
+        let Some(side) = side_of(leg) else { return };
+        let now = Instant::now();
+        let mut calls = self.calls();
+        let Some(call) = calls.get_mut(call_id) else {
+            return;
+        };
+        if let Err(error) = self.ensure_recorder(call) {
+            tracing::error!(call = call_id, "cannot start the recording: {error}");
+            call.stopped = Some(format!("failed: {error}"));
+            call.state = CallState::Stopped;
+            return;
+        }
+        if let CallState::Recording(recorder) = &mut call.state {
+            let mut result = recorder.frame(side, now, frame);
+            if result.is_ok() && now.duration_since(call.last_tick) >= TICK {
+                call.last_tick = now;
+                result = recorder.tick(now);
+            }
+            if let Err(error) = result {
+                tracing::error!(call = call_id, "writing the recording: {error}");
+                call.stopped = Some(format!("failed: {error}"));
+                let state = std::mem::replace(&mut call.state, CallState::Stopped);
+                let name = call.info.name.clone();
+                drop(calls);
+                finish_audio_early(name, state, now);
+            }
+        }
+    }
+
+    pub fn gap(&self, call_id: &str, leg: TapRequest, frames: u32) {
+        let Some(side) = side_of(leg) else { return };
+        let mut calls = self.calls();
+        let Some(call) = calls.get_mut(call_id) else {
+            return;
+        };
+        tracing::warn!(
+            call = call_id,
+            ?side,
+            frames,
+            "frames lost on the way to the recording"
+        );
+        if self.ensure_recorder(call).is_ok() {
+            if let CallState::Recording(recorder) = &mut call.state {
+                recorder.dropped(side, frames);
+            }
+        }
+    }
+
+    /// Creates the files at the first frame (or when the call ends
+    /// without any), and notes the recording as in progress.
+    fn ensure_recorder(&self, call: &mut RecordedCall) -> Result<(), String> {
+        if !matches!(call.state, CallState::Claimed) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&call.info.directory)
+            .map_err(|e| format!("{}: {e}", call.info.directory.display()))?;
+        let recorder = Recorder::create(
+            &call.info.directory,
+            &call.info.name,
+            self.place.channels,
+            call.started,
+        )
+        .map_err(|e| e.to_string())?;
+        let record = serde_json::to_string(&call.info).unwrap_or_default();
+        Chain::open(&self.place.chain_path())
+            .and_then(|chain| chain.begin(&call.info.name, &self.place.instance, &record))
+            .map_err(|e| e.to_string())?;
+        call.state = CallState::Recording(Box::new(recorder));
+        Ok(())
+    }
+
+    pub fn answered(&self, call_id: &str, by: Option<String>) {
+        if let Some(call) = self.calls().get_mut(call_id) {
+            call.answered_by = by;
+        }
+    }
+
+    pub fn transferred(&self, call_id: &str, to: String) {
+        if let Some(call) = self.calls().get_mut(call_id) {
+            call.transfers.push(to);
+        }
+    }
+
+    /// A key pressed by either party; the stop sequence ends the recording.
+    pub fn key(&self, call_id: &str, digit: &str, by: Option<String>) {
+        if self.stop_digits.is_empty() {
+            return;
+        }
+        let mut calls = self.calls();
+        let Some(call) = calls.get_mut(call_id) else {
+            return;
+        };
+        call.keys.push_str(digit);
+        let keep = self.stop_digits.len();
+        if call.keys.len() > keep {
+            call.keys = call.keys[call.keys.len() - keep..].to_string();
+        }
+        if call.keys != self.stop_digits || call.stopped.is_some() {
+            return;
+        }
+        let who = by.unwrap_or_else(|| "a party".into());
+        tracing::info!(call = call_id, by = %who, "recording stopped by {}", self.stop_digits);
+        call.stopped = Some(format!("stopped by {} ({who})", self.stop_digits));
+        let state = std::mem::replace(&mut call.state, CallState::Stopped);
+        let name = call.info.name.clone();
+        drop(calls);
+        finish_audio_early(name, state, Instant::now());
+    }
+
+    pub fn hangup(&self, call_id: &str) {
+        if let Some(call) = self.calls().get_mut(call_id) {
+            call.hangup_at.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The call's media is over: close and enter it.
+    pub fn media_end(self: &Arc<Self>, call_id: &str) {
+        let Some(call) = self.calls().remove(call_id) else {
+            return;
+        };
+        self.finalise_in_background(call_id.to_string(), call);
+    }
+
+    /// Once a second: valid headers on every open recording, and the
+    /// entry for calls that ended without media.
+    pub fn tick(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut orphans = Vec::new();
+        {
+            let mut calls = self.calls();
+            for (call_id, call) in calls.iter_mut() {
+                if let CallState::Recording(recorder) = &mut call.state {
+                    if now.duration_since(call.last_tick) >= TICK {
+                        call.last_tick = now;
+                        if let Err(error) = recorder.tick(now) {
+                            tracing::error!(call = %call_id, "writing the recording: {error}");
+                        }
+                    }
+                }
+                if call
+                    .hangup_at
+                    .is_some_and(|at| now.duration_since(at) >= NO_MEDIA_GRACE)
+                {
+                    orphans.push(call_id.clone());
+                }
+            }
+            for call_id in &orphans {
+                if let Some(call) = calls.remove(call_id) {
+                    self.finalise_in_background(call_id.clone(), call);
+                }
+            }
+        }
+    }
+
+    fn finalise_in_background(self: &Arc<Self>, call_id: String, call: RecordedCall) {
+        let place = self.place.clone();
+        // Hashing, signing and the chain's fsync are not for the media
+        // thread; a stopping host waits for them (`settle`).
+        self.ctx.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                finalise(&place, call);
+                release(&call_id);
+            })
+            .await;
+        });
+    }
+}
+
+/// Stopped before the call ended: the audio is closed now (outside the
+/// calls' lock: it writes), the entry is made once the call is over, so it
+/// carries the whole call's facts.
+fn finish_audio_early(name: String, state: CallState, at: Instant) {
+    if let CallState::Recording(recorder) = state {
+        let summary = recorder.finish(at).map_err(|e| e.to_string());
+        lock(&EARLY).insert(name, summary);
+    }
+}
+
+/// Summaries of recordings stopped before their call ended, by name.
+static EARLY: LazyLock<Mutex<HashMap<String, Result<AudioSummary, String>>>> =
+    LazyLock::new(Mutex::default);
+
+fn side_of(leg: TapRequest) -> Option<Side> {
+    match leg {
+        TapRequest::Caller => Some(Side::Caller),
+        TapRequest::Callee => Some(Side::Callee),
+        _ => None,
+    }
+}
+
+/// Closes a call's audio and enters it in the chain, signed.
+fn finalise(place: &Place, call: RecordedCall) {
+    let ended = call.hangup_at.unwrap_or_else(Instant::now);
+    let ended_utc = utc_at(ended);
+    let summary: Result<Option<AudioSummary>, String> = match call.state {
+        CallState::Recording(recorder) => {
+            recorder.finish(ended).map(Some).map_err(|e| e.to_string())
+        }
+        CallState::Stopped => lock(&EARLY)
+            .remove(&call.info.name)
+            .map(|summary| summary.map(Some))
+            .unwrap_or(Ok(None)),
+        CallState::Claimed => Ok(None),
+    };
+    let facts = Facts {
+        info: &call.info,
+        ended_utc: &ended_utc,
+        answered_by: call.answered_by.as_deref(),
+        transfers: &call.transfers,
+        stopped: call.stopped.as_deref(),
+        status_after_crash: None,
+    };
+    match summary {
+        Ok(Some(summary)) => enter_recording(place, &facts, &summary),
+        Ok(None) => enter_failure(
+            place,
+            &facts,
+            "no media: the call ended before its audio reached the relay",
+        ),
+        Err(error) => enter_failure(place, &facts, &format!("audio not written: {error}")),
+    }
+}
+
+/// The facts of one recording the metadata and the entry are made from.
+pub struct Facts<'a> {
+    pub info: &'a CallInfo,
+    pub ended_utc: &'a str,
+    pub answered_by: Option<&'a str>,
+    pub transfers: &'a [String],
+    pub stopped: Option<&'a str>,
+    /// `Some(detail)` when repaired after a crash.
+    pub status_after_crash: Option<&'a str>,
+}
+
+impl Facts<'_> {
+    fn status(&self) -> &'static str {
+        if self.status_after_crash.is_some() {
+            "incomplete"
+        } else if self.stopped.is_some_and(|s| s.starts_with("failed")) {
+            "failed"
+        } else if self.stopped.is_some() {
+            "stopped"
+        } else {
+            "complete"
+        }
+    }
+}
+
+/// Writes `<name>_info.txt`, seals the recording and enters it.
+pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary) {
+    let began = Instant::now();
+    let _one_at_a_time = lock(&FINALISING);
+    let store = match place.signing_store() {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!("recording {} not signed: {error}", facts.info.name);
+            drop(_one_at_a_time);
+            enter_failure(place, facts, &format!("not signed: {error}"));
+            return;
+        }
+    };
+    let mut chain = match Chain::open(&place.chain_path()) {
+        Ok(chain) => chain,
+        Err(error) => {
+            tracing::error!("recording {} not entered: {error}", facts.info.name);
+            return;
+        }
+    };
+    let directory = &facts.info.directory;
+    let audio_files: Vec<String> = summary
+        .files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let info_name = format!("{}_info.txt", facts.info.name);
+    let appended = chain.append(EntryKind::Recording, |seq, previous| {
+        let text = info_text(place, facts, Some(summary), seq, previous);
+        write_atomically(&directory.join(&info_name), text.as_bytes())?;
+        let mut listed: Vec<&str> = audio_files.iter().map(String::as_str).collect();
+        listed.push(&info_name);
+        let sealed = evidence::seal_recording(&store, directory, &facts.info.name, &listed)
+            .map_err(|e| e.to_string())?;
+        let mut files = audio_files.clone();
+        files.push(info_name.clone());
+        files.push(format!("{}_hash.txt", facts.info.name));
+        files.push(format!("{}_hash.txt.SHA256withRSA.sig", facts.info.name));
+        Ok::<_, String>(NewEntry {
+            name: facts.info.name.clone(),
+            instance: place.instance.clone(),
+            call_id: facts.info.call_id.clone(),
+            started: facts.info.started_utc.clone(),
+            ended: facts.ended_utc.to_string(),
+            status: facts.status().into(),
+            detail: detail(facts, summary),
+            directory: directory.display().to_string(),
+            files,
+            hash_sha256: sealed.hash_file_sha256,
+            signature: sealed.signature,
+            certificate: sealed.certificate_fingerprint,
+            parties: facts.info.parties(),
+        })
+    });
+    match appended {
+        Ok(Ok(entry)) => {
+            tracing::info!(
+                recording = %entry.fields.name,
+                seq = entry.seq,
+                status = %entry.fields.status,
+                finalise_ms = format!("{:.1}", began.elapsed().as_secs_f64() * 1000.0),
+                "recording entered"
+            );
+            anchor_head(place, &chain);
+        }
+        Ok(Err(error)) => {
+            drop(chain);
+            drop(_one_at_a_time);
+            tracing::error!("recording {} not sealed: {error}", facts.info.name);
+            enter_failure(place, facts, &format!("not sealed: {error}"));
+        }
+        Err(error) => tracing::error!("recording {} not entered: {error}", facts.info.name),
+    }
+}
+
+/// An entry for a recording that does not exist (or is not usable), so
+/// its absence is on record.
+pub fn enter_failure(place: &Place, facts: &Facts<'_>, why: &str) {
+    let _one_at_a_time = lock(&FINALISING);
+    let mut chain = match Chain::open(&place.chain_path()) {
+        Ok(chain) => chain,
+        Err(error) => {
+            tracing::error!("failure of {} not entered: {error}", facts.info.name);
+            return;
+        }
+    };
+    let appended = chain.append(EntryKind::Failure, |_, _| {
+        Ok::<_, String>(NewEntry {
+            name: facts.info.name.clone(),
+            instance: place.instance.clone(),
+            call_id: facts.info.call_id.clone(),
+            started: facts.info.started_utc.clone(),
+            ended: facts.ended_utc.to_string(),
+            status: "failed".into(),
+            detail: why.into(),
+            directory: facts.info.directory.display().to_string(),
+            parties: facts.info.parties(),
+            ..NewEntry::default()
+        })
+    });
+    match appended {
+        Ok(Ok(entry)) => {
+            tracing::warn!(recording = %entry.fields.name, seq = entry.seq, "entered as failed: {why}");
+            anchor_head(place, &chain);
+        }
+        Ok(Err(error)) | Err(chain::ChainError::Corrupt(error)) => {
+            tracing::error!("failure of {} not entered: {error}", facts.info.name)
+        }
+        Err(error) => tracing::error!("failure of {} not entered: {error}", facts.info.name),
+    }
+}
+
+/// `chain-head.txt` next to the recordings: deleting the newest entries
+/// with their recordings shows against it.
+fn anchor_head(place: &Place, chain: &Chain) {
+    match chain.head() {
+        Ok(Some(head)) => {
+            let _ = std::fs::create_dir_all(&place.root);
+            if let Err(error) =
+                write_atomically(&place.head_path(), chain::head_text(&head).as_bytes())
+            {
+                tracing::error!("cannot anchor the chain's head: {error}");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::error!("cannot read the chain's head: {error}"),
+    }
+}
+
+fn detail(facts: &Facts<'_>, summary: &AudioSummary) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(crash) = facts.status_after_crash {
+        parts.push(crash.to_string());
+    }
+    if let Some(stopped) = facts.stopped {
+        parts.push(stopped.to_string());
+    }
+    parts.extend(summary.warnings.iter().cloned());
+    if parts.is_empty() {
+        "complete".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// The metadata file (CR10): UTF-8, one `Key: value` per line, so it is
+/// read by people and by `grep` alike.
+fn info_text(
+    place: &Place,
+    facts: &Facts<'_>,
+    summary: Option<&AudioSummary>,
+    seq: i64,
+    previous: Option<&chain::Entry>,
+) -> String {
+    let info = facts.info;
+    let mut lines = vec![
+        format!("Recording: {}", info.name),
+        format!("Start: {}", info.started_utc),
+        format!("End: {}", facts.ended_utc),
+        format!("Status: {}", facts.status()),
+        format!("Call-ID: {}", info.call_id),
+        format!("Direction: {}", info.direction),
+        format!("Caller: {}", info.caller.describe()),
+        format!("Callee: {}", info.callee.describe()),
+        format!("Dialled: {}", info.dialled),
+        format!("Recorded because: {}", info.reason),
+    ];
+    if let Some(by) = facts.answered_by {
+        lines.push(format!("Answered by: {by}"));
+    }
+    for to in facts.transfers {
+        lines.push(format!("Transferred to: {to}"));
+    }
+    if let Some(stopped) = facts.stopped {
+        lines.push(format!("Stopped: {stopped}"));
+    }
+    if let Some(crash) = facts.status_after_crash {
+        lines.push(format!("Incomplete: {crash}"));
+    }
+    lines.push(format!("Instance: {}", place.instance));
+    lines.push(format!("Host: callhost {}", place.host_version));
+    lines.push(format!("Installation: {}", place.installation_id));
+    if let Some(summary) = summary {
+        lines.push(format!("Codec: {}", summary.codec.describe()));
+        lines.push(format!("Channels: {}", place.channels_text));
+        lines.push(format!("Duration: {:.3} s", summary.duration.as_secs_f64()));
+        for file in &summary.files {
+            if let Some(name) = file.file_name() {
+                lines.push(format!("File: {}", name.to_string_lossy()));
+            }
+        }
+        for (label, leg) in ["caller", "callee"].iter().zip(summary.legs.iter()) {
+            lines.push(format!(
+                "Leg {label}: packets={} lost={} late={} dropped={} gaps={} gap_ms={} duplicates={} ignored={}",
+                leg.packets, leg.lost, leg.late, leg.dropped, leg.gaps, leg.gap_ms, leg.duplicates, leg.ignored
+            ));
+        }
+        for segment in &summary.segments {
+            lines.push(format!("Segment: {segment}"));
+        }
+        for warning in &summary.warnings {
+            lines.push(format!("Warning: {warning}"));
+        }
+    }
+    lines.push(format!("Chain position: {seq}"));
+    match previous {
+        Some(previous) => {
+            lines.push(format!("Previous recording: {}", previous.fields.name));
+            lines.push(format!(
+                "Previous signature: {}",
+                if previous.fields.signature.is_empty() {
+                    "(none: a failure entry)"
+                } else {
+                    previous.fields.signature.as_str()
+                }
+            ));
+            lines.push(format!("Previous entry hash: {}", previous.hash));
+        }
+        None => lines.push("Previous recording: (none: the first entry)".into()),
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+/// The time `at` was, in UTC.
+fn utc_at(at: Instant) -> String {
+    let ago = Instant::now().saturating_duration_since(at);
+    let then = SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or_else(SystemTime::now);
+    humantime::format_rfc3339_seconds(then).to_string()
+}
+
+/// Temp file, fsync, rename, fsync of the directory: a crash leaves the old
+/// file or the new one, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let staging = path.with_extension("partial");
+    let result = (|| {
+        let mut file = std::fs::File::create(&staging)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&staging, path)?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok::<_, std::io::Error>(())
+    })();
+    result.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// After a crash: every recording that was in progress is repaired,
+/// signed and entered as incomplete, with its real length.
+pub fn repair_after_crash(place: &Place) {
+    let active = match Chain::open(&place.chain_path()).and_then(|chain| chain.active()) {
+        Ok(active) => active,
+        Err(error) => {
+            tracing::error!("cannot read the recordings in progress: {error}");
+            return;
+        }
+    };
+    for (name, instance, record) in active {
+        let Ok(info) = serde_json::from_str::<CallInfo>(&record) else {
+            tracing::error!(recording = %name, "recording in progress has unreadable facts");
+            continue;
+        };
+        let place = Place {
+            instance,
+            ..place.clone()
+        };
+        let repaired = audio::repair_recording(&info.directory, &info.name);
+        let ended_utc = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let facts = Facts {
+            info: &info,
+            ended_utc: &ended_utc,
+            answered_by: None,
+            transfers: &[],
+            stopped: None,
+            status_after_crash: Some("incomplete after crash: the host stopped during the call"),
+        };
+        match repaired {
+            Ok(summary) => {
+                tracing::warn!(recording = %name, "repaired after a crash");
+                enter_recording(&place, &facts, &summary);
+            }
+            Err(error) => enter_failure(
+                &place,
+                &facts,
+                &format!("incomplete after crash, not repairable: {error}"),
+            ),
+        }
+    }
+}
