@@ -526,6 +526,8 @@ pub(crate) fn prepare_callhost_data(
             "--config",
             path_str(&config)?,
         ])?;
+        // "recording entered" lines carry the finalisation time.
+        callhost(&["instance", "set-level", "rec", "info"])?;
     }
     if flavour == Flavour::Modules {
         let breakthrough = root.join("examples/demo-breakthrough.toml");

@@ -220,6 +220,19 @@ impl Context {
         runtime::spawn_detached(self.guarded(future));
     }
 
+    /// Runs blocking work (disk, hashing, signing) on the module runtime's
+    /// blocking threads, with the instance's log; a host that exits waits
+    /// for it (`settle`).
+    pub fn spawn_blocking(&self, work: impl FnOnce() + Send + 'static) {
+        let dispatch = self.dispatch.clone();
+        self.spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                tracing::dispatcher::with_default(&dispatch, work)
+            })
+            .await;
+        });
+    }
+
     /// Spawns a task that lives as long as the instance (a timer, a
     /// writer that ends when its owner goes): `settle` does not wait for
     /// it, so it must leave nothing unwritten when the process ends.

@@ -131,7 +131,21 @@ CREATE TABLE IF NOT EXISTS active (
 ";
 
 impl Chain {
+    /// The log for entries: a committed entry survives a power cut (it
+    /// vouches for files).
     pub fn open(path: &Path) -> Result<Chain, ChainError> {
+        Chain::open_with(path, "FULL")
+    }
+
+    /// The log for noting recordings in progress on the media thread: no
+    /// fsync per call (WAL with `synchronous = NORMAL` survives a killed
+    /// process, which is what the note is for; a power cut may lose the
+    /// last notes, whose files then stay unentered until found by hand).
+    pub fn open_for_notes(path: &Path) -> Result<Chain, ChainError> {
+        Chain::open_with(path, "NORMAL")
+    }
+
+    fn open_with(path: &Path, synchronous: &str) -> Result<Chain, ChainError> {
         let error = |source| ChainError::Database {
             path: path.to_owned(),
             source,
@@ -141,8 +155,7 @@ impl Chain {
             .map_err(error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(error)?;
-        // A committed entry survives a power cut: it vouches for files.
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", synchronous)
             .map_err(error)?;
         conn.execute_batch(SCHEMA).map_err(error)?;
         Ok(Chain {

@@ -116,23 +116,23 @@ impl Module for CallRecording {
             Err(error) => tracing::error!("the key store cannot be opened: {error}"),
         }
         if self.recorder_lock() {
-            let repair = place.clone();
-            self.ctx.spawn(async move {
-                let _ = tokio::task::spawn_blocking(move || recording::repair_after_crash(&repair))
-                    .await;
-            });
+            self.ctx
+                .spawn_blocking(move || recording::repair_after_crash(&place));
         }
+        // The writer: a thread of its own, ending with the instance.
         let recordings = Arc::downgrade(&self.recordings);
-        self.ctx.spawn_service(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
+        let started = std::thread::Builder::new()
+            .name(format!("callhost-rec-{}", self.ctx.instance))
+            .spawn(move || loop {
+                std::thread::sleep(recording::WRITER_PASS);
                 let Some(recordings) = recordings.upgrade() else {
                     return;
                 };
-                let _ = tokio::task::spawn_blocking(move || recordings.tick()).await;
-            }
-        });
+                recordings.write_pass();
+            });
+        if let Err(error) = started {
+            tracing::error!("cannot start the recording writer: {error}");
+        }
     }
 
     fn call_setup(&self, setup: &CallSetup) -> Setup {

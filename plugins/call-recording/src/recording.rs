@@ -165,20 +165,43 @@ pub fn recording_name(started_utc: &str, caller: &str, callee: &str, call_id: &s
     format!("{stamp}_{}_{}_{call}", safe(caller), safe(callee))
 }
 
-/// Where a recorded call is.
+/// Where a recorded call is. Only the writer touches a recorder, never
+/// the media thread (which only queues frames).
 enum CallState {
-    /// Tapped at setup; no frame yet.
+    /// Tapped at setup; no file yet.
     Claimed,
     /// Frames are being written.
     Recording(Box<Recorder>),
-    /// Stopped by a party's keys (or an error); later frames are ignored.
-    Stopped,
+    /// Out with the writer for this pass.
+    Writing,
+    /// Stopped by a party's keys (or an error): the audio is closed, its
+    /// summary waits for the call's end; later frames are ignored.
+    Stopped(Option<Box<Result<AudioSummary, String>>>),
+}
+
+/// A frame queued by the media thread for the writer.
+struct Inbound {
+    side: Side,
+    at: Instant,
+    sequence: u16,
+    timestamp: u32,
+    payload_type: u8,
+    marker: bool,
+    payload: Vec<u8>,
 }
 
 struct RecordedCall {
     info: CallInfo,
     started: Instant,
     state: CallState,
+    /// Frames waiting for the writer, and frames dropped because the
+    /// inbox was full (reported to the recorder as gaps).
+    inbox: Vec<Inbound>,
+    inbox_dropped: [u32; 2],
+    /// The host's `media_end` came: every frame is in the inbox.
+    media_over: bool,
+    /// The stop keys were pressed at this time.
+    stop_at: Option<Instant>,
     hangup_at: Option<Instant>,
     answered_by: Option<String>,
     transfers: Vec<String>,
@@ -188,6 +211,11 @@ struct RecordedCall {
     stopped: Option<String>,
     last_tick: Instant,
 }
+
+/// Frames one call may have waiting for the writer: 5 s of both legs.
+const INBOX_LIMIT: usize = 500;
+/// How often the writer empties the inboxes.
+pub const WRITER_PASS: Duration = Duration::from_millis(20);
 
 /// What every finalisation needs: where the shared files are.
 #[derive(Clone)]
@@ -242,6 +270,9 @@ impl Place {
 /// After this long past its hangup, a claimed call that never got media
 /// is entered as such.
 const NO_MEDIA_GRACE: Duration = Duration::from_secs(10);
+/// A claimed call with neither media nor a hangup after this long is given
+/// up (entered as having no media), so no claim is kept forever.
+const CLAIM_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// How often a recording's files are made valid even without frames.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -250,6 +281,9 @@ pub struct Recordings {
     place: Place,
     stop_digits: String,
     calls: Mutex<HashMap<String, RecordedCall>>,
+    /// The media thread's connection for noting recordings in progress,
+    /// opened once (opening per call stalled every call's frames).
+    notes: Mutex<Option<Chain>>,
     ctx: Context,
 }
 
@@ -259,6 +293,7 @@ impl Recordings {
             place,
             stop_digits,
             calls: Mutex::default(),
+            notes: Mutex::default(),
             ctx: ctx.clone(),
         }
     }
@@ -286,37 +321,36 @@ impl Recordings {
                 keys: String::new(),
                 stopped: None,
                 last_tick: now,
+                inbox: Vec::new(),
+                inbox_dropped: [0, 0],
+                media_over: false,
+                stop_at: None,
             });
     }
 
+    /// A frame from the media thread: queued for the writer, no I/O.
     pub fn frame(&self, call_id: &str, leg: TapRequest, frame: &audio::Frame<'_>) {
         let Some(side) = side_of(leg) else { return };
-        let now = Instant::now();
         let mut calls = self.calls();
         let Some(call) = calls.get_mut(call_id) else {
             return;
         };
-        if let Err(error) = self.ensure_recorder(call) {
-            tracing::error!(call = call_id, "cannot start the recording: {error}");
-            call.stopped = Some(format!("failed: {error}"));
-            call.state = CallState::Stopped;
+        if matches!(call.state, CallState::Stopped(_)) || call.stop_at.is_some() {
             return;
         }
-        if let CallState::Recording(recorder) = &mut call.state {
-            let mut result = recorder.frame(side, now, frame);
-            if result.is_ok() && now.duration_since(call.last_tick) >= TICK {
-                call.last_tick = now;
-                result = recorder.tick(now);
-            }
-            if let Err(error) = result {
-                tracing::error!(call = call_id, "writing the recording: {error}");
-                call.stopped = Some(format!("failed: {error}"));
-                let state = std::mem::replace(&mut call.state, CallState::Stopped);
-                let name = call.info.name.clone();
-                drop(calls);
-                finish_audio_early(name, state, now);
-            }
+        if call.inbox.len() >= INBOX_LIMIT {
+            call.inbox_dropped[side.index()] += 1;
+            return;
         }
+        call.inbox.push(Inbound {
+            side,
+            at: Instant::now(),
+            sequence: frame.sequence,
+            timestamp: frame.timestamp,
+            payload_type: frame.payload_type,
+            marker: frame.marker,
+            payload: frame.payload.to_vec(),
+        });
     }
 
     pub fn gap(&self, call_id: &str, leg: TapRequest, frames: u32) {
@@ -331,34 +365,28 @@ impl Recordings {
             frames,
             "frames lost on the way to the recording"
         );
-        if self.ensure_recorder(call).is_ok() {
-            if let CallState::Recording(recorder) = &mut call.state {
-                recorder.dropped(side, frames);
-            }
-        }
+        call.inbox_dropped[side.index()] = call.inbox_dropped[side.index()].saturating_add(frames);
     }
 
-    /// Creates the files at the first frame (or when the call ends
-    /// without any), and notes the recording as in progress.
-    fn ensure_recorder(&self, call: &mut RecordedCall) -> Result<(), String> {
-        if !matches!(call.state, CallState::Claimed) {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&call.info.directory)
-            .map_err(|e| format!("{}: {e}", call.info.directory.display()))?;
-        let recorder = Recorder::create(
-            &call.info.directory,
-            &call.info.name,
-            self.place.channels,
-            call.started,
-        )
-        .map_err(|e| e.to_string())?;
-        let record = serde_json::to_string(&call.info).unwrap_or_default();
-        Chain::open(&self.place.chain_path())
-            .and_then(|chain| chain.begin(&call.info.name, &self.place.instance, &record))
+    /// Creates the files' recorder and notes the recording as in progress.
+    fn open_recorder(&self, info: &CallInfo, started: Instant) -> Result<Recorder, String> {
+        std::fs::create_dir_all(&info.directory)
+            .map_err(|e| format!("{}: {e}", info.directory.display()))?;
+        let recorder = Recorder::create(&info.directory, &info.name, self.place.channels, started)
             .map_err(|e| e.to_string())?;
-        call.state = CallState::Recording(Box::new(recorder));
-        Ok(())
+        let record = serde_json::to_string(info).unwrap_or_default();
+        let mut notes = lock(&self.notes);
+        if notes.is_none() {
+            let chain =
+                Chain::open_for_notes(&self.place.chain_path()).map_err(|e| e.to_string())?;
+            *notes = Some(chain);
+        }
+        if let Some(chain) = notes.as_ref() {
+            chain
+                .begin(&info.name, &self.place.instance, &record)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(recorder)
     }
 
     pub fn answered(&self, call_id: &str, by: Option<String>) {
@@ -393,10 +421,7 @@ impl Recordings {
         let who = by.unwrap_or_else(|| "a party".into());
         tracing::info!(call = call_id, by = %who, "recording stopped by {}", self.stop_digits);
         call.stopped = Some(format!("stopped by {} ({who})", self.stop_digits));
-        let state = std::mem::replace(&mut call.state, CallState::Stopped);
-        let name = call.info.name.clone();
-        drop(calls);
-        finish_audio_early(name, state, Instant::now());
+        call.stop_at = Some(Instant::now());
     }
 
     pub fn hangup(&self, call_id: &str) {
@@ -405,72 +430,160 @@ impl Recordings {
         }
     }
 
-    /// The call's media is over: close and enter it.
-    pub fn media_end(self: &Arc<Self>, call_id: &str) {
-        let Some(call) = self.calls().remove(call_id) else {
-            return;
-        };
-        self.finalise_in_background(call_id.to_string(), call);
+    /// The call's media is over: the writer closes and enters it once
+    /// it has written what is queued.
+    pub fn media_end(&self, call_id: &str) {
+        if let Some(call) = self.calls().get_mut(call_id) {
+            call.media_over = true;
+        }
     }
 
-    /// Once a second: valid headers on every open recording, and the
-    /// entry for calls that ended without media.
-    pub fn tick(self: &Arc<Self>) {
+    /// One pass of the writer (every 20 ms, on its own thread): the
+    /// queued frames into the files, stops, valid headers once a second,
+    /// and the calls that are over handed to finalisation. The calls' lock
+    /// is held only to take and put back, never across I/O.
+    pub fn write_pass(&self) {
         let now = Instant::now();
-        let mut orphans = Vec::new();
+        struct Work {
+            call_id: String,
+            info: CallInfo,
+            started: Instant,
+            state: CallState,
+            inbox: Vec<Inbound>,
+            dropped: [u32; 2],
+            stop_at: Option<Instant>,
+            tick: bool,
+            /// Why writing failed in this pass.
+            failure: Option<String>,
+        }
+        let mut work = Vec::new();
         {
             let mut calls = self.calls();
             for (call_id, call) in calls.iter_mut() {
-                if let CallState::Recording(recorder) = &mut call.state {
-                    if now.duration_since(call.last_tick) >= TICK {
-                        call.last_tick = now;
-                        if let Err(error) = recorder.tick(now) {
-                            tracing::error!(call = %call_id, "writing the recording: {error}");
-                        }
+                let tick = now.duration_since(call.last_tick) >= TICK;
+                let busy = !call.inbox.is_empty()
+                    || call.inbox_dropped != [0, 0]
+                    || (call.stop_at.is_some() && matches!(call.state, CallState::Recording(_)))
+                    || (tick && matches!(call.state, CallState::Recording(_)));
+                if !busy {
+                    continue;
+                }
+                if tick {
+                    call.last_tick = now;
+                }
+                work.push(Work {
+                    call_id: call_id.clone(),
+                    info: call.info.clone(),
+                    started: call.started,
+                    state: std::mem::replace(&mut call.state, CallState::Writing),
+                    inbox: std::mem::take(&mut call.inbox),
+                    dropped: std::mem::take(&mut call.inbox_dropped),
+                    stop_at: call.stop_at,
+                    tick,
+                    failure: None,
+                });
+            }
+        }
+        for item in &mut work {
+            let mut state = std::mem::replace(&mut item.state, CallState::Writing);
+            if matches!(state, CallState::Claimed) && !item.inbox.is_empty() {
+                state = match self.open_recorder(&item.info, item.started) {
+                    Ok(recorder) => CallState::Recording(Box::new(recorder)),
+                    Err(error) => {
+                        tracing::error!(call = %item.call_id, "cannot start the recording: {error}");
+                        item.failure = Some(error.clone());
+                        CallState::Stopped(Some(Box::new(Err(error))))
+                    }
+                };
+            }
+            if let CallState::Recording(mut recorder) = state {
+                let mut result = Ok(());
+                for side in [Side::Caller, Side::Callee] {
+                    if item.dropped[side.index()] > 0 {
+                        recorder.dropped(side, item.dropped[side.index()]);
                     }
                 }
-                if call
-                    .hangup_at
-                    .is_some_and(|at| now.duration_since(at) >= NO_MEDIA_GRACE)
-                {
-                    orphans.push(call_id.clone());
+                for frame in &item.inbox {
+                    if item.stop_at.is_some_and(|stop| frame.at >= stop) {
+                        break;
+                    }
+                    let audio_frame = audio::Frame {
+                        sequence: frame.sequence,
+                        timestamp: frame.timestamp,
+                        payload_type: frame.payload_type,
+                        marker: frame.marker,
+                        payload: &frame.payload,
+                    };
+                    result = recorder.frame(frame.side, frame.at, &audio_frame);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                if result.is_ok() && item.tick {
+                    result = recorder.tick(now);
+                }
+                state = match (result, item.stop_at) {
+                    (Ok(()), None) => CallState::Recording(recorder),
+                    (Ok(()), Some(stop)) => CallState::Stopped(Some(Box::new(
+                        recorder.finish(stop).map_err(|e| e.to_string()),
+                    ))),
+                    (Err(error), _) => {
+                        // What was written is kept, sealed and marked failed.
+                        tracing::error!(call = %item.call_id, "writing the recording: {error}");
+                        item.failure = Some(error.to_string());
+                        CallState::Stopped(Some(Box::new(
+                            recorder.finish(now).map_err(|e| e.to_string()),
+                        )))
+                    }
+                };
+            }
+            item.state = state;
+        }
+        let mut over = Vec::new();
+        {
+            let mut calls = self.calls();
+            for item in work {
+                if let Some(call) = calls.get_mut(&item.call_id) {
+                    if let Some(error) = &item.failure {
+                        call.stopped
+                            .get_or_insert_with(|| format!("failed: {error}"));
+                    }
+                    call.state = item.state;
                 }
             }
-            for call_id in &orphans {
-                if let Some(call) = calls.remove(call_id) {
-                    self.finalise_in_background(call_id.clone(), call);
+            for (call_id, call) in calls.iter() {
+                let drained = call.inbox.is_empty() && call.inbox_dropped == [0, 0];
+                let ended_long_ago = call
+                    .hangup_at
+                    .is_some_and(|at| now.duration_since(at) >= NO_MEDIA_GRACE);
+                let never_started = matches!(call.state, CallState::Claimed)
+                    && now.duration_since(call.started) >= CLAIM_LIMIT;
+                let idle = !matches!(call.state, CallState::Writing);
+                if idle && ((call.media_over && drained) || ended_long_ago || never_started) {
+                    over.push(call_id.clone());
                 }
+            }
+            let finished: Vec<(String, RecordedCall)> = over
+                .into_iter()
+                .filter_map(|id| calls.remove(&id).map(|call| (id, call)))
+                .collect();
+            drop(calls);
+            for (call_id, call) in finished {
+                self.finalise_in_background(call_id, call);
             }
         }
     }
 
-    fn finalise_in_background(self: &Arc<Self>, call_id: String, call: RecordedCall) {
+    fn finalise_in_background(&self, call_id: String, call: RecordedCall) {
         let place = self.place.clone();
-        // Hashing, signing and the chain's fsync are not for the media
-        // thread; a stopping host waits for them (`settle`).
-        self.ctx.spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                finalise(&place, call);
-                release(&call_id);
-            })
-            .await;
+        // Hashing, signing and the chain's fsync are not for the writer;
+        // a stopping host waits for them (`settle`).
+        self.ctx.spawn_blocking(move || {
+            finalise(&place, call);
+            release(&call_id);
         });
     }
 }
-
-/// Stopped before the call ended: the audio is closed now (outside the
-/// calls' lock: it writes), the entry is made once the call is over, so it
-/// carries the whole call's facts.
-fn finish_audio_early(name: String, state: CallState, at: Instant) {
-    if let CallState::Recording(recorder) = state {
-        let summary = recorder.finish(at).map_err(|e| e.to_string());
-        lock(&EARLY).insert(name, summary);
-    }
-}
-
-/// Summaries of recordings stopped before their call ended, by name.
-static EARLY: LazyLock<Mutex<HashMap<String, Result<AudioSummary, String>>>> =
-    LazyLock::new(Mutex::default);
 
 fn side_of(leg: TapRequest) -> Option<Side> {
     match leg {
@@ -488,11 +601,8 @@ fn finalise(place: &Place, call: RecordedCall) {
         CallState::Recording(recorder) => {
             recorder.finish(ended).map(Some).map_err(|e| e.to_string())
         }
-        CallState::Stopped => lock(&EARLY)
-            .remove(&call.info.name)
-            .map(|summary| summary.map(Some))
-            .unwrap_or(Ok(None)),
-        CallState::Claimed => Ok(None),
+        CallState::Stopped(summary) => summary.map(|summary| *summary).transpose(),
+        CallState::Claimed | CallState::Writing => Ok(None),
     };
     let facts = Facts {
         info: &call.info,
@@ -540,8 +650,9 @@ impl Facts<'_> {
 
 /// Writes `<name>_info.txt`, seals the recording and enters it.
 pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary) {
-    let began = Instant::now();
     let _one_at_a_time = lock(&FINALISING);
+    // Timed from here: the wait for other finalisations is not its cost.
+    let began = Instant::now();
     let store = match place.signing_store() {
         Ok(store) => store,
         Err(error) => {
@@ -598,7 +709,7 @@ pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary)
                 recording = %entry.fields.name,
                 seq = entry.seq,
                 status = %entry.fields.status,
-                finalise_ms = format!("{:.1}", began.elapsed().as_secs_f64() * 1000.0),
+                finalise_ms = %format!("{:.1}", began.elapsed().as_secs_f64() * 1000.0),
                 "recording entered"
             );
             anchor_head(place, &chain);

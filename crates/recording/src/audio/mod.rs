@@ -95,7 +95,8 @@ pub enum Side {
 }
 
 impl Side {
-    fn index(self) -> usize {
+    /// Its place in per-leg arrays (caller 0, callee 1).
+    pub fn index(self) -> usize {
         match self {
             Side::Caller => 0,
             Side::Callee => 1,
