@@ -635,6 +635,22 @@ pub struct Facts<'a> {
 }
 
 impl Facts<'_> {
+    /// The entry's fields every kind shares (no files, no seal).
+    fn entry(&self, place: &Place, status: &str, detail: String) -> NewEntry {
+        NewEntry {
+            name: self.info.name.clone(),
+            instance: place.instance.clone(),
+            call_id: self.info.call_id.clone(),
+            started: self.info.started_utc.clone(),
+            ended: self.ended_utc.to_string(),
+            status: status.into(),
+            detail,
+            directory: self.info.directory.display().to_string(),
+            parties: self.info.parties(),
+            ..NewEntry::default()
+        }
+    }
+
     fn status(&self) -> &'static str {
         if self.status_after_crash.is_some() {
             "incomplete"
@@ -688,19 +704,11 @@ pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary)
         files.push(format!("{}_hash.txt", facts.info.name));
         files.push(format!("{}_hash.txt.SHA256withRSA.sig", facts.info.name));
         Ok::<_, String>(NewEntry {
-            name: facts.info.name.clone(),
-            instance: place.instance.clone(),
-            call_id: facts.info.call_id.clone(),
-            started: facts.info.started_utc.clone(),
-            ended: facts.ended_utc.to_string(),
-            status: facts.status().into(),
-            detail: detail(facts, summary),
-            directory: directory.display().to_string(),
             files,
             hash_sha256: sealed.hash_file_sha256,
             signature: sealed.signature,
             certificate: sealed.certificate_fingerprint,
-            parties: facts.info.parties(),
+            ..facts.entry(place, facts.status(), detail(facts, summary))
         })
     });
     match appended {
@@ -736,18 +744,7 @@ pub fn enter_failure(place: &Place, facts: &Facts<'_>, why: &str) {
         }
     };
     let appended = chain.append(EntryKind::Failure, |_, _| {
-        Ok::<_, String>(NewEntry {
-            name: facts.info.name.clone(),
-            instance: place.instance.clone(),
-            call_id: facts.info.call_id.clone(),
-            started: facts.info.started_utc.clone(),
-            ended: facts.ended_utc.to_string(),
-            status: "failed".into(),
-            detail: why.into(),
-            directory: facts.info.directory.display().to_string(),
-            parties: facts.info.parties(),
-            ..NewEntry::default()
-        })
+        Ok::<_, String>(facts.entry(place, "failed", why.to_string()))
     });
     match appended {
         Ok(Ok(entry)) => {

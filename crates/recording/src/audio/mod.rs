@@ -60,10 +60,9 @@ const JITTER_WINDOW_TICKS: u64 = 2400;
 /// Longest payload recorded: one second. RTP carries 10–60 ms in practice;
 /// anything longer is ignored (and counted) rather than trusted.
 pub const MAX_PAYLOAD_BYTES: usize = 8000;
-/// A-law silence (the code of +8).
-const PCMA_SILENCE: u8 = 0xD5;
-/// µ-law silence (the code of +0).
-const PCMU_SILENCE: u8 = 0xFF;
+/// G.711 silence, as the relay's prompts write it.
+const PCMA_SILENCE: u8 = callhost_media::g711::ALAW_SILENCE;
+const PCMU_SILENCE: u8 = callhost_media::g711::ULAW_SILENCE;
 /// G.722 silence. A G.722 encoder fed zeros from reset emits 0xFA, but a
 /// run of 0xFA decodes (ffmpeg 5.1) to a DC of about +200 (−44 dBFS): its
 /// low sub-band step is positive and accumulates. 0xFF (low code 63, the
