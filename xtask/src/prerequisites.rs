@@ -10,7 +10,8 @@ use anyhow::{bail, Result};
 /// The test suite: OpenLDAP's slapd and its tools (test-services starts a
 /// private slapd), OpenSSL headers and pkg-config (reverse-lookup's TLS
 /// providers link the system's OpenSSL), SIPp and baresip (the phones
-/// against `callhost serve`).
+/// against `callhost serve`), OpenSSH's server and ssh-keygen (the SFTP
+/// target of call recording).
 pub const TEST_DEBIAN: &[&str] = &[
     "slapd",
     "ldap-utils",
@@ -18,10 +19,14 @@ pub const TEST_DEBIAN: &[&str] = &[
     "pkg-config",
     "sip-tester",
     "baresip",
+    "openssh-server",
+    "openssh-client",
 ];
-/// The CardDAV server the reverse-lookup tests run, pinned: its answers are
-/// what the tests check.
-pub const TEST_PYPI: &[(&str, &str)] = &[("radicale", "3.9.0")];
+/// The CardDAV server the reverse-lookup tests run and the S3 server (with
+/// boto3) the recording targets are tested against, pinned: their answers
+/// are what the tests check. `name[extra]` installs the extra; the version
+/// is checked on `name`.
+pub const TEST_PYPI: &[(&str, &str)] = &[("radicale", "3.9.0"), ("moto[server]", "5.2.1")];
 /// `cargo xtask bench sip`: SIPp, Kamailio as the reference, tcpdump for the
 /// latency capture.
 pub const BENCH_SIP_DEBIAN: &[&str] = &["sip-tester", "kamailio", "tcpdump"];
@@ -68,7 +73,18 @@ fn apt_command(packages: &[&str]) -> String {
 }
 
 fn pip_command(packages: &[String]) -> String {
-    format!("python3 -m pip install {}", packages.join(" "))
+    // `name[extra]` is quoted: the shell would take the brackets as a glob.
+    let quoted: Vec<String> = packages
+        .iter()
+        .map(|p| {
+            if p.contains('[') {
+                format!("'{p}'")
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    format!("python3 -m pip install {}", quoted.join(" "))
 }
 
 /// The one line a user who is not root gets: what is missing, and the
@@ -99,6 +115,7 @@ fn debian_installed(package: &str) -> bool {
 }
 
 fn pypi_installed(module: &str, version: &str) -> bool {
+    let module = module.split('[').next().unwrap_or(module);
     Command::new("python3")
         .args([
             "-c",

@@ -17,6 +17,7 @@ mod config;
 mod hosted;
 mod logging;
 mod runtime;
+pub mod settings;
 pub mod template;
 pub mod testing;
 

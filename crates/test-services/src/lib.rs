@@ -4,6 +4,9 @@
 //!   with an LDIF, killed on drop.
 //! - [`Radicale`]: a private CardDAV server (`python3 -m radicale`) with
 //!   Basic auth, killed on drop.
+//! - [`Sshd`]: a private OpenSSH server (SFTP, one client key), started
+//!   and stopped at will.
+//! - [`Moto`]: a private S3 server (moto), with boto3 to inspect it.
 //! - [`ensure_postgres`] / [`ensure_mariadb`]: the machine's local SQL
 //!   servers, started if they are down, as connection URLs.
 //!
@@ -20,12 +23,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod databases;
+mod moto;
 mod radicale;
 mod slapd;
+mod sshd;
 
 pub use databases::{ensure_mariadb, ensure_postgres};
+pub use moto::{
+    Moto, ObjectInfo, ACCESS_KEY_ID as MOTO_ACCESS_KEY_ID, REGION as MOTO_REGION,
+    SECRET_ACCESS_KEY as MOTO_SECRET_ACCESS_KEY,
+};
 pub use radicale::Radicale;
 pub use slapd::Slapd;
+pub use sshd::Sshd;
 
 /// How long a private server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

@@ -433,3 +433,210 @@ fn after_rotate_key_old_and_new_recordings_verify_and_the_chain_records_it() {
     assert!(run_verify_sh(&h, &entries[1], &new_cert).status.success());
     assert!(!run_verify_sh(&h, &entries[1], &old_cert).status.success());
 }
+
+/// The log's entries once `done` holds for them (uploads run in the
+/// background).
+fn wait_until(h: &Harness, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed: Value =
+            serde_json::from_str(&h.ok(&["instance", "action", "rec", "recordings", "--json"]))
+                .unwrap();
+        let entries = listed.as_array().cloned().unwrap_or_default();
+        if done(&entries) {
+            return entries;
+        }
+        assert!(Instant::now() < deadline, "{what}; the log has: {listed:#}");
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn recording_entry(entries: &[Value]) -> &Value {
+    entries
+        .iter()
+        .find(|e| e["kind"] == "recording")
+        .expect("a recording entry")
+}
+
+fn upload_state(entries: &[Value], index: usize) -> String {
+    entries
+        .iter()
+        .find(|e| e["kind"] == "recording")
+        .and_then(|e| e["uploads"][index]["state"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn an_sftp_target_down_gets_the_recording_when_back_even_across_a_kill_9_and_only_then_it_goes_here(
+) {
+    let mut sshd = callhost_test_services::Sshd::prepare().unwrap();
+    let config = format!(
+        "users = [\"bert\"]\nupload_delay = \"0s\"\nretry_interval = \"2s\"\n\
+         [[targets]]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+         key_file = \"{}\"\nhost_key = \"{}\"\npath = \"{}\"\n",
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.host_key(),
+        sshd.remote_root().display()
+    );
+    let h = recorder(&config);
+    let mut serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 1500);
+
+    // The target is down: the failure is in the chain, the recording stays.
+    let entries = wait_until(&h, "an upload failure entered", |entries| {
+        entries.iter().any(|e| e["status"] == "upload failed")
+    });
+    let recording = recording_entry(&entries).clone();
+    let upload = &recording["uploads"][0];
+    assert_eq!(upload["state"], "retrying", "{recording:#}");
+    assert!(
+        upload["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{recording:#}"
+    );
+    assert_eq!(recording["kept_here"], true, "{recording:#}");
+    let failure = entries
+        .iter()
+        .find(|e| e["status"] == "upload failed")
+        .unwrap();
+    assert!(
+        failure["detail"].as_str().unwrap().contains("sftp://"),
+        "{failure:#}"
+    );
+
+    // The host dies; the target comes back; the next start sends it.
+    let pid = serve.pid().expect("serve runs");
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    serve.stop();
+    sshd.start().unwrap();
+    let _restarted = Serve::start_in(h.data(), DIRECTORY, "");
+    let entries = wait_until(&h, "the upload confirmed", |entries| {
+        upload_state(entries, 0) == "confirmed"
+    });
+    let recording = recording_entry(&entries).clone();
+    // No local target: deleted here once the only target confirmed it.
+    let entries = wait_until(&h, "the local copy deleted", |entries| {
+        recording_entry(entries)["kept_here"] == false
+    });
+    for file in recording["files"].as_array().unwrap() {
+        assert!(!Path::new(file.as_str().unwrap()).exists(), "{file} kept");
+    }
+
+    // On the server: every file, checked with the tools an auditor has.
+    let name = recording["name"].as_str().unwrap();
+    let started = recording["started"].as_str().unwrap();
+    let remote_dir = sshd.remote_root().join(format!(
+        "{}/{}/{}",
+        &started[0..4],
+        &started[5..7],
+        &started[8..10]
+    ));
+    let checked = Command::new("sha256sum")
+        .args(["-c", &format!("{name}_hash.txt")])
+        .current_dir(&remote_dir)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+    let cert = certificate(&h);
+    let script = Command::new("sh")
+        .arg(verify_script(&h))
+        .arg(name)
+        .arg(&cert)
+        .current_dir(&remote_dir)
+        .output()
+        .unwrap();
+    assert!(
+        script.status.success(),
+        "verify.sh on the server's copy:\n{}{}",
+        String::from_utf8_lossy(&script.stdout),
+        String::from_utf8_lossy(&script.stderr)
+    );
+    // The chain's head went along: it names the newest entry (the
+    // failure), so deleting entries here would show against it.
+    let head = std::fs::read_to_string(sshd.remote_root().join("chain-head.txt")).unwrap();
+    let newest = entries
+        .iter()
+        .map(|e| e["chain_position"].as_i64().unwrap())
+        .max();
+    assert!(
+        head.contains(&format!("seq: {}", newest.unwrap())),
+        "{head}"
+    );
+}
+
+#[test]
+fn an_s3_target_with_object_lock_holds_every_file_locked_and_a_local_target_keeps_its_copy() {
+    let moto = callhost_test_services::Moto::start().unwrap();
+    moto.create_bucket("recordings", true).unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let config = format!(
+        "users = [\"bert\"]\nupload_delay = \"0s\"\n\
+         [[targets]]\nkind = \"local\"\npath = \"{}\"\n\
+         [[targets]]\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"recordings\"\n\
+         prefix = \"pbx\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nretain_days = 3650\n",
+        local.path().display(),
+        moto.url(),
+        callhost_test_services::MOTO_REGION,
+        callhost_test_services::MOTO_ACCESS_KEY_ID,
+        callhost_test_services::MOTO_SECRET_ACCESS_KEY,
+    );
+    let h = recorder(&config);
+    // The secret is not shown back.
+    let shown = h.ok(&["instance", "show", "rec"]);
+    assert!(
+        !shown.contains(callhost_test_services::MOTO_SECRET_ACCESS_KEY),
+        "{shown}"
+    );
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 1500);
+    let entries = wait_until(&h, "the upload confirmed", |entries| {
+        upload_state(entries, 0) == "confirmed"
+    });
+    let recording = recording_entry(&entries);
+    assert_eq!(recording["kept_here"], true, "{recording:#}");
+
+    let objects = moto.objects("recordings").unwrap();
+    for file in recording["files"].as_array().unwrap() {
+        let path = Path::new(file.as_str().unwrap());
+        let file_name = path.file_name().unwrap().to_string_lossy();
+        let object = objects
+            .iter()
+            .find(|o| o.key.starts_with("pbx/") && o.key.ends_with(&*file_name))
+            .unwrap_or_else(|| panic!("{file_name} not in the bucket: {objects:?}"));
+        let local_sha = callhost_storage_sha256(path);
+        assert_eq!(object.sha256, local_sha, "{object:?}");
+        assert_eq!(object.lock_mode, "COMPLIANCE", "{object:?}");
+        assert!(object.retain_until.starts_with("20"), "{object:?}");
+    }
+    let head = objects
+        .iter()
+        .find(|o| o.key == "pbx/chain-head.txt")
+        .unwrap_or_else(|| panic!("no head: {objects:?}"));
+    assert_eq!(head.lock_mode, "", "the head is replaced, not locked");
+    let wav = objects.iter().find(|o| o.key.ends_with(".wav")).unwrap();
+    assert!(moto
+        .try_delete_locked("recordings", &wav.key)
+        .unwrap()
+        .starts_with("refused"));
+}
+
+fn callhost_storage_sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -128,7 +128,40 @@ CREATE TABLE IF NOT EXISTS active (
     instance TEXT NOT NULL,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    name TEXT NOT NULL,
+    target TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    due INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    done TEXT,
+    PRIMARY KEY (name, target)
+);
+CREATE INDEX IF NOT EXISTS uploads_due ON uploads(instance, done, due);
 ";
+
+/// A recording's uploads, queued in the same transaction as its entry: an
+/// entered recording is never without them.
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    pub instance: String,
+    /// Target labels.
+    pub targets: Vec<String>,
+    /// Unix seconds.
+    pub due: i64,
+}
+
+/// One recording's upload to one target, as queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadState {
+    pub name: String,
+    pub target: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// When the target confirmed it (RFC 3339), if it did.
+    pub done: Option<String>,
+}
 
 impl Chain {
     /// The log for entries: a committed entry survives a power cut (it
@@ -179,6 +212,17 @@ impl Chain {
         kind: EntryKind,
         prepare: impl FnOnce(i64, Option<&Entry>) -> Result<NewEntry, E>,
     ) -> Result<Result<Entry, E>, ChainError> {
+        self.append_queued(kind, &Queue::default(), prepare)
+    }
+
+    /// [`Chain::append`], queueing the entry's uploads in the same
+    /// transaction.
+    pub fn append_queued<E>(
+        &mut self,
+        kind: EntryKind,
+        queue: &Queue,
+        prepare: impl FnOnce(i64, Option<&Entry>) -> Result<NewEntry, E>,
+    ) -> Result<Result<Entry, E>, ChainError> {
         let path = self.path.clone();
         let error = |source| ChainError::Database {
             path: path.clone(),
@@ -214,6 +258,13 @@ impl Chain {
         .map_err(error)?;
         tx.execute("DELETE FROM active WHERE name = ?1", params![fields.name])
             .map_err(error)?;
+        for target in &queue.targets {
+            tx.execute(
+                "INSERT OR IGNORE INTO uploads (name, target, instance, due) VALUES (?1, ?2, ?3, ?4)",
+                params![fields.name, target, queue.instance, queue.due],
+            )
+            .map_err(error)?;
+        }
         tx.commit().map_err(error)?;
         Ok(Ok(Entry {
             seq,
@@ -248,7 +299,10 @@ impl Chain {
     pub fn entry_named(&self, name: &str) -> Result<Option<Entry>, ChainError> {
         self.conn
             .query_row(
-                "SELECT seq, kind, fields, previous, hash FROM chain WHERE name = ?1 ORDER BY seq DESC LIMIT 1",
+                // The recording itself, not a later entry about it (an
+                // upload failure has the recording's name too).
+                "SELECT seq, kind, fields, previous, hash FROM chain WHERE name = ?1
+                 ORDER BY kind = 'recording' DESC, seq DESC LIMIT 1",
                 params![name],
                 row_entry,
             )
@@ -286,6 +340,76 @@ impl Chain {
             previous = Some(entry);
         }
         Ok(breaks)
+    }
+
+    /// Uploads of `instance` due at `now` (unix seconds), oldest first.
+    pub fn due_uploads(
+        &self,
+        instance: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<UploadState>, ChainError> {
+        self.query_uploads(
+            "SELECT name, target, attempts, last_error, done FROM uploads
+             WHERE instance = ?1 AND done IS NULL AND due <= ?2 ORDER BY due, name LIMIT ?3",
+            params![instance, now, limit as i64],
+        )
+    }
+
+    /// Every upload of a recording.
+    pub fn uploads_of(&self, name: &str) -> Result<Vec<UploadState>, ChainError> {
+        self.query_uploads(
+            "SELECT name, target, attempts, last_error, done FROM uploads WHERE name = ?1 ORDER BY target",
+            params![name],
+        )
+    }
+
+    fn query_uploads(
+        &self,
+        sql: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<UploadState>, ChainError> {
+        let mut statement = self.conn.prepare(sql).map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(values, |row| {
+                Ok(UploadState {
+                    name: row.get(0)?,
+                    target: row.get(1)?,
+                    attempts: row.get(2)?,
+                    last_error: row.get(3)?,
+                    done: row.get(4)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    pub fn upload_done(&self, name: &str, target: &str, at: &str) -> Result<(), ChainError> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET done = ?3, last_error = NULL WHERE name = ?1 AND target = ?2",
+                params![name, target, at],
+            )
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Counts a failed attempt and sets when the next one is due.
+    pub fn upload_failed(
+        &self,
+        name: &str,
+        target: &str,
+        error: &str,
+        next_due: i64,
+    ) -> Result<(), ChainError> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET attempts = attempts + 1, last_error = ?3, due = ?4
+                 WHERE name = ?1 AND target = ?2",
+                params![name, target, error, next_due],
+            )
+            .map(drop)
+            .map_err(|e| self.error(e))
     }
 
     /// Notes a recording in progress (repaired after a crash).

@@ -3,13 +3,16 @@
 //! `docs/modules/call-recording.md`).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use callhost_numbers::Pattern;
+use callhost_plugin_sdk::settings::{duration, Secret};
 use callhost_plugin_sdk::{config_error, ConfigError};
 use callhost_recording::audio::Channels;
+use callhost_storage as storage;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Users (ids) whose calls are recorded.
@@ -30,6 +33,10 @@ pub struct Config {
     /// Where recordings are kept; none means a local directory in the
     /// instance's data directory.
     pub targets: Vec<Target>,
+    /// How long after a recording is sealed its upload begins.
+    pub upload_delay: String,
+    /// How long after a failed upload it is tried again.
+    pub retry_interval: String,
 }
 
 impl Default for Config {
@@ -43,6 +50,8 @@ impl Default for Config {
             record_direct_calls_to_group_members: false,
             stop_digits: DEFAULT_STOP_DIGITS.into(),
             targets: Vec::new(),
+            upload_delay: "1m".into(),
+            retry_interval: "1h".into(),
         }
     }
 }
@@ -87,36 +96,296 @@ impl ChannelsSetting {
     }
 }
 
-/// One storage target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    pub kind: TargetKind,
-    /// A `local` target's directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// Below the target's root: `$Y $M $D $h $m $s` are the recording's
-    /// start (UTC).
-    #[serde(default = "default_subdirectory")]
-    pub subdirectory: String,
+/// One storage target. `kind` says which; each kind has its own fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Target {
+    /// A directory on this machine (the recordings are written there).
+    Local {
+        path: PathBuf,
+        #[serde(default = "default_subdirectory")]
+        subdirectory: String,
+    },
+    /// An SSH server (SFTP), its host key pinned.
+    Sftp {
+        host: String,
+        #[serde(default = "default_ssh_port")]
+        port: u16,
+        user: String,
+        /// Password or key file, one of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Secret>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_file: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_passphrase: Option<Secret>,
+        /// `ssh-ed25519 AAAA…` (the server's `.pub` file) or `SHA256:…`.
+        host_key: String,
+        /// The directory on the server.
+        path: String,
+        #[serde(default = "default_subdirectory")]
+        subdirectory: String,
+    },
+    /// An S3 bucket (AWS or compatible), optionally with Object Lock.
+    S3 {
+        /// An S3-compatible server's URL; absent for AWS.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        #[serde(default = "default_region")]
+        region: String,
+        bucket: String,
+        #[serde(default)]
+        prefix: String,
+        access_key_id: String,
+        secret_access_key: Secret,
+        /// Object Lock in compliance mode for this many days after the
+        /// recording's start (the bucket must have Object Lock enabled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retain_days: Option<u32>,
+        #[serde(default = "default_subdirectory")]
+        subdirectory: String,
+    },
+    /// OneDrive for Business / SharePoint through Microsoft Graph, with an
+    /// app registration's client credentials.
+    Onedrive {
+        tenant: String,
+        client_id: String,
+        client_secret: Secret,
+        /// The drive's id.
+        drive: String,
+        /// The folder in the drive.
+        #[serde(default)]
+        path: String,
+        #[serde(default = "default_login_url")]
+        login_url: String,
+        #[serde(default = "default_graph_url")]
+        graph_url: String,
+        #[serde(default = "default_subdirectory")]
+        subdirectory: String,
+    },
+    /// Not in this version: refused with a message naming the field.
+    Smb(std::collections::BTreeMap<String, toml::Value>),
 }
 
 fn default_subdirectory() -> String {
     DEFAULT_SUBDIRECTORY.into()
 }
 
+fn default_ssh_port() -> u16 {
+    22
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_login_url() -> String {
+    "https://login.microsoftonline.com".into()
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com/v1.0".into()
+}
+
 /// One directory per day: few files per directory, and a day's
 /// recordings can be archived as a whole.
 pub const DEFAULT_SUBDIRECTORY: &str = "$Y/$M/$D";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    Local,
-    Smb,
-    Sftp,
-    S3,
-    Onedrive,
+/// A remote target gives up on a connection or transfer after this long.
+const TARGET_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Target {
+    pub fn subdirectory(&self) -> &str {
+        match self {
+            Target::Local { subdirectory, .. }
+            | Target::Sftp { subdirectory, .. }
+            | Target::S3 { subdirectory, .. }
+            | Target::Onedrive { subdirectory, .. } => subdirectory,
+            Target::Smb(_) => DEFAULT_SUBDIRECTORY,
+        }
+    }
+
+    /// The storage client for a remote target; `None` for `local`.
+    pub fn remote(&self) -> Option<storage::Target> {
+        Some(match self {
+            Target::Local { .. } | Target::Smb(_) => return None,
+            Target::Sftp {
+                host,
+                port,
+                user,
+                password,
+                key_file,
+                key_passphrase,
+                host_key,
+                path,
+                ..
+            } => storage::Target::Sftp(storage::sftp::Sftp {
+                host: host.clone(),
+                port: *port,
+                user: user.clone(),
+                auth: match (password, key_file) {
+                    (Some(password), _) => storage::sftp::Auth::Password(password.expose().into()),
+                    (None, Some(path)) => storage::sftp::Auth::KeyFile {
+                        path: path.clone(),
+                        passphrase: key_passphrase.as_ref().map(|p| p.expose().to_string()),
+                    },
+                    (None, None) => storage::sftp::Auth::Password(String::new()),
+                },
+                host_key: host_key.clone(),
+                root: path.clone(),
+                timeout: TARGET_TIMEOUT,
+            }),
+            Target::S3 {
+                endpoint,
+                region,
+                bucket,
+                prefix,
+                access_key_id,
+                secret_access_key,
+                ..
+            } => storage::Target::S3(storage::s3::S3 {
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.expose().into(),
+                timeout: TARGET_TIMEOUT,
+            }),
+            Target::Onedrive {
+                tenant,
+                client_id,
+                client_secret,
+                drive,
+                path,
+                login_url,
+                graph_url,
+                ..
+            } => storage::Target::OneDrive(storage::onedrive::OneDrive::new(
+                login_url.clone(),
+                graph_url.clone(),
+                tenant.clone(),
+                client_id.clone(),
+                client_secret.expose().into(),
+                drive.clone(),
+                path.clone(),
+                TARGET_TIMEOUT,
+            )),
+        })
+    }
+
+    /// Object Lock's retention, for S3 targets that ask for it.
+    pub fn retain_days(&self) -> Option<u32> {
+        match self {
+            Target::S3 { retain_days, .. } => *retain_days,
+            _ => None,
+        }
+    }
+
+    fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let required = |name: &str, value: &str| {
+            if value.trim().is_empty() {
+                Err(config_error(field(name), "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        let url = |name: &str, value: &str| {
+            if value.starts_with("https://") || value.starts_with("http://") {
+                Ok(())
+            } else {
+                Err(config_error(
+                    field(name),
+                    format!("{value:?} is not an http:// or https:// URL"),
+                ))
+            }
+        };
+        match self {
+            Target::Local { path, .. } => {
+                if !path.is_absolute() {
+                    return Err(config_error(
+                        field("path"),
+                        format!("{} is not an absolute path", path.display()),
+                    ));
+                }
+            }
+            Target::Sftp {
+                host,
+                user,
+                password,
+                key_file,
+                host_key,
+                path,
+                ..
+            } => {
+                required("host", host)?;
+                required("user", user)?;
+                required("path", path)?;
+                match (password, key_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(config_error(
+                            field("password"),
+                            "set password or key_file, not both",
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(config_error(
+                            field("password"),
+                            "an sftp target needs password or key_file",
+                        ))
+                    }
+                    (None, Some(key)) if !key.is_absolute() => {
+                        return Err(config_error(
+                            field("key_file"),
+                            format!("{} is not an absolute path", key.display()),
+                        ))
+                    }
+                    _ => {}
+                }
+                storage::sftp::Sftp::check_host_key(host_key)
+                    .map_err(|message| config_error(field("host_key"), message))?;
+            }
+            Target::S3 {
+                endpoint,
+                bucket,
+                access_key_id,
+                retain_days,
+                ..
+            } => {
+                required("bucket", bucket)?;
+                required("access_key_id", access_key_id)?;
+                if let Some(endpoint) = endpoint {
+                    url("endpoint", endpoint)?;
+                }
+                if *retain_days == Some(0) {
+                    return Err(config_error(
+                        field("retain_days"),
+                        "0 days keeps nothing locked; leave it out for no Object Lock",
+                    ));
+                }
+            }
+            Target::Onedrive {
+                tenant,
+                client_id,
+                drive,
+                login_url,
+                graph_url,
+                ..
+            } => {
+                required("tenant", tenant)?;
+                required("client_id", client_id)?;
+                required("drive", drive)?;
+                url("login_url", login_url)?;
+                url("graph_url", graph_url)?;
+            }
+            Target::Smb(_) => return Err(config_error(
+                field("kind"),
+                "smb targets are not available in this version; use local, sftp, s3 or onedrive",
+            )),
+        }
+        check_subdirectory(self.subdirectory())
+            .map_err(|message| config_error(field("subdirectory"), message))
+    }
 }
 
 impl Config {
@@ -143,54 +412,65 @@ impl Config {
             ));
         }
         for (index, target) in self.targets.iter().enumerate() {
-            let field = |name: &str| format!("targets[{index}].{name}");
-            if target.kind != TargetKind::Local {
-                return Err(config_error(
-                    field("kind"),
-                    format!(
-                        "{:?} targets are not available in this version; use \"local\"",
-                        target.kind
-                    )
-                    .to_lowercase(),
-                ));
-            }
-            match &target.path {
-                Some(path) if path.is_absolute() => {}
-                Some(path) => {
-                    return Err(config_error(
-                        field("path"),
-                        format!("{} is not an absolute path", path.display()),
-                    ))
-                }
-                None => return Err(config_error(field("path"), "a local target needs a path")),
-            }
-            if let Err(message) = check_subdirectory(&target.subdirectory) {
-                return Err(config_error(field("subdirectory"), message));
-            }
+            target.validate(&|name: &str| format!("targets[{index}].{name}"))?;
         }
-        if self.targets.len() > 1 {
+        let locals = self
+            .targets
+            .iter()
+            .filter(|t| matches!(t, Target::Local { .. }))
+            .count();
+        if locals > 1 {
             return Err(config_error(
                 "targets",
-                "only one local target is available in this version",
+                "one local target at most: it is where recordings are written",
             ));
+        }
+        duration("upload_delay", &self.upload_delay)?;
+        let retry = duration("retry_interval", &self.retry_interval)?;
+        if retry < Duration::from_secs(1) {
+            return Err(config_error("retry_interval", "must be at least 1s"));
         }
         Ok(())
     }
 
+    pub fn upload_delay(&self) -> Duration {
+        humantime::parse_duration(&self.upload_delay).unwrap_or(Duration::from_secs(60))
+    }
+
+    pub fn retry_interval(&self) -> Duration {
+        humantime::parse_duration(&self.retry_interval).unwrap_or(Duration::from_secs(3600))
+    }
+
+    /// Whether recordings stay on this machine: with a local target, or
+    /// with no target at all. Otherwise they are deleted here once every
+    /// target confirmed them.
+    pub fn keeps_local(&self) -> bool {
+        self.targets.is_empty()
+            || self
+                .targets
+                .iter()
+                .any(|t| matches!(t, Target::Local { .. }))
+    }
+
     /// The directory recordings are written to (the local target's).
+    /// (Without one: the instance's data directory, as a spool when
+    /// there are remote targets.)
     pub fn local_root(&self, data_dir: &Path) -> PathBuf {
-        self.targets
-            .iter()
-            .find(|t| t.kind == TargetKind::Local)
-            .and_then(|t| t.path.clone())
+        self.local_target()
+            .map(|(path, _)| path.to_owned())
             .unwrap_or_else(|| data_dir.join("recordings"))
     }
 
     pub fn subdirectory(&self) -> &str {
-        self.targets
-            .iter()
-            .find(|t| t.kind == TargetKind::Local)
-            .map_or(DEFAULT_SUBDIRECTORY, |t| t.subdirectory.as_str())
+        self.local_target()
+            .map_or(DEFAULT_SUBDIRECTORY, |(_, subdirectory)| subdirectory)
+    }
+
+    fn local_target(&self) -> Option<(&Path, &str)> {
+        self.targets.iter().find_map(|t| match t {
+            Target::Local { path, subdirectory } => Some((path.as_path(), subdirectory.as_str())),
+            _ => None,
+        })
     }
 }
 
@@ -271,7 +551,7 @@ mod tests {
     fn bad_values_name_their_field() {
         let error = parse("[[targets]]\nkind = \"local\"\npath = \"rel\"\n").unwrap_err();
         assert!(error.starts_with("targets[0].path:"), "{error}");
-        let error = parse("[[targets]]\nkind = \"sftp\"\n").unwrap_err();
+        let error = parse("[[targets]]\nkind = \"smb\"\nshare = \"x\"\n").unwrap_err();
         assert!(error.starts_with("targets[0].kind:"), "{error}");
         let error =
             parse("[[targets]]\nkind = \"local\"\npath = \"/a\"\nsubdirectory = \"../up\"\n")
@@ -282,6 +562,87 @@ mod tests {
         assert!(parse("channels = \"mono\"\n")
             .unwrap_err()
             .contains("channels"));
+    }
+
+    const HOST_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl host";
+
+    #[test]
+    fn remote_targets_parse_with_their_own_fields() {
+        let config = parse(&format!(
+            r#"
+            upload_delay = "30s"
+            retry_interval = "15m"
+            [[targets]]
+            kind = "sftp"
+            host = "backup.example.com"
+            user = "rec"
+            password = "pw"
+            host_key = "{HOST_KEY}"
+            path = "/srv/rec"
+            [[targets]]
+            kind = "s3"
+            bucket = "rec"
+            access_key_id = "AKIA"
+            secret_access_key = "s3cret"
+            retain_days = 3650
+            [[targets]]
+            kind = "onedrive"
+            tenant = "t"
+            client_id = "c"
+            client_secret = "cs"
+            drive = "b!x"
+            "#
+        ))
+        .unwrap();
+        assert_eq!(config.targets.len(), 3);
+        assert!(!config.keeps_local(), "no local target: a spool only");
+        assert_eq!(config.upload_delay(), Duration::from_secs(30));
+        assert_eq!(config.retry_interval(), Duration::from_secs(900));
+        let labels: Vec<String> = config
+            .targets
+            .iter()
+            .map(|t| t.remote().unwrap().label())
+            .collect();
+        assert_eq!(labels[0], "sftp://rec@backup.example.com:22/srv/rec");
+        assert_eq!(labels[1], "s3://rec");
+        assert_eq!(config.targets[1].retain_days(), Some(3650));
+        // Secrets are never shown back.
+        let shown = serde_json::to_string(&config).unwrap();
+        for secret in ["\"pw\"", "s3cret", "\"cs\""] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(Config::default().keeps_local());
+    }
+
+    #[test]
+    fn remote_targets_name_the_field_that_is_wrong() {
+        let sftp = |extra: &str| {
+            parse(&format!(
+                "[[targets]]\nkind = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npath = \"/p\"\n{extra}"
+            ))
+            .unwrap_err()
+        };
+        let error = sftp(&format!("host_key = \"{HOST_KEY}\"\n"));
+        assert!(error.starts_with("targets[0].password:"), "{error}");
+        let error = sftp("password = \"x\"\nhost_key = \"not a key\"\n");
+        assert!(error.starts_with("targets[0].host_key:"), "{error}");
+        let error = sftp(&format!(
+            "key_file = \"rel/key\"\nhost_key = \"{HOST_KEY}\"\n"
+        ));
+        assert!(error.starts_with("targets[0].key_file:"), "{error}");
+        let error = parse(
+            "[[targets]]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\nendpoint = \"ftp://x\"\n",
+        )
+        .unwrap_err();
+        assert!(error.starts_with("targets[0].endpoint:"), "{error}");
+        let error = parse("retry_interval = \"often\"\n").unwrap_err();
+        assert!(error.starts_with("retry_interval:"), "{error}");
+        let error = parse(
+            "[[targets]]\nkind = \"local\"\npath = \"/a\"\n[[targets]]\nkind = \"local\"\npath = \"/b\"\n",
+        )
+        .unwrap_err();
+        assert!(error.starts_with("targets:"), "{error}");
     }
 
     #[test]

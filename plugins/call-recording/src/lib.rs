@@ -16,6 +16,7 @@ pub mod chain;
 pub mod config;
 pub mod recording;
 pub mod select;
+pub mod upload;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -33,6 +34,7 @@ pub struct CallRecording {
     config: Config,
     ctx: Context,
     recordings: Arc<Recordings>,
+    uploader: Arc<upload::Uploader>,
 }
 
 /// The first instance of this library to activate in a process holds the
@@ -54,6 +56,8 @@ impl CallRecording {
             host_version: ctx.host_version(),
             installation_id: ctx.installation_id(),
             passphrase: hex::encode(passphrase).into_bytes(),
+            upload_targets: upload::Uploader::labels(config),
+            upload_delay: config.upload_delay(),
         })
     }
 
@@ -92,6 +96,7 @@ impl Module for CallRecording {
         let place = Self::place(ctx, &config)?;
         let stop_digits = config.stop_digits.clone();
         Ok(CallRecording {
+            uploader: Arc::new(upload::Uploader::new(&config, place.clone())),
             recordings: Arc::new(Recordings::new(ctx, place, stop_digits)),
             config,
             ctx: ctx.clone(),
@@ -133,6 +138,10 @@ impl Module for CallRecording {
         if let Err(error) = started {
             tracing::error!("cannot start the recording writer: {error}");
         }
+        // The uploads: a task of the instance's, ending with it. What it
+        // has not sent stays queued in the recording log for the next start.
+        self.ctx
+            .spawn_service(upload::Uploader::run(Arc::downgrade(&self.uploader)));
     }
 
     fn call_setup(&self, setup: &CallSetup) -> Setup {
@@ -209,18 +218,28 @@ impl CallRecording {
             Ok(filter) => filter,
             Err(error) => return Action::Ready(Err(error)),
         };
-        let entries = match self
-            .chain()
-            .and_then(|c| c.entries().map_err(|e| e.to_string()))
-        {
-            Ok(entries) => entries,
+        let chain = match self.chain() {
+            Ok(chain) => chain,
             Err(error) => return Action::Ready(Err(error)),
+        };
+        let entries = match chain.entries() {
+            Ok(entries) => entries,
+            Err(error) => return Action::Ready(Err(error.to_string())),
         };
         let listed: Vec<serde_json::Value> = entries
             .iter()
             .filter(|e| e.kind != EntryKind::KeyRotation && filter.keeps(&e.fields))
             .map(|e| {
                 let directory = std::path::Path::new(&e.fields.directory);
+                let files: Vec<std::path::PathBuf> =
+                    e.fields.files.iter().map(|f| directory.join(f)).collect();
+                // Only the recording's own entry has uploads; a later
+                // "upload failed" entry names the same recording.
+                let uploads = if e.kind == EntryKind::Recording {
+                    chain.uploads_of(&e.fields.name).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 json!({
                     "name": e.fields.name,
                     "status": e.fields.status,
@@ -232,9 +251,16 @@ impl CallRecording {
                     "parties": e.fields.parties,
                     "detail": e.fields.detail,
                     "chain_position": e.seq,
-                    "files": e.fields.files.iter()
-                        .map(|f| directory.join(f).display().to_string())
-                        .collect::<Vec<_>>(),
+                    "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                    // Deleted here once every remote target confirmed them.
+                    "kept_here": !files.is_empty() && files.iter().all(|f| f.exists()),
+                    "uploads": uploads.iter().map(|u| json!({
+                        "target": u.target,
+                        "state": if u.done.is_some() { "confirmed" } else if u.attempts > 0 { "retrying" } else { "queued" },
+                        "attempts": u.attempts,
+                        "confirmed": u.done,
+                        "last_error": u.last_error,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();

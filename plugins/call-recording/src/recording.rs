@@ -229,6 +229,9 @@ pub struct Place {
     pub host_version: String,
     pub installation_id: String,
     pub passphrase: Vec<u8>,
+    /// The remote targets' labels a sealed recording is queued for.
+    pub upload_targets: Vec<String>,
+    pub upload_delay: Duration,
 }
 
 impl Place {
@@ -238,6 +241,15 @@ impl Place {
 
     pub fn keys_dir(&self) -> PathBuf {
         self.module_dir.join("keys")
+    }
+
+    /// What a newly entered recording queues for upload.
+    pub fn queue(&self) -> chain::Queue {
+        chain::Queue {
+            instance: self.instance.clone(),
+            targets: self.upload_targets.clone(),
+            due: crate::upload::unix_now() + self.upload_delay.as_secs() as i64,
+        }
     }
 
     pub fn head_path(&self) -> PathBuf {
@@ -692,7 +704,7 @@ pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary)
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     let info_name = format!("{}_info.txt", facts.info.name);
-    let appended = chain.append(EntryKind::Recording, |seq, previous| {
+    let appended = chain.append_queued(EntryKind::Recording, &place.queue(), |seq, previous| {
         let text = info_text(place, facts, Some(summary), seq, previous);
         write_atomically(&directory.join(&info_name), text.as_bytes())?;
         let mut listed: Vec<&str> = audio_files.iter().map(String::as_str).collect();
@@ -760,7 +772,7 @@ pub fn enter_failure(place: &Place, facts: &Facts<'_>, why: &str) {
 
 /// `chain-head.txt` next to the recordings: deleting the newest entries
 /// with their recordings shows against it.
-fn anchor_head(place: &Place, chain: &Chain) {
+pub(crate) fn anchor_head(place: &Place, chain: &Chain) {
     match chain.head() {
         Ok(Some(head)) => {
             let _ = std::fs::create_dir_all(&place.root);
@@ -913,8 +925,19 @@ pub fn repair_after_crash(place: &Place) {
             tracing::error!(recording = %name, "recording in progress has unreadable facts");
             continue;
         };
+        // Another instance's recording is sealed and entered, but its
+        // targets are that instance's: not queued from here.
+        let upload_targets = if instance == place.instance {
+            place.upload_targets.clone()
+        } else {
+            if !place.upload_targets.is_empty() {
+                tracing::warn!(recording = %name, "repaired for instance {instance}: not queued for upload from this one");
+            }
+            Vec::new()
+        };
         let place = Place {
             instance,
+            upload_targets,
             ..place.clone()
         };
         let repaired = audio::repair_recording(&info.directory, &info.name);

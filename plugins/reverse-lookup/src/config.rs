@@ -1,9 +1,9 @@
 //! The instance configuration as the administrator writes it (TOML), and its
 //! validation into ready-to-run settings. Every refusal names the field.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::collections::BTreeMap;
 
-use callhost_plugin_sdk::{config_error, ConfigError};
+pub use callhost_plugin_sdk::settings::{duration, Secret};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration; every field has a default.
@@ -330,31 +330,6 @@ impl TelFormat {
     }
 }
 
-/// A credential: read from the configuration, shown and logged as stars.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub const MASK: &'static str = "********";
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(Secret::MASK)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(Secret::MASK)
-    }
-}
-
 fn masked_url<S: serde::Serializer>(
     url: &Option<String>,
     serializer: S,
@@ -363,16 +338,6 @@ fn masked_url<S: serde::Serializer>(
         Some(url) => serializer.serialize_some(&mask_url_password(url)),
         None => serializer.serialize_none(),
     }
-}
-
-/// A duration field in humantime syntax ("30days", "12h", "500ms").
-pub fn duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text).map_err(|e| {
-        config_error(
-            field,
-            format!("{text:?} is not a duration ({e}); write e.g. \"30days\", \"12h\" or \"90s\""),
-        )
-    })
 }
 
 /// `url` with any `user:password@` shown as `user:********@`.
@@ -421,7 +386,7 @@ mod tests {
             id: "x".into(),
             secrets: Some(BTreeMap::from([(
                 "api_key".to_string(),
-                Secret("abc123".into()),
+                Secret::new("abc123"),
             )])),
             ..ProviderConfig::default()
         };
