@@ -22,11 +22,15 @@ pub const TEST_DEBIAN: &[&str] = &[
     "openssh-server",
     "openssh-client",
 ];
-/// The CardDAV server the reverse-lookup tests run and the S3 server (with
-/// boto3) the recording targets are tested against, pinned: their answers
-/// are what the tests check. `name[extra]` installs the extra; the version
+/// The CardDAV server the reverse-lookup tests run, the S3 server (with
+/// boto3) the recording targets are tested against and the SMTP sink for
+/// its mail, pinned: their answers are what the tests check. `name[extra]` installs the extra; the version
 /// is checked on `name`.
-pub const TEST_PYPI: &[(&str, &str)] = &[("radicale", "3.9.0"), ("moto[server]", "5.2.1")];
+pub const TEST_PYPI: &[(&str, &str)] = &[
+    ("radicale", "3.9.0"),
+    ("moto[server]", "5.2.1"),
+    ("aiosmtpd", "1.4.6"),
+];
 /// `cargo xtask bench sip`: SIPp, Kamailio as the reference, tcpdump for the
 /// latency capture.
 pub const BENCH_SIP_DEBIAN: &[&str] = &["sip-tester", "kamailio", "tcpdump"];

@@ -78,6 +78,24 @@ impl Target {
         }
     }
 
+    /// Deletes files (retention); a file that is not there counts as
+    /// deleted. What the target keeps anyway (S3 versions under Object
+    /// Lock) is the target's to keep.
+    pub async fn delete(&self, remote: &[String]) -> Result<(), StorageError> {
+        for path in remote {
+            check_remote_path(path).map_err(|why| StorageError::Refused {
+                target: self.label(),
+                file: path.clone(),
+                detail: why,
+            })?;
+        }
+        match self {
+            Target::Sftp(target) => target.delete(remote).await,
+            Target::S3(target) => target.delete(remote).await,
+            Target::OneDrive(target) => target.delete(remote).await,
+        }
+    }
+
     /// Names the target for people and logs, without any secret; also the
     /// key a queued upload is kept under, so it must not change between
     /// versions:

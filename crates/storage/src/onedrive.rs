@@ -218,6 +218,35 @@ impl OneDrive {
         }
     }
 
+    pub async fn delete(&self, remote: &[String]) -> Result<(), StorageError> {
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| self.connect_error(e))?;
+        for relative in remote {
+            let path = join(self.root.trim_matches('/'), relative);
+            let token = self.token(&http).await?;
+            let url = format!(
+                "{}/drives/{}/root:/{}",
+                self.graph_url.trim_end_matches('/'),
+                self.drive,
+                path
+            );
+            let answer = http
+                .delete(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| self.transfer(&path, e))?;
+            let status = answer.status();
+            if !status.is_success() && status != reqwest::StatusCode::NOT_FOUND {
+                let body = answer.text().await.unwrap_or_default();
+                return Err(self.refused(&path, status, &body));
+            }
+        }
+        Ok(())
+    }
+
     fn transfer(&self, path: &str, error: impl std::fmt::Display) -> StorageError {
         StorageError::Transfer {
             target: self.label(),

@@ -87,6 +87,23 @@ impl S3 {
         Ok(())
     }
 
+    /// Deletes the current version (on a versioned bucket: a delete marker;
+    /// versions under Object Lock stay until their date).
+    pub async fn delete(&self, remote: &[String]) -> Result<(), StorageError> {
+        let client = self.client();
+        for relative in remote {
+            let key = self.key(relative);
+            client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| self.failed(&key, e))?;
+        }
+        Ok(())
+    }
+
     fn failed(&self, key: &str, error: impl std::error::Error) -> StorageError {
         // The SDK's Display says only "service error"; the source chain
         // has the server's code and message.

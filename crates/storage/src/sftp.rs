@@ -205,6 +205,30 @@ impl Sftp {
         result
     }
 
+    pub async fn delete(&self, remote: &[String]) -> Result<(), StorageError> {
+        let (handle, sftp) = self.session().await?;
+        let mut result = Ok(());
+        for relative in remote {
+            let path = join(&self.root, relative);
+            let exists = sftp.try_exists(path.clone()).await.unwrap_or(true);
+            if exists {
+                if let Err(error) = sftp.remove_file(path.clone()).await {
+                    result = Err(StorageError::Transfer {
+                        target: self.label(),
+                        file: path,
+                        detail: format!("cannot delete: {error}"),
+                    });
+                    break;
+                }
+            }
+        }
+        let _ = sftp.close().await;
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        result
+    }
+
     async fn put(&self, sftp: &SftpSession, upload: &Upload) -> Result<(), StorageError> {
         let path = join(&self.root, &upload.remote);
         let transfer = |detail: String| StorageError::Transfer {

@@ -92,6 +92,17 @@ async fn sftp_puts_confirms_and_refuses_what_it_must() {
         b"seq: 2\n"
     );
 
+    // Deleted (retention); one that is not there counts as deleted.
+    target
+        .delete(&[
+            "2026/12/03/a_info.txt".into(),
+            "2026/12/03/never.txt".into(),
+        ])
+        .await
+        .unwrap();
+    assert!(!remote.join("a_info.txt").exists());
+    assert!(remote.join("a.wav").exists());
+
     // A server whose key is not the pinned one gets nothing.
     let wrong_pin = Sshd::prepare().unwrap().host_key();
     let error = sftp_target(&sshd, wrong_pin)
@@ -199,6 +210,12 @@ async fn onedrive_uploads_small_and_large_files_and_reads_them_back() {
     );
     assert!(graph.sessions_completed() >= 1);
     target(graph::SECRET).store(&uploads).await.unwrap();
+
+    target(graph::SECRET)
+        .delete(&["2026/12/03/a_info.txt".into(), "2026/12/03/never".into()])
+        .await
+        .unwrap();
+    assert!(graph.file("Recordings/2026/12/03/a_info.txt").is_none());
 
     let error = target("wrong").store(&uploads).await.unwrap_err();
     assert!(matches!(error, StorageError::Refused { .. }), "{error}");

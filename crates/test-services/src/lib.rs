@@ -7,6 +7,7 @@
 //! - [`Sshd`]: a private OpenSSH server (SFTP, one client key), started
 //!   and stopped at will.
 //! - [`Moto`]: a private S3 server (moto), with boto3 to inspect it.
+//! - [`Smtp`]: a private SMTP sink (aiosmtpd) with a maildir.
 //! - [`ensure_postgres`] / [`ensure_mariadb`]: the machine's local SQL
 //!   servers, started if they are down, as connection URLs.
 //!
@@ -26,6 +27,7 @@ mod databases;
 mod moto;
 mod radicale;
 mod slapd;
+mod smtp;
 mod sshd;
 
 pub use databases::{ensure_mariadb, ensure_postgres};
@@ -35,6 +37,7 @@ pub use moto::{
 };
 pub use radicale::Radicale;
 pub use slapd::Slapd;
+pub use smtp::Smtp;
 pub use sshd::Sshd;
 
 /// How long a private server may take to accept connections.

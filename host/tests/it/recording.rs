@@ -471,10 +471,16 @@ fn upload_state(entries: &[Value], index: usize) -> String {
 fn an_sftp_target_down_gets_the_recording_when_back_even_across_a_kill_9_and_only_then_it_goes_here(
 ) {
     let mut sshd = callhost_test_services::Sshd::prepare().unwrap();
+    let smtp = callhost_test_services::Smtp::start().unwrap();
+    // A minimum no disk has: the disk warning goes out too.
     let config = format!(
         "users = [\"bert\"]\nupload_delay = \"0s\"\nretry_interval = \"2s\"\n\
+         min_free_disk_mb = 1000000000000\n\
+         [mail]\nserver = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
+         from = \"pbx@example.com\"\nto = [\"admin@example.com\"]\nmin_interval = \"2s\"\n\
          [[targets]]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
          key_file = \"{}\"\nhost_key = \"{}\"\npath = \"{}\"\n",
+        smtp.port(),
         sshd.port(),
         sshd.user(),
         sshd.client_key().display(),
@@ -581,8 +587,9 @@ fn an_s3_target_with_object_lock_holds_every_file_locked_and_a_local_target_keep
     let moto = callhost_test_services::Moto::start().unwrap();
     moto.create_bucket("recordings", true).unwrap();
     let local = tempfile::tempdir().unwrap();
+    // Retention of 3 s: applied when the host starts (and every minute).
     let config = format!(
-        "users = [\"bert\"]\nupload_delay = \"0s\"\n\
+        "users = [\"bert\"]\nupload_delay = \"0s\"\nretention = \"3s\"\n\
          [[targets]]\nkind = \"local\"\npath = \"{}\"\n\
          [[targets]]\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"recordings\"\n\
          prefix = \"pbx\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nretain_days = 3650\n",
@@ -599,12 +606,12 @@ fn an_s3_target_with_object_lock_holds_every_file_locked_and_a_local_target_keep
         !shown.contains(callhost_test_services::MOTO_SECRET_ACCESS_KEY),
         "{shown}"
     );
-    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    let mut serve = Serve::start_in(h.data(), DIRECTORY, "");
     call_bert(&serve, "uac.xml", "uas.xml", 1500);
     let entries = wait_until(&h, "the upload confirmed", |entries| {
         upload_state(entries, 0) == "confirmed"
     });
-    let recording = recording_entry(&entries);
+    let recording = recording_entry(&entries).clone();
     assert_eq!(recording["kept_here"], true, "{recording:#}");
 
     let objects = moto.objects("recordings").unwrap();
@@ -630,6 +637,41 @@ fn an_s3_target_with_object_lock_holds_every_file_locked_and_a_local_target_keep
         .try_delete_locked("recordings", &wav.key)
         .unwrap()
         .starts_with("refused"));
+
+    // Past its retention: deleted here and on the bucket (a delete marker;
+    // the locked version stays until its date), the deletion entered,
+    // verify content with it.
+    thread::sleep(Duration::from_secs(3));
+    serve.stop();
+    let _restarted = Serve::start_in(h.data(), DIRECTORY, "");
+    let entries = wait_until(&h, "the deletion entered", |entries| {
+        entries.iter().any(|e| e["kind"] == "deletion")
+    });
+    let deletion = entries.iter().find(|e| e["kind"] == "deletion").unwrap();
+    assert_eq!(deletion["name"], recording["name"], "{deletion:#}");
+    let detail = deletion["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("retention") && detail.contains("s3://"),
+        "{detail}"
+    );
+    for file in recording["files"].as_array().unwrap() {
+        assert!(!Path::new(file.as_str().unwrap()).exists(), "{file} kept");
+    }
+    assert!(
+        moto.objects("recordings")
+            .unwrap()
+            .iter()
+            .all(|o| !o.key.ends_with(".wav")),
+        "the current version is gone"
+    );
+    assert!(
+        moto.try_delete_locked("recordings", &wav.key)
+            .unwrap()
+            .starts_with("refused"),
+        "the locked version stays"
+    );
+    let report = h.ok(&["instance", "action", "rec", "verify", "--json"]);
+    assert!(report.contains("\"deleted\""), "{report}");
 }
 
 fn callhost_storage_sha256(path: &Path) -> String {

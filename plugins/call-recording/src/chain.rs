@@ -35,6 +35,9 @@ pub enum EntryKind {
     Recording,
     Failure,
     KeyRotation,
+    /// A recording deleted after its retention period: the entry stays,
+    /// the audio goes.
+    Deletion,
 }
 
 impl EntryKind {
@@ -43,6 +46,7 @@ impl EntryKind {
             EntryKind::Recording => "recording",
             EntryKind::Failure => "failure",
             EntryKind::KeyRotation => "key-rotation",
+            EntryKind::Deletion => "deletion",
         }
     }
 
@@ -51,6 +55,7 @@ impl EntryKind {
             "recording" => Some(EntryKind::Recording),
             "failure" => Some(EntryKind::Failure),
             "key-rotation" => Some(EntryKind::KeyRotation),
+            "deletion" => Some(EntryKind::Deletion),
             _ => None,
         }
     }
@@ -342,6 +347,45 @@ impl Chain {
         Ok(breaks)
     }
 
+    /// Recordings of `instance` that began before `cutoff` (RFC 3339 UTC)
+    /// and have no deletion entry yet, oldest first.
+    pub fn expired(
+        &self,
+        instance: &str,
+        cutoff: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, ChainError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT seq, kind, fields, previous, hash FROM chain
+                 WHERE kind = 'recording' AND started < ?2
+                   AND json_extract(fields, '$.instance') = ?1
+                   AND name NOT IN (SELECT name FROM chain WHERE kind = 'deletion')
+                 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(params![instance, cutoff, limit as i64], row_entry)
+            .map_err(|e| self.error(e))?;
+        rows.map(|row| row.map_err(|e| self.error(e)).and_then(|e| e))
+            .collect()
+    }
+
+    /// The deletion entry of a recording, if it was deleted.
+    pub fn deletion_of(&self, name: &str) -> Result<Option<Entry>, ChainError> {
+        self.conn
+            .query_row(
+                "SELECT seq, kind, fields, previous, hash FROM chain WHERE name = ?1 AND kind = 'deletion'
+                 ORDER BY seq DESC LIMIT 1",
+                params![name],
+                row_entry,
+            )
+            .optional()
+            .map_err(|e| self.error(e))?
+            .transpose()
+    }
+
     /// Uploads of `instance` due at `now` (unix seconds), oldest first.
     pub fn due_uploads(
         &self,
@@ -600,6 +644,45 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(chain.active().unwrap().is_empty());
+    }
+
+    #[test]
+    fn expired_recordings_are_the_old_ones_not_yet_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = Chain::open(&dir.path().join("recordings.db")).unwrap();
+        for (name, started, instance) in [
+            ("old", "2016-01-01T00:00:00Z", "rec"),
+            ("other", "2016-01-01T00:00:00Z", "rec2"),
+            ("new", "2026-12-01T00:00:00Z", "rec"),
+        ] {
+            chain
+                .append(EntryKind::Recording, |_, _| {
+                    Ok::<_, ()>(NewEntry {
+                        started: started.into(),
+                        instance: instance.into(),
+                        ..entry(name)
+                    })
+                })
+                .unwrap()
+                .unwrap();
+        }
+        let expired = chain.expired("rec", "2020-01-01T00:00:00Z", 10).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].fields.name, "old");
+        chain
+            .append(EntryKind::Deletion, |_, _| Ok::<_, ()>(entry("old")))
+            .unwrap()
+            .unwrap();
+        assert!(chain
+            .expired("rec", "2020-01-01T00:00:00Z", 10)
+            .unwrap()
+            .is_empty());
+        assert!(chain.deletion_of("old").unwrap().is_some());
+        // The recording's own entry is still the one found by name.
+        assert_eq!(
+            chain.entry_named("old").unwrap().unwrap().kind,
+            EntryKind::Recording
+        );
     }
 
     #[test]

@@ -37,6 +37,87 @@ pub struct Config {
     pub upload_delay: String,
     /// How long after a failed upload it is tried again.
     pub retry_interval: String,
+    /// Below this much free space where recordings are written, a warning
+    /// (log and mail) every hour; recordings go on, nothing is deleted.
+    pub min_free_disk_mb: u64,
+    /// Recordings older than this (humantime, e.g. "10years") are deleted
+    /// here and on the targets that allow it, each deletion entered in the
+    /// chain. Absent: kept for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    /// Mail when something needs a person (failures, disk space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailConfig>,
+}
+
+/// The SMTP server notices go through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// The SMTP server's host name.
+    pub server: String,
+    /// Default: 465 with `tls`, 587 with `starttls`, 25 with `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "default_security")]
+    pub security: MailSecurity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// At most one mail per this long; notices in between are collected.
+    #[serde(default = "default_min_interval")]
+    pub min_interval: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSecurity {
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain, upgraded with STARTTLS, which is required.
+    Starttls,
+    /// No encryption: only for a relay on this machine or in tests.
+    None,
+}
+
+fn default_security() -> MailSecurity {
+    MailSecurity::Starttls
+}
+
+fn default_min_interval() -> String {
+    "1h".into()
+}
+
+impl MailConfig {
+    pub fn min_interval(&self) -> Duration {
+        humantime::parse_duration(&self.min_interval).unwrap_or(Duration::from_secs(3600))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.trim().is_empty() {
+            return Err(config_error("mail.server", "must not be empty"));
+        }
+        self.from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| config_error("mail.from", format!("{:?}: {e}", self.from)))?;
+        if self.to.is_empty() {
+            return Err(config_error("mail.to", "needs at least one address"));
+        }
+        for (index, to) in self.to.iter().enumerate() {
+            to.parse::<lettre::message::Mailbox>()
+                .map_err(|e| config_error(format!("mail.to[{index}]"), format!("{to:?}: {e}")))?;
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(config_error(
+                "mail.password",
+                "user and password go together",
+            ));
+        }
+        duration("mail.min_interval", &self.min_interval).map(drop)
+    }
 }
 
 impl Default for Config {
@@ -52,6 +133,9 @@ impl Default for Config {
             targets: Vec::new(),
             upload_delay: "1m".into(),
             retry_interval: "1h".into(),
+            min_free_disk_mb: 1024,
+            retention: None,
+            mail: None,
         }
     }
 }
@@ -430,7 +514,21 @@ impl Config {
         if retry < Duration::from_secs(1) {
             return Err(config_error("retry_interval", "must be at least 1s"));
         }
+        if let Some(retention) = &self.retention {
+            if duration("retention", retention)? < Duration::from_secs(1) {
+                return Err(config_error("retention", "must be at least 1s"));
+            }
+        }
+        if let Some(mail) = &self.mail {
+            mail.validate()?;
+        }
         Ok(())
+    }
+
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention
+            .as_deref()
+            .and_then(|r| humantime::parse_duration(r).ok())
     }
 
     pub fn upload_delay(&self) -> Duration {

@@ -14,9 +14,10 @@
 
 pub mod chain;
 pub mod config;
+pub mod notify;
 pub mod recording;
 pub mod select;
-pub mod upload;
+pub mod upkeep;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -34,7 +35,7 @@ pub struct CallRecording {
     config: Config,
     ctx: Context,
     recordings: Arc<Recordings>,
-    uploader: Arc<upload::Uploader>,
+    upkeep: Arc<upkeep::Upkeep>,
 }
 
 /// The first instance of this library to activate in a process holds the
@@ -56,8 +57,9 @@ impl CallRecording {
             host_version: ctx.host_version(),
             installation_id: ctx.installation_id(),
             passphrase: hex::encode(passphrase).into_bytes(),
-            upload_targets: upload::Uploader::labels(config),
+            upload_targets: upkeep::Upkeep::labels(config),
             upload_delay: config.upload_delay(),
+            notifier: Default::default(),
         })
     }
 
@@ -96,7 +98,7 @@ impl Module for CallRecording {
         let place = Self::place(ctx, &config)?;
         let stop_digits = config.stop_digits.clone();
         Ok(CallRecording {
-            uploader: Arc::new(upload::Uploader::new(&config, place.clone())),
+            upkeep: Arc::new(upkeep::Upkeep::new(&config, place.clone())),
             recordings: Arc::new(Recordings::new(ctx, place, stop_digits)),
             config,
             ctx: ctx.clone(),
@@ -138,10 +140,20 @@ impl Module for CallRecording {
         if let Err(error) = started {
             tracing::error!("cannot start the recording writer: {error}");
         }
+        if let Some(mail) = &self.config.mail {
+            if let Some(task) = self
+                .recordings
+                .place()
+                .notifier
+                .start(mail, &self.ctx.instance)
+            {
+                self.ctx.spawn_service(task);
+            }
+        }
         // The uploads: a task of the instance's, ending with it. What it
         // has not sent stays queued in the recording log for the next start.
         self.ctx
-            .spawn_service(upload::Uploader::run(Arc::downgrade(&self.uploader)));
+            .spawn_service(upkeep::Upkeep::run(Arc::downgrade(&self.upkeep)));
     }
 
     fn call_setup(&self, setup: &CallSetup) -> Setup {

@@ -232,6 +232,8 @@ pub struct Place {
     /// The remote targets' labels a sealed recording is queued for.
     pub upload_targets: Vec<String>,
     pub upload_delay: Duration,
+    /// Mail to the administrators (failures, disk space).
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Place {
@@ -248,7 +250,7 @@ impl Place {
         chain::Queue {
             instance: self.instance.clone(),
             targets: self.upload_targets.clone(),
-            due: crate::upload::unix_now() + self.upload_delay.as_secs() as i64,
+            due: crate::upkeep::unix_now() + self.upload_delay.as_secs() as i64,
         }
     }
 
@@ -762,6 +764,13 @@ pub fn enter_failure(place: &Place, facts: &Facts<'_>, why: &str) {
         Ok(Ok(entry)) => {
             tracing::warn!(recording = %entry.fields.name, seq = entry.seq, "entered as failed: {why}");
             anchor_head(place, &chain);
+            place.notifier.notify(
+                "recording failed",
+                format!(
+                    "{} (call {}, chain position {}): {why}",
+                    entry.fields.name, entry.fields.call_id, entry.seq
+                ),
+            );
         }
         Ok(Err(error)) | Err(chain::ChainError::Corrupt(error)) => {
             tracing::error!("failure of {} not entered: {error}", facts.info.name)

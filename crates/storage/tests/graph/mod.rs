@@ -3,7 +3,8 @@
 //! `PUT …/root:/{path}:/content`, `POST …/root:/{path}:/createUploadSession`
 //! with chunked `PUT`s to the session URL (Content-Range, 320 KiB
 //! multiples, 202 with `nextExpectedRanges` until the last), and
-//! `GET …/content` answered with a 302 to a pre-authenticated URL.
+//! `GET …/content` answered with a 302 to a pre-authenticated URL, and
+//! `DELETE …/root:/{path}`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -93,6 +94,19 @@ async fn drive_item(
             "InvalidAuthenticationToken",
             "Access token is empty.",
         );
+    }
+    if method == axum::http::Method::DELETE {
+        let Some(path) = rest.strip_prefix("root:/") else {
+            return graph_error(StatusCode::BAD_REQUEST, "invalidRequest", "Invalid request");
+        };
+        return match shared.drive.lock().unwrap().files.remove(path) {
+            Some(_) => StatusCode::NO_CONTENT.into_response(),
+            None => graph_error(
+                StatusCode::NOT_FOUND,
+                "itemNotFound",
+                "The resource could not be found.",
+            ),
+        };
     }
     let Some((path, action)) = split_item(&rest) else {
         return graph_error(StatusCode::BAD_REQUEST, "invalidRequest", "Invalid request");

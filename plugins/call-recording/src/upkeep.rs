@@ -1,17 +1,25 @@
-//! Uploads to the remote targets (CR16, CR17): queued with the recording's
-//! chain entry, sent a while after the call by a background task of the
-//! instance, each file confirmed by reading it back, retried until every
-//! target has it. Only then, and only without a local target, are the
-//! files deleted here. The chain's head goes along with every upload, so
-//! each target can show that newer entries existed.
+//! What happens to a recording after it is sealed: uploads to the remote
+//! targets (CR16, CR17), deletion here once every target has it, deletion
+//! after the retention period, and a watch on the local disk (CR23).
+//!
+//! Uploads are queued with the recording's chain entry, sent a while after
+//! the call by a background task of the instance, each file confirmed by
+//! reading it back, retried until every target has it. Only then, and only
+//! without a local target, are the files deleted here. The chain's head
+//! goes along with every upload, so each target can show that newer
+//! entries existed.
 //!
 //! A failed upload is an entry in the chain the first time ("upload
 //! failed"), then a warning in the instance log at every retry; the queue
 //! is in the recording log, so a restart (or a crash) resumes it.
+//!
+//! Retention deletes the audio, here and on the targets, never before
+//! every target confirmed it; each deletion is an entry in the chain (the
+//! recording's entry stays).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use callhost_plugin_sdk::tracing;
 use callhost_storage::{self as storage, StorageError, Upload};
@@ -22,6 +30,10 @@ use crate::recording::{anchor_head, Place};
 
 /// How often the queue is looked at.
 const PASS: Duration = Duration::from_secs(1);
+/// How often the disk and the retention period are looked at.
+const MAINTENANCE: Duration = Duration::from_secs(60);
+/// How often a full disk is warned about while it stays full.
+const DISK_WARNING_EVERY: Duration = Duration::from_secs(3600);
 /// Recordings taken per pass (the rest wait for the next).
 const PER_PASS: usize = 20;
 
@@ -32,11 +44,14 @@ struct RemoteTarget {
     retain_days: Option<u32>,
 }
 
-pub struct Uploader {
+pub struct Upkeep {
     place: Place,
     targets: Vec<RemoteTarget>,
     keeps_local: bool,
     retry: Duration,
+    retention: Option<Duration>,
+    min_free_bytes: u64,
+    last_disk_warning: Mutex<Option<Instant>>,
     /// The queue's connection, opened on first use (blocking threads only).
     chain: Mutex<Option<Chain>>,
 }
@@ -51,8 +66,8 @@ fn now_utc() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-impl Uploader {
-    pub fn new(config: &Config, place: Place) -> Uploader {
+impl Upkeep {
+    pub fn new(config: &Config, place: Place) -> Upkeep {
         let targets = config
             .targets
             .iter()
@@ -66,10 +81,13 @@ impl Uploader {
                 })
             })
             .collect();
-        Uploader {
+        Upkeep {
             place,
             targets,
             keeps_local: config.keeps_local(),
+            retention: config.retention(),
+            min_free_bytes: config.min_free_disk_mb.saturating_mul(1024 * 1024),
+            last_disk_warning: Mutex::new(None),
             retry: config.retry_interval(),
             chain: Mutex::new(None),
         }
@@ -85,13 +103,190 @@ impl Uploader {
     }
 
     /// The background task: a pass every second while the instance lives.
-    pub async fn run(uploader: Weak<Uploader>) {
+    pub async fn run(upkeep: Weak<Upkeep>) {
+        let mut last_maintenance: Option<Instant> = None;
         loop {
             tokio::time::sleep(PASS).await;
-            let Some(uploader) = uploader.upgrade() else {
+            let Some(upkeep) = upkeep.upgrade() else {
                 return;
             };
-            uploader.pass().await;
+            upkeep.pass().await;
+            if last_maintenance.is_none_or(|at| at.elapsed() >= MAINTENANCE) {
+                last_maintenance = Some(Instant::now());
+                upkeep.blocking(|u| u.watch_disk()).await;
+                upkeep.apply_retention().await;
+            }
+        }
+    }
+
+    /// Warns (log and mail, hourly) while free space where recordings are
+    /// written is below the minimum. Nothing is deleted for it.
+    fn watch_disk(&self) {
+        let Some(free) = free_bytes(&self.place.root) else {
+            return;
+        };
+        let mut last = self
+            .last_disk_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if free >= self.min_free_bytes {
+            if last.take().is_some() {
+                tracing::info!(
+                    free_mb = free / (1024 * 1024),
+                    "disk space for recordings is back"
+                );
+            }
+            return;
+        }
+        if last.is_some_and(|at| at.elapsed() < DISK_WARNING_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let text = format!(
+            "{} has {} MB free, below the configured {} MB. Recording goes on; nothing is deleted to make room{}.",
+            self.place.root.display(),
+            free / (1024 * 1024),
+            self.min_free_bytes / (1024 * 1024),
+            if self.targets.is_empty() {
+                ""
+            } else {
+                " (files go only once every target confirmed them)"
+            }
+        );
+        tracing::warn!("disk filling up: {text}");
+        self.place.notifier.notify("disk filling up", text);
+    }
+
+    /// Deletes recordings past the retention period, here and on the
+    /// targets, each deletion entered in the chain.
+    async fn apply_retention(self: &Arc<Self>) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        let cutoff = SystemTime::now()
+            .checked_sub(retention)
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+        let Some(cutoff) = cutoff else {
+            return;
+        };
+        let expired = self
+            .blocking(move |u| {
+                u.with_chain(|chain| {
+                    chain
+                        .expired(&u.place.instance, &cutoff, PER_PASS)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .await;
+        let expired = match expired {
+            Some(Ok(expired)) => expired,
+            Some(Err(error)) => {
+                tracing::error!("cannot read the recordings past retention: {error}");
+                return;
+            }
+            None => return,
+        };
+        for entry in expired {
+            self.delete_expired(entry, retention).await;
+        }
+    }
+
+    async fn delete_expired(self: &Arc<Self>, entry: Entry, retention: Duration) {
+        let name = entry.fields.name.clone();
+        let uploads = self
+            .blocking(move |u| {
+                u.with_chain(|chain| chain.uploads_of(&name).map_err(|e| e.to_string()))
+            })
+            .await
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if let Some(pending) = uploads.iter().find(|u| u.done.is_none()) {
+            tracing::warn!(
+                recording = %entry.fields.name,
+                "past its retention period but not yet on {}: kept until it is",
+                pending.target
+            );
+            return;
+        }
+        let mut done = Vec::new();
+        let mut kept = Vec::new();
+        for target in &self.targets {
+            if !uploads.iter().any(|u| u.target == target.label) {
+                continue; // never sent there (configured later)
+            }
+            let remote_dir = remote_dir(&target.subdirectory, &entry.fields.started);
+            let files: Vec<String> = entry
+                .fields
+                .files
+                .iter()
+                .map(|f| remote_path(&remote_dir, f))
+                .collect();
+            match target.client.delete(&files).await {
+                Ok(()) if target.retain_days.is_some() => done.push(format!(
+                    "{} (Object Lock keeps its versions until their retain-until date)",
+                    target.label
+                )),
+                Ok(()) => done.push(target.label.clone()),
+                Err(error) => kept.push(format!("{}: {}", target.label, describe(&error))),
+            }
+        }
+        if !kept.is_empty() {
+            // Tried again at the next pass; nothing entered until done.
+            tracing::warn!(recording = %entry.fields.name, "past retention, not deleted on {}", kept.join("; "));
+            return;
+        }
+        let retention_text = humantime::format_duration(retention).to_string();
+        self.blocking(move |u| u.enter_deletion(&entry, &retention_text, &done))
+            .await;
+    }
+
+    fn enter_deletion(&self, entry: &Entry, retention: &str, remote: &[String]) {
+        let directory = Path::new(&entry.fields.directory);
+        for file in &entry.fields.files {
+            let path = directory.join(file);
+            if let Err(error) = std::fs::remove_file(&path) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!("retention: cannot delete {}: {error}", path.display());
+                    return;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(directory);
+        let place = &self.place;
+        let mut detail = format!("retention of {retention} passed: audio and files deleted here");
+        if !remote.is_empty() {
+            detail.push_str(&format!(" and on {}", remote.join(", ")));
+        }
+        let appended = self.with_chain(|chain| {
+            chain
+                .append(EntryKind::Deletion, |_, _| {
+                    Ok::<_, String>(NewEntry {
+                        name: entry.fields.name.clone(),
+                        instance: place.instance.clone(),
+                        call_id: entry.fields.call_id.clone(),
+                        started: entry.fields.started.clone(),
+                        ended: now_utc(),
+                        status: "deleted".into(),
+                        detail: detail.clone(),
+                        directory: entry.fields.directory.clone(),
+                        parties: entry.fields.parties.clone(),
+                        ..NewEntry::default()
+                    })
+                })
+                .map_err(|e| e.to_string())?
+        });
+        match appended {
+            Ok(deletion) => {
+                tracing::info!(recording = %entry.fields.name, seq = deletion.seq, "{detail}");
+                if let Ok(slot) = self.chain.lock() {
+                    if let Some(chain) = slot.as_ref() {
+                        anchor_head(place, chain);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(recording = %entry.fields.name, "deletion not entered: {error}")
+            }
         }
     }
 
@@ -115,7 +310,7 @@ impl Uploader {
     /// runtime's workers.
     async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
-        work: impl FnOnce(&Uploader) -> T + Send + 'static,
+        work: impl FnOnce(&Upkeep) -> T + Send + 'static,
     ) -> Option<T> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || work(&this)).await.ok()
@@ -193,11 +388,7 @@ impl Uploader {
             .ok_or_else(|| format!("{name} is not in the recording log"))?;
         let target = &self.targets[target];
         let directory = Path::new(&entry.fields.directory);
-        let subdirectory = expand_subdirectory(&target.subdirectory, &entry.fields.started);
-        let remote_dir: Vec<String> = subdirectory
-            .iter()
-            .map(|part| part.to_string_lossy().into_owned())
-            .collect();
+        let remote_dir = remote_dir(&target.subdirectory, &entry.fields.started);
         let retain_until = target.retain_days.and_then(|days| {
             humantime::parse_rfc3339(&entry.fields.started)
                 .ok()
@@ -205,9 +396,7 @@ impl Uploader {
         });
         let mut uploads = Vec::new();
         for file in &entry.fields.files {
-            let mut remote = remote_dir.clone();
-            remote.push(file.clone());
-            let mut upload = Upload::of_file(&directory.join(file), remote.join("/"))
+            let mut upload = Upload::of_file(&directory.join(file), remote_path(&remote_dir, file))
                 .map_err(|e| describe(&e))?;
             upload.retain_until = retain_until;
             uploads.push(upload);
@@ -319,6 +508,13 @@ impl Uploader {
         match appended {
             Ok(entry) => {
                 tracing::warn!(recording = %queued.name, seq = entry.seq, "entered: upload failed");
+                place.notifier.notify(
+                    "upload failed",
+                    format!(
+                        "{} to {}: {error}. Tried again every {retry}; kept here until it arrives.",
+                        queued.name, queued.target
+                    ),
+                );
                 if let Ok(slot) = self.chain.lock() {
                     if let Some(chain) = slot.as_ref() {
                         anchor_head(place, chain);
@@ -330,6 +526,29 @@ impl Uploader {
             }
         }
     }
+}
+
+/// A recording's directory on a target: the subdirectory template filled
+/// in from its start.
+fn remote_dir(template: &str, started: &str) -> Vec<String> {
+    expand_subdirectory(template, started)
+        .iter()
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect()
+}
+
+fn remote_path(directory: &[String], file: &str) -> String {
+    let mut parts = directory.to_vec();
+    parts.push(file.to_string());
+    parts.join("/")
+}
+
+/// Free bytes for an unprivileged writer on the file system holding
+/// `path` (or its nearest existing parent).
+fn free_bytes(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let stats = nix::sys::statvfs::statvfs(existing).ok()?;
+    Some((stats.blocks_available() as u64).saturating_mul(stats.fragment_size() as u64))
 }
 
 /// An upload error for the log and the chain: its message, and whether
