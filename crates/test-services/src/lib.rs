@@ -8,6 +8,7 @@
 //!   and stopped at will.
 //! - [`Moto`]: a private S3 server (moto), with boto3 to inspect it.
 //! - [`Smtp`]: a private SMTP sink (aiosmtpd) with a maildir.
+//! - [`Tsa`]: a private RFC 3161 time-stamping authority (`openssl ts`).
 //! - [`ensure_postgres`] / [`ensure_mariadb`]: the machine's local SQL
 //!   servers, started if they are down, as connection URLs.
 //!
@@ -29,6 +30,7 @@ mod radicale;
 mod slapd;
 mod smtp;
 mod sshd;
+mod tsa;
 
 pub use databases::{ensure_mariadb, ensure_postgres};
 pub use moto::{
@@ -39,6 +41,7 @@ pub use radicale::Radicale;
 pub use slapd::Slapd;
 pub use smtp::Smtp;
 pub use sshd::Sshd;
+pub use tsa::Tsa;
 
 /// How long a private server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

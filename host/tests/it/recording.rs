@@ -682,3 +682,99 @@ fn callhost_storage_sha256(path: &Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+fn python_sqlite(db: &Path, script: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); {script}; c.commit()"),
+        ])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_tsa_stamps_the_chain_head_so_removing_the_newest_entries_shows_even_with_a_forged_head() {
+    let mut tsa = callhost_test_services::Tsa::prepare().unwrap();
+    let url = tsa.serve().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let h = recorder(&format!(
+        "users = [\"bert\"]\n[timestamp]\nurl = \"{url}\"\nevery = \"1s\"\n\
+         [[targets]]\nkind = \"local\"\npath = \"{}\"\n",
+        local.path().display()
+    ));
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    for _ in 0..2 {
+        call_bert(&serve, "uac.xml", "uas.xml", 500);
+    }
+    let entries = wait_for_recordings(&h, "rec", 2);
+    let stamps = local.path().join("timestamps");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stamps.join("chain-head-00000002.tsr").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no stamp of entry 2 (TSA served {})",
+            tsa.served()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // The stamp as an auditor checks it: OpenSSL and the TSA's certificate.
+    let checked = Command::new("openssl")
+        .args(["ts", "-verify", "-data"])
+        .arg(stamps.join("chain-head-00000002.txt"))
+        .arg("-in")
+        .arg(stamps.join("chain-head-00000002.tsr"))
+        .arg("-CAfile")
+        .arg(tsa.certificate())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success() && said.contains("Verification: OK"),
+        "{said}"
+    );
+    let report = h.ok(&["instance", "action", "rec", "verify", "--json"]);
+    assert!(report.contains("time stamps"), "{report}");
+
+    // Two recordings' audio swapped: both verifiers see it.
+    let (a, b) = (file_of(&entries[0], ".wav"), file_of(&entries[1], ".wav"));
+    let swap = a.with_extension("swap");
+    std::fs::rename(&a, &swap).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    std::fs::rename(&swap, &b).unwrap();
+    let error = h.fails(&["instance", "action", "rec", "verify"]);
+    assert!(error.contains("checksums"), "{error}");
+    let cert = certificate(&h);
+    assert!(!run_verify_sh(&h, &entries[0], &cert).status.success());
+    assert!(!run_verify_sh(&h, &entries[1], &cert).status.success());
+    std::fs::rename(&a, &swap).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    std::fs::rename(&swap, &b).unwrap();
+    h.ok(&["instance", "action", "rec", "verify"]);
+
+    // The newest entry removed and the local head rewritten to match: the
+    // local anchor is fooled, the stamp is not.
+    drop(serve);
+    let db = h.data().join("modules/call-recording/shared/recordings.db");
+    let previous = python_sqlite(
+        &db,
+        "c.execute('DELETE FROM chain WHERE seq=2'); print(c.execute('SELECT hash FROM chain WHERE seq=1').fetchone()[0])",
+    );
+    std::fs::write(
+        local.path().join("chain-head.txt"),
+        format!("seq: 1\nhash: {previous}\n"),
+    )
+    .unwrap();
+    let error = h.fails(&["instance", "action", "rec", "verify"]);
+    assert!(
+        error.contains("entry 2 was stamped but is missing"),
+        "{error}"
+    );
+}

@@ -48,6 +48,29 @@ pub struct Config {
     /// Mail when something needs a person (failures, disk space).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mail: Option<MailConfig>,
+    /// An RFC 3161 time-stamping authority that stamps the chain's head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<TimestampConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampConfig {
+    /// The TSA's URL (RFC 3161 over HTTP).
+    pub url: String,
+    /// The head is stamped at most this often, and only when it changed.
+    #[serde(default = "default_stamp_every")]
+    pub every: String,
+}
+
+fn default_stamp_every() -> String {
+    "1h".into()
+}
+
+impl TimestampConfig {
+    pub fn every(&self) -> Duration {
+        humantime::parse_duration(&self.every).unwrap_or(Duration::from_secs(3600))
+    }
 }
 
 /// The SMTP server notices go through.
@@ -136,6 +159,7 @@ impl Default for Config {
             min_free_disk_mb: 1024,
             retention: None,
             mail: None,
+            timestamp: None,
         }
     }
 }
@@ -521,6 +545,15 @@ impl Config {
         }
         if let Some(mail) = &self.mail {
             mail.validate()?;
+        }
+        if let Some(timestamp) = &self.timestamp {
+            if !(timestamp.url.starts_with("http://") || timestamp.url.starts_with("https://")) {
+                return Err(config_error(
+                    "timestamp.url",
+                    format!("{:?} is not an http:// or https:// URL", timestamp.url),
+                ));
+            }
+            duration("timestamp.every", &timestamp.every)?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod notify;
 pub mod recording;
 pub mod select;
+pub mod stamp;
 pub mod upkeep;
 
 use std::sync::{Arc, Mutex, OnceLock};

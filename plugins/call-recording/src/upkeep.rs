@@ -52,6 +52,7 @@ pub struct Upkeep {
     retention: Option<Duration>,
     min_free_bytes: u64,
     last_disk_warning: Mutex<Option<Instant>>,
+    timestamp: Option<crate::config::TimestampConfig>,
     /// The queue's connection, opened on first use (blocking threads only).
     chain: Mutex<Option<Chain>>,
 }
@@ -88,6 +89,7 @@ impl Upkeep {
             retention: config.retention(),
             min_free_bytes: config.min_free_disk_mb.saturating_mul(1024 * 1024),
             last_disk_warning: Mutex::new(None),
+            timestamp: config.timestamp.clone(),
             retry: config.retry_interval(),
             chain: Mutex::new(None),
         }
@@ -105,11 +107,26 @@ impl Upkeep {
     /// The background task: a pass every second while the instance lives.
     pub async fn run(upkeep: Weak<Upkeep>) {
         let mut last_maintenance: Option<Instant> = None;
+        let mut last_stamp: Option<Instant> = None;
         loop {
             tokio::time::sleep(PASS).await;
             let Some(upkeep) = upkeep.upgrade() else {
                 return;
             };
+            if let Some(timestamp) = &upkeep.timestamp {
+                if last_stamp.is_none_or(|at| at.elapsed() >= timestamp.every()) {
+                    last_stamp = Some(Instant::now());
+                    if let Err(error) =
+                        crate::stamp::stamp_head(&upkeep.place, &timestamp.url).await
+                    {
+                        tracing::warn!(
+                            "chain head not time-stamped, tried again in {}: {error}",
+                            timestamp.every
+                        );
+                        upkeep.place.notifier.notify("time stamp failed", error);
+                    }
+                }
+            }
             upkeep.pass().await;
             if last_maintenance.is_none_or(|at| at.elapsed() >= MAINTENANCE) {
                 last_maintenance = Some(Instant::now());
@@ -400,6 +417,19 @@ impl Upkeep {
                 .map_err(|e| describe(&e))?;
             upload.retain_until = retain_until;
             uploads.push(upload);
+        }
+        // The newest stamp of the head travels too (unique names: sent
+        // once, found there after).
+        if let Some(stamp) = crate::stamp::stamps(&self.place).last() {
+            for path in [&stamp.head, &stamp.reply] {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if let Some(name) = name {
+                    uploads.push(
+                        Upload::of_file(path, format!("timestamps/{name}"))
+                            .map_err(|e| describe(&e))?,
+                    );
+                }
+            }
         }
         let head = self.place.head_path();
         if head.exists() {

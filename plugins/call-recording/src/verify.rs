@@ -69,7 +69,7 @@ pub fn run(place: &Place, wanted: &[String], as_json: bool) -> Result<serde_json
         }));
     }
 
-    let chain_checks = [
+    let mut chain_checks = vec![
         Check {
             name: "chain".into(),
             passed: breaks.is_empty(),
@@ -85,6 +85,7 @@ pub fn run(place: &Place, wanted: &[String], as_json: bool) -> Result<serde_json
         },
         head_check(place, &chain),
     ];
+    chain_checks.extend(crate::stamp::check_stamps(place, &chain));
     all_passed &= chain_checks.iter().all(|c| c.passed);
 
     let report = json!({

@@ -53,6 +53,7 @@ mod certificate;
 mod key_file;
 mod key_store;
 mod recording;
+pub mod timestamp;
 
 #[cfg(test)]
 mod tests;
