@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use callhost_pbx::directory::Directory;
 use serde::{Deserialize, Serialize};
 
@@ -250,6 +250,80 @@ pub fn instance_show(host: &Host, name: &str) -> Result<String> {
     let live =
         Instances::new(&host.data, &host.db, &host.loader).live(&row, &EngineSlot::default())?;
     Ok(live.instance.effective_config().into_string())
+}
+
+/// Largest asset taken: a prompt of several minutes as WAV.
+const MAX_ASSET_BYTES: u64 = 50 * 1024 * 1024;
+
+/// The asset's file name, checked: a plain name, no path.
+fn asset_name(asset: &str) -> Result<&str> {
+    let plain = !asset.is_empty()
+        && !asset.starts_with('.')
+        && asset
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !plain {
+        bail!(
+            "asset name {asset:?}: letters, digits, '.', '-' and '_' only, not starting with '.'"
+        );
+    }
+    Ok(asset)
+}
+
+pub fn instance_asset_add(host: &Host, name: &str, file: &Path) -> Result<String> {
+    host.db.instance(name)?;
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("{}: not a file", file.display()))?;
+    let asset = asset_name(&file_name)?;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("{}", file.display()))?
+        .len();
+    if size > MAX_ASSET_BYTES {
+        bail!(
+            "{}: {size} bytes, more than the {MAX_ASSET_BYTES} an asset may have",
+            file.display()
+        );
+    }
+    // A prompt that does not decode is refused now, not at the first call.
+    let prompt = callhost_media::prompt::Prompt::load(file)
+        .map_err(|e| anyhow!("{}: not a playable sound file: {e}", file.display()))?;
+    let dir = host.data.instance_assets(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let staging = dir.join(format!(".{asset}.partial"));
+    std::fs::copy(file, &staging).with_context(|| format!("copying {}", file.display()))?;
+    std::fs::rename(&staging, dir.join(asset))
+        .with_context(|| format!("storing {asset} in {}", dir.display()))?;
+    Ok(format!(
+        "added instance/{asset} to {name} ({:.1} s)",
+        prompt.duration().as_secs_f64()
+    ))
+}
+
+pub fn instance_asset_list(host: &Host, name: &str) -> Result<String> {
+    host.db.instance(name)?;
+    let dir = host.data.instance_assets(name);
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .map(|n| format!("instance/{n}"))
+            .collect(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", dir.display())),
+    };
+    names.sort();
+    Ok(names.join("\n"))
+}
+
+pub fn instance_asset_remove(host: &Host, name: &str, asset: &str) -> Result<String> {
+    host.db.instance(name)?;
+    let asset = asset_name(asset.strip_prefix("instance/").unwrap_or(asset))?;
+    let path = host.data.instance_assets(name).join(asset);
+    std::fs::remove_file(&path).with_context(|| format!("{name} has no asset {asset}"))?;
+    Ok(format!("removed instance/{asset} from {name}"))
 }
 
 pub fn instance_log(host: &Host, name: &str, level: Option<&str>) -> Result<String> {

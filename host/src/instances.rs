@@ -208,6 +208,8 @@ pub struct LiveInstance {
     pub media: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::dispatch::MediaJob>>,
     /// The installed version's `assets/` (prompts).
     pub assets_dir: std::path::PathBuf,
+    /// The instance's own assets (`instance/<file>` in a prompt).
+    pub instance_assets_dir: std::path::PathBuf,
     /// When the `call_event` in progress started (for the stall watchdog).
     event_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// The synchronous part of `call_setup` runs on the call's own thread
@@ -460,6 +462,7 @@ pub fn live_instance(
         events: std::sync::OnceLock::new(),
         media: std::sync::OnceLock::new(),
         assets_dir: assets,
+        instance_assets_dir: data.instance_assets(&row.name),
         event_since: std::sync::Mutex::new(None),
         quick: AtomicBool::new(manifest.hooks.contains(Hooks::QUICK_SETUP)),
         inline_since: std::sync::atomic::AtomicU64::new(0),

@@ -159,6 +159,12 @@ enum InstanceCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// An instance's own assets (prompts such as a recording notice):
+    /// add FILE, list, remove FILE.
+    Asset {
+        #[command(subcommand)]
+        command: AssetCommand,
+    },
     /// Run a module's admin action; prints JSON.
     Action {
         name: String,
@@ -167,6 +173,17 @@ enum InstanceCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum AssetCommand {
+    /// Copy a sound file in (checked to decode); a module names it
+    /// `instance/<file name>`.
+    Add { name: String, file: PathBuf },
+    /// The instance's assets.
+    List { name: String },
+    /// Delete an asset.
+    Remove { name: String, asset: String },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +346,15 @@ fn run(cli: Cli) -> Result<String> {
             InstanceCommand::Import { file, replace } => {
                 commands::instance_import(host_ref, &file, replace)?
             }
+            InstanceCommand::Asset { command } => match command {
+                AssetCommand::Add { name, file } => {
+                    commands::instance_asset_add(host_ref, &name, &file)?
+                }
+                AssetCommand::List { name } => commands::instance_asset_list(host_ref, &name)?,
+                AssetCommand::Remove { name, asset } => {
+                    commands::instance_asset_remove(host_ref, &name, &asset)?
+                }
+            },
             InstanceCommand::Action { name, action, args } => {
                 commands::instance_action(host_ref, &name, &action, args)?
             }

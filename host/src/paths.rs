@@ -60,6 +60,12 @@ impl DataDir {
             .join(format!("{name}-{stamp}"))
     }
 
+    /// An instance's own assets (prompts an administrator uploaded),
+    /// named `instance/<file>` by its module.
+    pub fn instance_assets(&self, name: &str) -> PathBuf {
+        self.instance_dir(name).join("assets")
+    }
+
     pub fn instance_log(&self, name: &str) -> PathBuf {
         self.instance_dir(name).join("instance.log")
     }

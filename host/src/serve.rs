@@ -149,7 +149,11 @@ impl CallControl for HostControl {
         }
         // Not looked at here (a disk access on the call's task): loading
         // the prompt, on a blocking thread, says if it is missing.
-        Some(live.assets_dir.join(relative))
+        // `instance/<file>` is one the administrator added to the instance.
+        match relative.strip_prefix("instance") {
+            Ok(own) if !own.as_os_str().is_empty() => Some(live.instance_assets_dir.join(own)),
+            _ => Some(live.assets_dir.join(relative)),
+        }
     }
 
     fn call_ended(&self, record: CallRecord) {

@@ -400,6 +400,10 @@ impl EventKind {
     pub const DTMF: EventKind = EventKind(5);
     pub const HANGUP: EventKind = EventKind(6);
     pub const REJECTED: EventKind = EventKind(7);
+    /// The prompt an instance asked for is over (before any phone rang);
+    /// `detail` is `<instance>/<asset>: played` or `…: not played: why`.
+    /// A new value, not a new layout: modules that do not know it ignore it.
+    pub const PROMPT_ENDED: EventKind = EventKind(8);
 
     pub fn name(self) -> &'static str {
         match self {
@@ -410,6 +414,7 @@ impl EventKind {
             Self::DTMF => "dtmf",
             Self::HANGUP => "hangup",
             Self::REJECTED => "rejected",
+            Self::PROMPT_ENDED => "prompt-ended",
             _ => "unknown",
         }
     }

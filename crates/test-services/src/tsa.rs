@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -83,7 +83,7 @@ impl Tsa {
 
     /// Answers one query as the TSA (`openssl ts -reply`).
     pub fn reply(&self, query: &[u8]) -> Result<Vec<u8>, Error> {
-        reply(&self.dir.path().to_path_buf(), query)
+        reply(self.dir.path(), query)
     }
 
     /// Serves on a free port; returns its URL.
@@ -127,7 +127,7 @@ impl Drop for Tsa {
     }
 }
 
-fn reply(dir: &PathBuf, query: &[u8]) -> Result<Vec<u8>, Error> {
+fn reply(dir: &Path, query: &[u8]) -> Result<Vec<u8>, Error> {
     let unique = format!(
         "{}-{:?}",
         std::process::id(),
@@ -166,7 +166,7 @@ fn reply(dir: &PathBuf, query: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// One HTTP/1.1 exchange: a POST with a Content-Length body.
-fn answer(dir: &PathBuf, stream: TcpStream) -> std::io::Result<()> {
+fn answer(dir: &Path, stream: TcpStream) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);

@@ -778,3 +778,85 @@ fn a_tsa_stamps_the_chain_head_so_removing_the_newest_entries_shows_even_with_a_
         "{error}"
     );
 }
+
+/// A WAV of `seconds` of a 440 Hz tone, 8 kHz 16-bit mono.
+fn tone_wav(path: &Path, seconds: f64) {
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import wave,math,struct,sys\n\
+             w=wave.open(sys.argv[1],'wb'); w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)\n\
+             n=int(8000*float(sys.argv[2]))\n\
+             w.writeframes(b''.join(struct.pack('<h',int(8000*math.sin(2*math.pi*440*i/8000))) for i in range(n)))\n\
+             w.close()",
+        ])
+        .arg(path)
+        .arg(seconds.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn an_incoming_calls_notice_is_played_to_the_caller_and_the_recording_begins_after_it() {
+    let h = recorder("users = [\"bert\"]\n");
+    // Assets are the instance's own, checked when added.
+    let notice = h.data().join("notice-in.wav");
+    tone_wav(&notice, 3.0);
+    let added = h.ok(&["instance", "asset", "add", "rec", notice.to_str().unwrap()]);
+    assert!(
+        added.contains("instance/notice-in.wav") && added.contains("3.0 s"),
+        "{added}"
+    );
+    let junk = h.data().join("junk.wav");
+    std::fs::write(&junk, b"RIFF not really").unwrap();
+    let error = h.fails(&["instance", "asset", "add", "rec", junk.to_str().unwrap()]);
+    assert!(error.contains("not a playable sound file"), "{error}");
+    assert_eq!(
+        h.ok(&["instance", "asset", "list", "rec"]).trim(),
+        "instance/notice-in.wav"
+    );
+    // A notice that is not an asset is refused, naming the field.
+    let bad = h.data().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "users = [\"bert\"]\nnotice_incoming = \"missing.wav\"\n",
+    )
+    .unwrap();
+    let error = h.fails(&["instance", "configure", "rec", bad.to_str().unwrap()]);
+    assert!(error.contains("notice_incoming"), "{error}");
+    let good = h.data().join("good.toml");
+    std::fs::write(
+        &good,
+        "users = [\"bert\"]\nnotice_incoming = \"notice-in.wav\"\n",
+    )
+    .unwrap();
+    h.ok(&["instance", "configure", "rec", good.to_str().unwrap()]);
+
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 1500);
+    serve.wait_log(&["prompt played", "asset=instance/notice-in.wav"]);
+    let entry = wait_for_recordings(&h, "rec", 1).remove(0);
+    assert_eq!(entry["status"], "complete", "{entry:#}");
+    let info = std::fs::read_to_string(file_of(&entry, "_info.txt")).unwrap();
+    assert!(
+        info.contains(
+            "Notice: instance/notice-in.wav, then recorded (rec/instance/notice-in.wav: played)"
+        ),
+        "{info}"
+    );
+    // The 3 s notice is not in the recording: it holds ringing and the
+    // 1.5 s conversation, not the notice before them.
+    let wav = read_wav(&file_of(&entry, ".wav"));
+    let seconds = channel(&wav, 0).len() as f64 / 8000.0;
+    assert!((1.2..3.4).contains(&seconds), "{seconds} s recorded");
+    h.ok(&["instance", "action", "rec", "verify"]);
+    h.ok(&[
+        "instance",
+        "asset",
+        "remove",
+        "rec",
+        "instance/notice-in.wav",
+    ]);
+    assert_eq!(h.ok(&["instance", "asset", "list", "rec"]).trim(), "");
+}

@@ -30,6 +30,13 @@ pub struct Config {
     pub record_direct_calls_to_group_members: bool,
     /// Keys either party presses to stop the recording (CR18). Empty: off.
     pub stop_digits: String,
+    /// Notices played to the caller before the recording begins (CR7):
+    /// an asset of the instance (`callhost instance asset add NAME FILE`),
+    /// by file name, for incoming and for outgoing calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_incoming: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_outgoing: Option<String>,
     /// Where recordings are kept; none means a local directory in the
     /// instance's data directory.
     pub targets: Vec<Target>,
@@ -153,6 +160,8 @@ impl Default for Config {
             channels: ChannelsSetting::Stereo,
             record_direct_calls_to_group_members: false,
             stop_digits: DEFAULT_STOP_DIGITS.into(),
+            notice_incoming: None,
+            notice_outgoing: None,
             targets: Vec::new(),
             upload_delay: "1m".into(),
             retry_interval: "1h".into(),
@@ -518,6 +527,24 @@ impl Config {
                 "stop_digits",
                 format!("{bad:?} is not a key (0-9, *, #)"),
             ));
+        }
+        for (field, notice) in [
+            ("notice_incoming", &self.notice_incoming),
+            ("notice_outgoing", &self.notice_outgoing),
+        ] {
+            if let Some(name) = notice {
+                let plain = !name.is_empty()
+                    && !name.starts_with('.')
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+                if !plain {
+                    return Err(config_error(
+                        field,
+                        format!("{name:?} is not an asset's file name"),
+                    ));
+                }
+            }
         }
         for (index, target) in self.targets.iter().enumerate() {
             target.validate(&|name: &str| format!("targets[{index}].{name}"))?;

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use callhost_plugin_sdk::{
     config_error, export_module, serde_json, serde_json::json, tracing, Action, CallEvent,
-    CallSetup, ConfigError, Context, Decision, EventKind, MediaFrame, Module, Setup, TapRequest,
+    CallSetup, ConfigError, Context, Decision, Direction, EventKind, MediaFrame, Module, Setup,
+    TapRequest,
 };
 use callhost_recording::evidence;
 
@@ -96,6 +97,22 @@ impl Module for CallRecording {
 
     fn new(ctx: &Context, config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        for (field, notice) in [
+            ("notice_incoming", &config.notice_incoming),
+            ("notice_outgoing", &config.notice_outgoing),
+        ] {
+            if let Some(name) = notice {
+                if !ctx.data_dir.join("assets").join(name).is_file() {
+                    return Err(config_error(
+                        field,
+                        format!(
+                            "the instance has no asset {name:?}; add it first with `callhost instance asset add {} FILE`",
+                            ctx.instance
+                        ),
+                    ));
+                }
+            }
+        }
         let place = Self::place(ctx, &config)?;
         let stop_digits = config.stop_digits.clone();
         Ok(CallRecording {
@@ -167,13 +184,20 @@ impl Module for CallRecording {
             return Setup::Ready(Decision::default());
         }
         let place = self.recordings.place();
-        self.recordings.claimed(CallInfo::new(
-            setup,
-            &reason,
-            &place.root,
-            self.config.subdirectory(),
-        ));
+        // The notice for this direction (internal calls get none): played
+        // to the caller by the host, recorded from its end.
+        let notice = match setup.direction {
+            Direction::Incoming => self.config.notice_incoming.as_ref(),
+            Direction::Outgoing => self.config.notice_outgoing.as_ref(),
+            Direction::Internal => None,
+        }
+        .map(|name| format!("instance/{name}"));
+        self.recordings.claimed(
+            CallInfo::new(setup, &reason, &place.root, self.config.subdirectory()),
+            notice.clone(),
+        );
         Setup::Ready(Decision {
+            prompt: notice.map(Into::into).into(),
             tap: TapRequest::Both,
             reason: Some(format!("recorded: {}", reason.describe()).into()).into(),
             ..Decision::default()
@@ -194,6 +218,7 @@ impl Module for CallRecording {
                 .recordings
                 .transferred(call_id, party.unwrap_or_else(|| event.detail.to_string())),
             EventKind::HANGUP | EventKind::REJECTED => self.recordings.hangup(call_id),
+            EventKind::PROMPT_ENDED => self.recordings.prompt_ended(call_id, event.detail.as_str()),
             _ => {}
         }
     }

@@ -210,7 +210,21 @@ struct RecordedCall {
     /// Why it stopped before hangup, if it did.
     stopped: Option<String>,
     last_tick: Instant,
+    notice: Notice,
 }
+
+/// The notice played to the caller before the recording (CR7).
+enum Notice {
+    None,
+    /// Playing: frames are not recorded yet.
+    Playing(String),
+    /// Over; what the metadata says about it.
+    Over(String),
+}
+
+/// A notice whose end the host never reported (a host without prompts,
+/// a simulator) holds the recording back this long at most.
+const NOTICE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Frames one call may have waiting for the writer: 5 s of both legs.
 const INBOX_LIMIT: usize = 500;
@@ -321,7 +335,8 @@ impl Recordings {
     }
 
     /// Call setup decided to record: remember the call (no I/O here).
-    pub fn claimed(&self, info: CallInfo) {
+    /// With a notice, the recording begins when its prompt is over.
+    pub fn claimed(&self, info: CallInfo, notice: Option<String>) {
         let now = Instant::now();
         self.calls()
             .entry(info.call_id.clone())
@@ -339,7 +354,21 @@ impl Recordings {
                 inbox_dropped: [0, 0],
                 media_over: false,
                 stop_at: None,
+                notice: notice.map_or(Notice::None, Notice::Playing),
             });
+    }
+
+    /// The host's prompt is over (`detail`: which, and whether it was
+    /// heard): the recording begins now.
+    pub fn prompt_ended(&self, call_id: &str, detail: &str) {
+        let mut calls = self.calls();
+        let Some(call) = calls.get_mut(call_id) else {
+            return;
+        };
+        if let Notice::Playing(asset) = &call.notice {
+            call.notice = Notice::Over(format!("{asset}, then recorded ({detail})"));
+            call.started = Instant::now();
+        }
     }
 
     /// A frame from the media thread: queued for the writer, no I/O.
@@ -351,6 +380,16 @@ impl Recordings {
         };
         if matches!(call.state, CallState::Stopped(_)) || call.stop_at.is_some() {
             return;
+        }
+        if let Notice::Playing(asset) = &call.notice {
+            if call.started.elapsed() < NOTICE_LIMIT {
+                return; // the caller hears the notice: not recorded
+            }
+            call.notice = Notice::Over(format!(
+                "{asset}: its end was not reported; recorded from {} s after setup",
+                NOTICE_LIMIT.as_secs()
+            ));
+            call.started = Instant::now();
         }
         if call.inbox.len() >= INBOX_LIMIT {
             call.inbox_dropped[side.index()] += 1;
@@ -618,12 +657,18 @@ fn finalise(place: &Place, call: RecordedCall) {
         CallState::Stopped(summary) => summary.map(|summary| *summary).transpose(),
         CallState::Claimed | CallState::Writing => Ok(None),
     };
+    let notice = match &call.notice {
+        Notice::None => None,
+        Notice::Playing(asset) => Some(format!("{asset}: the call ended during it")),
+        Notice::Over(text) => Some(text.clone()),
+    };
     let facts = Facts {
         info: &call.info,
         ended_utc: &ended_utc,
         answered_by: call.answered_by.as_deref(),
         transfers: &call.transfers,
         stopped: call.stopped.as_deref(),
+        notice: notice.as_deref(),
         status_after_crash: None,
     };
     match summary {
@@ -644,6 +689,8 @@ pub struct Facts<'a> {
     pub answered_by: Option<&'a str>,
     pub transfers: &'a [String],
     pub stopped: Option<&'a str>,
+    /// The notice played before the recording, and how.
+    pub notice: Option<&'a str>,
     /// `Some(detail)` when repaired after a crash.
     pub status_after_crash: Option<&'a str>,
 }
@@ -840,6 +887,9 @@ fn info_text(
     for to in facts.transfers {
         lines.push(format!("Transferred to: {to}"));
     }
+    if let Some(notice) = facts.notice {
+        lines.push(format!("Notice: {notice}"));
+    }
     if let Some(stopped) = facts.stopped {
         lines.push(format!("Stopped: {stopped}"));
     }
@@ -957,6 +1007,7 @@ pub fn repair_after_crash(place: &Place) {
             answered_by: None,
             transfers: &[],
             stopped: None,
+            notice: None,
             status_after_crash: Some("incomplete after crash: the host stopped during the call"),
         };
         match repaired {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use callhost_media::prompt::Prompt;
 use callhost_media::relay::{Leg as MediaLeg, TapLegs};
 use callhost_media::sdp::{reanswer, rewrite_connection, Codec, Direction, Sdp};
-use callhost_plugin_abi::TapRequest;
+use callhost_plugin_abi::{EventKind, TapRequest};
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TransactionHandle};
 use rsipstack::sip::{Header, StatusCode};
 
@@ -134,27 +134,48 @@ impl Call {
         let Some(request) = self.outcome.prompt.clone() else {
             return true;
         };
+        let (still_there, outcome) = self.prompt_outcome(&request, states).await;
+        // Modules that wait for the prompt (a recording that begins after
+        // its notice) learn that it is over, and how.
+        super::events::emit(
+            self.hooks.as_ref(),
+            &self.call_id,
+            EventKind::PROMPT_ENDED,
+            None,
+            &format!("{}/{}: {outcome}", request.instance, request.asset),
+        );
+        still_there
+    }
+
+    /// Plays the prompt; whether the caller is still there, and what
+    /// happened ("played" or "not played: why").
+    async fn prompt_outcome(
+        &mut self,
+        request: &callhost_pbx::engine::MediaPrompt,
+        states: &mut DialogStateReceiver,
+    ) -> (bool, String) {
+        let not_played = |why: &str| (true, format!("not played: {why}"));
         let Some(path) = self
             .shared
             .control
             .prompt_file(&request.instance, &request.asset)
         else {
             tracing::warn!(instance = %request.instance, asset = %request.asset, "prompt not found");
-            return true;
+            return not_played("not found");
         };
         let prompt = match tokio::task::spawn_blocking(move || Prompt::load(path)).await {
             Ok(Ok(prompt)) => prompt,
             Ok(Err(error)) => {
                 tracing::warn!(instance = %request.instance, %error, "prompt not playable");
-                return true;
+                return not_played(&error.to_string());
             }
-            Err(_) => return true,
+            Err(_) => return not_played("its loader failed"),
         };
         let Ok(offer) = Sdp::parse(&self.offer_text) else {
-            return true;
+            return not_played("the caller's SDP is unreadable");
         };
         let Some(audio) = offer.audio() else {
-            return true;
+            return not_played("the caller offers no audio");
         };
         let Some(format) = audio
             .formats
@@ -162,10 +183,10 @@ impl Call {
             .find(|f| matches!(f.codec(), Codec::Pcmu | Codec::Pcma))
         else {
             tracing::warn!(call = %self.call_id, "prompt skipped: the caller offers no G.711");
-            return true;
+            return not_played("the caller offers no G.711");
         };
         let Some(side) = &self.caller.dialog else {
-            return true;
+            return not_played("no caller dialog");
         };
         let caller = side.dialog.clone();
         let caller_call_id = side.call_id.clone();
@@ -187,15 +208,22 @@ impl Call {
         loop {
             tokio::select! {
                 played = &mut playing => {
-                    match &played {
-                        Ok(packets) => tracing::debug!(call = %self.call_id, instance = %request.instance, asset = %request.asset, packets, "prompt played"),
-                        Err(error) => tracing::warn!(call = %self.call_id, instance = %request.instance, asset = %request.asset, %error, "prompt not played"),
-                    }
-                    return true;
+                    return match &played {
+                        Ok(packets) => {
+                            tracing::debug!(call = %self.call_id, instance = %request.instance, asset = %request.asset, packets, "prompt played");
+                            (true, "played".into())
+                        }
+                        Err(error) => {
+                            tracing::warn!(call = %self.call_id, instance = %request.instance, asset = %request.asset, %error, "prompt not played");
+                            not_played(&error.to_string())
+                        }
+                    };
                 }
                 state = states.recv() => match state {
-                    Some(DialogState::Terminated(id, _)) if id.call_id == caller_call_id => return false,
-                    None => return false,
+                    Some(DialogState::Terminated(id, _)) if id.call_id == caller_call_id => {
+                        return (false, "not played to the end: the caller hung up".into())
+                    }
+                    None => return (false, "not played to the end: the caller hung up".into()),
                     _ => {}
                 }
             }
