@@ -183,6 +183,44 @@ pub fn sha256_of_file(path: &Path) -> Result<String, StorageError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Before a put, what is there already (`found`: its SHA-256): `true`
+/// when it is this upload (nothing to send), an error when it is
+/// something else that is not to be replaced.
+pub(crate) fn already_there(
+    target: &str,
+    file: &str,
+    upload: &Upload,
+    found: Option<String>,
+) -> Result<bool, StorageError> {
+    match found {
+        Some(found) if found == upload.sha256 => Ok(true),
+        Some(found) if !upload.replace => Err(StorageError::Exists {
+            target: target.to_string(),
+            file: file.to_string(),
+            found,
+        }),
+        _ => Ok(false),
+    }
+}
+
+/// After a put, what was read back (`found`) must be what was sent.
+pub(crate) fn confirm(
+    target: &str,
+    file: &str,
+    upload: &Upload,
+    found: Option<String>,
+) -> Result<(), StorageError> {
+    match found {
+        Some(found) if found == upload.sha256 => Ok(()),
+        found => Err(StorageError::Mismatch {
+            target: target.to_string(),
+            file: file.to_string(),
+            expected: upload.sha256.clone(),
+            found: found.unwrap_or_else(|| "(missing)".into()),
+        }),
+    }
+}
+
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::{join, read_local, sha256_hex, StorageError, Upload};
+use crate::{already_there, confirm, join, read_local, sha256_hex, StorageError, Upload};
 
 /// Graph takes a simple upload up to 4 MB; above that an upload session.
 const SIMPLE_UPLOAD_LIMIT: usize = 4 * 1024 * 1024;
@@ -177,17 +177,9 @@ impl OneDrive {
 
     async fn put(&self, http: &reqwest::Client, upload: &Upload) -> Result<(), StorageError> {
         let path = join(self.root.trim_matches('/'), &upload.remote);
-        if let Some(found) = self.remote_sha256(http, &path).await? {
-            if found == upload.sha256 {
-                return Ok(());
-            }
-            if !upload.replace {
-                return Err(StorageError::Exists {
-                    target: self.label(),
-                    file: path,
-                    found,
-                });
-            }
+        let found = self.remote_sha256(http, &path).await?;
+        if already_there(&self.label(), &path, upload, found)? {
+            return Ok(()); // an earlier attempt got it there
         }
         let bytes = read_local(&upload.local).await?;
         if bytes.len() <= SIMPLE_UPLOAD_LIMIT {
@@ -207,15 +199,8 @@ impl OneDrive {
         } else {
             self.upload_session(http, &path, &bytes).await?;
         }
-        match self.remote_sha256(http, &path).await? {
-            Some(found) if found == upload.sha256 => Ok(()),
-            found => Err(StorageError::Mismatch {
-                target: self.label(),
-                file: path,
-                expected: upload.sha256.clone(),
-                found: found.unwrap_or_else(|| "(missing)".into()),
-            }),
-        }
+        let found = self.remote_sha256(http, &path).await?;
+        confirm(&self.label(), &path, upload, found)
     }
 
     pub async fn delete(&self, remote: &[String]) -> Result<(), StorageError> {

@@ -9,7 +9,7 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
 use aws_sdk_s3::Client;
 
-use crate::{join, read_local, sha256_hex, StorageError, Upload};
+use crate::{already_there, confirm, join, read_local, sha256_hex, StorageError, Upload};
 
 #[derive(Clone)]
 pub struct S3 {
@@ -123,17 +123,9 @@ impl S3 {
 
     async fn put(&self, client: &Client, upload: &Upload) -> Result<(), StorageError> {
         let key = self.key(&upload.remote);
-        if let Some(found) = self.remote_sha256(client, &key).await? {
-            if found == upload.sha256 {
-                return Ok(());
-            }
-            if !upload.replace {
-                return Err(StorageError::Exists {
-                    target: self.label(),
-                    file: key,
-                    found,
-                });
-            }
+        let found = self.remote_sha256(client, &key).await?;
+        if already_there(&self.label(), &key, upload, found)? {
+            return Ok(()); // an earlier attempt got it there
         }
         let bytes = read_local(&upload.local).await?;
         let mut put = client
@@ -148,15 +140,8 @@ impl S3 {
                 .object_lock_retain_until_date(DateTime::from(until));
         }
         put.send().await.map_err(|e| self.failed(&key, e))?;
-        match self.remote_sha256(client, &key).await? {
-            Some(found) if found == upload.sha256 => Ok(()),
-            found => Err(StorageError::Mismatch {
-                target: self.label(),
-                file: key,
-                expected: upload.sha256.clone(),
-                found: found.unwrap_or_else(|| "(missing)".into()),
-            }),
-        }
+        let found = self.remote_sha256(client, &key).await?;
+        confirm(&self.label(), &key, upload, found)
     }
 
     async fn remote_sha256(

@@ -11,7 +11,7 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh_sftp::client::SftpSession;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{join, read_local, sha256_hex, StorageError, Upload};
+use crate::{already_there, confirm, join, read_local, sha256_hex, StorageError, Upload};
 
 #[derive(Clone)]
 pub enum Auth {
@@ -236,17 +236,9 @@ impl Sftp {
             file: path.clone(),
             detail,
         };
-        if let Some(found) = self.remote_sha256(sftp, &path).await? {
-            if found == upload.sha256 {
-                return Ok(()); // an earlier attempt got it there
-            }
-            if !upload.replace {
-                return Err(StorageError::Exists {
-                    target: self.label(),
-                    file: path,
-                    found,
-                });
-            }
+        let found = self.remote_sha256(sftp, &path).await?;
+        if already_there(&self.label(), &path, upload, found)? {
+            return Ok(()); // an earlier attempt got it there
         }
         self.make_parents(sftp, &path).await?;
         let bytes = read_local(&upload.local).await?;
@@ -267,15 +259,8 @@ impl Sftp {
         sftp.rename(staging.clone(), path.clone())
             .await
             .map_err(|e| transfer(format!("renaming {staging}: {e}")))?;
-        match self.remote_sha256(sftp, &path).await? {
-            Some(found) if found == upload.sha256 => Ok(()),
-            found => Err(StorageError::Mismatch {
-                target: self.label(),
-                file: path,
-                expected: upload.sha256.clone(),
-                found: found.unwrap_or_else(|| "(missing)".into()),
-            }),
-        }
+        let found = self.remote_sha256(sftp, &path).await?;
+        confirm(&self.label(), &path, upload, found)
     }
 
     /// The remote file's SHA-256, read back whole; `None` if it is not

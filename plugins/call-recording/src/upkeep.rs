@@ -186,22 +186,13 @@ impl Upkeep {
         let Some(cutoff) = cutoff else {
             return;
         };
-        let expired = self
-            .blocking(move |u| {
-                u.with_chain(|chain| {
-                    chain
-                        .expired(&u.place.instance, &cutoff, PER_PASS)
-                        .map_err(|e| e.to_string())
-                })
+        let Some(expired) = self
+            .read_chain("the recordings past retention", move |u, chain| {
+                chain.expired(&u.place.instance, &cutoff, PER_PASS)
             })
-            .await;
-        let expired = match expired {
-            Some(Ok(expired)) => expired,
-            Some(Err(error)) => {
-                tracing::error!("cannot read the recordings past retention: {error}");
-                return;
-            }
-            None => return,
+            .await
+        else {
+            return;
         };
         for entry in expired {
             self.delete_expired(entry, retention).await;
@@ -211,11 +202,10 @@ impl Upkeep {
     async fn delete_expired(self: &Arc<Self>, entry: Entry, retention: Duration) {
         let name = entry.fields.name.clone();
         let uploads = self
-            .blocking(move |u| {
-                u.with_chain(|chain| chain.uploads_of(&name).map_err(|e| e.to_string()))
+            .read_chain("a recording's uploads", move |_, chain| {
+                chain.uploads_of(&name)
             })
             .await
-            .and_then(Result::ok)
             .unwrap_or_default();
         if let Some(pending) = uploads.iter().find(|u| u.done.is_none()) {
             tracing::warn!(
@@ -269,42 +259,51 @@ impl Upkeep {
             }
         }
         let _ = std::fs::remove_dir(directory);
-        let place = &self.place;
         let mut detail = format!("retention of {retention} passed: audio and files deleted here");
         if !remote.is_empty() {
             detail.push_str(&format!(" and on {}", remote.join(", ")));
         }
-        let appended = self.with_chain(|chain| {
-            chain
-                .append(EntryKind::Deletion, |_, _| {
-                    Ok::<_, String>(NewEntry {
-                        name: entry.fields.name.clone(),
-                        instance: place.instance.clone(),
-                        call_id: entry.fields.call_id.clone(),
-                        started: entry.fields.started.clone(),
-                        ended: now_utc(),
-                        status: "deleted".into(),
-                        detail: detail.clone(),
-                        directory: entry.fields.directory.clone(),
-                        parties: entry.fields.parties.clone(),
-                        ..NewEntry::default()
-                    })
-                })
-                .map_err(|e| e.to_string())?
-        });
-        match appended {
+        match self.enter_about(EntryKind::Deletion, &entry.fields, "deleted", &detail) {
             Ok(deletion) => {
-                tracing::info!(recording = %entry.fields.name, seq = deletion.seq, "{detail}");
-                if let Ok(slot) = self.chain.lock() {
-                    if let Some(chain) = slot.as_ref() {
-                        anchor_head(place, chain);
-                    }
-                }
+                tracing::info!(recording = %entry.fields.name, seq = deletion.seq, "{detail}")
             }
             Err(error) => {
                 tracing::error!(recording = %entry.fields.name, "deletion not entered: {error}")
             }
         }
+    }
+
+    /// An entry about a recording (its failed upload, its deletion): the
+    /// recording's facts, this status and detail; the head anchored after.
+    fn enter_about(
+        &self,
+        kind: EntryKind,
+        recording: &NewEntry,
+        status: &str,
+        detail: &str,
+    ) -> Result<Entry, String> {
+        let place = &self.place;
+        let entry = self.with_chain(|chain| {
+            let entry = chain
+                .append(kind, |_, _| {
+                    Ok::<_, String>(NewEntry {
+                        name: recording.name.clone(),
+                        instance: place.instance.clone(),
+                        call_id: recording.call_id.clone(),
+                        started: recording.started.clone(),
+                        ended: now_utc(),
+                        status: status.into(),
+                        detail: detail.into(),
+                        directory: recording.directory.clone(),
+                        parties: recording.parties.clone(),
+                        ..NewEntry::default()
+                    })
+                })
+                .map_err(|e| e.to_string())??;
+            anchor_head(place, chain);
+            Ok(entry)
+        })?;
+        Ok(entry)
     }
 
     fn with_chain<T>(
@@ -333,26 +332,32 @@ impl Upkeep {
         tokio::task::spawn_blocking(move || work(&this)).await.ok()
     }
 
+    /// A read of the recording log on a blocking thread; a failure is
+    /// logged (naming `what`) and is `None`.
+    async fn read_chain<T: Send + 'static>(
+        self: &Arc<Self>,
+        what: &'static str,
+        read: impl FnOnce(&Upkeep, &mut Chain) -> Result<T, crate::chain::ChainError> + Send + 'static,
+    ) -> Option<T> {
+        let result = self
+            .blocking(move |u| u.with_chain(|chain| read(u, chain).map_err(|e| e.to_string())))
+            .await?;
+        result
+            .map_err(|error| tracing::error!("cannot read {what}: {error}"))
+            .ok()
+    }
+
     pub async fn pass(self: &Arc<Self>) {
         if self.targets.is_empty() {
             return;
         }
-        let due = self
-            .blocking(|u| {
-                u.with_chain(|chain| {
-                    chain
-                        .due_uploads(&u.place.instance, unix_now(), PER_PASS)
-                        .map_err(|e| e.to_string())
-                })
+        let Some(due) = self
+            .read_chain("the upload queue", |u, chain| {
+                chain.due_uploads(&u.place.instance, unix_now(), PER_PASS)
             })
-            .await;
-        let due = match due {
-            Some(Ok(due)) => due,
-            Some(Err(error)) => {
-                tracing::error!("cannot read the upload queue: {error}");
-                return;
-            }
-            None => return,
+            .await
+        else {
+            return;
         };
         for upload in due {
             self.attempt(upload).await;
@@ -504,52 +509,29 @@ impl Upkeep {
     }
 
     fn enter_upload_failure(&self, queued: &UploadState, error: &str, retry: &str) {
-        let place = &self.place;
-        let appended = self.with_chain(|chain| {
-            let recording = chain
-                .entry_named(&queued.name)
-                .map_err(|e| e.to_string())?
-                .map(|e| e.fields)
-                .unwrap_or_else(|| NewEntry {
-                    name: queued.name.clone(),
-                    ..NewEntry::default()
-                });
-            let now = now_utc();
-            chain
-                .append(EntryKind::Failure, |_, _| {
-                    Ok::<_, String>(NewEntry {
-                        name: recording.name.clone(),
-                        instance: place.instance.clone(),
-                        call_id: recording.call_id.clone(),
-                        started: recording.started.clone(),
-                        ended: now,
-                        status: "upload failed".into(),
-                        detail: format!(
-                            "upload to {} failed: {error}; tried again every {retry}, kept here until it arrives",
-                            queued.target
-                        ),
-                        directory: recording.directory.clone(),
-                        parties: recording.parties.clone(),
-                        ..NewEntry::default()
-                    })
-                })
-                .map_err(|e| e.to_string())?
-        });
-        match appended {
+        let recording = self
+            .with_chain(|chain| chain.entry_named(&queued.name).map_err(|e| e.to_string()))
+            .ok()
+            .flatten()
+            .map(|e| e.fields)
+            .unwrap_or_else(|| NewEntry {
+                name: queued.name.clone(),
+                ..NewEntry::default()
+            });
+        let detail = format!(
+            "upload to {} failed: {error}; tried again every {retry}, kept here until it arrives",
+            queued.target
+        );
+        match self.enter_about(EntryKind::Failure, &recording, "upload failed", &detail) {
             Ok(entry) => {
                 tracing::warn!(recording = %queued.name, seq = entry.seq, "entered: upload failed");
-                place.notifier.notify(
+                self.place.notifier.notify(
                     "upload failed",
                     format!(
                         "{} to {}: {error}. Tried again every {retry}; kept here until it arrives.",
                         queued.name, queued.target
                     ),
                 );
-                if let Ok(slot) = self.chain.lock() {
-                    if let Some(chain) = slot.as_ref() {
-                        anchor_head(place, chain);
-                    }
-                }
             }
             Err(error) => {
                 tracing::error!(recording = %queued.name, "upload failure not entered: {error}")
