@@ -227,8 +227,8 @@ impl WavSpec {
 /// Errors from writing or validating WAV files. Messages name the field or value.
 #[derive(Debug, thiserror::Error)]
 pub enum WavError {
-    /// The underlying stream failed.
-    #[error("WAV I/O failed")]
+    /// The underlying stream failed (its error says how: a full disk, …).
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// Only mono and stereo are written.
     #[error(

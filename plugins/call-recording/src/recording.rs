@@ -669,7 +669,7 @@ fn finalise(place: &Place, call: RecordedCall) {
         transfers: &call.transfers,
         stopped: call.stopped.as_deref(),
         notice: notice.as_deref(),
-        status_after_crash: None,
+        incomplete: None,
     };
     match summary {
         Ok(Some(summary)) => enter_recording(place, &facts, &summary),
@@ -678,11 +678,24 @@ fn finalise(place: &Place, call: RecordedCall) {
             &facts,
             "no media: the call ended before its audio reached the relay",
         ),
-        Err(error) => enter_failure(place, &facts, &format!("audio not written: {error}")),
+        // What was written before the failure (a full disk, say) is
+        // made valid and sealed as incomplete when it can be.
+        Err(error) => match audio::repair_recording(&call.info.directory, &call.info.name) {
+            Ok(summary) => {
+                let why = format!("incomplete: audio not written to the end: {error}");
+                let facts = Facts {
+                    incomplete: Some(&why),
+                    ..facts
+                };
+                enter_recording(place, &facts, &summary)
+            }
+            Err(_) => enter_failure(place, &facts, &format!("audio not written: {error}")),
+        },
     }
 }
 
 /// The facts of one recording the metadata and the entry are made from.
+#[derive(Clone, Copy)]
 pub struct Facts<'a> {
     pub info: &'a CallInfo,
     pub ended_utc: &'a str,
@@ -691,8 +704,9 @@ pub struct Facts<'a> {
     pub stopped: Option<&'a str>,
     /// The notice played before the recording, and how.
     pub notice: Option<&'a str>,
-    /// `Some(detail)` when repaired after a crash.
-    pub status_after_crash: Option<&'a str>,
+    /// `Some(why)` when the audio did not reach the end (repaired after a
+    /// crash, or after a write failed).
+    pub incomplete: Option<&'a str>,
 }
 
 impl Facts<'_> {
@@ -713,7 +727,7 @@ impl Facts<'_> {
     }
 
     fn status(&self) -> &'static str {
-        if self.status_after_crash.is_some() {
+        if self.incomplete.is_some() {
             "incomplete"
         } else if self.stopped.is_some_and(|s| s.starts_with("failed")) {
             "failed"
@@ -787,7 +801,12 @@ pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary)
             drop(chain);
             drop(_one_at_a_time);
             tracing::error!("recording {} not sealed: {error}", facts.info.name);
-            enter_failure(place, facts, &format!("not sealed: {error}"));
+            enter_failure_keeping(
+                place,
+                facts,
+                &format!("not sealed: {error}; the audio written is kept, unsealed"),
+                &audio_files,
+            );
         }
         Err(error) => tracing::error!("recording {} not entered: {error}", facts.info.name),
     }
@@ -796,6 +815,12 @@ pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary)
 /// An entry for a recording that does not exist (or is not usable), so
 /// its absence is on record.
 pub fn enter_failure(place: &Place, facts: &Facts<'_>, why: &str) {
+    enter_failure_keeping(place, facts, why, &[]);
+}
+
+/// [`enter_failure`] for a recording whose audio exists but could not be
+/// sealed: the files stay and are listed, so none is an orphan.
+fn enter_failure_keeping(place: &Place, facts: &Facts<'_>, why: &str, files: &[String]) {
     let _one_at_a_time = lock(&FINALISING);
     let mut chain = match Chain::open(&place.chain_path()) {
         Ok(chain) => chain,
@@ -805,7 +830,10 @@ pub fn enter_failure(place: &Place, facts: &Facts<'_>, why: &str) {
         }
     };
     let appended = chain.append(EntryKind::Failure, |_, _| {
-        Ok::<_, String>(facts.entry(place, "failed", why.to_string()))
+        Ok::<_, String>(NewEntry {
+            files: files.to_vec(),
+            ..facts.entry(place, "failed", why.to_string())
+        })
     });
     match appended {
         Ok(Ok(entry)) => {
@@ -845,7 +873,7 @@ pub(crate) fn anchor_head(place: &Place, chain: &Chain) {
 
 fn detail(facts: &Facts<'_>, summary: &AudioSummary) -> String {
     let mut parts: Vec<String> = Vec::new();
-    if let Some(crash) = facts.status_after_crash {
+    if let Some(crash) = facts.incomplete {
         parts.push(crash.to_string());
     }
     if let Some(stopped) = facts.stopped {
@@ -893,7 +921,7 @@ fn info_text(
     if let Some(stopped) = facts.stopped {
         lines.push(format!("Stopped: {stopped}"));
     }
-    if let Some(crash) = facts.status_after_crash {
+    if let Some(crash) = facts.incomplete {
         lines.push(format!("Incomplete: {crash}"));
     }
     lines.push(format!("Instance: {}", place.instance));
@@ -1008,7 +1036,7 @@ pub fn repair_after_crash(place: &Place) {
             transfers: &[],
             stopped: None,
             notice: None,
-            status_after_crash: Some("incomplete after crash: the host stopped during the call"),
+            incomplete: Some("incomplete after crash: the host stopped during the call"),
         };
         match repaired {
             Ok(summary) => {

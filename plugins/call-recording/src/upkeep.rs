@@ -329,7 +329,13 @@ impl Upkeep {
         work: impl FnOnce(&Upkeep) -> T + Send + 'static,
     ) -> Option<T> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || work(&this)).await.ok()
+        // Its log lines go to the instance's log, as the task's do.
+        let dispatch = tracing::dispatcher::get_default(|current| current.clone());
+        tokio::task::spawn_blocking(move || {
+            tracing::dispatcher::with_default(&dispatch, || work(&this))
+        })
+        .await
+        .ok()
     }
 
     /// A read of the recording log on a blocking thread; a failure is
