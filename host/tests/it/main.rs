@@ -16,6 +16,7 @@ mod library;
 mod logs;
 mod modules;
 mod recording;
+mod recording_audio;
 mod reverse_lookup;
 mod secrets;
 mod simulate;

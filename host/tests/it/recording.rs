@@ -17,7 +17,7 @@ use serde_json::Value;
 const PACKAGE: &str = "call-recording-0.1.0.cmod";
 
 /// A data directory with the module installed and one instance `rec`.
-fn recorder(config: &str) -> Harness {
+pub(crate) fn recorder(config: &str) -> Harness {
     let h = Harness::new();
     h.install(PACKAGE);
     h.create("call-recording", "rec", config);
@@ -25,7 +25,7 @@ fn recorder(config: &str) -> Harness {
 }
 
 /// The log's entries, once `count` are there.
-fn wait_for_recordings(h: &Harness, instance: &str, count: usize) -> Vec<Value> {
+pub(crate) fn wait_for_recordings(h: &Harness, instance: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let listed: Value =
@@ -45,7 +45,7 @@ fn wait_for_recordings(h: &Harness, instance: &str, count: usize) -> Vec<Value> 
 
 /// A trunk call from outside to Bert, answered by a SIPp phone that plays
 /// RTP back (or, with `silent`, none), lasting about `millis` after answer.
-fn call_bert(serve: &Serve, scenario: &str, phone_scenario: &str, millis: u64) {
+pub(crate) fn call_bert(serve: &Serve, scenario: &str, phone_scenario: &str, millis: u64) {
     let port = free_port();
     register(serve, "bert", port);
     let media = free_ports(4).to_string();
@@ -61,7 +61,7 @@ fn call_bert(serve: &Serve, scenario: &str, phone_scenario: &str, millis: u64) {
     phone.wait().assert_ok();
 }
 
-fn file_of(entry: &Value, suffix: &str) -> PathBuf {
+pub(crate) fn file_of(entry: &Value, suffix: &str) -> PathBuf {
     entry["files"]
         .as_array()
         .unwrap()
@@ -73,14 +73,14 @@ fn file_of(entry: &Value, suffix: &str) -> PathBuf {
 }
 
 /// The parts of a WAV file the tests look at.
-struct Wav {
-    format_tag: u16,
-    channels: u16,
-    sample_rate: u32,
-    data: Vec<u8>,
+pub(crate) struct Wav {
+    pub(crate) format_tag: u16,
+    pub(crate) channels: u16,
+    pub(crate) sample_rate: u32,
+    pub(crate) data: Vec<u8>,
 }
 
-fn read_wav(path: &Path) -> Wav {
+pub(crate) fn read_wav(path: &Path) -> Wav {
     let bytes = std::fs::read(path).unwrap();
     assert!(bytes.len() > 44, "{} is only a header", path.display());
     assert!(
@@ -120,14 +120,14 @@ fn read_wav(path: &Path) -> Wav {
 }
 
 /// Channel `index` of a stereo 8-bit file.
-fn channel(wav: &Wav, index: usize) -> Vec<u8> {
+pub(crate) fn channel(wav: &Wav, index: usize) -> Vec<u8> {
     wav.data.iter().skip(index).step_by(2).copied().collect()
 }
 
 /// A-law silence.
-const ALAW_SILENCE: u8 = 0xD5;
+pub(crate) const ALAW_SILENCE: u8 = 0xD5;
 
-fn sounding(samples: &[u8]) -> usize {
+pub(crate) fn sounding(samples: &[u8]) -> usize {
     samples.iter().filter(|&&s| s != ALAW_SILENCE).count()
 }
 
@@ -201,6 +201,7 @@ fn a_recorded_trunk_call_is_a_signed_stereo_wav_both_verifiers_accept() {
         "Caller: sipp",
         "(bert)",
         "Instance: rec",
+        "Answered by: Bert",
         "Host: callhost 0.1.0",
         "Codec: ",
         "Chain position: 1",
@@ -859,4 +860,99 @@ fn an_incoming_calls_notice_is_played_to_the_caller_and_the_recording_begins_aft
         "instance/notice-in.wav",
     ]);
     assert_eq!(h.ok(&["instance", "asset", "list", "rec"]).trim(), "");
+}
+
+/// A small file system of its own (tmpfs; the tests run as root), unmounted
+/// when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(kib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mount -t tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills it up to `leave` bytes free.
+    fn fill(&self, leave: u64) -> PathBuf {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        let free: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let filler = self.path().join("filler");
+        std::fs::write(&filler, vec![0u8; free.saturating_sub(leave) as usize]).unwrap();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_warns_loses_no_entry_and_keeps_what_was_written() {
+    let disk = SmallDisk::mount(512);
+    let h = recorder(&format!(
+        "users = [\"bert\"]\nmin_free_disk_mb = 1\n[[targets]]\nkind = \"local\"\npath = \"{}\"\n",
+        disk.path().display()
+    ));
+    // 20 KB free: about a second of stereo A-law.
+    let filler = disk.fill(20 * 1024);
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 3000);
+    let entry = wait_for_recordings(&h, "rec", 1).remove(0);
+    let log = h.ok(&["instance", "log", "rec", "--level", "WARN"]);
+    assert!(log.contains("disk filling up"), "{log}");
+    // On record, not lost: what fitted is kept and sealed if it could be,
+    // and the entry says the disk was full.
+    let detail = entry["detail"].as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.contains("No space left") || detail.contains("space"),
+        "{entry:#}"
+    );
+    assert_ne!(entry["status"], "complete", "{entry:#}");
+    // Whatever was written is listed (sealed as incomplete, or kept
+    // unsealed when even that did not fit), never an orphan.
+    let files = entry["files"].as_array().unwrap();
+    assert!(
+        files.iter().any(|f| f.as_str().unwrap().ends_with(".wav")),
+        "{entry:#}"
+    );
+    for file in files {
+        assert!(
+            Path::new(file.as_str().unwrap()).exists(),
+            "{file} listed but gone"
+        );
+    }
+
+    // Room again: the next call is a complete recording; verify passes.
+    std::fs::remove_file(filler).unwrap();
+    call_bert(&serve, "uac.xml", "uas.xml", 1000);
+    let entries = wait_for_recordings(&h, "rec", 2);
+    assert_eq!(entries[1]["status"], "complete", "{:#}", entries[1]);
+    h.ok(&["instance", "action", "rec", "verify"]);
 }

@@ -389,7 +389,9 @@ impl Call {
         self.drop_legs(Some(index));
         let leg = &self.legs[index];
         tracing::debug!(call = %self.call_id, answered_by = %leg.target, "answered");
-        let answering = leg.user.clone().unwrap_or_else(|| leg.target.clone());
+        // By number, so the party resolves to the user with its name (a
+        // user id is no number and would resolve to nobody).
+        let answering = self.number_of(leg);
         let peer = leg.peer;
         events::emit(
             self.hooks.as_ref(),
@@ -399,6 +401,16 @@ impl Call {
             "",
         );
         if transfer_target {
+            // A blind transfer's target joined the call (as an attended
+            // transfer's partner does).
+            let number = self.number_of(&self.legs[index]);
+            events::emit(
+                self.hooks.as_ref(),
+                &self.call_id,
+                EventKind::TRANSFERRED,
+                Some(self.engine.party(&number)),
+                "blind",
+            );
             // A transfer target answered: the caller keeps its media path.
             if self.relay_answer(&response.body, peer).is_none() {
                 tracing::warn!(call = %self.call_id, "transfer target answered without usable SDP");

@@ -129,7 +129,7 @@ impl Call {
     }
 
     /// The number a leg's party has (a user's primary number).
-    fn number_of(&self, leg: &Leg) -> String {
+    pub(super) fn number_of(&self, leg: &Leg) -> String {
         leg.user
             .as_deref()
             .and_then(|user| self.engine.directory().user(user))
@@ -280,6 +280,13 @@ impl Call {
         self.ring_deadline = None;
         // Other phones of the target stop ringing.
         self.drop_legs_on(MediaLeg::Caller);
+        events::emit(
+            self.hooks.as_ref(),
+            &self.call_id,
+            EventKind::TRANSFERRED,
+            Some(self.engine.party(&self.caller.number)),
+            "blind",
+        );
     }
 
     /// A command from another call.
