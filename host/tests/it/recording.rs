@@ -956,3 +956,76 @@ fn a_full_disk_warns_loses_no_entry_and_keeps_what_was_written() {
     assert_eq!(entries[1]["status"], "complete", "{:#}", entries[1]);
     h.ok(&["instance", "action", "rec", "verify"]);
 }
+
+#[test]
+fn a_host_killed_during_an_upload_resumes_it_at_the_next_start_and_deletes_nothing_early() {
+    let mut sshd = callhost_test_services::Sshd::prepare().unwrap();
+    // The target's port answers TCP and then nothing: the upload is in
+    // flight, waiting for the SSH banner, when the host dies.
+    let stuck = std::net::TcpListener::bind(("127.0.0.1", sshd.port())).unwrap();
+    let config = format!(
+        "users = [\"bert\"]\nupload_delay = \"0s\"\nretry_interval = \"1s\"\n\
+         [[targets]]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+         key_file = \"{}\"\nhost_key = \"{}\"\npath = \"{}\"\n",
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.host_key(),
+        sshd.remote_root().display()
+    );
+    let h = recorder(&config);
+    let mut serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 1000);
+    let recording = recording_entry(&wait_for_recordings(&h, "rec", 1)).clone();
+    stuck.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let _held = loop {
+        match stuck.accept() {
+            Ok((held, _)) => break held,
+            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Err(error) => panic!("the upload never connected: {error}"),
+        }
+    };
+    let pid = serve.pid().expect("serve runs");
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    serve.stop();
+    drop((stuck, _held));
+
+    // Still queued, still here.
+    let entries = wait_until(&h, "the upload still queued", |entries| {
+        upload_state(entries, 0) != "confirmed"
+    });
+    assert_eq!(recording_entry(&entries)["kept_here"], true);
+    sshd.start().unwrap();
+    let _restarted = Serve::start_in(h.data(), DIRECTORY, "");
+    wait_until(&h, "the upload confirmed after the restart", |entries| {
+        upload_state(entries, 0) == "confirmed" && recording_entry(entries)["kept_here"] == false
+    });
+    let name = recording["name"].as_str().unwrap();
+    let started = recording["started"].as_str().unwrap();
+    let remote_dir = sshd.remote_root().join(format!(
+        "{}/{}/{}",
+        &started[0..4],
+        &started[5..7],
+        &started[8..10]
+    ));
+    let checked = Command::new("sha256sum")
+        .args(["-c", &format!("{name}_hash.txt")])
+        .current_dir(&remote_dir)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&remote_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
