@@ -274,7 +274,8 @@ impl LegLatch {
         }
     }
 
-    fn signalled(&self) -> Option<SocketAddr> {
+    /// The address the party's SDP signalled last, if any.
+    pub fn signalled(&self) -> Option<SocketAddr> {
         match self.state {
             Latch::Waiting { signalled, .. } | Latch::Latched { signalled, .. } => signalled,
         }

@@ -16,6 +16,15 @@
 //! only counted ([`LegStats::foreign_packets`]). Until a leg has latched, the
 //! relay sends to it at the signalled address.
 //!
+//! A party often starts sending before its address reaches the relay (a
+//! phone sends RTP as soon as it has the ACK, which the SIP stack sends
+//! before the call's task reads the answer's SDP; a transfer target
+//! likewise). The last few foreign datagrams of a leg (at most
+//! [`HOLD_LIMIT`], none older than [`HOLD_AGE`]) are therefore held, and
+//! when a new address is signalled the ones that came from exactly that
+//! address are handled as if they arrived then, before the next datagram
+//! of the leg. Nothing from any other source is ever taken from the hold.
+//!
 //! Ports are picked at random from the range, so the port of a call cannot be
 //! guessed from another's, and a port freed by a call is not handed out again
 //! for a few seconds ([`RelayConfig::port_quarantine`]) unless nothing else
@@ -31,7 +40,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -59,6 +68,10 @@ const RTP_CLOCK: NonZeroU32 = match NonZeroU32::new(8000) {
 /// Larger than any RTP packet the relay expects (no jumbo frames on SIP
 /// trunks); a longer datagram is truncated by the kernel and then dropped.
 const RECV_BUFFER: usize = 2048;
+/// Foreign datagrams a leg holds for a signalled address still to come.
+pub const HOLD_LIMIT: usize = 8;
+/// A held datagram older than this is not forwarded any more.
+pub const HOLD_AGE: Duration = Duration::from_millis(300);
 /// DTMF and other events waiting for the B2BUA; more are dropped and counted.
 const EVENT_QUEUE: usize = 64;
 /// How long after the first signalled address any source may latch a leg.
@@ -446,6 +459,7 @@ impl MediaRelay {
             Mutex::new(LegState {
                 rx: LegReceiver::new(leg, self.config.latching, self.config.latch_window),
                 taps: Vec::new(),
+                held: VecDeque::new(),
             })
         };
         let shared = Arc::new(CallShared {
@@ -453,6 +467,7 @@ impl MediaRelay {
             local,
             legs: [new_leg(Leg::Caller), new_leg(Leg::Callee)],
             prompts_playing: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            new_address: [AtomicBool::new(false), AtomicBool::new(false)],
             events: events_tx,
             _lease: lease,
         });
@@ -518,6 +533,9 @@ struct CallShared {
     /// Prompts playing to each leg; while non-zero, the other leg's packets
     /// are not forwarded to it.
     prompts_playing: [AtomicUsize; 2],
+    /// An address was signalled for the leg since its hold was last
+    /// looked at.
+    new_address: [AtomicBool; 2],
     events: mpsc::Sender<MediaEvent>,
     _lease: PortLease,
 }
@@ -532,6 +550,17 @@ impl CallShared {
 struct LegState {
     rx: LegReceiver,
     taps: Vec<TapSender>,
+    /// The last foreign datagrams, oldest first (see the module docs).
+    held: VecDeque<Held>,
+}
+
+/// A foreign datagram kept for an address that may still be signalled.
+#[derive(Debug)]
+struct Held {
+    source: SocketAddr,
+    datagram: Bytes,
+    at: Instant,
+    arrival: Duration,
 }
 
 /// The relay's end of one tap.
@@ -696,6 +725,32 @@ impl LegReceiver {
         Reception::Rtp { packet, presses }
     }
 
+    /// Handles a datagram again that [`LegReceiver::receive`] found
+    /// foreign and the relay held: it is not counted as received twice, and
+    /// no longer as foreign if it is the party's now.
+    pub fn receive_held<'a>(
+        &mut self,
+        source: SocketAddr,
+        datagram: &'a [u8],
+        now: Instant,
+        arrival: Duration,
+    ) -> Reception<'a> {
+        let (packets_in, bytes_in, foreign) = (
+            self.counters.packets_in,
+            self.counters.bytes_in,
+            self.counters.foreign_packets,
+        );
+        let reception = self.receive(source, datagram, now, arrival);
+        self.counters.packets_in = packets_in;
+        self.counters.bytes_in = bytes_in;
+        self.counters.foreign_packets = if reception.is_forwarded() {
+            foreign.saturating_sub(1)
+        } else {
+            foreign
+        };
+        reception
+    }
+
     /// Reports a key press whose end reports were all lost (see
     /// [`DtmfDetector::flush`]).
     pub fn flush_dtmf(&mut self) -> Option<DtmfPress> {
@@ -743,6 +798,7 @@ impl CallMedia {
         let change = self.shared.leg(leg).rx.set_remote(remote, Instant::now());
         if change != RemoteChange::Unchanged {
             tracing::debug!(?leg, %remote, ?change, "remote signalled");
+            self.shared.new_address[leg.index()].store(true, Ordering::Release);
         }
     }
 
@@ -907,7 +963,16 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
             Ok((_, source)) => {
                 let now = Instant::now();
                 let arrival = now.saturating_duration_since(start);
-                if let Some(remote) = on_receive(&shared, leg, source, &datagram, now, arrival) {
+                if shared.new_address[leg.index()].swap(false, Ordering::AcqRel) {
+                    release_held(&shared, leg, now).await;
+                }
+                let received = Arrival {
+                    source,
+                    at: now,
+                    arrival,
+                    held: false,
+                };
+                if let Some(remote) = on_receive(&shared, leg, &received, &datagram) {
                     forward(&shared, leg.other(), &datagram, remote).await;
                 }
             }
@@ -926,20 +991,75 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
     tracing::debug!(caller = %shared.local[0], callee = %shared.local[1], "call media closed");
 }
 
+/// Where and when a datagram arrived, and whether it comes from the hold.
+struct Arrival {
+    source: SocketAddr,
+    at: Instant,
+    /// Since the call's start (for jitter).
+    arrival: Duration,
+    held: bool,
+}
+
+/// Handles, in order, the held datagrams that came from the address just
+/// signalled for `leg`; the others are dropped with the hold.
+async fn release_held(shared: &CallShared, leg: Leg, now: Instant) {
+    let held: Vec<Held> = {
+        let mut state = shared.leg(leg);
+        let signalled = state.rx.latch().signalled();
+        std::mem::take(&mut state.held)
+            .into_iter()
+            .filter(|h| Some(h.source) == signalled && now.duration_since(h.at) <= HOLD_AGE)
+            .collect()
+    };
+    for datagram in held {
+        let from_hold = Arrival {
+            source: datagram.source,
+            at: now,
+            arrival: datagram.arrival,
+            held: true,
+        };
+        if let Some(remote) = on_receive(shared, leg, &from_hold, &datagram.datagram) {
+            forward(shared, leg.other(), &datagram.datagram, remote).await;
+        }
+    }
+}
+
 /// Accounts a received datagram on `leg`. Returns where to forward it, if
 /// anywhere.
 fn on_receive(
     shared: &CallShared,
     leg: Leg,
-    source: SocketAddr,
+    received: &Arrival,
     datagram: &Bytes,
-    now: Instant,
-    arrival: Duration,
 ) -> Option<SocketAddr> {
     let presses = {
         let mut state = shared.leg(leg);
-        match state.rx.receive(source, datagram, now, arrival) {
-            Reception::Invalid | Reception::Foreign(_) => return None,
+        let reception = if received.held {
+            state
+                .rx
+                .receive_held(received.source, datagram, received.at, received.arrival)
+        } else {
+            state
+                .rx
+                .receive(received.source, datagram, received.at, received.arrival)
+        };
+        match reception {
+            Reception::Invalid => return None,
+            Reception::Foreign(why) => {
+                // RTCP from elsewhere names no stream: never worth holding.
+                if !received.held && why != Foreign::RtcpElsewhere {
+                    if state.held.len() == HOLD_LIMIT {
+                        state.held.pop_front();
+                    }
+                    state.held.push_back(Held {
+                        source: received.source,
+                        datagram: datagram.clone(),
+                        at: received.at,
+                        arrival: received.arrival,
+                    });
+                }
+                return None;
+            }
             Reception::Rtcp => Vec::new(),
             Reception::Rtp { packet, presses } => {
                 if !state.taps.is_empty() {

@@ -232,42 +232,108 @@ async fn a_nat_source_latches_within_the_window() {
 }
 
 #[tokio::test]
-async fn nothing_is_forwarded_from_a_leg_before_its_address_is_signalled() {
+async fn datagrams_before_the_address_is_signalled_are_held_and_released_only_from_it() {
     let media = relay().allocate().unwrap();
-    let (a, b) = (phone().await, phone().await);
+    let (a, b, spoofer) = (phone().await, phone().await, phone().await);
     let mut tap = media.tap(TapLegs::Both, 16);
     media.set_dtmf_payload_type(Leg::Caller, Some(101));
     let mut events = media.events().unwrap();
     media.set_remote(Leg::Callee, b.local_addr().unwrap());
 
-    // A key press and audio from the caller before its SDP: all foreign.
-    let mut seq = 0;
-    let press = key_press(5, 0, &mut seq);
-    for packet in &press {
+    // Before the caller's SDP: a spoofer's packets and the phone's own
+    // (it sends as soon as it has the ACK). All foreign, none forwarded.
+    for seq in 0..2 {
+        send(
+            &media,
+            &spoofer,
+            Leg::Caller,
+            &rtp(0, seq, 0, 0x5, false, &[9; 160]),
+        )
+        .await;
+    }
+    let early: Vec<Vec<u8>> = (48..51)
+        .map(|seq| rtp(0, seq, u32::from(seq) * 160, 0xA, false, &[seq as u8; 160]))
+        .collect();
+    for packet in &early {
         send(&media, &a, Leg::Caller, packet).await;
     }
-    let early = rtp(0, 50, 8000, 0xA, false, &[1; 160]);
-    send(&media, &a, Leg::Caller, &early).await;
-    let count = press.len() as u64 + 1;
-    stats_when(&media, "the early packets", |s| {
-        s[0].foreign_packets == count
-    })
-    .await;
+    stats_when(&media, "the early packets", |s| s[0].foreign_packets == 5).await;
+    assert_eq!(media.stats()[1].packets_out, 0, "nothing forwarded yet");
 
+    // The SDP names the phone: its held packets go first, in order; the
+    // spoofer's never.
     media.set_remote(Leg::Caller, a.local_addr().unwrap());
-    let later = rtp(0, 51, 8160, 0xA, false, &[2; 160]);
+    let later = rtp(0, 51, 51 * 160, 0xA, false, &[51; 160]);
     send(&media, &a, Leg::Caller, &later).await;
-    assert_eq!(recv(&b).await.0, later, "the first packet B sees");
-    let frame = within("a tap frame", tap.recv()).await.unwrap();
-    assert_eq!(frame.sequence, 51, "the first frame the tap sees");
+    for expected in early.iter().chain(std::iter::once(&later)) {
+        assert_eq!(&recv(&b).await.0, expected);
+    }
+    for sequence in 48..52 {
+        let frame = within("a tap frame", tap.recv()).await.unwrap();
+        assert_eq!(frame.sequence, sequence);
+    }
 
     let [caller, callee] = media.close().await;
-    assert_eq!(caller.packets_in, count + 1);
-    assert_eq!(caller.foreign_packets, count);
+    assert_eq!(caller.packets_in, 6, "held packets are not counted twice");
+    assert_eq!(caller.foreign_packets, 2, "the spoofer's stay foreign");
     assert_eq!((caller.dtmf_digits, caller.packets_lost), (0, 0));
-    assert_eq!(caller.packets_not_forwarded, 0);
-    assert_eq!(callee.packets_out, 1);
-    assert_eq!(events.recv().await, None, "no DTMF from foreign packets");
+    assert_eq!(callee.packets_out, 4);
+    assert_eq!(events.recv().await, None);
+}
+
+#[tokio::test]
+async fn held_datagrams_are_bounded_and_expire() {
+    let media = relay().allocate().unwrap();
+    let (a, b) = (phone().await, phone().await);
+    media.set_remote(Leg::Callee, b.local_addr().unwrap());
+    // More than the hold takes: only the newest are kept.
+    let count = callhost_media::relay::HOLD_LIMIT as u16 + 4;
+    for seq in 0..count {
+        send(
+            &media,
+            &a,
+            Leg::Caller,
+            &rtp(0, seq, 0, 0xA, false, &[1; 160]),
+        )
+        .await;
+    }
+    stats_when(&media, "the early packets", |s| {
+        s[0].foreign_packets == u64::from(count)
+    })
+    .await;
+    media.set_remote(Leg::Caller, a.local_addr().unwrap());
+    send(
+        &media,
+        &a,
+        Leg::Caller,
+        &rtp(0, count, 0, 0xA, false, &[1; 160]),
+    )
+    .await;
+    let first = recv(&b).await.0;
+    assert_eq!(
+        u16::from_be_bytes([first[2], first[3]]),
+        count - callhost_media::relay::HOLD_LIMIT as u16,
+        "the oldest held packets were dropped"
+    );
+    drop(media);
+
+    // Held too long: not forwarded.
+    let media = relay().allocate().unwrap();
+    let (a, b) = (phone().await, phone().await);
+    media.set_remote(Leg::Callee, b.local_addr().unwrap());
+    send(
+        &media,
+        &a,
+        Leg::Caller,
+        &rtp(0, 7, 0, 0xA, false, &[1; 160]),
+    )
+    .await;
+    stats_when(&media, "the early packet", |s| s[0].foreign_packets == 1).await;
+    tokio::time::sleep(callhost_media::relay::HOLD_AGE + Duration::from_millis(50)).await;
+    media.set_remote(Leg::Caller, a.local_addr().unwrap());
+    let later = rtp(0, 8, 160, 0xA, false, &[2; 160]);
+    send(&media, &a, Leg::Caller, &later).await;
+    assert_eq!(recv(&b).await.0, later, "the expired packet was not sent");
 }
 
 #[tokio::test]
