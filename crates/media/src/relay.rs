@@ -1051,9 +1051,12 @@ fn on_receive(
                     if state.held.len() == HOLD_LIMIT {
                         state.held.pop_front();
                     }
+                    // A copy: a slice would keep the receive buffer's
+                    // whole allocation alive, and every later receive
+                    // would allocate a new one.
                     state.held.push_back(Held {
                         source: received.source,
-                        datagram: datagram.clone(),
+                        datagram: Bytes::copy_from_slice(datagram),
                         at: received.at,
                         arrival: received.arrival,
                     });

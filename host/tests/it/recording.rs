@@ -386,12 +386,7 @@ fn kill_9_in_mid_call_leaves_a_recording_repaired_signed_and_entered_as_incomple
     // Recording for a few seconds, headers made valid meanwhile.
     assert!(caller.wait_trace("SIP/2.0 200 OK", Duration::from_secs(10)));
     thread::sleep(Duration::from_secs(3));
-    let pid = serve.pid().expect("serve runs");
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    serve.stop();
+    kill_9(&mut serve);
     drop((caller, phone));
 
     let _restarted = Serve::start_in(h.data(), DIRECTORY, "");
@@ -517,12 +512,7 @@ fn an_sftp_target_down_gets_the_recording_when_back_even_across_a_kill_9_and_onl
     );
 
     // The host dies; the target comes back; the next start sends it.
-    let pid = serve.pid().expect("serve runs");
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    serve.stop();
+    kill_9(&mut serve);
     sshd.start().unwrap();
     let _restarted = Serve::start_in(h.data(), DIRECTORY, "");
     let entries = wait_until(&h, "the upload confirmed", |entries| {
@@ -539,23 +529,7 @@ fn an_sftp_target_down_gets_the_recording_when_back_even_across_a_kill_9_and_onl
 
     // On the server: every file, checked with the tools an auditor has.
     let name = recording["name"].as_str().unwrap();
-    let started = recording["started"].as_str().unwrap();
-    let remote_dir = sshd.remote_root().join(format!(
-        "{}/{}/{}",
-        &started[0..4],
-        &started[5..7],
-        &started[8..10]
-    ));
-    let checked = Command::new("sha256sum")
-        .args(["-c", &format!("{name}_hash.txt")])
-        .current_dir(&remote_dir)
-        .output()
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stdout)
-    );
+    let remote_dir = checked_remote_copy(&sshd, &recording);
     let cert = certificate(&h);
     let script = Command::new("sh")
         .arg(verify_script(&h))
@@ -986,12 +960,7 @@ fn a_host_killed_during_an_upload_resumes_it_at_the_next_start_and_deletes_nothi
             Err(error) => panic!("the upload never connected: {error}"),
         }
     };
-    let pid = serve.pid().expect("serve runs");
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    serve.stop();
+    kill_9(&mut serve);
     drop((stuck, _held));
 
     // Still queued, still here.
@@ -1004,6 +973,28 @@ fn a_host_killed_during_an_upload_resumes_it_at_the_next_start_and_deletes_nothi
     wait_until(&h, "the upload confirmed after the restart", |entries| {
         upload_state(entries, 0) == "confirmed" && recording_entry(entries)["kept_here"] == false
     });
+    let remote_dir = checked_remote_copy(&sshd, &recording);
+    let leftovers: Vec<_> = std::fs::read_dir(&remote_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `kill -9` of a running `callhost serve`.
+fn kill_9(serve: &mut Serve) {
+    let pid = serve.pid().expect("serve runs");
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    serve.stop();
+}
+
+/// The recording's directory on the SFTP server, after `sha256sum -c`
+/// passed there (the check an auditor runs on the copy).
+fn checked_remote_copy(sshd: &callhost_test_services::Sshd, recording: &Value) -> PathBuf {
     let name = recording["name"].as_str().unwrap();
     let started = recording["started"].as_str().unwrap();
     let remote_dir = sshd.remote_root().join(format!(
@@ -1022,10 +1013,5 @@ fn a_host_killed_during_an_upload_resumes_it_at_the_next_start_and_deletes_nothi
         "{}",
         String::from_utf8_lossy(&checked.stdout)
     );
-    let leftovers: Vec<_> = std::fs::read_dir(&remote_dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    remote_dir
 }
