@@ -257,12 +257,7 @@ const MAX_ASSET_BYTES: u64 = 50 * 1024 * 1024;
 
 /// The asset's file name, checked: a plain name, no path.
 fn asset_name(asset: &str) -> Result<&str> {
-    let plain = !asset.is_empty()
-        && !asset.starts_with('.')
-        && asset
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if !plain {
+    if !callhost_plugin_abi::is_asset_file_name(asset) {
         bail!(
             "asset name {asset:?}: letters, digits, '.', '-' and '_' only, not starting with '.'"
         );

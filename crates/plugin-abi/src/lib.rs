@@ -534,6 +534,18 @@ pub fn display_name(
     present(company).map(str::to_owned)
 }
 
+/// Whether `name` may name an instance's asset (`instance/<name>` in a
+/// prompt): a plain file name of letters, digits, `.`, `-` and `_`, not
+/// starting with `.`. Shared, so the host that stores assets and the
+/// modules that name them agree.
+pub fn is_asset_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
 impl Decision {
     /// The name the decision's `first_name`, `last_name` and `company` give
     /// (see [`display_name`]).

@@ -474,14 +474,9 @@ fn an_sftp_target_down_gets_the_recording_when_back_even_across_a_kill_9_and_onl
          min_free_disk_mb = 1000000000000\n\
          [mail]\nserver = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
          from = \"pbx@example.com\"\nto = [\"admin@example.com\"]\nmin_interval = \"2s\"\n\
-         [[targets]]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
-         key_file = \"{}\"\nhost_key = \"{}\"\npath = \"{}\"\n",
+         {}",
         smtp.port(),
-        sshd.port(),
-        sshd.user(),
-        sshd.client_key().display(),
-        sshd.host_key(),
-        sshd.remote_root().display()
+        sftp_target(&sshd)
     );
     let h = recorder(&config);
     let mut serve = Serve::start_in(h.data(), DIRECTORY, "");
@@ -938,14 +933,8 @@ fn a_host_killed_during_an_upload_resumes_it_at_the_next_start_and_deletes_nothi
     // flight, waiting for the SSH banner, when the host dies.
     let stuck = std::net::TcpListener::bind(("127.0.0.1", sshd.port())).unwrap();
     let config = format!(
-        "users = [\"bert\"]\nupload_delay = \"0s\"\nretry_interval = \"1s\"\n\
-         [[targets]]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
-         key_file = \"{}\"\nhost_key = \"{}\"\npath = \"{}\"\n",
-        sshd.port(),
-        sshd.user(),
-        sshd.client_key().display(),
-        sshd.host_key(),
-        sshd.remote_root().display()
+        "users = [\"bert\"]\nupload_delay = \"0s\"\nretry_interval = \"1s\"\n{}",
+        sftp_target(&sshd)
     );
     let h = recorder(&config);
     let mut serve = Serve::start_in(h.data(), DIRECTORY, "");
@@ -1014,4 +1003,18 @@ fn checked_remote_copy(sshd: &callhost_test_services::Sshd, recording: &Value) -
         String::from_utf8_lossy(&checked.stdout)
     );
     remote_dir
+}
+
+/// A `[[targets]]` entry for the test sshd: its port, user, key and pinned
+/// host key, below its remote root.
+fn sftp_target(sshd: &callhost_test_services::Sshd) -> String {
+    format!(
+        "[[targets]]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+         key_file = \"{}\"\nhost_key = \"{}\"\npath = \"{}\"\n",
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.host_key(),
+        sshd.remote_root().display()
+    )
 }

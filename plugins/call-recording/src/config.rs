@@ -533,12 +533,7 @@ impl Config {
             ("notice_outgoing", &self.notice_outgoing),
         ] {
             if let Some(name) = notice {
-                let plain = !name.is_empty()
-                    && !name.starts_with('.')
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-                if !plain {
+                if !callhost_plugin_sdk::abi::is_asset_file_name(name) {
                     return Err(config_error(
                         field,
                         format!("{name:?} is not an asset's file name"),

@@ -59,7 +59,8 @@ impl CallRecording {
             host_version: ctx.host_version(),
             installation_id: ctx.installation_id(),
             passphrase: hex::encode(passphrase).into_bytes(),
-            upload_targets: upkeep::Upkeep::labels(config),
+            // Filled in by `Upkeep::new`, which builds the targets.
+            upload_targets: Vec::new(),
             upload_delay: config.upload_delay(),
             notifier: Default::default(),
         })
@@ -113,10 +114,11 @@ impl Module for CallRecording {
                 }
             }
         }
-        let place = Self::place(ctx, &config)?;
+        let upkeep = upkeep::Upkeep::new(&config, Self::place(ctx, &config)?);
+        let place = upkeep.place().clone();
         let stop_digits = config.stop_digits.clone();
         Ok(CallRecording {
-            upkeep: Arc::new(upkeep::Upkeep::new(&config, place.clone())),
+            upkeep: Arc::new(upkeep),
             recordings: Arc::new(Recordings::new(ctx, place, stop_digits)),
             config,
             ctx: ctx.clone(),

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use callhost_recording::evidence::timestamp;
 
-use crate::chain::{self, Chain};
+use crate::chain;
 use crate::recording::{write_atomically, Place};
 
 /// A TSA that does not answer in this long is tried again next time.
@@ -121,13 +121,16 @@ pub async fn stamp_head(place: &Place, url: &str) -> Result<Option<StampFiles>, 
     Ok(Some(files))
 }
 
-/// For `verify`: each stored stamp matches the chain (the entry at its
+/// For `verify`, over the chain's `entries`: each stored stamp matches the
+/// chain (the entry at its
 /// position has the stamped hash) and its reply stamps that text. The
 /// reply's signature is for `openssl ts -verify` with the TSA's CA.
-pub fn check_stamps(place: &Place, chain: &Chain) -> Option<callhost_recording::evidence::Check> {
+pub fn check_stamps(
+    place: &Place,
+    entries: &[chain::Entry],
+) -> Option<callhost_recording::evidence::Check> {
     let stamps = stamps(place);
     let newest = stamps.last()?.seq;
-    let entries = chain.entries().unwrap_or_default();
     let mut problems = Vec::new();
     for stamp in &stamps {
         let text = std::fs::read_to_string(&stamp.head).unwrap_or_default();

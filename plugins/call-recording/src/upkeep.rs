@@ -52,7 +52,8 @@ pub struct Upkeep {
     retention: Option<Duration>,
     min_free_bytes: u64,
     last_disk_warning: Mutex<Option<Instant>>,
-    timestamp: Option<crate::config::TimestampConfig>,
+    /// The TSA's URL and how often the head is stamped.
+    timestamp: Option<(String, Duration)>,
     /// The queue's connection, opened on first use (blocking threads only).
     chain: Mutex<Option<Chain>>,
 }
@@ -68,8 +69,10 @@ fn now_utc() -> String {
 }
 
 impl Upkeep {
-    pub fn new(config: &Config, place: Place) -> Upkeep {
-        let targets = config
+    /// Builds the remote targets and sets `place`'s upload labels from
+    /// them (one place derives both).
+    pub fn new(config: &Config, mut place: Place) -> Upkeep {
+        let targets: Vec<RemoteTarget> = config
             .targets
             .iter()
             .filter_map(|target| {
@@ -82,6 +85,7 @@ impl Upkeep {
                 })
             })
             .collect();
+        place.upload_targets = targets.iter().map(|t| t.label.clone()).collect();
         Upkeep {
             place,
             targets,
@@ -89,19 +93,18 @@ impl Upkeep {
             retention: config.retention(),
             min_free_bytes: config.min_free_disk_mb.saturating_mul(1024 * 1024),
             last_disk_warning: Mutex::new(None),
-            timestamp: config.timestamp.clone(),
+            timestamp: config
+                .timestamp
+                .as_ref()
+                .map(|t| (t.url.clone(), t.every())),
             retry: config.retry_interval(),
             chain: Mutex::new(None),
         }
     }
 
-    /// The labels a recording is queued under (for [`Place`]).
-    pub fn labels(config: &Config) -> Vec<String> {
-        config
-            .targets
-            .iter()
-            .filter_map(|t| t.remote().map(|client| client.label()))
-            .collect()
+    /// The place, with the labels a sealed recording is queued under.
+    pub fn place(&self) -> &Place {
+        &self.place
     }
 
     /// The background task: a pass every second while the instance lives.
@@ -113,15 +116,13 @@ impl Upkeep {
             let Some(upkeep) = upkeep.upgrade() else {
                 return;
             };
-            if let Some(timestamp) = &upkeep.timestamp {
-                if last_stamp.is_none_or(|at| at.elapsed() >= timestamp.every()) {
+            if let Some((url, every)) = &upkeep.timestamp {
+                if last_stamp.is_none_or(|at| at.elapsed() >= *every) {
                     last_stamp = Some(Instant::now());
-                    if let Err(error) =
-                        crate::stamp::stamp_head(&upkeep.place, &timestamp.url).await
-                    {
+                    if let Err(error) = crate::stamp::stamp_head(&upkeep.place, url).await {
                         tracing::warn!(
                             "chain head not time-stamped, tried again in {}: {error}",
-                            timestamp.every
+                            humantime::format_duration(*every)
                         );
                         upkeep.place.notifier.notify("time stamp failed", error);
                     }

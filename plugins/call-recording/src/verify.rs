@@ -85,7 +85,7 @@ pub fn run(place: &Place, wanted: &[String], as_json: bool) -> Result<serde_json
         },
         head_check(place, &chain),
     ];
-    chain_checks.extend(crate::stamp::check_stamps(place, &chain));
+    chain_checks.extend(crate::stamp::check_stamps(place, &entries));
     all_passed &= chain_checks.iter().all(|c| c.passed);
 
     let report = json!({
