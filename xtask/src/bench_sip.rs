@@ -186,6 +186,7 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
                 if failed[index] {
                     continue;
                 }
+                wait_until_idle(&servers);
                 let step = run_step(
                     server,
                     &work,
@@ -196,6 +197,7 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
                     false,
                 )?;
                 println!("   {:<17} {rate:>5}/s: {}", server.name, step.summary());
+                figures[index].completed += step.uac.successful;
                 if step.passed() {
                     figures[index].cps = Some(rate);
                     figures[index].cps_cpu = Some(step.cpu_percent);
@@ -219,6 +221,7 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
             }
             rates.dedup();
             for rate in rates {
+                wait_until_idle(&servers);
                 let step = run_step(
                     server,
                     &work,
@@ -239,6 +242,7 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
                     latency.samples,
                     step.summary()
                 );
+                figures[index].completed += step.uac.successful;
                 figures[index].latency.push((rate, latency, step.passed()));
             }
         }
@@ -258,11 +262,57 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     };
 
     print_table(&figures);
+    if let Some(modules) = figures.iter().find(|f| f.name == "callhost+modules") {
+        // Stopped by now, so every recording is finalised and logged.
+        let log = work.join("callhost-modules-data/instances/rec/instance.log");
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let count = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+        // These calls carry no RTP, so each is entered as failed ("no
+        // media"): the module's per-call work (tap, metadata, signature,
+        // chain entry) without audio; `bench recording` has the audio.
+        println!(
+            "callhost+modules: call-recording entered {} recordings ({} of them as failed, no media) for {} completed calls",
+            count("recording entered") + count("entered as failed"),
+            count("entered as failed"),
+            modules.completed
+        );
+    }
     if let Some(media) = media {
         crate::bench_media::print(&media);
     }
     println!("\nlogs and SIPp traces: {}", work.display());
     Ok(())
+}
+
+/// Waits (up to a minute) until no server uses more than 5 % of a core:
+/// work a server left from its step (call records, recordings being
+/// entered) must not run during the next server's step, where it would
+/// take that server's CPU and make the comparison unfair.
+fn wait_until_idle(servers: &[Server]) {
+    let ticks_per_second = clock_ticks_per_second();
+    let window = Duration::from_millis(500);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let before: Vec<u64> = servers.iter().map(Server::cpu_ticks).collect();
+        thread::sleep(window);
+        let busy = servers.iter().zip(&before).find(|(server, before)| {
+            let used = server.cpu_ticks().saturating_sub(**before) as f64 / ticks_per_second;
+            used / window.as_secs_f64() > 0.05
+        });
+        match busy {
+            None => {
+                if started.elapsed() > Duration::from_secs(2) {
+                    println!(
+                        "   (waited {:.0} s for the servers to be idle)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return;
+            }
+            Some(_) => continue,
+        }
+    }
+    println!("   (a server stayed busy for a minute; the step runs anyway)");
 }
 
 /// `cargo build --release -p callhost` once; the binary is run directly.
@@ -318,9 +368,10 @@ impl Scenarios {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flavour {
     Plain,
+    /// Every shipped module active: breakthrough, redirect-display,
+    /// reverse-lookup and call-recording recording every call.
     Modules,
-    /// Every package installed, one call-recording instance `rec` that
-    /// records the user `bench` (stereo, local target in the data dir).
+    /// Every package installed, only the call-recording instance `rec`.
     Recording,
 }
 
@@ -394,7 +445,7 @@ impl Server {
     ) -> Result<Server> {
         let (name, port, dir, rtp) = match flavour {
             Flavour::Plain => ("callhost", CALLHOST_PORT, "callhost-data", "30000-39999"),
-            // The SIP steps run the three call-handling modules.
+            // The SIP steps run every shipped module, recording included.
             Flavour::Modules | Flavour::Recording => (
                 "callhost+modules",
                 CALLHOST_MODULES_PORT,
@@ -473,7 +524,8 @@ impl Drop for Server {
 
 /// The bench directory (user `bench`, number 100, and the caller in the
 /// address book), loaded into `data`; with every shipped module installed
-/// and an instance of each for [`Flavour::Modules`].
+/// and a call-recording instance for [`Flavour::Recording`], and an
+/// instance of each shipped module for [`Flavour::Modules`].
 pub(crate) fn prepare_callhost_data(
     root: &Path,
     work: &Path,
@@ -515,7 +567,9 @@ pub(crate) fn prepare_callhost_data(
             callhost(&["module", "install", path_str(package)?])?;
         }
     }
-    if flavour == Flavour::Recording {
+    if flavour != Flavour::Plain {
+        // One call-recording instance `rec` that records every call to the
+        // user `bench` (stereo, local target in the data directory).
         let config = work.join("bench-recording.toml");
         fs::write(&config, "users = [\"bench\"]\nchannels = \"stereo\"\n")?;
         callhost(&[
@@ -1102,6 +1156,8 @@ struct Figures {
     cps_limit: Option<String>,
     /// (rate, latency, whether the step passed).
     latency: Vec<(u32, Latency, bool)>,
+    /// Calls the caller saw completed, over every step.
+    completed: u64,
 }
 
 fn print_table(figures: &[Figures]) {

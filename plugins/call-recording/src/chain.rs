@@ -202,6 +202,10 @@ impl Chain {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn error(&self, source: rusqlite::Error) -> ChainError {
         ChainError::Database {
             path: self.path.clone(),
@@ -233,10 +237,17 @@ impl Chain {
             path: path.clone(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(error)?;
+        // Inside a batch the entry is a savepoint of the batch's
+        // transaction, committed (and fsynced) with the others.
+        let tx = if self.conn.is_autocommit() {
+            Step::Transaction(
+                self.conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(error)?,
+            )
+        } else {
+            Step::Savepoint(self.conn.savepoint().map_err(error)?)
+        };
         let last = last_entry(&tx).map_err(error)?;
         let seq = last.as_ref().map_or(1, |e| e.seq + 1);
         let fields = match prepare(seq, last.as_ref()) {
@@ -278,6 +289,27 @@ impl Chain {
             previous,
             hash,
         }))
+    }
+
+    /// Runs `entries` in one transaction: the entries it appends are
+    /// committed together, with one fsync for all of them. Nothing of the
+    /// batch is committed when the commit fails.
+    pub fn batch<R>(&mut self, entries: impl FnOnce(&mut Chain) -> R) -> Result<R, ChainError> {
+        if !self.conn.is_autocommit() {
+            // A batch cut short by a panic left its transaction open.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.error(e))?;
+        let result = entries(self);
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(result),
+            Err(error) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(self.error(error))
+            }
+        }
     }
 
     pub fn head(&self) -> Result<Option<Head>, ChainError> {
@@ -480,6 +512,32 @@ impl Chain {
     }
 }
 
+/// One entry's writes: its own transaction, or a savepoint inside a batch.
+enum Step<'c> {
+    Transaction(rusqlite::Transaction<'c>),
+    Savepoint(rusqlite::Savepoint<'c>),
+}
+
+impl Step<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Step::Transaction(tx) => tx.commit(),
+            Step::Savepoint(savepoint) => savepoint.commit(),
+        }
+    }
+}
+
+impl std::ops::Deref for Step<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Step::Transaction(tx) => tx,
+            Step::Savepoint(savepoint) => savepoint,
+        }
+    }
+}
+
 fn last_entry(conn: &Connection) -> rusqlite::Result<Option<Entry>> {
     conn.query_row(
         "SELECT seq, kind, fields, previous, hash FROM chain ORDER BY seq DESC LIMIT 1",
@@ -585,6 +643,42 @@ mod tests {
         assert_eq!(entries[0].previous, "");
         assert!(chain.breaks().unwrap().is_empty());
         assert_eq!(chain.head().unwrap().unwrap().seq, 3);
+    }
+
+    #[test]
+    fn a_batch_commits_its_entries_together_linked_and_skips_one_that_failed() {
+        let (dir, mut chain) = chain_with(&["a"]);
+        let path = dir.path().join("recordings.db");
+        let appended = chain
+            .batch(|chain| {
+                let b = chain.append(EntryKind::Recording, |_, _| Ok::<_, ()>(entry("b")));
+                // Another connection sees nothing of the batch before it
+                // is committed.
+                let other = Connection::open(&path).unwrap();
+                let count: i64 = other
+                    .query_row("SELECT count(*) FROM chain", [], |row| row.get(0))
+                    .unwrap();
+                assert_eq!(count, 1);
+                let failed = chain.append(EntryKind::Recording, |_, _| Err::<NewEntry, _>("x"));
+                let c = chain.append(EntryKind::Failure, |seq, before| {
+                    assert_eq!((seq, before.unwrap().fields.name.as_str()), (3, "b"));
+                    Ok::<_, ()>(entry("c"))
+                });
+                (b.unwrap().unwrap(), failed.unwrap(), c.unwrap().unwrap())
+            })
+            .unwrap();
+        assert_eq!(appended.1, Err("x"));
+        let entries = Chain::open(&path).unwrap().entries().unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.fields.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(entries[2].previous, appended.0.hash);
+        assert!(chain.breaks().unwrap().is_empty());
+        // Outside a batch, an entry is its own transaction again.
+        chain
+            .append(EntryKind::Recording, |_, _| Ok::<_, ()>(entry("d")))
+            .unwrap()
+            .unwrap();
+        assert!(chain.conn.is_autocommit());
     }
 
     #[test]

@@ -25,9 +25,29 @@ use crate::select::Reason;
 /// other does (CR20), and the later hops of a call are not claimed again.
 static CLAIMS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
 
-/// One finalisation at a time per process: entries are linked in the
-/// order their metadata names its predecessor.
-static FINALISING: Mutex<()> = Mutex::new(());
+/// The connection recordings are entered through, kept open between
+/// batches (opening one parses the schema). One batch at a time per
+/// process, so the chain's head file follows the entries in order.
+static ENTRIES: Mutex<Option<Chain>> = Mutex::new(None);
+
+/// Calls whose media is over, waiting to be entered, and whether a
+/// drainer is at work on them.
+static FINISHED: Mutex<Finished> = Mutex::new(Finished {
+    calls: Vec::new(),
+    draining: false,
+});
+
+struct Finished {
+    calls: Vec<(Place, String, RecordedCall)>,
+    draining: bool,
+}
+
+/// Calls one drainer pass takes at most.
+const CALLS_PER_PASS: usize = 256;
+/// Audio one chain transaction seals at most (the first recording always
+/// goes in): sealing hashes the files while the chain is locked, and the
+/// media thread's notes wait for that lock.
+const AUDIO_BYTES_PER_BATCH: u64 = 32 << 20;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -628,13 +648,47 @@ impl Recordings {
     }
 
     fn finalise_in_background(&self, call_id: String, call: RecordedCall) {
-        let place = self.place.clone();
-        // Hashing, signing and the chain's fsync are not for the writer;
-        // a stopping host waits for them (`settle`).
-        self.ctx.spawn_blocking(move || {
-            finalise(&place, call);
-            release(&call_id);
-        });
+        let mut finished = lock(&FINISHED);
+        finished.calls.push((self.place.clone(), call_id, call));
+        if std::mem::replace(&mut finished.draining, true) {
+            return;
+        }
+        drop(finished);
+        // Hashing, signing and the chain's fsync are not for the writer.
+        // One drainer enters whatever has finished, many calls per chain
+        // transaction (a thread per call waiting for the chain cost more
+        // than the work); a stopping host waits for it (`settle`).
+        self.ctx.spawn_blocking(drain_finished);
+    }
+}
+
+/// Enters finished calls until none is left.
+fn drain_finished() {
+    /// Clears `draining` if the drainer panics, so the next finished call
+    /// starts another.
+    struct Draining {
+        done: bool,
+    }
+    impl Drop for Draining {
+        fn drop(&mut self) {
+            if !self.done {
+                lock(&FINISHED).draining = false;
+            }
+        }
+    }
+    let mut draining = Draining { done: false };
+    loop {
+        let pass: Vec<(Place, String, RecordedCall)> = {
+            let mut finished = lock(&FINISHED);
+            if finished.calls.is_empty() {
+                finished.draining = false;
+                draining.done = true;
+                return;
+            }
+            let take = finished.calls.len().min(CALLS_PER_PASS);
+            finished.calls.drain(..take).collect()
+        };
+        finalise(pass);
     }
 }
 
@@ -646,17 +700,114 @@ fn side_of(leg: TapRequest) -> Option<Side> {
     }
 }
 
-/// Closes a call's audio and enters it in the chain, signed.
-fn finalise(place: &Place, call: RecordedCall) {
+/// What became of a call's audio when it was closed.
+enum Audio {
+    Written(AudioSummary),
+    /// No media ever reached the relay.
+    None,
+    /// Writing failed; what was written before it was made valid.
+    Repaired {
+        summary: AudioSummary,
+        why: String,
+    },
+    /// Writing failed and nothing usable is left.
+    Lost(String),
+}
+
+impl Audio {
+    fn bytes(&self) -> u64 {
+        match self {
+            Audio::Written(summary) | Audio::Repaired { summary, .. } => summary
+                .files
+                .iter()
+                .filter_map(|file| std::fs::metadata(file).ok())
+                .map(|meta| meta.len())
+                .sum(),
+            Audio::None | Audio::Lost(_) => 0,
+        }
+    }
+}
+
+/// A call whose audio is closed, to be entered.
+struct Closed {
+    place: Place,
+    call_id: String,
+    call: RecordedCall,
+    ended_utc: String,
+    audio: Audio,
+}
+
+/// Closes the calls' audio, then enters them in the chain, signed: the
+/// calls of one chain together, in transactions of up to
+/// [`AUDIO_BYTES_PER_BATCH`] of audio.
+fn finalise(pass: Vec<(Place, String, RecordedCall)>) {
+    let mut closed: Vec<(Closed, u64)> = pass
+        .into_iter()
+        .map(|(place, call_id, call)| {
+            let closed = close_audio(place, call_id, call);
+            let bytes = closed.audio.bytes();
+            (closed, bytes)
+        })
+        .collect();
+    while !closed.is_empty() {
+        let chain_path = closed[0].0.place.chain_path();
+        let mut bytes = 0;
+        let take = closed
+            .iter()
+            .take_while(|(call, size)| {
+                bytes += size;
+                call.place.chain_path() == chain_path
+                    && (bytes <= AUDIO_BYTES_PER_BATCH || bytes == *size)
+            })
+            .count()
+            .max(1);
+        let batch: Vec<Closed> = closed.drain(..take).map(|(call, _)| call).collect();
+        with_entries(&batch[0].place, |chain, entered| {
+            for call in &batch {
+                enter_closed(chain, call, entered);
+            }
+        });
+        for call in batch {
+            release(&call.call_id);
+        }
+    }
+}
+
+fn close_audio(place: Place, call_id: String, mut call: RecordedCall) -> Closed {
     let ended = call.hangup_at.unwrap_or_else(Instant::now);
     let ended_utc = utc_at(ended);
-    let summary: Result<Option<AudioSummary>, String> = match call.state {
+    let state = std::mem::replace(&mut call.state, CallState::Claimed);
+    let summary: Result<Option<AudioSummary>, String> = match state {
         CallState::Recording(recorder) => {
             recorder.finish(ended).map(Some).map_err(|e| e.to_string())
         }
         CallState::Stopped(summary) => summary.map(|summary| *summary).transpose(),
         CallState::Claimed | CallState::Writing => Ok(None),
     };
+    let audio = match summary {
+        Ok(Some(summary)) => Audio::Written(summary),
+        Ok(None) => Audio::None,
+        // What was written before the failure (a full disk, say) is
+        // made valid and sealed as incomplete when it can be.
+        Err(error) => match audio::repair_recording(&call.info.directory, &call.info.name) {
+            Ok(summary) => Audio::Repaired {
+                summary,
+                why: format!("incomplete: audio not written to the end: {error}"),
+            },
+            Err(_) => Audio::Lost(format!("audio not written: {error}")),
+        },
+    };
+    Closed {
+        place,
+        call_id,
+        call,
+        ended_utc,
+        audio,
+    }
+}
+
+fn enter_closed(chain: &mut Chain, closed: &Closed, entered: &mut Vec<Entered>) {
+    let call = &closed.call;
     let notice = match &call.notice {
         Notice::None => None,
         Notice::Playing(asset) => Some(format!("{asset}: the call ended during it")),
@@ -664,33 +815,115 @@ fn finalise(place: &Place, call: RecordedCall) {
     };
     let facts = Facts {
         info: &call.info,
-        ended_utc: &ended_utc,
+        ended_utc: &closed.ended_utc,
         answered_by: call.answered_by.as_deref(),
         transfers: &call.transfers,
         stopped: call.stopped.as_deref(),
         notice: notice.as_deref(),
         incomplete: None,
     };
-    match summary {
-        Ok(Some(summary)) => enter_recording(place, &facts, &summary),
-        Ok(None) => enter_failure(
+    let place = &closed.place;
+    match &closed.audio {
+        Audio::Written(summary) => enter_recording(place, chain, &facts, summary, entered),
+        Audio::None => enter_failure(
             place,
+            chain,
             &facts,
             "no media: the call ended before its audio reached the relay",
+            entered,
         ),
-        // What was written before the failure (a full disk, say) is
-        // made valid and sealed as incomplete when it can be.
-        Err(error) => match audio::repair_recording(&call.info.directory, &call.info.name) {
-            Ok(summary) => {
-                let why = format!("incomplete: audio not written to the end: {error}");
-                let facts = Facts {
-                    incomplete: Some(&why),
-                    ..facts
-                };
-                enter_recording(place, &facts, &summary)
+        Audio::Repaired { summary, why } => {
+            let facts = Facts {
+                incomplete: Some(why),
+                ..facts
+            };
+            enter_recording(place, chain, &facts, summary, entered)
+        }
+        Audio::Lost(why) => enter_failure(place, chain, &facts, why, entered),
+    }
+}
+
+/// An entry made in a batch, reported once the batch is committed.
+enum Entered {
+    Recording {
+        entry: chain::Entry,
+        finalise_ms: f64,
+    },
+    Failure {
+        entry: chain::Entry,
+        why: String,
+    },
+}
+
+impl Entered {
+    fn entry(&self) -> &chain::Entry {
+        match self {
+            Entered::Recording { entry, .. } | Entered::Failure { entry, .. } => entry,
+        }
+    }
+
+    fn report(&self, place: &Place) {
+        match self {
+            Entered::Recording { entry, finalise_ms } => tracing::info!(
+                recording = %entry.fields.name,
+                seq = entry.seq,
+                status = %entry.fields.status,
+                finalise_ms = %format!("{finalise_ms:.1}"),
+                "recording entered"
+            ),
+            Entered::Failure { entry, why } => {
+                tracing::warn!(recording = %entry.fields.name, seq = entry.seq, "entered as failed: {why}");
+                place.notifier.notify(
+                    "recording failed",
+                    format!(
+                        "{} (call {}, chain position {}): {why}",
+                        entry.fields.name, entry.fields.call_id, entry.seq
+                    ),
+                );
             }
-            Err(_) => enter_failure(place, &facts, &format!("audio not written: {error}")),
-        },
+        }
+    }
+}
+
+/// Runs `enter` in one transaction of the entries' connection to
+/// `place`'s chain, anchors the head once, and then reports what was
+/// entered: only what the commit made durable is logged as entered.
+fn with_entries(place: &Place, enter: impl FnOnce(&mut Chain, &mut Vec<Entered>)) {
+    let mut open = lock(&ENTRIES);
+    let path = place.chain_path();
+    if open.as_ref().is_none_or(|chain| chain.path() != path) {
+        match Chain::open(&path) {
+            Ok(chain) => *open = Some(chain),
+            Err(error) => {
+                tracing::error!("recordings not entered: {error}");
+                return;
+            }
+        }
+    }
+    let Some(chain) = open.as_mut() else { return };
+    let mut entered = Vec::new();
+    match chain.batch(|chain| enter(chain, &mut entered)) {
+        Ok(()) => {
+            if !entered.is_empty() {
+                anchor_head(place, chain);
+            }
+            drop(open);
+            for entry in &entered {
+                entry.report(place);
+            }
+        }
+        Err(error) => {
+            *open = None; // reopened for the next batch
+            let names: Vec<&str> = entered
+                .iter()
+                .map(|entry| entry.entry().fields.name.as_str())
+                .collect();
+            tracing::error!(
+                "{} recordings not entered, the chain's commit failed ({}): {error}",
+                names.len(),
+                names.join(", ")
+            );
+        }
     }
 }
 
@@ -740,23 +973,25 @@ impl Facts<'_> {
 }
 
 /// Writes `<name>_info.txt`, seals the recording and enters it.
-pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary) {
-    let _one_at_a_time = lock(&FINALISING);
-    // Timed from here: the wait for other finalisations is not its cost.
+fn enter_recording(
+    place: &Place,
+    chain: &mut Chain,
+    facts: &Facts<'_>,
+    summary: &AudioSummary,
+    entered: &mut Vec<Entered>,
+) {
     let began = Instant::now();
     let store = match place.signing_store() {
         Ok(store) => store,
         Err(error) => {
             tracing::error!("recording {} not signed: {error}", facts.info.name);
-            drop(_one_at_a_time);
-            enter_failure(place, facts, &format!("not signed: {error}"));
-            return;
-        }
-    };
-    let mut chain = match Chain::open(&place.chain_path()) {
-        Ok(chain) => chain,
-        Err(error) => {
-            tracing::error!("recording {} not entered: {error}", facts.info.name);
+            enter_failure(
+                place,
+                chain,
+                facts,
+                &format!("not signed: {error}"),
+                entered,
+            );
             return;
         }
     };
@@ -787,25 +1022,19 @@ pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary)
         })
     });
     match appended {
-        Ok(Ok(entry)) => {
-            tracing::info!(
-                recording = %entry.fields.name,
-                seq = entry.seq,
-                status = %entry.fields.status,
-                finalise_ms = %format!("{:.1}", began.elapsed().as_secs_f64() * 1000.0),
-                "recording entered"
-            );
-            anchor_head(place, &chain);
-        }
+        Ok(Ok(entry)) => entered.push(Entered::Recording {
+            entry,
+            finalise_ms: began.elapsed().as_secs_f64() * 1000.0,
+        }),
         Ok(Err(error)) => {
-            drop(chain);
-            drop(_one_at_a_time);
             tracing::error!("recording {} not sealed: {error}", facts.info.name);
             enter_failure_keeping(
                 place,
+                chain,
                 facts,
                 &format!("not sealed: {error}; the audio written is kept, unsealed"),
                 &audio_files,
+                entered,
             );
         }
         Err(error) => tracing::error!("recording {} not entered: {error}", facts.info.name),
@@ -814,21 +1043,26 @@ pub fn enter_recording(place: &Place, facts: &Facts<'_>, summary: &AudioSummary)
 
 /// An entry for a recording that does not exist (or is not usable), so
 /// its absence is on record.
-pub fn enter_failure(place: &Place, facts: &Facts<'_>, why: &str) {
-    enter_failure_keeping(place, facts, why, &[]);
+fn enter_failure(
+    place: &Place,
+    chain: &mut Chain,
+    facts: &Facts<'_>,
+    why: &str,
+    entered: &mut Vec<Entered>,
+) {
+    enter_failure_keeping(place, chain, facts, why, &[], entered);
 }
 
 /// [`enter_failure`] for a recording whose audio exists but could not be
 /// sealed: the files stay and are listed, so none is an orphan.
-fn enter_failure_keeping(place: &Place, facts: &Facts<'_>, why: &str, files: &[String]) {
-    let _one_at_a_time = lock(&FINALISING);
-    let mut chain = match Chain::open(&place.chain_path()) {
-        Ok(chain) => chain,
-        Err(error) => {
-            tracing::error!("failure of {} not entered: {error}", facts.info.name);
-            return;
-        }
-    };
+fn enter_failure_keeping(
+    place: &Place,
+    chain: &mut Chain,
+    facts: &Facts<'_>,
+    why: &str,
+    files: &[String],
+    entered: &mut Vec<Entered>,
+) {
     let appended = chain.append(EntryKind::Failure, |_, _| {
         Ok::<_, String>(NewEntry {
             files: files.to_vec(),
@@ -836,17 +1070,10 @@ fn enter_failure_keeping(place: &Place, facts: &Facts<'_>, why: &str, files: &[S
         })
     });
     match appended {
-        Ok(Ok(entry)) => {
-            tracing::warn!(recording = %entry.fields.name, seq = entry.seq, "entered as failed: {why}");
-            anchor_head(place, &chain);
-            place.notifier.notify(
-                "recording failed",
-                format!(
-                    "{} (call {}, chain position {}): {why}",
-                    entry.fields.name, entry.fields.call_id, entry.seq
-                ),
-            );
-        }
+        Ok(Ok(entry)) => entered.push(Entered::Failure {
+            entry,
+            why: why.to_string(),
+        }),
         Ok(Err(error)) | Err(chain::ChainError::Corrupt(error)) => {
             tracing::error!("failure of {} not entered: {error}", facts.info.name)
         }
@@ -1038,16 +1265,18 @@ pub fn repair_after_crash(place: &Place) {
             notice: None,
             incomplete: Some("incomplete after crash: the host stopped during the call"),
         };
-        match repaired {
+        with_entries(&place, |chain, entered| match repaired {
             Ok(summary) => {
                 tracing::warn!(recording = %name, "repaired after a crash");
-                enter_recording(&place, &facts, &summary);
+                enter_recording(&place, chain, &facts, &summary, entered);
             }
             Err(error) => enter_failure(
                 &place,
+                chain,
                 &facts,
                 &format!("incomplete after crash, not repairable: {error}"),
+                entered,
             ),
-        }
+        });
     }
 }
