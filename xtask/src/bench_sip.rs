@@ -27,8 +27,15 @@
 //! - the media relay (`bench_media.rs`): concurrent G.711 calls with RTP
 //!   both ways from a generator of our own, loss and gaps over 60 ms.
 //!
+//! callhost runs without modules and with every shipped module active
+//! ("callhost+modules": breakthrough, redirect-display, reverse-lookup, and
+//! call-recording recording every call; the calls carry no RTP, so each
+//! is entered as "no media", and the run ends by counting the entries).
+//!
 //! Every server's CPU is read from /proc over each step (process tree, %
-//! of one core).
+//! of one core). Before each step the bench waits until no server uses
+//! more than 5 % of a core, so that work one server left from its step
+//! (call lists, recordings being entered) does not run in another's.
 
 use std::{
     collections::HashMap,
