@@ -30,15 +30,11 @@ static CLAIMS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::d
 /// process, so the chain's head file follows the entries in order.
 static ENTRIES: Mutex<Option<Chain>> = Mutex::new(None);
 
-/// Calls whose media is over, waiting to be entered, and whether a
-/// drainer is at work on them.
-static FINISHED: Mutex<Finished> = Mutex::new(Finished {
-    calls: Vec::new(),
-    draining: false,
-});
-
+/// An instance's calls whose media is over, waiting to be entered, and
+/// whether its drainer is at work on them.
+#[derive(Default)]
 struct Finished {
-    calls: Vec<(Place, String, RecordedCall)>,
+    calls: Vec<(String, RecordedCall)>,
     draining: bool,
 }
 
@@ -332,6 +328,7 @@ pub struct Recordings {
     /// The media thread's connection for noting recordings in progress,
     /// opened once (opening per call stalled every call's frames).
     notes: Mutex<Option<Chain>>,
+    finished: Arc<Mutex<Finished>>,
     ctx: Context,
 }
 
@@ -342,6 +339,7 @@ impl Recordings {
             stop_digits,
             calls: Mutex::default(),
             notes: Mutex::default(),
+            finished: Arc::default(),
             ctx: ctx.clone(),
         }
     }
@@ -648,38 +646,45 @@ impl Recordings {
     }
 
     fn finalise_in_background(&self, call_id: String, call: RecordedCall) {
-        let mut finished = lock(&FINISHED);
-        finished.calls.push((self.place.clone(), call_id, call));
+        let mut finished = lock(&self.finished);
+        finished.calls.push((call_id, call));
         if std::mem::replace(&mut finished.draining, true) {
             return;
         }
         drop(finished);
         // Hashing, signing and the chain's fsync are not for the writer.
-        // One drainer enters whatever has finished, many calls per chain
-        // transaction (a thread per call waiting for the chain cost more
-        // than the work); a stopping host waits for it (`settle`).
-        self.ctx.spawn_blocking(drain_finished);
+        // One drainer per instance (its entries in its own log) enters
+        // whatever has finished, many calls per chain transaction (a
+        // thread per call waiting for the chain cost more than the work);
+        // a stopping host waits for it (`settle`).
+        let (place, finished) = (self.place.clone(), self.finished.clone());
+        self.ctx
+            .spawn_blocking(move || drain_finished(&place, &finished));
     }
 }
 
-/// Enters finished calls until none is left.
-fn drain_finished() {
+/// Enters an instance's finished calls until none is left.
+fn drain_finished(place: &Place, finished: &Mutex<Finished>) {
     /// Clears `draining` if the drainer panics, so the next finished call
     /// starts another.
-    struct Draining {
+    struct Draining<'a> {
+        finished: &'a Mutex<Finished>,
         done: bool,
     }
-    impl Drop for Draining {
+    impl Drop for Draining<'_> {
         fn drop(&mut self) {
             if !self.done {
-                lock(&FINISHED).draining = false;
+                lock(self.finished).draining = false;
             }
         }
     }
-    let mut draining = Draining { done: false };
+    let mut draining = Draining {
+        finished,
+        done: false,
+    };
     loop {
-        let pass: Vec<(Place, String, RecordedCall)> = {
-            let mut finished = lock(&FINISHED);
+        let pass: Vec<(String, RecordedCall)> = {
+            let mut finished = lock(finished);
             if finished.calls.is_empty() {
                 finished.draining = false;
                 draining.done = true;
@@ -688,7 +693,7 @@ fn drain_finished() {
             let take = finished.calls.len().min(CALLS_PER_PASS);
             finished.calls.drain(..take).collect()
         };
-        finalise(pass);
+        finalise(place, pass);
     }
 }
 
@@ -730,41 +735,38 @@ impl Audio {
 
 /// A call whose audio is closed, to be entered.
 struct Closed {
-    place: Place,
     call_id: String,
     call: RecordedCall,
     ended_utc: String,
     audio: Audio,
 }
 
-/// Closes the calls' audio, then enters them in the chain, signed: the
-/// calls of one chain together, in transactions of up to
-/// [`AUDIO_BYTES_PER_BATCH`] of audio.
-fn finalise(pass: Vec<(Place, String, RecordedCall)>) {
+/// Closes the calls' audio, then enters them in the chain, signed, in
+/// transactions of up to [`AUDIO_BYTES_PER_BATCH`] of audio (the first
+/// call of a transaction goes in whatever its size).
+fn finalise(place: &Place, pass: Vec<(String, RecordedCall)>) {
     let mut closed: Vec<(Closed, u64)> = pass
         .into_iter()
-        .map(|(place, call_id, call)| {
-            let closed = close_audio(place, call_id, call);
+        .map(|(call_id, call)| {
+            let closed = close_audio(call_id, call);
             let bytes = closed.audio.bytes();
             (closed, bytes)
         })
         .collect();
     while !closed.is_empty() {
-        let chain_path = closed[0].0.place.chain_path();
         let mut bytes = 0;
         let take = closed
             .iter()
-            .take_while(|(call, size)| {
+            .take_while(|(_, size)| {
                 bytes += size;
-                call.place.chain_path() == chain_path
-                    && (bytes <= AUDIO_BYTES_PER_BATCH || bytes == *size)
+                bytes <= AUDIO_BYTES_PER_BATCH
             })
             .count()
             .max(1);
         let batch: Vec<Closed> = closed.drain(..take).map(|(call, _)| call).collect();
-        with_entries(&batch[0].place, |chain, entered| {
+        with_entries(place, |chain, entered| {
             for call in &batch {
-                enter_closed(chain, call, entered);
+                enter_closed(place, chain, call, entered);
             }
         });
         for call in batch {
@@ -773,7 +775,7 @@ fn finalise(pass: Vec<(Place, String, RecordedCall)>) {
     }
 }
 
-fn close_audio(place: Place, call_id: String, mut call: RecordedCall) -> Closed {
+fn close_audio(call_id: String, mut call: RecordedCall) -> Closed {
     let ended = call.hangup_at.unwrap_or_else(Instant::now);
     let ended_utc = utc_at(ended);
     let state = std::mem::replace(&mut call.state, CallState::Claimed);
@@ -798,7 +800,6 @@ fn close_audio(place: Place, call_id: String, mut call: RecordedCall) -> Closed 
         },
     };
     Closed {
-        place,
         call_id,
         call,
         ended_utc,
@@ -806,7 +807,7 @@ fn close_audio(place: Place, call_id: String, mut call: RecordedCall) -> Closed 
     }
 }
 
-fn enter_closed(chain: &mut Chain, closed: &Closed, entered: &mut Vec<Entered>) {
+fn enter_closed(place: &Place, chain: &mut Chain, closed: &Closed, entered: &mut Vec<Entered>) {
     let call = &closed.call;
     let notice = match &call.notice {
         Notice::None => None,
@@ -822,7 +823,6 @@ fn enter_closed(chain: &mut Chain, closed: &Closed, entered: &mut Vec<Entered>) 
         notice: notice.as_deref(),
         incomplete: None,
     };
-    let place = &closed.place;
     match &closed.audio {
         Audio::Written(summary) => enter_recording(place, chain, &facts, summary, entered),
         Audio::None => enter_failure(
