@@ -517,3 +517,62 @@ pub fn api_token_revoke(host: &Host, name: &str) -> Result<String> {
     host.db.revoke_api_token(name)?;
     Ok(format!("revoked API token {name}"))
 }
+
+/// Writes a self-signed certificate for SIP over TLS (a test setup) into
+/// `out` (default `<data>/tls`) and says how to configure it.
+pub fn tls_self_signed(
+    host: &Host,
+    names: &[String],
+    out: Option<&Path>,
+    force: bool,
+) -> Result<String> {
+    let names = if names.is_empty() {
+        vec![
+            "localhost".to_string(),
+            host.config.sip.listen.ip().to_string(),
+        ]
+    } else {
+        names.to_vec()
+    };
+    let dir = out.map_or_else(|| host.data.root().join("tls"), Path::to_path_buf);
+    let certificate = dir.join("sip-cert.pem");
+    let key = dir.join("sip-key.pem");
+    for path in [&certificate, &key] {
+        if path.exists() && !force {
+            bail!(
+                "{} exists; --force replaces it (phones that trust it must then be told the new one)",
+                path.display()
+            );
+        }
+    }
+    let made = callhost_sip::tls::self_signed(&names)
+        .map_err(|error| anyhow!("cannot make a certificate for {names:?}: {error}"))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    {
+        use std::io::Write as _;
+        // The key is the owner's only, from its first byte on.
+        let _ = std::fs::remove_file(&key);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&key)
+            .and_then(|mut file| file.write_all(made.key.as_bytes()))
+            .with_context(|| format!("writing {}", key.display()))?;
+    }
+    std::fs::write(&certificate, made.certificate.as_bytes())
+        .with_context(|| format!("writing {}", certificate.display()))?;
+    // Absolute in the snippet: relative names in callhost.toml are taken
+    // from its own directory, not from where this ran.
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    Ok(format!(
+        "wrote {} and {} (self-signed, for {})\nin {}:\n[sip.tls]\ncertificate = \"{}\"\nkey = \"{}\"",
+        certificate.display(),
+        key.display(),
+        names.join(", "),
+        host.data.config_file().display(),
+        absolute(&certificate).display(),
+        absolute(&key).display()
+    ))
+}

@@ -58,7 +58,11 @@ impl HostConfig {
         }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: HostConfig = parse_toml(&text, &path.display().to_string())?;
+        let mut config: HostConfig = parse_toml(&text, &path.display().to_string())?;
+        // Relative file names in the configuration are relative to it.
+        if let (Some(tls), Some(base)) = (config.sip.tls.as_mut(), path.parent()) {
+            tls.resolve_relative_to(base);
+        }
         if config.calls.setup_budget_ms == 0 || config.calls.setup_budget_ms > 10_000 {
             anyhow::bail!(
                 "{}: field `calls.setup_budget_ms`: {} is outside 1..=10000",

@@ -59,6 +59,27 @@ enum Command {
     /// The authenticated HTTP admin API and its tokens.
     #[command(subcommand)]
     Api(ApiCommand),
+    /// Certificates for SIP over TLS.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Write a self-signed certificate and key for a test setup
+    /// (`<data>/tls/sip-cert.pem`, `sip-key.pem`).
+    SelfSigned {
+        /// A DNS name or IP address the certificate is for (repeatable;
+        /// default: localhost and the IP of `sip.listen`).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// The directory to write to.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -395,5 +416,8 @@ fn run(cli: Cli) -> Result<String> {
             TokenCommand::List { json } => commands::api_token_list(host_ref, json)?,
             TokenCommand::Revoke { name } => commands::api_token_revoke(host_ref, &name)?,
         },
+        Command::Tls(TlsCommand::SelfSigned { names, out, force }) => {
+            commands::tls_self_signed(host_ref, &names, out.as_deref(), force)?
+        }
     })
 }

@@ -297,9 +297,13 @@ pub async fn serve(
     dispatcher.refresh(&host.data, &host.db, &host.loader)?;
 
     let mut banner = format!(
-        "callhost serve: SIP on {} (UDP{}), realm \"{}\"\n",
+        "callhost serve: SIP on {} (UDP{}){}, realm \"{}\"\n",
         server.local_addr(),
         if host.config.sip.tcp { " and TCP" } else { "" },
+        server
+            .tls_addr()
+            .map(|address| format!(", TLS on {address}"))
+            .unwrap_or_default(),
         callhost_pbx::directory::SIP_REALM
     );
     for user in &directory.users {

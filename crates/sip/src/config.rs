@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 
 use callhost_numbers::Pattern;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct SipConfig {
     pub listen: SocketAddr,
     /// Also accept SIP over TCP on the same port.
     pub tcp: bool,
+    /// SIP over TLS (`[sip.tls]`): off unless the table is present.
+    pub tls: Option<TlsConfig>,
     /// Registrations are kept at most this long (seconds); phones asking
     /// for more get this.
     pub max_expires: u32,
@@ -57,6 +60,7 @@ impl Default for SipConfig {
         SipConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
             tcp: true,
+            tls: None,
             max_expires: 3600,
             min_expires: 30,
             auth_failures: 5,
@@ -77,17 +81,105 @@ pub enum TrunkTransport {
     Any,
     Udp,
     Tcp,
+    Tls,
 }
 
 impl TrunkTransport {
-    /// What calls to the trunk go out on (UDP unless TCP is configured).
+    /// What calls to the trunk go out on (UDP unless TCP or TLS is
+    /// configured).
     pub(crate) fn outgoing(self) -> rsipstack::sip::Transport {
         match self {
             TrunkTransport::Tcp => rsipstack::sip::Transport::Tcp,
+            TrunkTransport::Tls => rsipstack::sip::Transport::Tls,
             TrunkTransport::Any | TrunkTransport::Udp => rsipstack::sip::Transport::Udp,
         }
     }
 }
+
+/// SIP over TLS (`[sip.tls]`). The certificate and key are read again
+/// whenever either file changes; connections made before keep theirs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address and port for SIP over TLS (default: the IP of
+    /// `sip.listen`, port 5061).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The host's certificate chain (PEM, the host's own certificate
+    /// first).
+    pub certificate: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that sign the trunk's client certificate.
+    /// Set: a request counts as the carrier's only when it comes over a
+    /// TLS connection whose client presented a certificate of this CA (and
+    /// from the trunk's addresses); phones still connect without one.
+    #[serde(default)]
+    pub trunk_client_ca: Option<PathBuf>,
+    /// CA certificates (PEM) the trunk's server certificate is checked
+    /// against when calls go out to it over TLS. Without it, calls to a
+    /// TLS trunk fail: no certificate is trusted implicitly.
+    #[serde(default)]
+    pub trunk_ca: Option<PathBuf>,
+    /// The name the trunk's server certificate must carry (default: the
+    /// trunk's IP address).
+    #[serde(default)]
+    pub trunk_name: Option<String>,
+    /// A client has this long to finish its TLS handshake (seconds).
+    #[serde(default = "TlsConfig::default_handshake_seconds")]
+    pub handshake_seconds: u64,
+    /// TLS handshakes in progress at once; more connections are closed at
+    /// once (a flood of half-open handshakes costs no more than this).
+    #[serde(default = "TlsConfig::default_max_handshakes")]
+    pub max_handshakes: usize,
+}
+
+impl TlsConfig {
+    fn default_handshake_seconds() -> u64 {
+        5
+    }
+
+    fn default_max_handshakes() -> usize {
+        64
+    }
+
+    /// Where TLS is answered: `listen`, or port 5061 on `sip`'s IP.
+    pub fn address(&self, sip: SocketAddr) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::new(sip.ip(), DEFAULT_TLS_PORT))
+    }
+
+    /// Makes the file names absolute, relative ones taken from `base` (the
+    /// configuration file's directory).
+    pub fn resolve_relative_to(&mut self, base: &std::path::Path) {
+        for path in [
+            Some(&mut self.certificate),
+            Some(&mut self.key),
+            self.trunk_client_ca.as_mut(),
+            self.trunk_ca.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.handshake_seconds == 0 {
+            return Err(invalid("sip.tls.handshake_seconds", "must be at least 1"));
+        }
+        if self.max_handshakes == 0 {
+            return Err(invalid("sip.tls.max_handshakes", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The registered port of SIP over TLS (RFC 3261 §19.1.2).
+pub const DEFAULT_TLS_PORT: u16 = 5061;
 
 /// A SIP trunk that is a fixed peer (a carrier's SBC, another PBX, SIPp).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,9 +235,13 @@ impl TrunkSource {
 }
 
 impl TrunkConfig {
-    /// Every address the trunk's requests may come from (`peer` first).
+    /// Every address the trunk's requests may come from (`peer` first; over
+    /// TLS its IP, since a TLS client connects from a port of its own).
     pub(crate) fn sources(&self) -> Result<Vec<TrunkSource>, ConfigError> {
-        let mut sources = vec![TrunkSource::Exact(self.peer)];
+        let mut sources = vec![match self.transport {
+            TrunkTransport::Tls => TrunkSource::Host(self.peer.ip()),
+            _ => TrunkSource::Exact(self.peer),
+        }];
         for text in &self.accept_from {
             sources.push(TrunkSource::parse(text)?);
         }
@@ -307,6 +403,26 @@ impl SipConfig {
         }
         if let Some(trunk) = &self.trunk {
             trunk.sources()?;
+            if trunk.transport == TrunkTransport::Tls && self.tls.is_none() {
+                return Err(invalid(
+                    "sip.trunk.transport",
+                    "\"tls\" needs a [sip.tls] table",
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+            if tls.trunk_client_ca.is_some()
+                && self
+                    .trunk
+                    .as_ref()
+                    .is_none_or(|trunk| trunk.transport != TrunkTransport::Tls)
+            {
+                return Err(invalid(
+                    "sip.tls.trunk_client_ca",
+                    "checks the trunk's client certificate: needs sip.trunk.transport = \"tls\"",
+                ));
+            }
         }
         let limits = &self.limits;
         let at_least_one = [

@@ -33,15 +33,16 @@ pub mod refer;
 mod register;
 mod registrar;
 mod server;
+pub mod tls;
 
 pub use config::{
-    ConfigError, LatchingMode, LimitsConfig, MediaConfig, OutboundConfig, SipConfig, TrunkConfig,
-    TrunkTransport, UserOutbound,
+    ConfigError, LatchingMode, LimitsConfig, MediaConfig, OutboundConfig, SipConfig, TlsConfig,
+    TrunkConfig, TrunkTransport, UserOutbound, DEFAULT_TLS_PORT,
 };
 pub use digest::{AuthFailure, DigestCheck, DigestRequest, Nonces};
 pub use guard::AuthGuard;
 pub use presence::LiveCalls;
-pub use registrar::{Binding, Registrar};
+pub use registrar::{Binding, Registrar, SignalTransport};
 pub use server::{CallControl, CallRecord, MediaSink, ServeError, SipServer};
 
 /// Parses a SIP message; for the fuzz and property tests of the parsing the

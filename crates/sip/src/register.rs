@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Header, StatusCode, Transport};
+use rsipstack::sip::{Header, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 
 use crate::auth::Challenge;
 use crate::peer::Peer;
-use crate::registrar::Binding;
+use crate::registrar::{Binding, SignalTransport};
 use crate::server::{Severity, Shared};
 
 pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
@@ -163,7 +163,7 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
         let binding = Binding {
             contact: contact_uri.clone(),
             source: peer.address,
-            reliable: peer.transport != Transport::Udp,
+            transport: SignalTransport::of(peer.transport),
             call_id: call_id.clone(),
             expires_at: Instant::now() + expires,
         };

@@ -15,10 +15,37 @@ pub struct Binding {
     /// from (works behind NAT, unlike the Contact's own host; never a
     /// header the phone wrote).
     pub source: SocketAddr,
-    /// `true` for TCP.
-    pub reliable: bool,
+    /// The transport the REGISTER came over; requests go back on it (on
+    /// TCP and TLS, over the phone's own connection).
+    pub transport: SignalTransport,
     pub call_id: String,
     pub expires_at: Instant,
+}
+
+/// The transports SIP arrives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl SignalTransport {
+    pub(crate) fn of(transport: rsipstack::sip::Transport) -> SignalTransport {
+        match transport {
+            rsipstack::sip::Transport::Tcp => SignalTransport::Tcp,
+            rsipstack::sip::Transport::Tls => SignalTransport::Tls,
+            _ => SignalTransport::Udp,
+        }
+    }
+
+    pub(crate) fn stack(self) -> rsipstack::sip::Transport {
+        match self {
+            SignalTransport::Udp => rsipstack::sip::Transport::Udp,
+            SignalTransport::Tcp => rsipstack::sip::Transport::Tcp,
+            SignalTransport::Tls => rsipstack::sip::Transport::Tls,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -186,7 +213,7 @@ mod tests {
         Binding {
             contact: contact.into(),
             source: "127.0.0.1:5070".parse().unwrap(),
-            reliable: false,
+            transport: SignalTransport::Udp,
             call_id: "c".into(),
             expires_at: Instant::now() + Duration::from_secs(seconds),
         }

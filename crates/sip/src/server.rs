@@ -31,6 +31,7 @@ use crate::peer::{Peer, TrunkMatcher};
 use crate::policy::DialPolicy;
 use crate::presence::LiveCalls;
 use crate::registrar::Registrar;
+use crate::tls::{TlsListener, VerifiedClients};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -43,6 +44,8 @@ pub enum ServeError {
     },
     #[error("media relay: {0}")]
     Media(String),
+    #[error("SIP over TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What the SIP front end needs from the host.
@@ -121,6 +124,8 @@ pub(crate) struct Shared {
     pub control: Arc<dyn CallControl>,
     /// Our address as it goes into Contact, Via and From.
     pub local: SocketAddr,
+    /// Where SIP over TLS is answered (Contact of dialogs on TLS).
+    pub tls_local: Option<SocketAddr>,
     /// Cancelled on SIGTERM: calls end, new ones are refused.
     pub shutdown: CancellationToken,
     /// Every dialog's Call-ID → its call and its peer: how in-dialog
@@ -205,6 +210,10 @@ pub struct SipServer {
     address_policy: AddressPolicy,
     live: Arc<LiveCalls>,
     local: SocketAddr,
+    tls_local: Option<SocketAddr>,
+    /// The TLS connections whose client certificate verified (with
+    /// `sip.tls.trunk_client_ca`).
+    certified: Option<Arc<VerifiedClients>>,
     transport_cancel: CancellationToken,
     media_runtime: MediaRuntime,
 }
@@ -222,8 +231,8 @@ impl Drop for MediaRuntime {
 }
 
 impl SipServer {
-    /// Binds the SIP sockets (UDP, and TCP unless switched off) and the
-    /// media relay's port range.
+    /// Binds the SIP sockets (UDP, TCP unless switched off, TLS when
+    /// configured) and the media relay's port range.
     pub async fn bind(config: SipConfig, media: MediaConfig) -> Result<SipServer, ServeError> {
         config.validate()?;
         let ports = media.port_range()?;
@@ -273,6 +282,13 @@ impl SipServer {
                 .map_err(|e| listen_error(format!("TCP: {e}")))?;
             transport.add_transport(tcp.into());
         }
+        let tls = match &config.tls {
+            Some(tls) => {
+                transport.set_tls_config(crate::tls::trunk_client_config(tls)?);
+                Some(TlsListener::bind(tls, local).await?)
+            }
+            None => None,
+        };
         let endpoint = EndpointBuilder::new()
             .with_transport_layer(transport)
             .with_cancel_token(transport_cancel.clone())
@@ -295,6 +311,20 @@ impl SipServer {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        let (tls_local, certified) = match tls {
+            Some(listener) => {
+                let address = listener.local_addr();
+                let certified = config
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.trunk_client_ca.is_some())
+                    .then(|| listener.verified());
+                listener.spawn(endpoint.inner.clone(), transport_cancel.child_token());
+                tracing::info!(%address, "SIP over TLS listening");
+                (Some(address), certified)
+            }
+            None => (None, None),
+        };
         let registrar = Registrar::new(config.limits.registrations_per_user);
         Ok(SipServer {
             endpoint,
@@ -304,6 +334,8 @@ impl SipServer {
             address_policy,
             live: Arc::new(LiveCalls::new(registrar)),
             local,
+            tls_local,
+            certified,
             transport_cancel,
             media_runtime: MediaRuntime(Some(media_runtime)),
         })
@@ -312,6 +344,11 @@ impl SipServer {
     /// Where SIP is answered (the bound port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Where SIP over TLS is answered, when configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_local
     }
 
     /// The live registrations and calls, for the engine's presence.
@@ -341,7 +378,7 @@ impl SipServer {
                 self.config.auth_failures_per_user,
                 Duration::from_secs(self.config.auth_block_seconds),
             ),
-            trunk: TrunkMatcher::new(self.config.trunk.as_ref())?,
+            trunk: TrunkMatcher::new(self.config.trunk.as_ref(), self.certified)?,
             policy: DialPolicy::new(&self.config),
             limits: CallLimits::new(self.config.limits.clone()),
             config: self.config,
@@ -352,6 +389,7 @@ impl SipServer {
             address_policy: self.address_policy,
             control,
             local: self.local,
+            tls_local: self.tls_local,
             shutdown: shutdown.clone(),
             routes: Mutex::default(),
         });

@@ -21,4 +21,5 @@ mod reverse_lookup;
 mod secrets;
 mod simulate;
 mod sip;
+mod sip_tls;
 mod upgrade;

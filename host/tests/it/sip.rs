@@ -9,14 +9,15 @@ use crate::common;
 use crate::sip_harness;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sip_harness::{
-    free_port, free_ports, header, md5_hex, sipp, tag_of, HandPhone, Message, Serve, SilentPhone,
+    free_port, free_ports, header, leg_packets, md5_hex, sipp, tag_of, Baresip, HandPhone, Message,
+    Serve, SilentPhone,
     Sipp, SippRun, LOCALHOST,
 };
 
@@ -151,22 +152,6 @@ fn in_range(port: Option<u16>, range: (u16, u16)) -> bool {
     port.is_some_and(|p| p >= range.0 && p <= range.1)
 }
 
-/// Per-leg RTP counters from a "call ended" log line: `[caller, callee]`,
-/// each `(packets in, packets out)` (`rtp_caller=in:N,out:N,...`).
-fn leg_packets(line: &str) -> Vec<(u64, u64)> {
-    let counter = |leg: &str, name: &str| -> u64 {
-        leg.split(',')
-            .find_map(|pair| pair.strip_prefix(&format!("{name}:")))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    ["rtp_caller=", "rtp_callee="]
-        .iter()
-        .filter_map(|key| line.split(key).nth(1))
-        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
-        .map(|leg| (counter(leg, "in"), counter(leg, "out")))
-        .collect()
-}
 
 // ---------------------------------------------------------------------------
 // 1. Registration
@@ -738,97 +723,17 @@ fn breakthrough_module_rings_a_dnd_phone_over_sip() {
 // ---------------------------------------------------------------------------
 // 8. Real RTP both ways: baresip answers, SIPp plays from the trunk
 
-/// A 16-bit mono 8 kHz WAV with a 440 Hz tone.
-fn tone_wav(path: &Path, seconds: u32) {
-    let samples = 8000 * seconds;
-    let mut bytes = Vec::with_capacity(44 + 2 * samples as usize);
-    let data_len = 2 * samples;
-    bytes.extend_from_slice(b"RIFF");
-    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
-    bytes.extend_from_slice(b"WAVEfmt ");
-    bytes.extend_from_slice(&16u32.to_le_bytes());
-    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
-    bytes.extend_from_slice(&8000u32.to_le_bytes());
-    bytes.extend_from_slice(&16000u32.to_le_bytes());
-    bytes.extend_from_slice(&2u16.to_le_bytes());
-    bytes.extend_from_slice(&16u16.to_le_bytes());
-    bytes.extend_from_slice(b"data");
-    bytes.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..samples {
-        let t = i as f64 / 8000.0;
-        let sample = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
-        bytes.extend_from_slice(&sample.to_le_bytes());
-    }
-    std::fs::write(path, bytes).expect("write WAV");
-}
-
-struct Baresip {
-    child: Child,
-    output: PathBuf,
-}
-
-impl Drop for Baresip {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-        if thread::panicking() {
-            eprintln!(
-                "--- baresip output ---\n{}",
-                std::fs::read_to_string(&self.output).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// baresip registered as `user`, answering automatically, playing a tone
-/// file as its microphone. No audio devices: the player is a dead-end
-/// `aubridge` device.
+/// baresip registered as `user` over UDP, answering automatically.
 fn baresip(serve: &Serve, dir: &Path, user: &str) -> Baresip {
-    let wav = dir.join("tone.wav");
-    tone_wav(&wav, 10);
-    let sip = free_port();
-    let rtp = free_ports(10);
-    let config = format!(
-        "poll_method\t\tepoll\n\
-         sip_listen\t\t{LOCALHOST}:{sip}\n\
-         audio_player\t\taubridge,nil\n\
-         audio_alert\t\taubridge,nil\n\
-         audio_source\t\taufile,{}\n\
-         audio_srate\t\t8000\n\
-         audio_channels\t\t1\n\
-         rtp_ports\t\t{}-{}\n\
-         module_path\t\t/usr/lib/baresip/modules\n\
-         module\t\t\tg711.so\n\
-         module\t\t\taufile.so\n\
-         module\t\t\taubridge.so\n\
-         module_app\t\taccount.so\n\
-         module_app\t\tmenu.so\n",
-        wav.display(),
-        rtp,
-        rtp + 9
-    );
-    std::fs::write(dir.join("config"), config).unwrap();
-    std::fs::write(
-        dir.join("accounts"),
-        format!(
-            "<sip:{user}@{};transport=udp>;auth_pass={user}-pw;answermode=auto;regint=60\n",
+    Baresip::start(
+        dir,
+        &format!(
+            "<sip:{user}@{};transport=udp>;auth_pass={user}-pw;answermode=auto;regint=60",
             serve.addr()
         ),
+        "",
+        &[],
     )
-    .unwrap();
-    let output = dir.join("baresip.out");
-    let log = std::fs::File::create(&output).unwrap();
-    let child = Command::new("baresip")
-        .arg("-f")
-        .arg(dir)
-        .args(["-t", "60"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start baresip (is it installed?)");
-    Baresip { child, output }
 }
 
 #[test]

@@ -1410,3 +1410,126 @@ pub fn digest(
         "Digest username=\"{user}\", realm=\"callhost\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"{cnonce}\""
     )
 }
+
+/// Per-leg RTP counters from a "call ended" log line: `[caller, callee]`,
+/// each `(packets in, packets out)` (`rtp_caller=in:N,out:N,...`).
+pub fn leg_packets(line: &str) -> Vec<(u64, u64)> {
+    let counter = |leg: &str, name: &str| -> u64 {
+        leg.split(',')
+            .find_map(|pair| pair.strip_prefix(&format!("{name}:")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    ["rtp_caller=", "rtp_callee="]
+        .iter()
+        .filter_map(|key| line.split(key).nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .map(|leg| (counter(leg, "in"), counter(leg, "out")))
+        .collect()
+}
+
+/// A 16-bit mono 8 kHz WAV with a 440 Hz tone.
+pub fn tone_wav(path: &Path, seconds: u32) {
+    let samples = 8000 * seconds;
+    let mut bytes = Vec::with_capacity(44 + 2 * samples as usize);
+    let data_len = 2 * samples;
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
+    bytes.extend_from_slice(&8000u32.to_le_bytes());
+    bytes.extend_from_slice(&16000u32.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples {
+        let t = i as f64 / 8000.0;
+        let sample = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+        bytes.extend_from_slice(&sample.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("write WAV");
+}
+
+/// A running baresip (a real phone: SIP, RTP, TLS); killed when dropped,
+/// its output printed if the test failed.
+pub struct Baresip {
+    child: Child,
+    output: PathBuf,
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        if thread::panicking() {
+            eprintln!(
+                "--- baresip output ({}) ---\n{}",
+                self.output.display(),
+                std::fs::read_to_string(&self.output).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Baresip {
+    /// baresip in `dir` (its config directory) with one account line,
+    /// playing a tone file as its microphone; no audio devices (the player
+    /// is a dead-end `aubridge` device). `config` adds lines to its
+    /// configuration (`sip_cafile …`), `args` to its command line
+    /// (`-e "/dial 202"`).
+    pub fn start(dir: &Path, account: &str, config: &str, args: &[&str]) -> Baresip {
+        assert!(
+            Command::new("baresip").arg("-h").output().is_ok(),
+            "baresip is not installed: `cargo xtask test` installs it (as root), or apt-get install baresip"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let wav = dir.join("tone.wav");
+        tone_wav(&wav, 10);
+        // baresip listens for TLS one port above its SIP port.
+        let sip_port = free_ports(2);
+        let rtp = free_ports(10);
+        let text = format!(
+            "poll_method\t\tepoll\n\
+             sip_listen\t\t{LOCALHOST}:{sip_port}\n\
+             audio_player\t\taubridge,nil\n\
+             audio_alert\t\taubridge,nil\n\
+             audio_source\t\taufile,{}\n\
+             audio_srate\t\t8000\n\
+             audio_channels\t\t1\n\
+             rtp_ports\t\t{}-{}\n\
+             module_path\t\t/usr/lib/baresip/modules\n\
+             module\t\t\tg711.so\n\
+             module\t\t\taufile.so\n\
+             module\t\t\taubridge.so\n\
+             module_app\t\taccount.so\n\
+             module_app\t\tmenu.so\n\
+             {config}\n",
+            wav.display(),
+            rtp,
+            rtp + 9
+        );
+        std::fs::write(dir.join("config"), text).unwrap();
+        std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
+        let output = dir.join("baresip.out");
+        let log = std::fs::File::create(&output).unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir)
+            .args(["-t", "60"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start baresip (is it installed?)");
+        Baresip { child, output }
+    }
+
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.output).unwrap_or_default()).into_owned()
+    }
+}

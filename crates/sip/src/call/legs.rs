@@ -103,14 +103,12 @@ impl Call {
                     .into_iter()
                     .filter_map(|binding| {
                         let uri = Uri::try_from(binding.contact.as_str()).ok()?;
-                        let transport = if binding.reliable {
-                            Transport::Tcp
-                        } else {
-                            Transport::Udp
-                        };
                         Some((
                             uri,
-                            SipAddr::new(transport, HostWithPort::from(binding.source)),
+                            SipAddr::new(
+                                binding.transport.stack(),
+                                HostWithPort::from(binding.source),
+                            ),
                             Some(user.clone()),
                             DialogPeer::Host(binding.source.ip()),
                         ))
@@ -180,6 +178,11 @@ impl Call {
         let display = safe_display(&ring.display);
         let asserted = format!("\"{display}\" <sip:{from_number}@{host}>");
         let sent_offer = offer.clone();
+        let contact = contact_uri(
+            &self.shared,
+            Some(&from_number),
+            destination.r#type.unwrap_or(Transport::Udp),
+        );
         let option = InviteOption {
             caller_display_name: Some(display),
             caller: caller_uri,
@@ -187,7 +190,7 @@ impl Call {
             destination: Some(destination),
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
-            contact: contact_uri(&self.shared, Some(&from_number)),
+            contact,
             headers: Some(vec![Header::PAssertedIdentity(asserted.into())]),
             call_id: Some(leg_call_id.clone()),
             ..Default::default()

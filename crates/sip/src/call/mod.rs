@@ -206,7 +206,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         &tx,
         state_sender.clone(),
         None,
-        Some(contact_uri(&shared, None)),
+        Some(contact_uri(&shared, None, peer.transport)),
     ) {
         Ok(dialog) => dialog,
         Err(error) => {
@@ -1037,11 +1037,22 @@ fn finish(
     shared.control.call_ended(record);
 }
 
-/// Our Contact URI (with a user part where the other side shows it).
-pub(crate) fn contact_uri(shared: &Shared, user: Option<&str>) -> Uri {
+/// Our Contact URI for a dialog on `transport` (with a user part where
+/// the other side shows it): the peer sends its in-dialog requests there,
+/// so it names the transport and, for TLS, the TLS port.
+pub(crate) fn contact_uri(
+    shared: &Shared,
+    user: Option<&str>,
+    transport: rsipstack::sip::Transport,
+) -> Uri {
+    let (address, parameter) = match transport {
+        rsipstack::sip::Transport::Tls => (shared.tls_local.unwrap_or(shared.local), ";transport=tls"),
+        rsipstack::sip::Transport::Tcp => (shared.local, ";transport=tcp"),
+        _ => (shared.local, ""),
+    };
     let text = match user {
-        Some(user) => format!("sip:{}@{}", safe_number(user), shared.local),
-        None => format!("sip:{}", shared.local),
+        Some(user) => format!("sip:{}@{address}{parameter}", safe_number(user)),
+        None => format!("sip:{address}{parameter}"),
     };
     Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
 }

@@ -1,0 +1,454 @@
+//! SIP over TLS end to end: `callhost serve` with `[sip.tls]`, baresip as
+//! real TLS phones (and a UDP phone on the other side of the call), the
+//! OpenSSL command line for certificates and raw handshakes, and a scripted
+//! carrier (`host/tests/tls_peer.py`, Python's ssl) where a test needs
+//! exact control of the client certificate.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::sip::{credentials, media_port, DIRECTORY};
+use crate::sip_harness::{callhost, free_port, leg_packets, Baresip, Serve, Setup, Sipp, LOCALHOST};
+
+/// Anna's and Bert's numbers (see `crate::sip::DIRECTORY`).
+const ANNA: &str = "+4930123456201";
+const BERT: &str = "+4930123456202";
+
+/// `callhost serve` with SIP over TLS on a port of its own, in a data
+/// directory whose `tls/` holds the host's self-signed certificate.
+struct TlsServe {
+    serve: Serve,
+    tls_port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl TlsServe {
+    /// `tls` adds lines to `[sip.tls]`, `trunk` to `[sip.trunk]`.
+    fn start(tls: &str, trunk: &str) -> TlsServe {
+        let data = tempfile::tempdir().unwrap();
+        callhost(
+            data.path(),
+            &["tls", "self-signed", "--name", LOCALHOST, "--name", "localhost"],
+        );
+        let tls_port = free_port();
+        // Relative names: taken from callhost.toml's directory.
+        let sip = format!(
+            "[sip.tls]\nlisten = \"{LOCALHOST}:{tls_port}\"\n\
+             certificate = \"tls/sip-cert.pem\"\nkey = \"tls/sip-key.pem\"\n{tls}\n"
+        );
+        let serve = Serve::start_in_with(
+            data.path(),
+            DIRECTORY,
+            Setup {
+                sip: &sip,
+                trunk,
+                ..Setup::default()
+            },
+        );
+        assert!(
+            serve.banner.contains(&format!("TLS on {LOCALHOST}:{tls_port}")),
+            "{}",
+            serve.banner
+        );
+        TlsServe {
+            serve,
+            tls_port,
+            _data: data,
+        }
+    }
+
+    fn certificate(&self) -> PathBuf {
+        self.serve.data.join("tls/sip-cert.pem")
+    }
+
+    fn tls_addr(&self) -> String {
+        format!("{LOCALHOST}:{}", self.tls_port)
+    }
+
+    /// A baresip phone registered as `user` over TLS, trusting the host's
+    /// certificate (it verifies the server).
+    fn tls_phone(&self, dir: &Path, user: &str, args: &[&str]) -> Baresip {
+        Baresip::start(
+            dir,
+            &format!(
+                "<sip:{user}@{};transport=tls>;auth_pass={user}-pw;answermode=auto;regint=60",
+                self.tls_addr()
+            ),
+            &format!("sip_cafile\t\t{}", self.certificate().display()),
+            args,
+        )
+    }
+
+    /// A baresip phone registered as `user` over UDP.
+    fn udp_phone(&self, dir: &Path, user: &str, args: &[&str]) -> Baresip {
+        Baresip::start(
+            dir,
+            &format!(
+                "<sip:{user}@{};transport=udp>;auth_pass={user}-pw;answermode=auto;regint=60",
+                self.serve.addr()
+            ),
+            "",
+            args,
+        )
+    }
+}
+
+fn run(program: &str, args: &[&str], stdin: &[u8]) -> (bool, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).ok();
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (is it installed?)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The SHA-256 fingerprint of a PEM certificate (`openssl x509`).
+fn fingerprint_of_pem(pem: &[u8]) -> String {
+    let (ok, text) = run(
+        "openssl",
+        &["x509", "-noout", "-fingerprint", "-sha256"],
+        pem,
+    );
+    assert!(ok, "openssl x509: {text}");
+    text.trim().to_string()
+}
+
+/// What `openssl s_client` makes of a handshake with `address`: whether
+/// it succeeded and its output (the server's certificate in PEM with
+/// `-showcerts`).
+fn s_client(address: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["s_client", "-connect", address, "-showcerts"];
+    args.extend_from_slice(extra);
+    let (_, text) = run("openssl", &args, b"");
+    let ok = text.contains("Cipher is") && !text.contains("Cipher is (NONE)");
+    (ok, text)
+}
+
+/// The fingerprint of the certificate the server at `address` presents.
+fn served_fingerprint(address: &str) -> String {
+    let (ok, text) = s_client(address, &[]);
+    assert!(ok, "TLS handshake with {address} failed:\n{text}");
+    let start = text.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    let end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    fingerprint_of_pem(text[start..end].as_bytes())
+}
+
+/// A CA, a carrier certificate it signed (client and server use; for
+/// 127.0.0.1 and `carrier.test`) and a rogue self-signed certificate.
+struct CarrierPki {
+    dir: tempfile::TempDir,
+}
+
+impl CarrierPki {
+    fn make() -> CarrierPki {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend_from_slice(&ec);
+        ca.extend_from_slice(&[
+            "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Carrier Test CA", "-days", "30",
+        ]);
+        openssl(d, &ca);
+        let mut request = vec!["req", "-new"];
+        request.extend_from_slice(&ec);
+        request.extend_from_slice(&[
+            "-keyout", "carrier.key", "-out", "carrier.csr", "-subj", "/CN=carrier.test",
+        ]);
+        openssl(d, &request);
+        std::fs::write(
+            d.join("carrier.ext"),
+            "basicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\n\
+             extendedKeyUsage=serverAuth,clientAuth\n\
+             subjectAltName=DNS:carrier.test,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509", "-req", "-in", "carrier.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", "carrier.pem", "-days", "30", "-extfile",
+                "carrier.ext",
+            ],
+        );
+        let mut rogue = vec!["req", "-x509"];
+        rogue.extend_from_slice(&ec);
+        rogue.extend_from_slice(&[
+            "-keyout", "rogue.key", "-out", "rogue.pem", "-subj", "/CN=carrier.test", "-days",
+            "30",
+        ]);
+        openssl(d, &rogue);
+        CarrierPki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+fn tls_peer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls_peer.py")
+}
+
+/// The scripted carrier sends one INVITE for `number` over TLS to
+/// `address`; returns its output (status lines, or `handshake failed`).
+fn carrier_invite(address: &str, number: &str, certificate: Option<(&str, &str)>) -> String {
+    let (host, port) = address.split_once(':').unwrap();
+    let peer = tls_peer();
+    let mut args = vec![peer.to_str().unwrap(), "client", host, port, number];
+    if let Some((cert, key)) = certificate {
+        args.extend_from_slice(&["--cert", cert, "--key", key]);
+    }
+    let (_, text) = run("python3", &args, b"");
+    text
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_tls_phone_calls_a_udp_phone_and_is_called_back_with_audio_both_ways() {
+    let server = TlsServe::start("", "");
+    let serve = &server.serve;
+    let dir = tempfile::tempdir().unwrap();
+    let _bert = server.udp_phone(&dir.path().join("bert"), "bert", &[]);
+    serve.wait_log(&["device registered", "user=bert"]);
+    // Anna registers over TLS (checking the host's certificate) and dials
+    // Bert at once: her REGISTER and INVITE share the connection.
+    let anna = server.tls_phone(&dir.path().join("anna"), "anna", &["-e", "/dial 202"]);
+    let registered = serve.wait_log(&["device registered", "user=anna"]);
+    assert!(registered.contains("transport=TLS"), "{registered}");
+    let ended = serve.wait_log_nth(&["call ended", "from_user=anna"], 0, Duration::from_secs(30));
+    assert!(ended.contains("answered_by=bert"), "{ended}");
+    let legs = leg_packets(&ended);
+    assert_eq!(legs.len(), 2, "{ended}");
+    let ((caller_in, caller_out), (callee_in, callee_out)) = (legs[0], legs[1]);
+    assert!(caller_in >= 50 && caller_out >= 50, "TLS phone's RTP: {ended}");
+    assert!(callee_in >= 50 && callee_out >= 50, "UDP phone's RTP: {ended}");
+    assert!(
+        anna.output().contains("Call established"),
+        "{}",
+        anna.output()
+    );
+
+    // The trunk calls Anna: the INVITE reaches her over her own TLS
+    // connection (she listens on no TLS port we could reach otherwise).
+    let carrier = Sipp::start(
+        "trunk calls anna",
+        "uac.xml",
+        Some(&serve.addr()),
+        serve.trunk_port,
+        &["-s", ANNA, "-mi", LOCALHOST, "-mp", &media_port(), "-d", "2000"],
+    )
+    .wait();
+    carrier.assert_ok();
+    let ended = serve.wait_log_nth(&["call ended", "answered_by=anna"], 0, Duration::from_secs(30));
+    let legs = leg_packets(&ended);
+    assert!(legs[1].0 >= 50 && legs[1].1 >= 50, "to and from the TLS phone: {ended}");
+}
+
+#[test]
+fn tls_refuses_old_versions_plaintext_and_stalled_handshakes_and_keeps_serving() {
+    let server = TlsServe::start("handshake_seconds = 1\nmax_handshakes = 2", "");
+    let serve = &server.serve;
+    let address = server.tls_addr();
+
+    let (ok, text) = s_client(&address, &["-tls1_1"]);
+    assert!(!ok, "TLS 1.1 was accepted:\n{text}");
+    for version in ["-tls1_2", "-tls1_3"] {
+        let (ok, text) = s_client(&address, &[version]);
+        assert!(ok, "{version} refused:\n{text}");
+    }
+
+    // Plain SIP on the TLS port: the handshake fails, the connection goes.
+    let mut plain = TcpStream::connect(&address).unwrap();
+    plain
+        .write_all(b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    plain.read_to_end(&mut answer).ok();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("SIP/2.0"),
+        "plain SIP answered on the TLS port: {answer:?}"
+    );
+    serve.wait_log(&["TLS handshake refused"]);
+
+    // Two connections that never start a handshake take every slot: a
+    // third is closed at once; once they time out, handshakes work again.
+    let stalled: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&address).unwrap()).collect();
+    thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(&address).unwrap();
+    third.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    let closed = matches!(third.read(&mut [0u8; 16]), Ok(0) | Err(_));
+    assert!(closed, "a connection past max_handshakes was kept");
+    serve.wait_log(&["TLS handshake not finished in time"]);
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (ok, text) = s_client(&address, &[]);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no handshake after the stalled ones:\n{text}");
+        thread::sleep(Duration::from_millis(200));
+    }
+
+    // UDP was never disturbed.
+    crate::sip::register(serve, "anna", free_port());
+}
+
+#[test]
+fn a_renewed_certificate_is_served_to_new_connections_without_dropping_a_call() {
+    let server = TlsServe::start("", "");
+    let serve = &server.serve;
+    let address = server.tls_addr();
+    let first = fingerprint_of_pem(&std::fs::read(server.certificate()).unwrap());
+    assert_eq!(served_fingerprint(&address), first);
+
+    let dir = tempfile::tempdir().unwrap();
+    let _bert = server.udp_phone(&dir.path().join("bert"), "bert", &[]);
+    serve.wait_log(&["device registered", "user=bert"]);
+    let _anna = server.tls_phone(&dir.path().join("anna"), "anna", &["-e", "/dial 202"]);
+    serve.wait_log(&["answered", "answered_by=bert"]);
+
+    // Renewal while the call runs.
+    let tls_dir = serve.data.join("tls");
+    callhost(
+        &serve.data,
+        &[
+            "tls",
+            "self-signed",
+            "--name",
+            LOCALHOST,
+            "--force",
+            "--out",
+            tls_dir.to_str().unwrap(),
+        ],
+    );
+    let second = fingerprint_of_pem(&std::fs::read(server.certificate()).unwrap());
+    assert_ne!(first, second);
+    serve.wait_log(&["TLS certificate reloaded"]);
+    assert_eq!(served_fingerprint(&address), second);
+
+    // A broken file is refused; the certificate before stays.
+    std::fs::write(tls_dir.join("sip-key.pem"), "not a key").unwrap();
+    serve.wait_log(&["TLS certificate not reloaded"]);
+    assert_eq!(served_fingerprint(&address), second);
+
+    // The call went on over its old connection until Bert hung up.
+    let ended = serve.wait_log_nth(&["call ended", "from_user=anna"], 0, Duration::from_secs(30));
+    assert!(ended.contains("end=callee"), "{ended}");
+    let legs = leg_packets(&ended);
+    assert!(legs[0].0 >= 300, "the TLS phone's call was cut short: {ended}");
+}
+
+#[test]
+fn the_tls_trunk_is_known_by_its_client_certificate_and_calls_out_with_ours() {
+    let pki = CarrierPki::make();
+    let tls = format!(
+        "trunk_client_ca = \"{}\"\ntrunk_ca = \"{}\"\ntrunk_name = \"carrier.test\"",
+        pki.path("ca.pem"),
+        pki.path("ca.pem")
+    );
+    let server = TlsServe::start(&tls, "transport = \"tls\"");
+    let serve = &server.serve;
+    let address = server.tls_addr();
+
+    // With the carrier's certificate the INVITE is the trunk's: routed to
+    // Bert's DID without a challenge (Bert is not registered: 480).
+    let certified = carrier_invite(
+        &address,
+        BERT,
+        Some((&pki.path("carrier.pem"), &pki.path("carrier.key"))),
+    );
+    assert!(certified.contains("SIP/2.0 480"), "{certified}");
+    serve.wait_log(&["TLS client certificate verified"]);
+    // Without one it is anybody's: challenged like a phone.
+    let anonymous = carrier_invite(&address, BERT, None);
+    assert!(anonymous.contains("SIP/2.0 407"), "{anonymous}");
+    // A certificate of another CA ends the handshake.
+    let rogue = carrier_invite(
+        &address,
+        BERT,
+        Some((&pki.path("rogue.pem"), &pki.path("rogue.key"))),
+    );
+    assert!(rogue.contains("handshake failed"), "{rogue}");
+    serve.wait_log(&["TLS handshake refused"]);
+
+    // Out to the trunk: TLS to its address, its certificate checked
+    // against trunk_ca for carrier.test, ours presented as the client's.
+    let out = pki.dir.path().join("carrier-saw.txt");
+    let peer = tls_peer();
+    let host_cert = server.certificate();
+    let trunk_port = serve.trunk_port.to_string();
+    let mut carrier = Command::new("python3")
+        .args([
+            peer.to_str().unwrap(),
+            "server",
+            &trunk_port,
+            "--cert",
+            &pki.path("carrier.pem"),
+            "--key",
+            &pki.path("carrier.key"),
+            "--client-ca",
+            host_cert.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    let caller = Sipp::start(
+        "anna dials out",
+        "t_uac_any.xml",
+        Some(&serve.addr()),
+        free_port(),
+        &[
+            "-inf",
+            &credentials(serve, "anna", "anna-pw"),
+            "-s",
+            "03012345678",
+            "-auth_uri",
+            &format!("03012345678@{}", serve.addr()),
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &media_port(),
+        ],
+    )
+    .wait();
+    let status = carrier.wait().unwrap();
+    caller.assert_ok();
+    assert!(status.success(), "the carrier's TLS server failed");
+    assert_eq!(caller.final_invite_status(), Some(486), "{}", caller.context());
+    let saw = std::fs::read_to_string(&out).unwrap();
+    assert!(saw.contains("subject=commonName=127.0.0.1"), "{saw}");
+    assert!(saw.contains("request=INVITE sip:+493012345678@"), "{saw}");
+}

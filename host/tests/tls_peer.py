@@ -1,0 +1,166 @@
+"""A scripted SIP-over-TLS peer for host/tests/it/sip_tls.rs: the carrier's
+side of a TLS trunk, where the tests need exact control of certificates.
+
+  tls_peer.py client HOST PORT NUMBER [--cert PEM --key PEM] [--ca PEM]
+      Connects (with a client certificate if given), sends one INVITE to
+      NUMBER, prints every status line it gets back until the final one,
+      ACKs a failure and exits. Prints `handshake failed: ...` and exits 2
+      when TLS is refused.
+  tls_peer.py server PORT --cert PEM --key PEM --client-ca PEM --out FILE
+      Accepts one connection (asking for a client certificate), answers
+      its INVITE with 486 Busy Here and writes the client certificate's
+      subject and the INVITE's request line to FILE.
+"""
+
+import argparse
+import socket
+import ssl
+import sys
+import uuid
+
+
+def read_message(stream, buffer):
+    """One SIP message (head and body) from `stream`; returns (message, rest)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = stream.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() in (b"content-length", b"l"):
+            length = int(value.strip())
+    while len(rest) < length:
+        chunk = stream.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed in a body")
+        rest += chunk
+    return head.decode(), rest[length:]
+
+
+def header(head, name):
+    for line in head.split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return ""
+
+
+def client(args):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    if args.ca:
+        context.load_verify_locations(args.ca)
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    if args.cert:
+        context.load_cert_chain(args.cert, args.key)
+    raw = socket.create_connection((args.host, args.port), timeout=10)
+    try:
+        stream = context.wrap_socket(raw)
+        # TLS 1.3 reports a refused client certificate only on first read.
+        stream.settimeout(10)
+    except (ssl.SSLError, OSError) as error:
+        print(f"handshake failed: {error}")
+        sys.exit(2)
+    local = "%s:%d" % stream.getsockname()
+    call_id = uuid.uuid4().hex
+    branch = "z9hG4bK" + uuid.uuid4().hex
+    sdp = (
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+        "t=0 0\r\nm=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    )
+    target = f"sip:{args.number}@{args.host}:{args.port};transport=tls"
+    common = (
+        f"Via: SIP/2.0/TLS {local};branch={branch}\r\n"
+        f"From: <sip:+493099999999@{args.host}>;tag=carrier\r\n"
+        f"To: <sip:{args.number}@{args.host}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+    )
+    invite = (
+        f"INVITE {target} SIP/2.0\r\n{common}CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:carrier@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+    )
+    try:
+        stream.sendall(invite.encode())
+        buffer = b""
+        while True:
+            head, buffer = read_message(stream, buffer)
+            status_line = head.split("\r\n")[0]
+            print(status_line, flush=True)
+            code = int(status_line.split()[1])
+            if code >= 200:
+                break
+    except (ssl.SSLError, OSError, EOFError) as error:
+        print(f"handshake failed: {error}")
+        sys.exit(2)
+    if code >= 300:
+        to = header(head, "To")
+        ack = (
+            f"ACK {target} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch={branch}\r\n"
+            f"From: <sip:+493099999999@{args.host}>;tag=carrier\r\nTo: {to}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        stream.sendall(ack.encode())
+    stream.close()
+
+
+def server(args):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.cert, args.key)
+    context.load_verify_locations(args.client_ca)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    listener = socket.create_server(("127.0.0.1", args.port))
+    listener.settimeout(30)
+    raw, _ = listener.accept()
+    stream = context.wrap_socket(raw, server_side=True)
+    stream.settimeout(10)
+    peer = stream.getpeercert()
+    subject = ""
+    if peer:
+        subject = ",".join("=".join(pair) for rdn in peer["subject"] for pair in rdn)
+    head, _ = read_message(stream, b"")
+    request_line = head.split("\r\n")[0]
+    to = header(head, "To")
+    reply = (
+        "SIP/2.0 486 Busy Here\r\n"
+        f"Via: {header(head, 'Via')}\r\nFrom: {header(head, 'From')}\r\n"
+        f"To: {to};tag=busy\r\nCall-ID: {header(head, 'Call-ID')}\r\n"
+        f"CSeq: {header(head, 'CSeq')}\r\nContent-Length: 0\r\n\r\n"
+    )
+    stream.sendall(reply.encode())
+    try:
+        read_message(stream, b"")  # the ACK
+    except (OSError, EOFError):
+        pass
+    with open(args.out, "w") as out:
+        out.write(f"subject={subject}\nrequest={request_line}\n")
+    stream.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    c = commands.add_parser("client")
+    c.add_argument("host")
+    c.add_argument("port", type=int)
+    c.add_argument("number")
+    c.add_argument("--cert")
+    c.add_argument("--key")
+    c.add_argument("--ca")
+    s = commands.add_parser("server")
+    s.add_argument("port", type=int)
+    s.add_argument("--cert", required=True)
+    s.add_argument("--key", required=True)
+    s.add_argument("--client-ca", required=True)
+    s.add_argument("--out", required=True)
+    args = parser.parse_args()
+    client(args) if args.command == "client" else server(args)
+
+
+if __name__ == "__main__":
+    main()
