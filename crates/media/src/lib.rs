@@ -27,6 +27,10 @@
 //! - [`relay`]: [`MediaRelay`] hands out [`CallMedia`], a UDP socket pair per
 //!   call on random ports and one task relaying RTP unchanged between them,
 //!   with strict latching, per-leg statistics, DTMF events and zero-copy taps.
+//! - [`sdes`]: SDP security descriptions (`a=crypto`, RFC 4568): SRTP
+//!   master keys in the SDP, parsed strictly.
+//! - [`srtp`]: SRTP terminated per leg (decrypt from the party, encrypt to
+//!   it), bounded against forged SSRCs.
 //! - [`prompt`]: announcements decoded with symphonia and played into a leg
 //!   as paced G.711.
 //!
@@ -58,7 +62,9 @@ pub mod prompt;
 pub mod relay;
 pub mod ring;
 pub mod rtp;
+pub mod sdes;
 pub mod sdp;
+pub mod srtp;
 pub mod stats;
 pub mod wav;
 

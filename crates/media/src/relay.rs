@@ -57,6 +57,7 @@ use crate::error::MediaError;
 pub use crate::latch::Latching;
 use crate::latch::{Foreign, LegLatch, PacketKind, RemoteChange, Verdict};
 use crate::rtp::RtpPacket;
+use crate::srtp::{LegSrtp, SrtpKeys, SrtpReject};
 use crate::stats::ReceiveStats;
 
 /// All codecs the relay carries use an 8 kHz RTP clock (G.722 too, by the
@@ -206,6 +207,14 @@ pub struct LegStats {
     /// leg's party (see [`crate::latch`]): never forwarded, tapped or
     /// otherwise looked at.
     pub foreign_packets: u64,
+    /// The leg carries SRTP, terminated in the relay (at the call's end:
+    /// whether it did last).
+    pub srtp: bool,
+    /// SRTP datagrams dropped because they did not authenticate (wrong
+    /// key, forged, plain RTP on an SRTP leg, too short).
+    pub srtp_rejected: u64,
+    /// SRTP datagrams dropped as replays.
+    pub srtp_replayed: u64,
 }
 
 /// Where and on which ports the relay binds, and how its legs latch.
@@ -460,6 +469,7 @@ impl MediaRelay {
                 rx: LegReceiver::new(leg, self.config.latching, self.config.latch_window),
                 taps: Vec::new(),
                 held: VecDeque::new(),
+                crypto: LegCrypto::Plain,
             })
         };
         let shared = Arc::new(CallShared {
@@ -552,6 +562,21 @@ struct LegState {
     taps: Vec<TapSender>,
     /// The last foreign datagrams, oldest first (see the module docs).
     held: VecDeque<Held>,
+    crypto: LegCrypto,
+}
+
+/// Whether a leg's packets are encrypted, as a state of its own.
+#[derive(Debug, Default)]
+enum LegCrypto {
+    /// Plain RTP both ways.
+    #[default]
+    Plain,
+    /// SRTP was offered to the party, its key is not known yet (it comes
+    /// with the answer): its packets are held, nothing is sent to it (never
+    /// plain audio to a leg that expects SRTP).
+    AwaitingKeys,
+    /// SRTP terminated here.
+    Srtp(Box<LegSrtp>),
 }
 
 /// A foreign datagram kept for an address that may still be signalled.
@@ -559,6 +584,9 @@ struct LegState {
 struct Held {
     source: SocketAddr,
     datagram: Bytes,
+    /// Already decrypted (an SRTP packet is decrypted only once: a second
+    /// time it would be a replay).
+    decrypted: bool,
     at: Instant,
     arrival: Duration,
 }
@@ -802,6 +830,36 @@ impl CallMedia {
         }
     }
 
+    /// SRTP was offered to `leg`'s party and its key comes with the answer:
+    /// until [`CallMedia::set_srtp`], its packets are held and nothing is
+    /// sent to it.
+    pub fn await_srtp(&self, leg: Leg) {
+        let mut state = self.shared.leg(leg);
+        if matches!(state.crypto, LegCrypto::Plain) {
+            state.crypto = LegCrypto::AwaitingKeys;
+            state.rx.counters.srtp = true;
+        }
+    }
+
+    /// Keys `leg` with SRTP (`None`: plain RTP). On a leg that has SRTP
+    /// already, a key that did not change keeps its streams' state. Held
+    /// packets of the leg are handled again (they may be decryptable now).
+    pub fn set_srtp(&self, leg: Leg, keys: Option<SrtpKeys>) {
+        {
+            let mut state = self.shared.leg(leg);
+            state.crypto = match (std::mem::take(&mut state.crypto), keys) {
+                (_, None) => LegCrypto::Plain,
+                (LegCrypto::Srtp(mut srtp), Some(keys)) => {
+                    srtp.rekey(keys);
+                    LegCrypto::Srtp(srtp)
+                }
+                (_, Some(keys)) => LegCrypto::Srtp(Box::new(LegSrtp::new(keys))),
+            };
+            state.rx.counters.srtp = matches!(state.crypto, LegCrypto::Srtp(_));
+        }
+        self.shared.new_address[leg.index()].store(true, Ordering::Release);
+    }
+
     /// The telephone-event payload type negotiated for `leg` (`None`: no
     /// DTMF detection on it).
     pub fn set_dtmf_payload_type(&self, leg: Leg, payload_type: Option<u8>) {
@@ -898,7 +956,8 @@ impl PromptHandle {
         &self.cancel
     }
 
-    /// Sends one prompt packet to `leg`'s current remote.
+    /// Sends one prompt packet to `leg`'s current remote (encrypted on an
+    /// SRTP leg; not at all while the leg awaits its keys).
     pub(crate) async fn send(&self, leg: Leg, packet: &[u8]) -> Result<(), MediaError> {
         let remote = self
             .shared
@@ -906,8 +965,11 @@ impl PromptHandle {
             .rx
             .send_address()
             .ok_or(MediaError::NoRemote { leg })?;
+        let Some(wire) = wire_for(&self.shared, leg, packet) else {
+            return Ok(());
+        };
         let sent = self.shared.sockets[leg.index()]
-            .send_to(packet, remote)
+            .send_to(wire.as_ref(), remote)
             .await;
         let mut state = self.shared.leg(leg);
         match sent {
@@ -971,9 +1033,10 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
                     at: now,
                     arrival,
                     held: false,
+                    decrypted: false,
                 };
-                if let Some(remote) = on_receive(&shared, leg, &received, &datagram) {
-                    forward(&shared, leg.other(), &datagram, remote).await;
+                if let Some((remote, plain)) = on_receive(&shared, leg, &received, &datagram) {
+                    forward(&shared, leg.other(), &plain, remote).await;
                 }
             }
             // ICMP port unreachable from an earlier send shows up here on
@@ -998,6 +1061,8 @@ struct Arrival {
     /// Since the call's start (for jitter).
     arrival: Duration,
     held: bool,
+    /// An SRTP packet decrypted before it was held.
+    decrypted: bool,
 }
 
 /// Handles, in order, the held datagrams that came from the address just
@@ -1017,9 +1082,10 @@ async fn release_held(shared: &CallShared, leg: Leg, now: Instant) {
             at: now,
             arrival: datagram.arrival,
             held: true,
+            decrypted: datagram.decrypted,
         };
-        if let Some(remote) = on_receive(shared, leg, &from_hold, &datagram.datagram) {
-            forward(shared, leg.other(), &datagram.datagram, remote).await;
+        if let Some((remote, plain)) = on_receive(shared, leg, &from_hold, &datagram.datagram) {
+            forward(shared, leg.other(), &plain, remote).await;
         }
     }
 }
@@ -1031,9 +1097,44 @@ fn on_receive(
     leg: Leg,
     received: &Arrival,
     datagram: &Bytes,
-) -> Option<SocketAddr> {
-    let presses = {
+) -> Option<(SocketAddr, Bytes)> {
+    let (presses, plain) = {
         let mut state = shared.leg(leg);
+        // SRTP first: everything after it (latching, statistics, DTMF,
+        // taps) sees the plain packet, and a packet that does not
+        // authenticate is the party's no more than a foreign one.
+        let plain = match &mut state.crypto {
+            _ if received.decrypted => datagram.clone(),
+            LegCrypto::Plain => datagram.clone(),
+            LegCrypto::AwaitingKeys => {
+                if !received.held {
+                    hold(&mut state, received, datagram, false);
+                }
+                return None;
+            }
+            LegCrypto::Srtp(srtp) => match srtp.unprotect(datagram) {
+                Ok(plain) => plain,
+                Err(reject) => {
+                    let counters = &mut state.rx.counters;
+                    if !received.held {
+                        counters.packets_in += 1;
+                        counters.bytes_in += datagram.len() as u64;
+                    }
+                    match reject {
+                        SrtpReject::Replay => counters.srtp_replayed += 1,
+                        SrtpReject::Authentication | SrtpReject::TooShort => {
+                            counters.srtp_rejected += 1
+                        }
+                    }
+                    if counters.srtp_rejected + counters.srtp_replayed == 1 {
+                        tracing::debug!(?leg, from = %received.source, ?reject, "SRTP dropped");
+                    }
+                    return None;
+                }
+            },
+        };
+        let decrypted = !matches!(state.crypto, LegCrypto::Plain);
+        let datagram = &plain;
         let reception = if received.held {
             state
                 .rx
@@ -1043,23 +1144,12 @@ fn on_receive(
                 .rx
                 .receive(received.source, datagram, received.at, received.arrival)
         };
-        match reception {
+        let presses = match reception {
             Reception::Invalid => return None,
             Reception::Foreign(why) => {
                 // RTCP from elsewhere names no stream: never worth holding.
                 if !received.held && why != Foreign::RtcpElsewhere {
-                    if state.held.len() == HOLD_LIMIT {
-                        state.held.pop_front();
-                    }
-                    // A copy: a slice would keep the receive buffer's
-                    // whole allocation alive, and every later receive
-                    // would allocate a new one.
-                    state.held.push_back(Held {
-                        source: received.source,
-                        datagram: Bytes::copy_from_slice(datagram),
-                        at: received.at,
-                        arrival: received.arrival,
-                    });
+                    hold(&mut state, received, datagram, decrypted);
                 }
                 return None;
             }
@@ -1070,7 +1160,8 @@ fn on_receive(
                 }
                 presses
             }
-        }
+        };
+        (presses, plain)
     };
     for press in presses {
         deliver_dtmf(shared, leg, press);
@@ -1084,7 +1175,54 @@ fn on_receive(
     if forward_to.is_none() {
         shared.leg(leg).rx.counters.packets_not_forwarded += 1;
     }
-    forward_to
+    forward_to.map(|remote| (remote, plain))
+}
+
+/// Keeps a datagram the leg cannot take yet (foreign, or awaiting keys),
+/// dropping the oldest beyond [`HOLD_LIMIT`].
+fn hold(state: &mut LegState, received: &Arrival, datagram: &Bytes, decrypted: bool) {
+    if state.held.len() == HOLD_LIMIT {
+        state.held.pop_front();
+    }
+    // A copy: a slice would keep the receive buffer's whole allocation
+    // alive, and every later receive would allocate a new one.
+    state.held.push_back(Held {
+        source: received.source,
+        datagram: Bytes::copy_from_slice(datagram),
+        decrypted,
+        at: received.at,
+        arrival: received.arrival,
+    });
+}
+
+/// What goes on the wire to `to` for a plain packet: the packet itself on
+/// a plain leg, encrypted on an SRTP leg, nothing while the leg awaits its
+/// keys (counted as not forwarded).
+fn wire_for<'a>(shared: &CallShared, to: Leg, plain: &'a [u8]) -> Option<Wire<'a>> {
+    let mut state = shared.leg(to);
+    match &mut state.crypto {
+        LegCrypto::Plain => Some(Wire::Plain(plain)),
+        LegCrypto::Srtp(srtp) => srtp.protect(plain).map(Wire::Protected),
+        LegCrypto::AwaitingKeys => {
+            state.rx.counters.packets_not_forwarded += 1;
+            None
+        }
+    }
+}
+
+/// A datagram as it is sent.
+enum Wire<'a> {
+    Plain(&'a [u8]),
+    Protected(Bytes),
+}
+
+impl AsRef<[u8]> for Wire<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Wire::Plain(plain) => plain,
+            Wire::Protected(protected) => protected,
+        }
+    }
 }
 
 fn tap_frame(state: &mut LegState, leg: Leg, packet: &RtpPacket<'_>, datagram: &Bytes) {
@@ -1129,7 +1267,12 @@ fn deliver_dtmf(shared: &CallShared, leg: Leg, press: DtmfPress) {
 }
 
 async fn forward(shared: &CallShared, to: Leg, datagram: &[u8], remote: SocketAddr) {
-    let sent = shared.sockets[to.index()].send_to(datagram, remote).await;
+    let Some(wire) = wire_for(shared, to, datagram) else {
+        return;
+    };
+    let sent = shared.sockets[to.index()]
+        .send_to(wire.as_ref(), remote)
+        .await;
     let mut state = shared.leg(to);
     match sent {
         Ok(n) => {

@@ -1008,3 +1008,113 @@ fn allocate_needs_a_runtime() {
     let err = relay().allocate().unwrap_err();
     assert!(matches!(err, MediaError::NoRuntime), "{err}");
 }
+
+/// SRTP keys of one leg as the relay and as the phone see them.
+fn srtp_leg(
+    suite: callhost_media::sdes::CryptoSuite,
+) -> (callhost_media::srtp::SrtpKeys, callhost_media::srtp::LegSrtp) {
+    use callhost_media::sdes::KeyMaterial;
+    use callhost_media::srtp::{LegSrtp, SrtpKeys};
+    let (phone_key, host_key) = (KeyMaterial::generate(suite), KeyMaterial::generate(suite));
+    let relay_side = SrtpKeys {
+        receive: phone_key.clone(),
+        send: host_key.clone(),
+    };
+    let phone_side = LegSrtp::new(SrtpKeys {
+        receive: host_key,
+        send: phone_key,
+    });
+    (relay_side, phone_side)
+}
+
+#[tokio::test]
+async fn an_srtp_leg_is_decrypted_for_taps_and_the_plain_leg_and_encrypted_towards_its_party() {
+    use callhost_media::sdes::CryptoSuite;
+    let (media, srtp_phone, plain_phone) = connected_call().await;
+    let (keys, mut phone) = srtp_leg(CryptoSuite::AesCm128HmacSha1_80);
+    media.set_srtp(Leg::Caller, Some(keys));
+    let mut tap = media.tap(TapLegs::Both, 64);
+
+    // Caller → callee: SRTP in, plain out, the tap sees the plain payload.
+    let payload = [0x55u8; 160];
+    let plain = rtp(8, 1, 160, 0xAAAA, false, &payload);
+    let sent = phone.protect(&plain).unwrap();
+    srtp_phone
+        .send_to(&sent, media.local_addr(Leg::Caller))
+        .await
+        .unwrap();
+    let (got, _) = recv(&plain_phone).await;
+    assert_eq!(got, plain, "the plain leg gets the decrypted packet");
+    let frame = within("a tap frame", tap.recv()).await.unwrap();
+    assert_eq!(&frame.payload[..], &payload[..]);
+
+    // Callee → caller: plain in, SRTP out that only the phone's key opens.
+    let back = rtp(8, 7, 1120, 0xBBBB, false, &[0x33; 160]);
+    plain_phone
+        .send_to(&back, media.local_addr(Leg::Callee))
+        .await
+        .unwrap();
+    let (wire, _) = recv(&srtp_phone).await;
+    assert_ne!(wire, back, "plain audio went to the SRTP leg");
+    assert_eq!(phone.unprotect(&wire).unwrap(), back);
+
+    // A replay and a packet under another key are dropped and counted.
+    srtp_phone
+        .send_to(&sent, media.local_addr(Leg::Caller))
+        .await
+        .unwrap();
+    let (_, mut stranger) = srtp_leg(CryptoSuite::AesCm128HmacSha1_80);
+    let forged = stranger
+        .protect(&rtp(8, 2, 320, 0xAAAA, false, &payload))
+        .unwrap();
+    srtp_phone
+        .send_to(&forged, media.local_addr(Leg::Caller))
+        .await
+        .unwrap();
+    stats_when(&media, "the rejects counted", |s| {
+        s[0].srtp_replayed == 1 && s[0].srtp_rejected == 1
+    })
+    .await;
+    let stats = media.stats();
+    assert!(stats[0].srtp && !stats[1].srtp, "{stats:?}");
+    assert_eq!(stats[1].packets_out, 1, "only the genuine packet went on: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_leg_awaiting_its_keys_holds_its_packets_and_gets_no_plain_audio() {
+    use callhost_media::sdes::CryptoSuite;
+    let media = relay().allocate().unwrap();
+    let (caller, callee) = (phone().await, phone().await);
+    media.set_remote(Leg::Caller, caller.local_addr().unwrap());
+    media.await_srtp(Leg::Callee);
+    media.set_remote(Leg::Callee, callee.local_addr().unwrap());
+    let (keys, mut callee_srtp) = srtp_leg(CryptoSuite::AeadAes128Gcm);
+
+    // The callee sends before its answer (and key) is through.
+    let early = rtp(0, 1, 160, 0xC0C0, false, &[0x11; 160]);
+    callee
+        .send_to(&callee_srtp.protect(&early).unwrap(), media.local_addr(Leg::Callee))
+        .await
+        .unwrap();
+    // The caller's audio is not sent to the callee in the clear meanwhile.
+    caller
+        .send_to(&rtp(0, 9, 160, 0xD0D0, false, &[0x22; 160]), media.local_addr(Leg::Caller))
+        .await
+        .unwrap();
+    stats_when(&media, "both seen", |s| s[1].packets_not_forwarded >= 1).await;
+    assert_eq!(media.stats()[1].packets_out, 0);
+
+    // The key arrives: the held packet is decrypted and reaches the caller.
+    media.set_srtp(Leg::Callee, Some(keys));
+    callee
+        .send_to(
+            &callee_srtp
+                .protect(&rtp(0, 2, 320, 0xC0C0, false, &[0x11; 160]))
+                .unwrap(),
+            media.local_addr(Leg::Callee),
+        )
+        .await
+        .unwrap();
+    let (first, _) = recv(&caller).await;
+    assert_eq!(first, early, "the held packet, decrypted, comes first");
+}
