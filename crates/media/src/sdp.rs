@@ -233,6 +233,17 @@ pub struct AudioStream {
     pub formats: Vec<PayloadFormat>,
     /// Effective direction: the stream's attribute, else the session's.
     pub direction: Direction,
+    /// Values of the stream's `a=crypto` attributes (SRTP keys, RFC 4568;
+    /// see [`crate::sdes`]), in order. Secret: never logged.
+    #[serde(skip)]
+    pub crypto: Vec<String>,
+}
+
+impl AudioStream {
+    /// Whether the profile is secure RTP (`RTP/SAVP`, `RTP/SAVPF`).
+    pub fn is_secure_profile(&self) -> bool {
+        self.protocol.starts_with("RTP/SAVP")
+    }
 }
 
 impl AudioStream {
@@ -281,6 +292,13 @@ pub struct Sdp {
     session_connection_line: Option<usize>,
     audio_media_line: Option<usize>,
     audio_connection_line: Option<usize>,
+    /// The audio stream's first `a=` line and the line after its last
+    /// (where SRTP keys go), and its `a=crypto` lines.
+    audio_first_attribute: Option<usize>,
+    audio_end: usize,
+    audio_crypto_lines: Vec<usize>,
+    /// The `m=` lines of every other stream (rejected by the relay).
+    other_media_lines: Vec<usize>,
     /// Every `c=` line (of every stream) as (line number from 1, address),
     /// for [`Sdp::check_addresses`].
     connections: Vec<(usize, IpAddr)>,
@@ -310,6 +328,10 @@ impl Sdp {
             session_connection_line: None,
             audio_media_line: None,
             audio_connection_line: None,
+            audio_first_attribute: None,
+            audio_end: 0,
+            audio_crypto_lines: Vec::new(),
+            other_media_lines: Vec::new(),
             connections: Vec::new(),
         };
         // Which section the current line belongs to.
@@ -328,6 +350,9 @@ impl Sdp {
         for (index, raw) in lines(text).enumerate() {
             let number = index + 1;
             let line = strip_eol(raw);
+            if section == Section::FirstAudio && !line.starts_with("m=") {
+                sdp.audio_end = index + 1;
+            }
             if line.is_empty() {
                 // Tolerated: some stacks end the body with a blank line.
                 continue;
@@ -366,9 +391,12 @@ impl Sdp {
                                 .map(|&pt| PayloadFormat::static_mapping(pt))
                                 .collect(),
                             direction: Direction::SendRecv,
+                            crypto: Vec::new(),
                         });
+                        sdp.audio_end = index + 1;
                     } else {
                         section = Section::OtherMedia;
+                        sdp.other_media_lines.push(index);
                     }
                 }
                 b'c' => {
@@ -397,6 +425,15 @@ impl Sdp {
                         Some((n, v)) => (n, Some(v)),
                         None => (value, None),
                     };
+                    if section == Section::FirstAudio && sdp.audio_first_attribute.is_none() {
+                        sdp.audio_first_attribute = Some(index);
+                    }
+                    if name == "crypto" && section == Section::FirstAudio {
+                        sdp.audio_crypto_lines.push(index);
+                        if let Some(audio) = &mut sdp.audio {
+                            audio.crypto.push(attr_value.unwrap_or("").to_owned());
+                        }
+                    }
                     if let Some(direction) = Direction::from_attribute(name) {
                         match section {
                             Section::Session => sdp.session_direction = Some(direction),
@@ -506,34 +543,97 @@ impl Sdp {
 
 /// Rewrites a body so the first audio stream points at the relay: the
 /// session-level `c=` line, the audio stream's own `c=` line and the port of
-/// its `m=` line. Every other byte, including line endings and the `o=`
-/// line's address (informational only), is left as it was.
-///
-/// The relay carries only the first audio stream; other streams keep their
-/// own `c=` lines and ports (a stream without its own `c=` then inherits the
-/// relay's address, so a B2BUA that cannot relay it should refuse it).
+/// its `m=` line; with no SRTP (see [`describe_leg`]).
 pub fn rewrite_connection(
     text: &str,
     address: IpAddr,
     audio_port: u16,
 ) -> Result<String, SdpError> {
+    describe_leg(
+        text,
+        &LegDescription {
+            address,
+            port: audio_port,
+            protocol: None,
+            crypto: &[],
+        },
+    )
+}
+
+/// What the SDP sent to one party says about the relay's side of its leg.
+#[derive(Debug, Clone, Copy)]
+pub struct LegDescription<'a> {
+    /// The relay's address facing the party.
+    pub address: IpAddr,
+    /// The relay's port facing the party.
+    pub port: u16,
+    /// The audio profile to state (`RTP/AVP`, `RTP/SAVP`); `None` keeps it.
+    pub protocol: Option<&'a str>,
+    /// `a=crypto` values (the host's own keys for this leg) for the audio
+    /// stream; every `a=crypto` of the body is taken out first.
+    pub crypto: &'a [String],
+}
+
+/// Rewrites a body, an offer or answer of one party, for the other: the
+/// first audio stream points at the relay (the session-level `c=` line,
+/// the stream's own `c=` line and its `m=` port), states the leg's profile
+/// and carries the leg's own SRTP keys, never the first party's (each leg
+/// is keyed on its own). Every other stream is rejected (port 0): the relay
+/// carries only the first audio stream. Every other byte, including line
+/// endings and the `o=` line's address (informational only), is left as
+/// it was.
+pub fn describe_leg(text: &str, leg: &LegDescription<'_>) -> Result<String, SdpError> {
     let sdp = Sdp::parse(text)?;
     let m_line = sdp.audio_media_line.ok_or(SdpError::NoAudio)?;
     if sdp.session_connection_line.is_none() && sdp.audio_connection_line.is_none() {
         return Err(SdpError::NoConnection);
     }
-    let mut out = String::with_capacity(text.len() + 16);
+    let keys_at = sdp.audio_first_attribute.unwrap_or(sdp.audio_end);
+    let mut out = String::with_capacity(text.len() + 64 * leg.crypto.len());
+    let mut eol_seen = "\r\n";
+    let mut keys_written = leg.crypto.is_empty();
+    let write_keys = |out: &mut String, eol: &str| {
+        for value in leg.crypto {
+            out.push_str("a=crypto:");
+            out.push_str(value);
+            out.push_str(eol);
+        }
+    };
     for (index, raw) in lines(text).enumerate() {
         let line = strip_eol(raw);
         let eol = &raw[line.len()..];
+        if !eol.is_empty() {
+            eol_seen = if eol == "\n" { "\n" } else { "\r\n" };
+        }
+        if index == keys_at && !keys_written {
+            write_keys(&mut out, eol_seen);
+            keys_written = true;
+        }
+        if sdp.audio_crypto_lines.contains(&index) {
+            continue;
+        }
         if Some(index) == sdp.session_connection_line || Some(index) == sdp.audio_connection_line {
-            out.push_str(&connection_line(line, address));
+            out.push_str(&connection_line(line, leg.address));
         } else if index == m_line {
-            out.push_str(&media_line_with_port(line, audio_port));
+            let with_port = media_line_with_port(line, leg.port);
+            out.push_str(&match leg.protocol {
+                Some(protocol) => media_line_with_protocol(&with_port, protocol),
+                None => with_port,
+            });
+        } else if sdp.other_media_lines.contains(&index) {
+            out.push_str(&media_line_with_port(line, 0));
         } else {
             out.push_str(line);
         }
-        out.push_str(eol);
+        if eol.is_empty() && !keys_written && index + 1 == keys_at {
+            // The audio stream ends the body without a line end.
+            out.push_str(eol_seen);
+        } else {
+            out.push_str(eol);
+        }
+    }
+    if !keys_written {
+        write_keys(&mut out, eol_seen);
     }
     Ok(out)
 }
@@ -757,6 +857,17 @@ fn connection_line(line: &str, address: IpAddr) -> String {
     format!("c=IN {kind} {address}{suffix}")
 }
 
+fn media_line_with_protocol(line: &str, protocol: &str) -> String {
+    // "m=audio <port> <proto> <fmt>...": replace only the protocol.
+    let mut fields = line.splitn(4, ' ');
+    let (media, port) = (fields.next().unwrap_or("m=audio"), fields.next().unwrap_or(""));
+    let _old = fields.next();
+    match fields.next() {
+        Some(rest) => format!("{media} {port} {protocol} {rest}"),
+        None => format!("{media} {port} {protocol}"),
+    }
+}
+
 fn media_line_with_port(line: &str, port: u16) -> String {
     // "m=audio <port>[/<count>] rest": replace only the number.
     let mut fields = line.splitn(3, ' ');
@@ -937,8 +1048,54 @@ m=audio 4000/2 RTP/AVP 0\nc=IN IP4 10.0.0.2/127\nm=video 5000 RTP/AVP 96\nc=IN I
         assert_eq!(
             out,
             "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP6 ::1\nt=0 0\n\
-m=audio 1234/2 RTP/AVP 0\nc=IN IP6 ::1/127\nm=video 5000 RTP/AVP 96\nc=IN IP4 10.0.0.3\n"
+m=audio 1234/2 RTP/AVP 0\nc=IN IP6 ::1/127\nm=video 0 RTP/AVP 96\nc=IN IP4 10.0.0.3\n",
+            "the video stream the relay does not carry is rejected"
         );
+    }
+
+    #[test]
+    fn a_leg_gets_its_own_profile_and_keys_and_never_the_other_partys() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/SAVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:SECRETSECRETSECRETSECRETSECRETSECRETSECR\r\n\
+a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:OTHERSECRETOTHERSECRETOTHERSECRETOTHERSE\r\n\
+a=sendrecv\r\nm=video 5000 RTP/SAVP 96\r\n";
+        let parsed = Sdp::parse(offer).unwrap();
+        let audio = parsed.audio().unwrap();
+        assert!(audio.is_secure_profile());
+        assert_eq!(audio.crypto.len(), 2);
+        assert!(audio.crypto[0].starts_with("1 AES_CM_128_HMAC_SHA1_80 inline:SECRET"));
+
+        let relay: IpAddr = "203.0.113.5".parse().unwrap();
+        let ours = vec!["1 AES_CM_128_HMAC_SHA1_80 inline:OURS".to_string()];
+        let plain = describe_leg(
+            offer,
+            &LegDescription { address: relay, port: 30000, protocol: Some("RTP/AVP"), crypto: &[] },
+        )
+        .unwrap();
+        assert!(!plain.contains("SECRET") && !plain.contains("a=crypto"), "{plain}");
+        assert!(plain.contains("m=audio 30000 RTP/AVP 8 101\r\n"), "{plain}");
+        assert!(plain.contains("m=video 0 RTP/SAVP 96\r\n"), "{plain}");
+
+        let secure = describe_leg(
+            offer,
+            &LegDescription { address: relay, port: 30000, protocol: None, crypto: &ours },
+        )
+        .unwrap();
+        assert!(!secure.contains("SECRET"), "{secure}");
+        assert!(
+            secure.contains("m=audio 30000 RTP/SAVP 8 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:OURS\r\na=rtpmap:8"),
+            "{secure}"
+        );
+        // Keys added to a stream without attributes, ending the body.
+        let bare = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 0";
+        let keyed = describe_leg(
+            bare,
+            &LegDescription { address: relay, port: 30000, protocol: Some("RTP/SAVP"), crypto: &ours },
+        )
+        .unwrap();
+        assert!(keyed.ends_with("m=audio 30000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:OURS\n"), "{keyed:?}");
+        assert_eq!(Sdp::parse(&keyed).unwrap().audio().unwrap().crypto.len(), 1);
     }
 
     #[test]
