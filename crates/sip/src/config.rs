@@ -34,6 +34,8 @@ pub struct SipConfig {
     pub tcp: bool,
     /// SIP over TLS (`[sip.tls]`): off unless the table is present.
     pub tls: Option<TlsConfig>,
+    /// Which legs carry SRTP (`[sip.srtp]`, see `srtp.rs`).
+    pub srtp: crate::srtp::SrtpConfig,
     /// Registrations are kept at most this long (seconds); phones asking
     /// for more get this.
     pub max_expires: u32,
@@ -61,6 +63,7 @@ impl Default for SipConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
             tcp: true,
             tls: None,
+            srtp: crate::srtp::SrtpConfig::default(),
             max_expires: 3600,
             min_expires: 30,
             auth_failures: 5,

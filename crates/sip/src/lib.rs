@@ -33,6 +33,7 @@ pub mod refer;
 mod register;
 mod registrar;
 mod server;
+mod srtp;
 pub mod tls;
 
 pub use config::{
@@ -43,6 +44,7 @@ pub use digest::{AuthFailure, DigestCheck, DigestRequest, Nonces};
 pub use guard::AuthGuard;
 pub use presence::LiveCalls;
 pub use registrar::{Binding, Registrar, SignalTransport};
+pub use srtp::{SrtpConfig, SrtpPolicy};
 pub use server::{CallControl, CallRecord, MediaSink, ServeError, SipServer};
 
 /// Parses a SIP message; for the fuzz and property tests of the parsing the

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use callhost_media::relay::Leg as MediaLeg;
-use callhost_media::sdp::rewrite_connection;
+use callhost_media::sdp::{describe_leg, LegDescription};
 use callhost_pbx::engine::{CallOutcome, Engine, Ring};
 use callhost_plugin_abi::EventKind;
 use rsipstack::dialog::dialog::TerminatedReason;
@@ -18,6 +18,7 @@ use super::{contact_uri, events, Call, Phase};
 use crate::identity::{safe_display, safe_number};
 use crate::presence::PresenceGuard;
 use crate::server::{DialogPeer, DialogRoute};
+use crate::srtp::{LegSecurity, OfferedSecurity};
 
 /// A callee leg (or, in a transfer by the caller's side, a leg ringing on
 /// the caller's side of the relay).
@@ -32,6 +33,10 @@ pub(super) struct Leg {
     pub side: MediaLeg,
     /// The SDP we offered it (our side of its session, for re-INVITEs).
     pub sent_offer: String,
+    /// The SRTP we offered it; what it answered decides its leg.
+    pub security: OfferedSecurity,
+    /// Its leg's SRTP once it answered.
+    pub negotiated: Option<LegSecurity>,
     pub state: LegState,
     /// Who may send its in-dialog requests and name its media addresses.
     pub peer: DialogPeer,
@@ -161,13 +166,38 @@ impl Call {
     ) {
         let leg_call_id = format!("{}@callhost", hex::encode(rand::random::<[u8; 12]>()));
         let relay_side = self.media.local_addr(plan.side);
-        let offer = match rewrite_connection(&plan.offer, relay_side.ip(), relay_side.port()) {
+        let transport = destination.r#type.unwrap_or(Transport::Udp);
+        let srtp = &self.shared.config.srtp;
+        let security = match OfferedSecurity::for_callee(
+            srtp.policy(user.as_deref()),
+            srtp.keys_allowed(transport),
+            transport,
+        ) {
+            Ok(security) => security,
+            Err(refusal) => {
+                tracing::warn!(call = %self.call_id, target = %ring.number, %refusal, "not rung");
+                return;
+            }
+        };
+        let crypto = security.crypto_lines();
+        let offer = match describe_leg(
+            &plan.offer,
+            &LegDescription {
+                address: relay_side.ip(),
+                port: relay_side.port(),
+                protocol: Some(security.protocol),
+                crypto: &crypto,
+            },
+        ) {
             Ok(offer) => offer,
             Err(error) => {
                 tracing::warn!(%error, "cannot rewrite the offer");
                 return;
             }
         };
+        if !security.offers.is_empty() {
+            self.media.await_srtp(plan.side);
+        }
         let host = self.shared.local;
         let from_number = safe_number(&plan.from_number);
         let Ok(caller_uri) = Uri::try_from(format!("sip:{from_number}@{host}").as_str()) else {
@@ -216,6 +246,8 @@ impl Call {
                     user,
                     side: plan.side,
                     sent_offer,
+                    security,
+                    negotiated: None,
                     state: LegState::Ringing,
                     peer,
                     presence: None,
@@ -332,8 +364,7 @@ impl Call {
             }
             return;
         }
-        let peer = self.legs[index].peer;
-        if let Some(answer) = self.relay_answer(&response.body, peer) {
+        if let Some(answer) = self.relay_answer(&response.body, index) {
             self.phase = Phase::Ringing { alerted: true };
             self.caller.sent_sdp = Some(String::from_utf8_lossy(&answer).into_owned());
             caller
@@ -361,6 +392,17 @@ impl Call {
                 return;
             }
             LegState::Ringing => {}
+        }
+        match self.leg_answer_security(index, &response.body) {
+            Ok(security) => self.legs[index].negotiated = Some(security),
+            Err(refusal) => {
+                // Its dialog ends with the BYE; the caller hears of it as of
+                // any phone that failed.
+                tracing::warn!(call = %self.call_id, leg = %self.legs[index].target, %refusal, "answer refused");
+                let dialog = self.legs[index].dialog.clone();
+                tokio::spawn(async move { dialog.bye().await.ok() });
+                return;
+            }
         }
         match self.phase {
             Phase::CallerTransferring { callee } if self.legs[index].side == MediaLeg::Caller => {
@@ -395,7 +437,6 @@ impl Call {
         // By number, so the party resolves to the user with its name (a
         // user id is no number and would resolve to nobody).
         let answering = self.number_of(leg);
-        let peer = leg.peer;
         events::emit(
             self.hooks.as_ref(),
             &self.call_id,
@@ -415,7 +456,7 @@ impl Call {
                 "blind",
             );
             // A transfer target answered: the caller keeps its media path.
-            if self.relay_answer(&response.body, peer).is_none() {
+            if self.relay_answer(&response.body, index).is_none() {
                 tracing::warn!(call = %self.call_id, "transfer target answered without usable SDP");
             }
             return;
@@ -425,7 +466,7 @@ impl Call {
             return;
         };
         let caller = side.dialog.clone();
-        match self.relay_answer(&response.body, peer) {
+        match self.relay_answer(&response.body, index) {
             Some(answer) => {
                 self.caller.sent_sdp = Some(String::from_utf8_lossy(&answer).into_owned());
                 caller

@@ -43,6 +43,7 @@ use crate::auth::Challenge;
 use crate::identity::safe_number;
 use crate::limits::{CallSlot, LimitRefusal};
 use crate::peer::Peer;
+use crate::srtp::LegSecurity;
 use crate::policy::Dialler;
 use crate::presence::PresenceGuard;
 use crate::refer::Replaces;
@@ -95,6 +96,10 @@ struct CallerSide {
     peer: DialogPeer,
     /// The SDP we last gave this side (for its re-INVITEs).
     sent_sdp: Option<String>,
+    /// Its leg's SRTP, and the profile its offer stated (our answers state
+    /// the same).
+    security: LegSecurity,
+    protocol: String,
 }
 
 struct SideDialog {
@@ -194,6 +199,8 @@ struct Admitted {
     from_trunk: bool,
     dialed: String,
     offer_text: String,
+    caller_security: LegSecurity,
+    caller_protocol: String,
 }
 
 /// A new INVITE outside any dialog.
@@ -249,6 +256,8 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         from_trunk,
         dialed,
         offer_text,
+        caller_security,
+        caller_protocol,
     } = admitted;
     let presence = user
         .as_deref()
@@ -337,6 +346,8 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
             presence,
             peer: caller_peer,
             sent_sdp: None,
+            security: caller_security,
+            protocol: caller_protocol,
         },
         legs: Vec::new(),
         phase: Phase::Ringing { alerted: false },
@@ -536,6 +547,39 @@ async fn admit(shared: &Shared, tx: &mut Transaction, peer: &Peer) -> Option<Adm
             .await;
         return None;
     }
+    let offer_text = String::from_utf8_lossy(&tx.original.body).into_owned();
+    let audio = Sdp::parse(&offer_text)
+        .ok()
+        .and_then(|sdp| sdp.audio().cloned());
+    let (caller_security, caller_protocol) = match &audio {
+        Some(audio) => {
+            let srtp = &shared.config.srtp;
+            let policy = srtp.policy(if from_trunk { None } else { user.as_deref() });
+            let negotiated = crate::srtp::caller_leg(
+                audio,
+                policy,
+                srtp.keys_allowed(peer.transport),
+                peer.transport,
+            );
+            match negotiated {
+                Ok(security) => (security, audio.protocol.clone()),
+                Err(refusal) => {
+                    shared
+                        .refuse(
+                            tx,
+                            peer,
+                            StatusCode::NotAcceptableHere,
+                            Vec::new(),
+                            Severity::Info,
+                            &refusal,
+                        )
+                        .await;
+                    return None;
+                }
+            }
+        }
+        None => (LegSecurity::Plain, "RTP/AVP".to_string()),
+    };
     Some(Admitted {
         slot,
         engine,
@@ -543,7 +587,9 @@ async fn admit(shared: &Shared, tx: &mut Transaction, peer: &Peer) -> Option<Adm
         user,
         from_trunk,
         dialed,
-        offer_text: String::from_utf8_lossy(&tx.original.body).into_owned(),
+        offer_text,
+        caller_security,
+        caller_protocol,
     })
 }
 
@@ -596,6 +642,8 @@ impl Call {
             let peer = self.caller.peer;
             self.point(MediaLeg::Caller, &sdp, peer);
         }
+        self.media
+            .set_srtp(MediaLeg::Caller, self.caller.security.keys());
         if !self.play_prompt(states).await {
             return End::NotConnected(None, "the caller hung up during the prompt");
         }

@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use callhost_media::prompt::Prompt;
 use callhost_media::relay::{Leg as MediaLeg, TapLegs};
-use callhost_media::sdp::{reanswer, rewrite_connection, Codec, Direction, Sdp};
+use callhost_media::sdes::CryptoAttribute;
+use callhost_media::sdp::{describe_leg, reanswer, Codec, Direction, LegDescription, Sdp};
 use callhost_plugin_abi::{EventKind, TapRequest};
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TransactionHandle};
 use rsipstack::sip::{Header, StatusCode};
 
 use super::{Call, Phase};
 use crate::server::{DialogPeer, Severity};
+use crate::srtp::{LegSecurity, SrtpRefusal};
 
 /// Frames a tap may queue before the relay drops them for that tap.
 const TAP_QUEUE: usize = 512;
@@ -75,18 +77,59 @@ impl Call {
         Ok(())
     }
 
-    /// Points the relay's callee side at a callee's SDP and returns the same
-    /// SDP pointing at the relay's caller side.
-    pub(super) fn relay_answer(&self, body: &[u8], peer: DialogPeer) -> Option<Vec<u8>> {
+    /// Points the relay's callee side at leg `index`'s SDP (an answer to
+    /// our offer: its address and its SRTP) and returns the answer for the
+    /// caller: the same SDP pointing at the relay's caller side, with the
+    /// caller's profile and our key for the caller's leg.
+    pub(super) fn relay_answer(&self, body: &[u8], index: usize) -> Option<Vec<u8>> {
         let text = std::str::from_utf8(body).ok()?;
         let sdp = Sdp::parse(text).ok()?;
-        if !self.point(MediaLeg::Callee, &sdp, peer) {
+        let leg = &self.legs[index];
+        if !self.point(MediaLeg::Callee, &sdp, leg.peer) {
             return None;
         }
+        let security = sdp.audio().map(|audio| leg.security.accept(audio))?;
+        let Ok(security) = security else {
+            // Refused when it answered (`leg_answer_security`).
+            return None;
+        };
+        self.media.set_srtp(MediaLeg::Callee, security.keys());
+        self.answer_for_caller(text).map(String::into_bytes)
+    }
+
+    /// Any SDP of ours or of a callee, for the caller: pointing at the
+    /// relay's caller side, in the caller's profile, with our key for the
+    /// caller's leg (and no other).
+    pub(super) fn answer_for_caller(&self, text: &str) -> Option<String> {
         let caller_side = self.media.local_addr(MediaLeg::Caller);
-        rewrite_connection(text, caller_side.ip(), caller_side.port())
+        let crypto = self.caller.security.crypto_lines();
+        describe_leg(
+            text,
+            &LegDescription {
+                address: caller_side.ip(),
+                port: caller_side.port(),
+                protocol: Some(&self.caller.protocol),
+                crypto: &crypto,
+            },
+        )
+        .ok()
+    }
+
+    /// Whether leg `index`'s answer meets the SRTP we offered it (a leg
+    /// that was offered SRTP as required must answer with one of our keys).
+    pub(super) fn leg_answer_security(
+        &self,
+        index: usize,
+        body: &[u8],
+    ) -> Result<LegSecurity, SrtpRefusal> {
+        let audio = Sdp::parse_bytes(body)
             .ok()
-            .map(String::into_bytes)
+            .and_then(|sdp| sdp.audio().cloned());
+        match audio {
+            Some(audio) => self.legs[index].security.accept(&audio),
+            // No SDP in the answer: nothing to key (the media goes nowhere).
+            None => Ok(LegSecurity::Plain),
+        }
     }
 
     /// Gives every instance that tapped the call its frames, from now (call
@@ -196,6 +239,9 @@ impl Call {
             format.codec(),
             audio.telephone_event_payload_type(),
         );
+        let Some(answer) = self.answer_for_caller(&answer) else {
+            return not_played("cannot describe the caller's leg");
+        };
         self.phase = Phase::Ringing { alerted: true };
         self.caller.sent_sdp = Some(answer.clone());
         caller
@@ -292,6 +338,7 @@ impl Call {
             }
             if let Some(audio) = sdp.audio() {
                 direction = audio.direction.answer();
+                self.rekey(side, callee, audio);
             }
         }
         match reanswer(&previous, direction) {
@@ -321,6 +368,54 @@ impl Call {
                     &format!("cannot answer the re-offer: {error}"),
                 )
                 .await;
+            }
+        }
+    }
+}
+
+impl Call {
+    /// A re-offer on an SRTP leg may carry a new key of the party (same
+    /// suite as ours; the answer keeps our key): the relay takes it.
+    fn rekey(
+        &mut self,
+        side: MediaLeg,
+        callee: Option<usize>,
+        audio: &callhost_media::sdp::AudioStream,
+    ) {
+        let ours = match side {
+            MediaLeg::Caller => match &self.caller.security {
+                LegSecurity::Srtp { ours, .. } => ours.clone(),
+                LegSecurity::Plain => return,
+            },
+            MediaLeg::Callee => {
+                let Some(LegSecurity::Srtp { ours, .. }) =
+                    callee.and_then(|index| self.legs[index].negotiated.clone())
+                else {
+                    return;
+                };
+                ours
+            }
+        };
+        let Some(theirs) = audio
+            .crypto
+            .iter()
+            .filter_map(|value| CryptoAttribute::parse(value).ok())
+            .find(|theirs| theirs.key.suite == ours.key.suite)
+        else {
+            tracing::warn!(call = %self.call_id, ?side, "re-offer without a key of our suite: the old key stays");
+            return;
+        };
+        let security = LegSecurity::Srtp {
+            ours,
+            theirs: theirs.key,
+        };
+        self.media.set_srtp(side, security.keys());
+        match side {
+            MediaLeg::Caller => self.caller.security = security,
+            MediaLeg::Callee => {
+                if let Some(index) = callee {
+                    self.legs[index].negotiated = Some(security);
+                }
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::policy::Dialler;
 use crate::presence::PresenceGuard;
 use crate::refer::{parse_refer_to, ReferTarget, Replaces};
 use crate::server::{DialogRoute, Severity};
+use crate::srtp::LegSecurity;
 
 /// Why a call does not hand over its party: not a hijack attempt, just late.
 const NOT_CONNECTED: &str = "the replaced call is not connected";
@@ -262,6 +263,12 @@ impl Call {
         if let Ok(sdp) = Sdp::parse_bytes(&response.body) {
             self.point(MediaLeg::Caller, &sdp, leg.peer);
         }
+        // Its leg's SRTP, as it answered our offer, is the caller side's now.
+        let security = leg.negotiated.clone().unwrap_or(LegSecurity::Plain);
+        self.media.set_srtp(MediaLeg::Caller, security.keys());
+        self.caller.protocol = leg.security.protocol.to_string();
+        self.caller.security = security;
+        let leg = &self.legs[index];
         let number = self.number_of(leg);
         let leg = &self.legs[index];
         self.caller.dialog = Some(SideDialog {
@@ -494,8 +501,15 @@ impl Call {
             MediaLeg::Caller => self.callee_sdp.clone(),
         };
         let relay = self.media.local_addr(side);
+        // The partner is offered plain RTP (its leg's keys are not carried
+        // over from the other call): see docs/admin/sip.md.
         let offer =
             staying.and_then(|text| rewrite_connection(&text, relay.ip(), relay.port()).ok());
+        self.media.set_srtp(side, None);
+        if side == MediaLeg::Caller {
+            self.caller.security = LegSecurity::Plain;
+            self.caller.protocol = "RTP/AVP".into();
+        }
         release_transferor(transferor, true);
         self.shared.routes().insert(
             partner.call_id.clone(),
@@ -516,6 +530,8 @@ impl Call {
                     user: partner.user,
                     side: MediaLeg::Callee,
                     sent_offer: offer.clone().unwrap_or_default(),
+                    security: crate::srtp::OfferedSecurity::plain(),
+                    negotiated: Some(LegSecurity::Plain),
                     state: LegState::Connected,
                     peer: partner.peer,
                     presence: partner.presence,
