@@ -6,6 +6,11 @@ side of a TLS trunk, where the tests need exact control of certificates.
       NUMBER, prints every status line it gets back until the final one,
       ACKs a failure and exits. Prints `handshake failed: ...` and exits 2
       when TLS is refused.
+  tls_peer.py srtp-call HOST PORT NUMBER --rtp-port P --packets N --out FILE
+      Calls NUMBER over TLS offering RTP/SAVP with a key of its own
+      (pylibsrtp), and once answered sends N SRTP packets, then one of them
+      again (a replay), one under another key, and the key `5` as RFC 4733
+      events inside SRTP, then hangs up. Writes the answer's SDP to FILE.
   tls_peer.py server PORT --cert PEM --key PEM --client-ca PEM --out FILE
       Accepts one connection (asking for a client certificate), answers
       its INVITE with 486 Busy Here and writes the client certificate's
@@ -20,7 +25,7 @@ import uuid
 
 
 def read_message(stream, buffer):
-    """One SIP message (head and body) from `stream`; returns (message, rest)."""
+    """One SIP message from `stream`: (head, body, what follows it)."""
     while b"\r\n\r\n" not in buffer:
         chunk = stream.recv(65536)
         if not chunk:
@@ -37,7 +42,7 @@ def read_message(stream, buffer):
         if not chunk:
             raise EOFError("connection closed in a body")
         rest += chunk
-    return head.decode(), rest[length:]
+    return head.decode(), rest[:length].decode(), rest[length:]
 
 
 def header(head, name):
@@ -88,7 +93,7 @@ def client(args):
         stream.sendall(invite.encode())
         buffer = b""
         while True:
-            head, buffer = read_message(stream, buffer)
+            head, _, buffer = read_message(stream, buffer)
             status_line = head.split("\r\n")[0]
             print(status_line, flush=True)
             code = int(status_line.split()[1])
@@ -109,6 +114,102 @@ def client(args):
     stream.close()
 
 
+def srtp_call(args):
+    import base64
+    import os
+    import struct
+    import time
+
+    import pylibsrtp
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    stream = context.wrap_socket(socket.create_connection((args.host, args.port), timeout=10))
+    stream.settimeout(10)
+    local = "%s:%d" % stream.getsockname()
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", args.rtp_port))
+    ours = os.urandom(30)
+    call_id = uuid.uuid4().hex
+    sdp = (
+        "v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {args.rtp_port} RTP/SAVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+        f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(ours).decode()}\r\n"
+    )
+    target = f"sip:{args.number}@{args.host}:{args.port};transport=tls"
+    frm = f"<sip:+493099999999@{args.host}>;tag=peer"
+    invite = (
+        f"INVITE {target} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+        f"From: {frm}\r\nTo: <sip:{args.number}@{args.host}>\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: 1 INVITE\r\nContact: <sip:peer@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+    )
+    stream.sendall(invite.encode())
+    buffer = b""
+    while True:
+        headers, body, buffer = read_message(stream, buffer)
+        status = int(headers.split("\r\n")[0].split()[1])
+        if status >= 200:
+            break
+    if status != 200:
+        print(f"final answer {status}")
+        sys.exit(3)
+    to = header(headers, "To")
+    contact = header(headers, "Contact").strip("<>").split(">")[0]
+    cseq_ack = (
+        f"ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    stream.sendall(cseq_ack.encode())
+    relay_port = None
+    for line in body.splitlines():
+        if line.startswith("m=audio "):
+            relay_port = int(line.split()[1])
+    with open(args.out, "w") as out:
+        out.write(body)
+    relay = ("127.0.0.1", relay_port)
+
+    def session(key):
+        policy = pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        return pylibsrtp.Session(policy=policy)
+
+    sender = session(ours)
+    stranger = session(os.urandom(30))
+
+    def packet(seq, pt=8, payload=b"\x55" * 160, marker=0, ts=None):
+        ts = seq * 160 if ts is None else ts
+        return struct.pack("!BBHII", 0x80, (marker << 7) | pt, seq, ts, 0x5EC0E7) + payload
+
+    sent = []
+    for seq in range(1, args.packets + 1):
+        protected = sender.protect(packet(seq))
+        sent.append(protected)
+        rtp.sendto(protected, relay)
+        time.sleep(0.02)
+    rtp.sendto(sent[-1], relay)  # a replay
+    rtp.sendto(stranger.protect(packet(args.packets + 1)), relay)  # another key
+    seq = args.packets + 2
+    ts = seq * 160
+    for duration, end in ((160, False), (320, False), (480, True), (480, True)):
+        event = struct.pack("!BBH", 5, (0x80 if end else 0) | 10, duration)
+        rtp.sendto(sender.protect(packet(seq, pt=101, payload=event, marker=int(duration == 160), ts=ts)), relay)
+        seq += 1
+        time.sleep(0.02)
+    time.sleep(0.3)
+    bye = (
+        f"BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    stream.sendall(bye.encode())
+    head, _, _ = read_message(stream, buffer)
+    print(head.split("\r\n")[0])
+    stream.close()
+
+
 def server(args):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
@@ -123,7 +224,7 @@ def server(args):
     subject = ""
     if peer:
         subject = ",".join("=".join(pair) for rdn in peer["subject"] for pair in rdn)
-    head, _ = read_message(stream, b"")
+    head, _, _ = read_message(stream, b"")
     request_line = head.split("\r\n")[0]
     to = header(head, "To")
     reply = (
@@ -152,6 +253,13 @@ def main():
     c.add_argument("--cert")
     c.add_argument("--key")
     c.add_argument("--ca")
+    r = commands.add_parser("srtp-call")
+    r.add_argument("host")
+    r.add_argument("port", type=int)
+    r.add_argument("number")
+    r.add_argument("--rtp-port", type=int, required=True)
+    r.add_argument("--packets", type=int, required=True)
+    r.add_argument("--out", required=True)
     s = commands.add_parser("server")
     s.add_argument("port", type=int)
     s.add_argument("--cert", required=True)
@@ -159,7 +267,7 @@ def main():
     s.add_argument("--client-ca", required=True)
     s.add_argument("--out", required=True)
     args = parser.parse_args()
-    client(args) if args.command == "client" else server(args)
+    {"client": client, "server": server, "srtp-call": srtp_call}[args.command](args)
 
 
 if __name__ == "__main__":

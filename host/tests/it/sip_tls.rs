@@ -29,6 +29,11 @@ struct TlsServe {
 impl TlsServe {
     /// `tls` adds lines to `[sip.tls]`, `trunk` to `[sip.trunk]`.
     fn start(tls: &str, trunk: &str) -> TlsServe {
+        TlsServe::start_with(tls, "", trunk)
+    }
+
+    /// As [`TlsServe::start`], with more `[sip.*]` tables (`[sip.srtp]`).
+    fn start_with(tls: &str, tables: &str, trunk: &str) -> TlsServe {
         let data = tempfile::tempdir().unwrap();
         callhost(
             data.path(),
@@ -38,7 +43,7 @@ impl TlsServe {
         // Relative names: taken from callhost.toml's directory.
         let sip = format!(
             "[sip.tls]\nlisten = \"{LOCALHOST}:{tls_port}\"\n\
-             certificate = \"tls/sip-cert.pem\"\nkey = \"tls/sip-key.pem\"\n{tls}\n"
+             certificate = \"tls/sip-cert.pem\"\nkey = \"tls/sip-key.pem\"\n{tls}\n{tables}\n"
         );
         let serve = Serve::start_in_with(
             data.path(),
@@ -79,6 +84,23 @@ impl TlsServe {
                 self.tls_addr()
             ),
             &format!("sip_cafile\t\t{}", self.certificate().display()),
+            args,
+        )
+    }
+
+    /// A baresip phone registered as `user` over TLS that insists on SRTP
+    /// (`mediaenc=srtp-mand`: RTP/SAVP with SDES keys).
+    fn srtp_phone(&self, dir: &Path, user: &str, args: &[&str]) -> Baresip {
+        Baresip::start(
+            dir,
+            &format!(
+                "<sip:{user}@{};transport=tls>;auth_pass={user}-pw;answermode=auto;mediaenc=srtp-mand;regint=60",
+                self.tls_addr()
+            ),
+            &format!(
+                "sip_cafile\t\t{}\nmodule\t\t\tsrtp.so",
+                self.certificate().display()
+            ),
             args,
         )
     }
@@ -451,4 +473,235 @@ fn the_tls_trunk_is_known_by_its_client_certificate_and_calls_out_with_ours() {
     let saw = std::fs::read_to_string(&out).unwrap();
     assert!(saw.contains("subject=commonName=127.0.0.1"), "{saw}");
     assert!(saw.contains("request=INVITE sip:+493012345678@"), "{saw}");
+}
+
+// ---------------------------------------------------------------------------
+// SRTP (SDES keys over TLS), terminated in the relay
+
+/// The per-leg media counters of a call, from its "call media" log line.
+fn call_media(serve: &Serve, call_ended: &str) -> Vec<serde_json::Value> {
+    let call_id = call_ended
+        .split("call_id=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("call_id in the call ended line");
+    let line = serve.wait_log(&["call media", &format!("call={call_id}")]);
+    let json = line
+        .split("media=\"")
+        .nth(1)
+        .and_then(|rest| rest.rsplit_once('"'))
+        .map(|(json, _)| json.replace("\\\"", "\""))
+        .expect("media= in the call media line");
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+/// A packet capture on loopback, for the relay's ports; stopped (and read)
+/// by [`Capture::payloads`].
+struct Capture {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(dir: &Path, ports: (u16, u16)) -> Capture {
+        let file = dir.join("relay.pcap");
+        let mut child = Command::new("tshark")
+            .args(["-i", "lo", "-q", "-f"])
+            .arg(format!("udp portrange {}-{}", ports.0, ports.1))
+            .arg("-w")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark (is it installed?)");
+        // It says so on stderr once it captures.
+        let mut stderr = child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&seen).contains("Capturing on") {
+            assert!(Instant::now() < deadline, "tshark did not start: {}", String::from_utf8_lossy(&seen));
+            if stderr.read(&mut byte).unwrap_or(0) == 0 {
+                panic!("tshark ended: {}", String::from_utf8_lossy(&seen));
+            }
+            seen.push(byte[0]);
+        }
+        thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Capture { child, file }
+    }
+
+    /// Every captured datagram: (source port, destination port, payload).
+    fn payloads(mut self) -> Vec<(u16, u16, Vec<u8>)> {
+        thread::sleep(Duration::from_millis(300));
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+        let (ok, text) = run(
+            "tshark",
+            &[
+                "-r",
+                self.file.to_str().unwrap(),
+                "-T",
+                "fields",
+                "-e",
+                "udp.srcport",
+                "-e",
+                "udp.dstport",
+                "-e",
+                "udp.payload",
+            ],
+            b"",
+        );
+        assert!(ok, "tshark -r: {text}");
+        text.lines()
+            .filter_map(|line| {
+                let mut fields = line.split('\t');
+                let source = fields.next()?.parse().ok()?;
+                let destination = fields.next()?.parse().ok()?;
+                let hex = fields.next()?.replace(':', "");
+                let bytes = (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .ok()?;
+                Some((source, destination, bytes))
+            })
+            .collect()
+    }
+}
+
+/// The RTP payloads (after the 12-byte header, the first 160 bytes) of
+/// captured datagrams that `keep` selects.
+fn audio_of(
+    captured: &[(u16, u16, Vec<u8>)],
+    keep: impl Fn(u16, u16) -> bool,
+) -> std::collections::HashSet<Vec<u8>> {
+    captured
+        .iter()
+        .filter(|(source, destination, bytes)| keep(*source, *destination) && bytes.len() >= 172)
+        .map(|(_, _, bytes)| bytes[12..172].to_vec())
+        .collect()
+}
+
+fn port_of(remote: &serde_json::Value) -> u16 {
+    remote
+        .as_str()
+        .and_then(|text| text.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no remote in {remote}"))
+}
+
+#[test]
+fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_legs() {
+    let server = TlsServe::start_with("", "[sip.srtp]\ndefault = \"required\"\ntrunk = \"off\"", "");
+    let serve = &server.serve;
+    let dir = tempfile::tempdir().unwrap();
+    let _bert = server.srtp_phone(&dir.path().join("bert"), "bert", &[]);
+    serve.wait_log(&["device registered", "user=bert"]);
+    let _anna = server.srtp_phone(&dir.path().join("anna"), "anna", &["-e", "/dial 202"]);
+
+    // SRTP phone to SRTP phone: both legs keyed by the host, audio both ways.
+    let ended = serve.wait_log_nth(&["call ended", "from_user=anna"], 0, Duration::from_secs(30));
+    assert!(ended.contains("answered_by=bert"), "{ended}");
+    let media = call_media(serve, &ended);
+    for leg in &media {
+        assert_eq!(leg["srtp"], true, "{leg}");
+        assert_eq!(leg["srtp_rejected"], 0, "{leg}");
+        assert!(leg["packets_in"].as_u64().unwrap() >= 50, "{leg}");
+        assert!(leg["packets_out"].as_u64().unwrap() >= 50, "{leg}");
+    }
+
+    // The plain trunk (SIPp) calls Anna's SRTP phone, captured on loopback.
+    let capture = Capture::start(dir.path(), serve.rtp);
+    let carrier = Sipp::start(
+        "trunk calls anna",
+        "uac.xml",
+        Some(&serve.addr()),
+        serve.trunk_port,
+        &["-s", ANNA, "-mi", LOCALHOST, "-mp", &media_port(), "-d", "3000"],
+    )
+    .wait();
+    carrier.assert_ok();
+    let ended = serve.wait_log_nth(&["call ended", "answered_by=anna"], 0, Duration::from_secs(30));
+    let captured = capture.payloads();
+    let media = call_media(serve, &ended);
+    let (trunk, phone) = (&media[0], &media[1]);
+    assert_eq!(trunk["srtp"], false, "{trunk}");
+    assert_eq!(phone["srtp"], true, "{phone}");
+    assert!(phone["packets_out"].as_u64().unwrap() >= 50, "{phone}");
+    assert!(trunk["packets_out"].as_u64().unwrap() >= 50, "{trunk}");
+    let (sipp, baresip) = (port_of(&trunk["remote"]), port_of(&phone["remote"]));
+    let from_sipp = audio_of(&captured, |source, _| source == sipp);
+    let to_anna = audio_of(&captured, |_, destination| destination == baresip);
+    let from_anna = audio_of(&captured, |source, _| source == baresip);
+    let to_sipp = audio_of(&captured, |_, destination| destination == sipp);
+    assert!(
+        !from_sipp.is_empty() && !to_anna.is_empty() && !from_anna.is_empty() && !to_sipp.is_empty(),
+        "capture incomplete: {} datagrams",
+        captured.len()
+    );
+    assert!(from_sipp.is_disjoint(&to_anna), "plain trunk audio reached the SRTP leg in the clear");
+    assert!(to_sipp.is_disjoint(&from_anna), "the SRTP leg's audio went out unchanged");
+    // The trunk got decrypted audio: what it received is not what Anna sent.
+    assert!(to_sipp.iter().all(|payload| !from_anna.contains(payload)));
+}
+
+#[test]
+fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_dropped() {
+    // The scripted peer is the carrier: a TLS trunk on loopback.
+    let server = TlsServe::start_with(
+        "",
+        "[sip.srtp]\ntrunk = \"preferred\"",
+        "transport = \"tls\"",
+    );
+    let serve = &server.serve;
+    let bert = free_port();
+    crate::sip::register(serve, "bert", bert);
+    let phone = crate::sip::answering_phone("bert answers", bert);
+    let dir = tempfile::tempdir().unwrap();
+    let answer_file = dir.path().join("answer.sdp");
+    let (host, port) = (LOCALHOST.to_string(), server.tls_port.to_string());
+    let rtp = free_port().to_string();
+    let peer = tls_peer();
+    let (ok, output) = run(
+        "python3",
+        &[
+            peer.to_str().unwrap(),
+            "srtp-call",
+            &host,
+            &port,
+            BERT,
+            "--rtp-port",
+            &rtp,
+            "--packets",
+            "50",
+            "--out",
+            answer_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(ok && output.contains("SIP/2.0 200"), "the scripted caller: {output}");
+    phone.wait().assert_ok();
+
+    // Our answer: RTP/SAVP with a key of our own for the caller's leg.
+    let answer = std::fs::read_to_string(&answer_file).unwrap();
+    assert!(answer.contains(" RTP/SAVP 8"), "{answer}");
+    assert_eq!(answer.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:").count(), 1, "{answer}");
+
+    let ended = serve.wait_log_nth(&["call ended", "answered_by=bert"], 0, Duration::from_secs(20));
+    let media = call_media(serve, &ended);
+    let (caller, callee) = (&media[0], &media[1]);
+    assert_eq!(caller["srtp"], true, "{caller}");
+    assert_eq!(callee["srtp"], false, "{callee}");
+    assert_eq!(caller["srtp_replayed"], 1, "{caller}");
+    assert_eq!(caller["srtp_rejected"], 1, "{caller}");
+    // The key press inside SRTP was seen, decrypted.
+    assert_eq!(caller["dtmf_digits"], 1, "{caller}");
+    // Every genuine packet (50 audio, 4 events) went on to Bert, nothing
+    // else did.
+    assert_eq!(callee["packets_out"], 54, "{callee}");
+    // Bert's INVITE (plain UDP phone) carried no key at all.
+    let log = serve.log();
+    assert!(!log.contains("inline:"), "a key reached the log");
 }
