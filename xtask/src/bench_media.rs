@@ -26,6 +26,9 @@ use anyhow::{bail, Context as _, Result};
 use md5::{Digest, Md5};
 use tokio::net::UdpSocket;
 
+use callhost_media::sdes::{CryptoAttribute, CryptoSuite, KeyMaterial};
+use callhost_media::srtp::{LegSrtp, SrtpKeys};
+
 use crate::bench_sip::{
     clock_ticks_per_second, fresh_dir, prepare_callhost_data, process_tree_ticks, terminate,
     Flavour, LOOPBACK, SERVICE,
@@ -33,6 +36,40 @@ use crate::bench_sip::{
 
 /// Calls at once (the issue's target: at least 1 000).
 pub(crate) const MEDIA_CALLS: u32 = 1000;
+/// Calls at once in the SRTP comparison: well inside what the relay
+/// carries without gaps, so that CPU is compared, not overload.
+pub(crate) const SRTP_CALLS: u32 = 200;
+
+/// What the calls' RTP is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protection {
+    Rtp,
+    /// SRTP (AES_CM_128_HMAC_SHA1_80) on both legs, terminated in the
+    /// relay: keys in the SDP (over UDP here, `keys_over_plain`: a CPU
+    /// bench on loopback).
+    Srtp,
+}
+
+/// The generator's keys: the carrier's and the phone's (the host's own
+/// keys for each leg are in its SDP; the generator does not decrypt, it
+/// counts packets by their SSRC, which SRTP leaves in clear).
+struct GeneratorKeys {
+    carrier: CryptoAttribute,
+    phone: CryptoAttribute,
+}
+
+impl GeneratorKeys {
+    fn new() -> GeneratorKeys {
+        let key = || CryptoAttribute {
+            tag: 1,
+            key: KeyMaterial::generate(CryptoSuite::AesCm128HmacSha1_80),
+        };
+        GeneratorKeys {
+            carrier: key(),
+            phone: key(),
+        }
+    }
+}
 /// New calls per second while ramping up.
 const RAMP_RATE: u32 = 100;
 /// How long every call streams once all of them are up.
@@ -66,6 +103,7 @@ pub(crate) struct MediaFigures {
     server_cpu_percent: f64,
     generator_cpu_percent: f64,
     relay_lost: i64,
+    protection: Option<Protection>,
 }
 
 impl MediaFigures {
@@ -108,6 +146,7 @@ pub(crate) fn print(figures: &[MediaFigures]) {
 struct Outgoing {
     socket: usize,
     to: SocketAddr,
+    srtp: Option<LegSrtp>,
     sequence: u16,
     timestamp: u32,
     sent: u64,
@@ -129,10 +168,12 @@ struct SendTotals {
     gaps: u64,
 }
 
-/// A stream to start sending: from `socket` to `to`.
+/// A stream to start sending: from `socket` to `to`, encrypted with
+/// `key` for SRTP.
 struct NewStream {
     socket: usize,
     to: SocketAddr,
+    key: Option<KeyMaterial>,
 }
 
 /// Phases the tasks read without a lock.
@@ -163,10 +204,66 @@ pub(crate) fn run_sizes(
                 binary,
                 n,
                 Flavour::Plain,
+                Protection::Rtp,
                 &work.join("callhost-media-data"),
             )
         })
         .collect()
+}
+
+/// The same `calls` concurrent calls over plain RTP and over SRTP on both
+/// legs, each on a fresh server: the relay's CPU for SRTP against RTP.
+pub(crate) fn run_srtp_comparison(
+    root: &Path,
+    work: &Path,
+    binary: &Path,
+    calls: u32,
+) -> Result<Vec<MediaFigures>> {
+    [Protection::Rtp, Protection::Srtp]
+        .into_iter()
+        .map(|protection| {
+            run(
+                root,
+                work,
+                binary,
+                calls,
+                Flavour::Plain,
+                protection,
+                &work.join("callhost-srtp-data"),
+            )
+        })
+        .collect()
+}
+
+/// The SRTP comparison's table: CPU of callhost for SRTP against RTP.
+pub(crate) fn print_srtp(figures: &[MediaFigures]) {
+    println!(
+        "\n| SRTP vs RTP: G.711 calls, 50 packets/s each way on both legs, {} s | answered / up | packets sent / lost | gaps > 60 ms leaving / arriving | CPU callhost |",
+        STEADY.as_secs()
+    );
+    println!("|---|---|---|---|---|");
+    for f in figures {
+        println!(
+            "| {} calls, {:?} | {} / {} | {} / {} | {} / {} | {:.0} % |",
+            f.calls,
+            f.protection.unwrap_or(Protection::Rtp),
+            f.answered,
+            f.concurrent,
+            f.sent,
+            f.sent.saturating_sub(f.received),
+            f.gaps_leaving,
+            f.gaps_arriving,
+            f.server_cpu_percent
+        );
+    }
+    if let [rtp, srtp] = figures {
+        if rtp.server_cpu_percent > 0.0 {
+            println!(
+                "SRTP/RTP CPU of callhost: {:.2} (same calls, same run, each on a fresh server)",
+                srtp.server_cpu_percent / rtp.server_cpu_percent
+            );
+        }
+    }
 }
 
 /// One media run of `calls` concurrent calls against a server on `data`
@@ -177,9 +274,12 @@ pub(crate) fn run(
     binary: &Path,
     calls: u32,
     flavour: Flavour,
+    protection: Protection,
     data: &Path,
 ) -> Result<MediaFigures> {
-    println!("== media: {calls} concurrent calls with RTP both ways through callhost's relay");
+    println!(
+        "== media: {calls} concurrent calls with {protection:?} both ways through callhost's relay"
+    );
     if data.exists() {
         std::fs::remove_dir_all(data)?;
     }
@@ -190,10 +290,15 @@ pub(crate) fn run(
             "[sip]\nlisten = \"{LOOPBACK}:{SIP_PORT}\"\n\
              [sip.limits]\nmax_calls = 20000\nmax_setups = 2000\n\
              [sip.trunk]\npeer = \"{LOOPBACK}:{CARRIER_PORT}\"\n\
-             [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"20000-29999\"\n"
+             [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"20000-29999\"\n{}",
+            match protection {
+                Protection::Rtp => "",
+                Protection::Srtp =>
+                    "[sip.srtp]\ndefault = \"required\"\ntrunk = \"required\"\nkeys_over_plain = true\n",
+            }
         ),
     )?;
-    let dir = fresh_dir(work, &format!("media-{calls}"))?;
+    let dir = fresh_dir(work, &format!("media-{calls}-{protection:?}"))?;
     let log_path = dir.join("callhost.log");
     let log = std::fs::File::create(&log_path)?;
     let mut child = Command::new(binary)
@@ -219,9 +324,11 @@ pub(crate) fn run(
         .enable_all()
         .build()?;
     let server_pid = child.id();
-    let result = runtime.block_on(generate(calls, server_pid));
+    let keys = (protection == Protection::Srtp).then(GeneratorKeys::new);
+    let result = runtime.block_on(generate(calls, server_pid, keys));
     terminate(&mut child);
     let mut figures = result?;
+    figures.protection = Some(protection);
     // The relay's own loss counters, from each call's "call ended" line.
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
     figures.relay_lost = text
@@ -244,7 +351,12 @@ pub(crate) fn run(
     Ok(figures)
 }
 
-async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
+async fn generate(
+    calls: u32,
+    server_pid: u32,
+    keys: Option<GeneratorKeys>,
+) -> Result<MediaFigures> {
+    let keys = keys.map(Arc::new);
     let server = SocketAddr::from(([127, 0, 0, 1], SIP_PORT));
     let carrier = Arc::new(UdpSocket::bind((LOOPBACK, CARRIER_PORT)).await?);
     let phone = Arc::new(UdpSocket::bind((LOOPBACK, PHONE_PORT)).await?);
@@ -271,9 +383,13 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
             index >= SOCKETS,
             phase.clone(),
             new_streams.clone(),
+            keys.as_ref().map(|keys| keys.phone.key.clone()),
         )));
     }
-    tokio::spawn(answer_calls(phone.clone()));
+    tokio::spawn(answer_calls(
+        phone.clone(),
+        keys.as_ref().map(|keys| keys.phone.value()),
+    ));
     let answers: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<String>>>> = Arc::default();
     tokio::spawn(carrier_responses(carrier.clone(), answers.clone()));
     let sender = tokio::spawn(send_media(media.clone(), phase.clone(), streams_to_send));
@@ -290,9 +406,14 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
         answers.lock().unwrap().insert(call_id.clone(), reply);
         let socket_index = n as usize % SOCKETS;
         let port = CARRIER_MEDIA + socket_index as u16;
+        let offer_key = keys.as_ref().map(|keys| keys.carrier.value());
         carrier
-            .send_to(invite(&call_id, port).as_bytes(), server)
+            .send_to(
+                invite(&call_id, port, offer_key.as_deref()).as_bytes(),
+                server,
+            )
             .await?;
+        let carrier_key = keys.as_ref().map(|keys| keys.carrier.key.clone());
         let (carrier, new_streams, dialogs) =
             (carrier.clone(), new_streams.clone(), dialogs.clone());
         waiting.spawn(async move {
@@ -308,6 +429,7 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
             let _ = new_streams.send(NewStream {
                 socket: socket_index,
                 to: relay,
+                key: carrier_key,
             });
             dialogs.lock().unwrap().push((call_id, to));
         });
@@ -363,6 +485,7 @@ async fn generate(calls: u32, server_pid: u32) -> Result<MediaFigures> {
         server_cpu_percent: 100.0 * server_cpu / elapsed,
         generator_cpu_percent: 100.0 * own_cpu / elapsed,
         relay_lost: 0,
+        protection: None,
     })
 }
 
@@ -388,6 +511,12 @@ async fn send_media(
             streams.push(Outgoing {
                 socket: stream.socket,
                 to: stream.to,
+                srtp: stream.key.map(|send| {
+                    LegSrtp::new(SrtpKeys {
+                        receive: KeyMaterial::generate(send.suite),
+                        send,
+                    })
+                }),
                 sequence: 0,
                 timestamp: 0,
                 sent: 0,
@@ -413,10 +542,15 @@ async fn send_media(
             packet[2..4].copy_from_slice(&stream.sequence.to_be_bytes());
             packet[4..8].copy_from_slice(&stream.timestamp.to_be_bytes());
             packet[8..12].copy_from_slice(&(id as u32).to_be_bytes());
-            if sockets[stream.socket]
-                .try_send_to(&packet, stream.to)
-                .is_ok()
-            {
+            let protected;
+            let wire: &[u8] = match &mut stream.srtp {
+                Some(srtp) => {
+                    protected = srtp.protect(&packet).expect("a whole RTP packet");
+                    &protected
+                }
+                None => &packet,
+            };
+            if sockets[stream.socket].try_send_to(wire, stream.to).is_ok() {
                 stream.sent += 1;
                 stream.last_sent = Some(now);
             }
@@ -434,6 +568,7 @@ async fn receive_media(
     callee_side: bool,
     phase: Arc<Phase>,
     new_streams: tokio::sync::mpsc::UnboundedSender<NewStream>,
+    key: Option<KeyMaterial>,
 ) -> Incoming {
     use std::sync::atomic::Ordering;
     let mut incoming = Incoming::default();
@@ -482,6 +617,7 @@ async fn receive_media(
             let _ = new_streams.send(NewStream {
                 socket: index,
                 to: source,
+                key: key.clone(),
             });
         }
     }
@@ -528,8 +664,9 @@ async fn register(phone: &UdpSocket, server: SocketAddr) -> Result<()> {
 }
 
 /// The called phone: every INVITE is answered 200 at once (media on one of
-/// the phone-side sockets), BYE 200, ACK nothing.
-async fn answer_calls(phone: Arc<UdpSocket>) {
+/// the phone-side sockets; with `crypto`, SRTP with that key, tag 1 of the
+/// host's offer), BYE 200, ACK nothing.
+async fn answer_calls(phone: Arc<UdpSocket>, crypto: Option<String>) {
     let mut buffer = [0u8; 8192];
     let mut next_socket = 0usize;
     loop {
@@ -540,7 +677,7 @@ async fn answer_calls(phone: Arc<UdpSocket>) {
         let answer = if message.starts_with("INVITE ") {
             let port = PHONE_MEDIA + (next_socket % SOCKETS) as u16;
             next_socket += 1;
-            let sdp = sdp(port);
+            let sdp = sdp(port, crypto.as_deref());
             response(
                 &message,
                 "200 OK",
@@ -630,14 +767,18 @@ fn response(request: &str, status: &str, rest: &str) -> String {
     out
 }
 
-fn sdp(port: u16) -> String {
+fn sdp(port: u16, crypto: Option<&str>) -> String {
+    let (profile, key) = match crypto {
+        Some(value) => ("RTP/SAVP", format!("a=crypto:{value}\r\n")),
+        None => ("RTP/AVP", String::new()),
+    };
     format!(
-        "v=0\r\no=bench 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+        "v=0\r\no=bench 1 1 IN IP4 {LOOPBACK}\r\ns=-\r\nc=IN IP4 {LOOPBACK}\r\nt=0 0\r\nm=audio {port} {profile} 8\r\na=rtpmap:8 PCMA/8000\r\n{key}a=ptime:20\r\na=sendrecv\r\n"
     )
 }
 
-fn invite(call_id: &str, media_port: u16) -> String {
-    let sdp = sdp(media_port);
+fn invite(call_id: &str, media_port: u16, crypto: Option<&str>) -> String {
+    let sdp = sdp(media_port, crypto);
     format!(
         "INVITE sip:{SERVICE}@{LOOPBACK}:{SIP_PORT} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{CARRIER_PORT};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+49891234567@{LOOPBACK}>;tag=carrier\r\nTo: <sip:{SERVICE}@{LOOPBACK}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:carrier@{LOOPBACK}:{CARRIER_PORT}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         branch(call_id, "inv"),

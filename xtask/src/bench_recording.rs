@@ -48,7 +48,15 @@ pub fn bench_recording(root: &Path, args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let binary = build_callhost(root)?;
     let data = work.join("data");
-    let figures = bench_media::run(root, &work, &binary, calls, Flavour::Recording, &data)?;
+    let figures = bench_media::run(
+        root,
+        &work,
+        &binary,
+        calls,
+        Flavour::Recording,
+        bench_media::Protection::Rtp,
+        &data,
+    )?;
     bench_media::print(std::slice::from_ref(&figures));
 
     let callhost = |args: &[&str]| -> Result<std::process::Output> {

@@ -26,6 +26,9 @@
 //!   and is what the latency target is judged by.
 //! - the media relay (`bench_media.rs`): concurrent G.711 calls with RTP
 //!   both ways from a generator of our own, loss and gaps over 60 ms.
+//! - SRTP against RTP (`bench_media.rs`): the same concurrent calls with
+//!   SRTP terminated on both legs and with plain RTP, callhost's CPU of
+//!   each and their ratio.
 //!
 //! callhost runs without modules and with every shipped module active
 //! ("callhost+modules": breakthrough, redirect-display, reverse-lookup, and
@@ -114,9 +117,9 @@ impl Options {
                 "--media-calls" => {
                     options.media_calls = value("a number")?.parse().context("--media-calls")?
                 }
-                "--skip" => options.skip.push(value("cps, latency or media")?),
+                "--skip" => options.skip.push(value("cps, latency, media or srtp")?),
                 other => bail!(
-                    "unknown `bench sip` option `{other}` (known: --only direct|kamailio|callhost|callhost+modules, --rates A,B,…, --step-seconds N, --media-calls N, --skip cps|latency|media)"
+                    "unknown `bench sip` option `{other}` (known: --only direct|kamailio|callhost|callhost+modules, --rates A,B,…, --step-seconds N, --media-calls N, --skip cps|latency|media|srtp)"
                 ),
             }
         }
@@ -255,8 +258,8 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
         }
     }
 
+    drop(servers);
     let media = if options.runs("media") && options.wanted("callhost") {
-        drop(servers);
         Some(crate::bench_media::run_sizes(
             root,
             &work,
@@ -264,7 +267,16 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
             options.media_calls,
         )?)
     } else {
-        drop(servers);
+        None
+    };
+    let srtp = if options.runs("srtp") && options.wanted("callhost") {
+        Some(crate::bench_media::run_srtp_comparison(
+            root,
+            &work,
+            &binary,
+            crate::bench_media::SRTP_CALLS,
+        )?)
+    } else {
         None
     };
 
@@ -286,6 +298,9 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     }
     if let Some(media) = media {
         crate::bench_media::print(&media);
+    }
+    if let Some(srtp) = srtp {
+        crate::bench_media::print_srtp(&srtp);
     }
     println!("\nlogs and SIPp traces: {}", work.display());
     Ok(())

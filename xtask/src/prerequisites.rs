@@ -11,7 +11,9 @@ use anyhow::{bail, Result};
 /// private slapd), OpenSSL headers and pkg-config (reverse-lookup's TLS
 /// providers link the system's OpenSSL), SIPp and baresip (the phones
 /// against `callhost serve`), OpenSSH's server and ssh-keygen (the SFTP
-/// target of call recording).
+/// target of call recording), the OpenSSL command line (certificates and
+/// handshakes for the SIP-over-TLS tests) and tshark (the capture that
+/// shows SRTP legs carry no plain audio).
 pub const TEST_DEBIAN: &[&str] = &[
     "slapd",
     "ldap-utils",
@@ -21,6 +23,8 @@ pub const TEST_DEBIAN: &[&str] = &[
     "baresip",
     "openssh-server",
     "openssh-client",
+    "openssl",
+    "tshark",
 ];
 /// The CardDAV server the reverse-lookup tests run, the S3 server (with
 /// boto3) the recording targets are tested against and the SMTP sink for
@@ -30,6 +34,8 @@ pub const TEST_PYPI: &[(&str, &str)] = &[
     ("radicale", "3.9.0"),
     ("moto[server]", "5.2.1"),
     ("aiosmtpd", "1.4.6"),
+    // The scripted SRTP peer of the SRTP tests (libsrtp 2 inside).
+    ("pylibsrtp", "1.0.0"),
 ];
 /// `cargo xtask bench sip`: SIPp, Kamailio as the reference, tcpdump for the
 /// latency capture.

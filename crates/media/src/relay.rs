@@ -215,6 +215,15 @@ pub struct LegStats {
     pub srtp_rejected: u64,
     /// SRTP datagrams dropped as replays.
     pub srtp_replayed: u64,
+    /// RTCP datagrams received on the RTCP port (RTP port + 1) from the
+    /// party and relayed on; RTCP multiplexed on the RTP port is counted
+    /// with the RTP.
+    pub rtcp_in: u64,
+    /// RTCP datagrams sent to the party's RTCP port.
+    pub rtcp_out: u64,
+    /// Datagrams on the RTCP port dropped: not the party's, not RTCP, or
+    /// (SRTCP) not authenticated.
+    pub rtcp_dropped: u64,
 }
 
 /// Where and on which ports the relay binds, and how its legs latch.
@@ -463,6 +472,25 @@ impl MediaRelay {
             SocketAddr::new(self.config.address, caller_port),
             SocketAddr::new(self.config.address, callee_port),
         ];
+        // RTCP on the port above each RTP port (RFC 3550 §11), when free:
+        // the pool hands out even ports only, so only another program can
+        // hold it; then that leg's RTCP (not multiplexed) is not relayed.
+        let rtcp = local.map(|rtp| {
+            let address = SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1));
+            let bound = std::net::UdpSocket::bind(address)
+                .and_then(|socket| {
+                    socket.set_nonblocking(true)?;
+                    Ok(socket)
+                })
+                .and_then(UdpSocket::from_std);
+            match bound {
+                Ok(socket) => Some(socket),
+                Err(error) => {
+                    tracing::debug!(%address, %error, "RTCP port not bound: RTCP of this leg is not relayed");
+                    None
+                }
+            }
+        });
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let new_leg = |leg| {
             Mutex::new(LegState {
@@ -474,6 +502,7 @@ impl MediaRelay {
         };
         let shared = Arc::new(CallShared {
             sockets: [caller, callee],
+            rtcp,
             local,
             legs: [new_leg(Leg::Caller), new_leg(Leg::Callee)],
             prompts_playing: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -538,6 +567,8 @@ impl MediaRelay {
 #[derive(Debug)]
 struct CallShared {
     sockets: [UdpSocket; 2],
+    /// The RTCP socket of each leg (RTP port + 1), if it could be bound.
+    rtcp: [Option<UdpSocket>; 2],
     local: [SocketAddr; 2],
     legs: [Mutex<LegState>; 2],
     /// Prompts playing to each leg; while non-zero, the other leg's packets
@@ -1008,17 +1039,28 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
         BytesMut::with_capacity(RECV_BUFFER),
         BytesMut::with_capacity(RECV_BUFFER),
     ];
+    let mut rtcp_bufs = [vec![0u8; RECV_BUFFER], vec![0u8; RECV_BUFFER]];
     loop {
         for buf in &mut buffers {
             // Reclaims the allocation once every frame handed out is gone.
             buf.reserve(RECV_BUFFER);
         }
         let [caller_buf, callee_buf] = &mut buffers;
-        let (leg, received) = tokio::select! {
+        let [caller_rtcp, callee_rtcp] = &mut rtcp_bufs;
+        let woke = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            r = shared.sockets[0].recv_buf_from(caller_buf) => (Leg::Caller, r),
-            r = shared.sockets[1].recv_buf_from(callee_buf) => (Leg::Callee, r),
+            r = shared.sockets[0].recv_buf_from(caller_buf) => Woke::Rtp(Leg::Caller, r),
+            r = shared.sockets[1].recv_buf_from(callee_buf) => Woke::Rtp(Leg::Callee, r),
+            r = recv_rtcp(&shared.rtcp[0], caller_rtcp) => Woke::Rtcp(Leg::Caller, r),
+            r = recv_rtcp(&shared.rtcp[1], callee_rtcp) => Woke::Rtcp(Leg::Callee, r),
+        };
+        let (leg, received) = match woke {
+            Woke::Rtp(leg, received) => (leg, received),
+            Woke::Rtcp(leg, received) => {
+                relay_rtcp(&shared, leg, received, &rtcp_bufs[leg.index()]).await;
+                continue;
+            }
         };
         let datagram = buffers[leg.index()].split().freeze();
         match received {
@@ -1052,6 +1094,81 @@ async fn relay_task(shared: Arc<CallShared>, cancel: CancellationToken) {
         }
     }
     tracing::debug!(caller = %shared.local[0], callee = %shared.local[1], "call media closed");
+}
+
+/// Which socket of the call had a datagram.
+enum Woke {
+    Rtp(Leg, io::Result<(usize, SocketAddr)>),
+    Rtcp(Leg, io::Result<(usize, SocketAddr)>),
+}
+
+/// A datagram on an RTCP socket; never ready for a leg without one.
+async fn recv_rtcp(
+    socket: &Option<UdpSocket>,
+    buffer: &mut [u8],
+) -> io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buffer).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// RTCP that arrived on `leg`'s RTCP port: taken only from the party's IP
+/// (the address its RTP goes to or latched to), decrypted on an SRTP leg,
+/// then sent to the other party's RTCP port (its RTP address, port + 1),
+/// encrypted if that leg is SRTP. Nothing in it is looked at beyond that
+/// it is RTCP: the relay's own receive statistics stay per leg.
+async fn relay_rtcp(
+    shared: &CallShared,
+    leg: Leg,
+    received: io::Result<(usize, SocketAddr)>,
+    buffer: &[u8],
+) {
+    let Ok((len, source)) = received else { return };
+    let datagram = &buffer[..len];
+    let plain = {
+        let mut state = shared.leg(leg);
+        let party = state.rx.send_address().map(|address| address.ip());
+        let is_rtcp = len >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1]);
+        let plain = match (&mut state.crypto, party == Some(source.ip()) && is_rtcp) {
+            (_, false) | (LegCrypto::AwaitingKeys, true) => None,
+            (LegCrypto::Plain, true) => Some(Bytes::copy_from_slice(datagram)),
+            (LegCrypto::Srtp(srtp), true) => srtp.unprotect(datagram).ok(),
+        };
+        match plain {
+            Some(plain) => {
+                state.rx.counters.rtcp_in += 1;
+                plain
+            }
+            None => {
+                state.rx.counters.rtcp_dropped += 1;
+                return;
+            }
+        }
+    };
+    let other = leg.other();
+    let Some(socket) = &shared.rtcp[other.index()] else {
+        return;
+    };
+    let wire = {
+        let mut state = shared.leg(other);
+        let Some(rtp) = state.rx.send_address() else {
+            return;
+        };
+        let to = SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1));
+        let wire = match &mut state.crypto {
+            LegCrypto::Plain => Some(plain),
+            LegCrypto::Srtp(srtp) => srtp.protect(&plain),
+            LegCrypto::AwaitingKeys => None,
+        };
+        match wire {
+            Some(wire) => (wire, to),
+            None => return,
+        }
+    };
+    if socket.send_to(&wire.0, wire.1).await.is_ok() {
+        shared.leg(other).rx.counters.rtcp_out += 1;
+    }
 }
 
 /// Where and when a datagram arrived, and whether it comes from the hold.

@@ -293,10 +293,11 @@ pub struct Sdp {
     audio_media_line: Option<usize>,
     audio_connection_line: Option<usize>,
     /// The audio stream's first `a=` line and the line after its last
-    /// (where SRTP keys go), and its `a=crypto` lines.
+    /// (where SRTP keys go), and the lines no other party may see (its
+    /// `a=crypto` keys, its `a=rtcp` address).
     audio_first_attribute: Option<usize>,
     audio_end: usize,
-    audio_crypto_lines: Vec<usize>,
+    audio_dropped_lines: Vec<usize>,
     /// The `m=` lines of every other stream (rejected by the relay).
     other_media_lines: Vec<usize>,
     /// Every `c=` line (of every stream) as (line number from 1, address),
@@ -330,7 +331,7 @@ impl Sdp {
             audio_connection_line: None,
             audio_first_attribute: None,
             audio_end: 0,
-            audio_crypto_lines: Vec::new(),
+            audio_dropped_lines: Vec::new(),
             other_media_lines: Vec::new(),
             connections: Vec::new(),
         };
@@ -428,8 +429,13 @@ impl Sdp {
                     if section == Section::FirstAudio && sdp.audio_first_attribute.is_none() {
                         sdp.audio_first_attribute = Some(index);
                     }
+                    if name == "rtcp" && section == Section::FirstAudio {
+                        // The party's own RTCP address (RFC 3605): never
+                        // for the other party to see or use.
+                        sdp.audio_dropped_lines.push(index);
+                    }
                     if name == "crypto" && section == Section::FirstAudio {
-                        sdp.audio_crypto_lines.push(index);
+                        sdp.audio_dropped_lines.push(index);
                         if let Some(audio) = &mut sdp.audio {
                             audio.crypto.push(attr_value.unwrap_or("").to_owned());
                         }
@@ -578,7 +584,8 @@ pub struct LegDescription<'a> {
 /// first audio stream points at the relay (the session-level `c=` line,
 /// the stream's own `c=` line and its `m=` port), states the leg's profile
 /// and carries the leg's own SRTP keys, never the first party's (each leg
-/// is keyed on its own). Every other stream is rejected (port 0): the relay
+/// is keyed on its own), and no `a=rtcp` (the party's RTCP address; RTCP
+/// to the relay goes to its port + 1). Every other stream is rejected (port 0): the relay
 /// carries only the first audio stream. Every other byte, including line
 /// endings and the `o=` line's address (informational only), is left as
 /// it was.
@@ -609,7 +616,7 @@ pub fn describe_leg(text: &str, leg: &LegDescription<'_>) -> Result<String, SdpE
             write_keys(&mut out, eol_seen);
             keys_written = true;
         }
-        if sdp.audio_crypto_lines.contains(&index) {
+        if sdp.audio_dropped_lines.contains(&index) {
             continue;
         }
         if Some(index) == sdp.session_connection_line || Some(index) == sdp.audio_connection_line {
@@ -1059,7 +1066,7 @@ m=audio 1234/2 RTP/AVP 0\nc=IN IP6 ::1/127\nm=video 0 RTP/AVP 96\nc=IN IP4 10.0.
 m=audio 4000 RTP/SAVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
 a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:SECRETSECRETSECRETSECRETSECRETSECRETSECR\r\n\
 a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:OTHERSECRETOTHERSECRETOTHERSECRETOTHERSE\r\n\
-a=sendrecv\r\nm=video 5000 RTP/SAVP 96\r\n";
+a=rtcp:4001 IN IP4 10.0.0.1\r\na=rtcp-mux\r\na=sendrecv\r\nm=video 5000 RTP/SAVP 96\r\n";
         let parsed = Sdp::parse(offer).unwrap();
         let audio = parsed.audio().unwrap();
         assert!(audio.is_secure_profile());
@@ -1074,6 +1081,7 @@ a=sendrecv\r\nm=video 5000 RTP/SAVP 96\r\n";
         )
         .unwrap();
         assert!(!plain.contains("SECRET") && !plain.contains("a=crypto"), "{plain}");
+        assert!(!plain.contains("a=rtcp:4001") && plain.contains("a=rtcp-mux"), "{plain}");
         assert!(plain.contains("m=audio 30000 RTP/AVP 8 101\r\n"), "{plain}");
         assert!(plain.contains("m=video 0 RTP/SAVP 96\r\n"), "{plain}");
 

@@ -163,11 +163,32 @@ impl LegSrtp {
         }
     }
 
+    /// SSRCs whose state is kept for decrypting (at most [`MAX_STREAMS`]).
+    pub fn receiving_streams(&self) -> usize {
+        self.receiving.len()
+    }
+
     /// Decrypts a datagram the party sent (SRTP, or SRTCP when multiplexed
     /// on the same port).
     pub fn unprotect(&mut self, datagram: &[u8]) -> Result<Bytes, SrtpReject> {
         let rtcp = is_rtcp(datagram);
         let ssrc = ssrc_of(datagram, rtcp).ok_or(SrtpReject::TooShort)?;
+        if rtcp {
+            // rtc-srtp 0.21 returns an AES-CM SRTCP packet whose E flag is
+            // clear (unencrypted SRTCP) without checking its tag: anyone
+            // could inject RTCP. Unencrypted SRTCP is never negotiated
+            // here, so the flag must be set.
+            let profile = profile(self.receive_key.suite);
+            let trailer = profile.rtcp_auth_tag_len() + 4;
+            let flag_at = datagram
+                .len()
+                .checked_sub(trailer)
+                .filter(|&at| at >= 8)
+                .ok_or(SrtpReject::TooShort)?;
+            if datagram[flag_at] >> 7 == 0 {
+                return Err(SrtpReject::Authentication);
+            }
+        }
         let decrypt = |context: &mut Context| {
             if rtcp {
                 context.decrypt_rtcp(datagram)
@@ -269,6 +290,26 @@ mod tests {
         // The genuine stream goes on.
         let next = phone.protect(&rtp(4, 7)).unwrap();
         assert!(relay.unprotect(&next).is_ok());
+    }
+
+    #[test]
+    fn srtcp_is_authenticated_even_when_it_claims_to_be_unencrypted() {
+        for suite in CryptoSuite::ALL {
+            let (mut phone, mut relay) = pair(suite);
+            let mut report = vec![0x80, 200, 0, 6, 0, 0, 0x12, 0x34];
+            report.extend_from_slice(&[0u8; 20]);
+            let sent = phone.protect(&report).unwrap();
+            assert_eq!(relay.unprotect(&sent).unwrap(), report, "{suite}");
+            // A plain report with a cleared E flag and a zero "tag".
+            let mut forged = report.clone();
+            forged.extend_from_slice(&[0u8; 4 + 16]);
+            forged[6] = 0x56;
+            assert_eq!(
+                relay.unprotect(&forged),
+                Err(SrtpReject::Authentication),
+                "{suite}: unauthenticated SRTCP taken"
+            );
+        }
     }
 
     #[test]

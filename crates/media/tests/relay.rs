@@ -1118,3 +1118,51 @@ async fn a_leg_awaiting_its_keys_holds_its_packets_and_gets_no_plain_audio() {
     let (first, _) = recv(&caller).await;
     assert_eq!(first, early, "the held packet, decrypted, comes first");
 }
+
+#[tokio::test]
+async fn rtcp_on_the_port_above_is_relayed_and_srtcp_terminated_per_leg() {
+    use callhost_media::sdes::CryptoSuite;
+    // RTP sockets whose port + 1 is free for the RTCP socket.
+    let (a, a_rtcp, b, b_rtcp) = loop {
+        let (a, b) = (phone().await, phone().await);
+        let (ra, rb) = (
+            UdpSocket::bind((LOCALHOST, a.local_addr().unwrap().port() + 1)).await,
+            UdpSocket::bind((LOCALHOST, b.local_addr().unwrap().port() + 1)).await,
+        );
+        if let (Ok(ra), Ok(rb)) = (ra, rb) {
+            break (a, ra, b, rb);
+        }
+    };
+    let media = relay().allocate().unwrap();
+    media.set_remote(Leg::Caller, a.local_addr().unwrap());
+    media.set_remote(Leg::Callee, b.local_addr().unwrap());
+    let (keys, mut phone_srtp) = srtp_leg(CryptoSuite::AesCm128HmacSha1_80);
+    media.set_srtp(Leg::Caller, Some(keys));
+    let relay_rtcp = |leg: Leg| {
+        let rtp = media.local_addr(leg);
+        SocketAddr::new(rtp.ip(), rtp.port() + 1)
+    };
+
+    // SRTCP from the SRTP caller arrives plain at the callee's RTCP port.
+    let report = rtcp_sender_report(0xABCD);
+    let protected = phone_srtp.protect(&report).unwrap();
+    a_rtcp.send_to(&protected, relay_rtcp(Leg::Caller)).await.unwrap();
+    let (got, from) = recv(&b_rtcp).await;
+    assert_eq!(got, report);
+    assert_eq!(from, relay_rtcp(Leg::Callee));
+
+    // Plain RTCP from the callee arrives as SRTCP at the caller's.
+    let back = rtcp_sender_report(0x1234);
+    b_rtcp.send_to(&back, relay_rtcp(Leg::Callee)).await.unwrap();
+    let (wire, _) = recv(&a_rtcp).await;
+    assert_ne!(wire, back);
+    assert_eq!(phone_srtp.unprotect(&wire).unwrap(), back);
+
+    // Plain RTCP to the SRTP leg's port, and junk, are dropped.
+    a_rtcp.send_to(&report, relay_rtcp(Leg::Caller)).await.unwrap();
+    a_rtcp.send_to(b"junk", relay_rtcp(Leg::Caller)).await.unwrap();
+    stats_when(&media, "the drops", |s| s[0].rtcp_dropped == 2).await;
+    let stats = media.stats();
+    assert_eq!((stats[0].rtcp_in, stats[1].rtcp_out), (1, 1), "{stats:?}");
+    assert_eq!((stats[1].rtcp_in, stats[0].rtcp_out), (1, 1), "{stats:?}");
+}

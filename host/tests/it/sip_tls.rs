@@ -23,7 +23,7 @@ const BERT: &str = "+4930123456202";
 struct TlsServe {
     serve: Serve,
     tls_port: u16,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl TlsServe {
@@ -35,8 +35,15 @@ impl TlsServe {
     /// As [`TlsServe::start`], with more `[sip.*]` tables (`[sip.srtp]`).
     fn start_with(tls: &str, tables: &str, trunk: &str) -> TlsServe {
         let data = tempfile::tempdir().unwrap();
+        let mut server = TlsServe::start_in(data.path(), tls, tables, trunk);
+        server._data = Some(data);
+        server
+    }
+
+    /// As [`TlsServe::start_with`], in an existing data directory.
+    fn start_in(data: &Path, tls: &str, tables: &str, trunk: &str) -> TlsServe {
         callhost(
-            data.path(),
+            data,
             &["tls", "self-signed", "--name", LOCALHOST, "--name", "localhost"],
         );
         let tls_port = free_port();
@@ -46,7 +53,7 @@ impl TlsServe {
              certificate = \"tls/sip-cert.pem\"\nkey = \"tls/sip-key.pem\"\n{tls}\n{tables}\n"
         );
         let serve = Serve::start_in_with(
-            data.path(),
+            data,
             DIRECTORY,
             Setup {
                 sip: &sip,
@@ -62,7 +69,7 @@ impl TlsServe {
         TlsServe {
             serve,
             tls_port,
-            _data: data,
+            _data: None,
         }
     }
 
@@ -647,6 +654,36 @@ fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_le
     assert!(to_sipp.iter().all(|payload| !from_anna.contains(payload)));
 }
 
+/// The scripted SRTP carrier calls `number` and sends `packets` packets of
+/// A-law 0x55 (see `tls_peer.py srtp-call`); returns our SDP answer.
+fn scripted_srtp_call(server: &TlsServe, number: &str, packets: u32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let answer_file = dir.path().join("answer.sdp");
+    let (host, port) = (LOCALHOST.to_string(), server.tls_port.to_string());
+    let rtp = free_port().to_string();
+    let peer = tls_peer();
+    let packets = packets.to_string();
+    let (ok, output) = run(
+        "python3",
+        &[
+            peer.to_str().unwrap(),
+            "srtp-call",
+            &host,
+            &port,
+            number,
+            "--rtp-port",
+            &rtp,
+            "--packets",
+            &packets,
+            "--out",
+            answer_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(ok && output.contains("SIP/2.0 200"), "the scripted caller: {output}");
+    std::fs::read_to_string(&answer_file).unwrap()
+}
+
 #[test]
 fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_dropped() {
     // The scripted peer is the carrier: a TLS trunk on loopback.
@@ -659,33 +696,10 @@ fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_d
     let bert = free_port();
     crate::sip::register(serve, "bert", bert);
     let phone = crate::sip::answering_phone("bert answers", bert);
-    let dir = tempfile::tempdir().unwrap();
-    let answer_file = dir.path().join("answer.sdp");
-    let (host, port) = (LOCALHOST.to_string(), server.tls_port.to_string());
-    let rtp = free_port().to_string();
-    let peer = tls_peer();
-    let (ok, output) = run(
-        "python3",
-        &[
-            peer.to_str().unwrap(),
-            "srtp-call",
-            &host,
-            &port,
-            BERT,
-            "--rtp-port",
-            &rtp,
-            "--packets",
-            "50",
-            "--out",
-            answer_file.to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert!(ok && output.contains("SIP/2.0 200"), "the scripted caller: {output}");
+    let answer = scripted_srtp_call(&server, BERT, 50);
     phone.wait().assert_ok();
 
     // Our answer: RTP/SAVP with a key of our own for the caller's leg.
-    let answer = std::fs::read_to_string(&answer_file).unwrap();
     assert!(answer.contains(" RTP/SAVP 8"), "{answer}");
     assert_eq!(answer.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:").count(), 1, "{answer}");
 
@@ -704,4 +718,34 @@ fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_d
     // Bert's INVITE (plain UDP phone) carried no key at all.
     let log = serve.log();
     assert!(!log.contains("inline:"), "a key reached the log");
+}
+
+/// CR9: a call whose caller's leg is SRTP is recorded in the clear (the
+/// relay decrypts before the tap), complete and signed like any other.
+#[test]
+fn an_srtp_call_is_recorded_decrypted() {
+    let h = crate::recording::recorder("users = [\"bert\"]\n");
+    let server = TlsServe::start_in(
+        h.data(),
+        "",
+        "[sip.srtp]\ntrunk = \"preferred\"",
+        "transport = \"tls\"",
+    );
+    let serve = &server.serve;
+    let bert = free_port();
+    crate::sip::register(serve, "bert", bert);
+    let phone = crate::sip::answering_phone("bert answers", bert);
+    scripted_srtp_call(&server, BERT, 100);
+    phone.wait().assert_ok();
+    let entries = crate::recording::wait_for_recordings(&h, "rec", 1);
+    let entry = &entries[0];
+    assert_eq!(entry["status"], "complete", "{entry:#}");
+    let wav = crate::recording::read_wav(&crate::recording::file_of(entry, ".wav"));
+    let caller = crate::recording::channel(&wav, 0);
+    // 100 packets of 160 samples of 0x55 were sent encrypted: the file has
+    // them as sent, not as ciphertext.
+    let plain = caller.iter().filter(|&&sample| sample == 0x55).count();
+    assert!(plain >= 100 * 160, "{plain} samples of the caller's audio in the clear");
+    let report: serde_json::Value = serde_json::from_str(&h.ok(&["instance", "action", "rec", "verify", "--json"])).unwrap();
+    assert_eq!(report["passed"], true, "{report:#}");
 }
