@@ -48,7 +48,9 @@ impl CryptoSuite {
 
     /// The suite of an `a=crypto` name.
     pub fn from_name(name: &str) -> Option<CryptoSuite> {
-        CryptoSuite::ALL.into_iter().find(|suite| suite.name() == name)
+        CryptoSuite::ALL
+            .into_iter()
+            .find(|suite| suite.name() == name)
     }
 
     /// Master key length in bytes.
@@ -170,21 +172,24 @@ impl CryptoAttribute {
     /// Parses the value of an `a=crypto` attribute (after `crypto:`).
     pub fn parse(value: &str) -> Result<CryptoAttribute, CryptoError> {
         let mut fields = value.split([' ', '\t']).filter(|f| !f.is_empty());
-        let (Some(tag), Some(suite), Some(key_params)) = (fields.next(), fields.next(), fields.next())
+        let (Some(tag), Some(suite), Some(key_params)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return Err(CryptoError::Shape);
         };
         if let Some(parameter) = fields.next() {
             // UNENCRYPTED_SRTP, UNAUTHENTICATED_SRTP, KDR=…, FEC_ORDER…:
             // each weakens or changes what the relay would do.
-            return Err(CryptoError::SessionParameter(parameter.chars().take(40).collect()));
+            return Err(CryptoError::SessionParameter(
+                parameter.chars().take(40).collect(),
+            ));
         }
         if tag.is_empty() || tag.len() > 9 || !tag.bytes().all(|b| b.is_ascii_digit()) {
             return Err(CryptoError::Tag(tag.chars().take(20).collect()));
         }
         let tag: u32 = tag.parse().map_err(|_| CryptoError::Tag(tag.into()))?;
-        let suite =
-            CryptoSuite::from_name(suite).ok_or_else(|| CryptoError::Suite(suite.chars().take(40).collect()))?;
+        let suite = CryptoSuite::from_name(suite)
+            .ok_or_else(|| CryptoError::Suite(suite.chars().take(40).collect()))?;
         if key_params.contains(';') {
             return Err(CryptoError::SeveralKeys);
         }
@@ -221,7 +226,12 @@ impl CryptoAttribute {
 
     /// The attribute's value, as it goes after `a=crypto:`.
     pub fn value(&self) -> String {
-        format!("{} {} inline:{}", self.tag, self.key.suite, self.key.inline())
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.key.suite,
+            self.key.inline()
+        )
     }
 }
 
@@ -275,7 +285,10 @@ mod tests {
     fn what_the_relay_cannot_do_is_refused_by_name() {
         let cases = [
             ("1 AES_CM_128_HMAC_SHA1_80", CryptoError::Shape),
-            ("x AES_CM_128_HMAC_SHA1_80 inline:AAAA", CryptoError::Tag("x".into())),
+            (
+                "x AES_CM_128_HMAC_SHA1_80 inline:AAAA",
+                CryptoError::Tag("x".into()),
+            ),
             (
                 "1 F8_128_HMAC_SHA1_80 inline:AAAA",
                 CryptoError::Suite("F8_128_HMAC_SHA1_80".into()),

@@ -867,7 +867,10 @@ fn connection_line(line: &str, address: IpAddr) -> String {
 fn media_line_with_protocol(line: &str, protocol: &str) -> String {
     // "m=audio <port> <proto> <fmt>...": replace only the protocol.
     let mut fields = line.splitn(4, ' ');
-    let (media, port) = (fields.next().unwrap_or("m=audio"), fields.next().unwrap_or(""));
+    let (media, port) = (
+        fields.next().unwrap_or("m=audio"),
+        fields.next().unwrap_or(""),
+    );
     let _old = fields.next();
     match fields.next() {
         Some(rest) => format!("{media} {port} {protocol} {rest}"),
@@ -1077,17 +1080,33 @@ a=rtcp:4001 IN IP4 10.0.0.1\r\na=rtcp-mux\r\na=sendrecv\r\nm=video 5000 RTP/SAVP
         let ours = vec!["1 AES_CM_128_HMAC_SHA1_80 inline:OURS".to_string()];
         let plain = describe_leg(
             offer,
-            &LegDescription { address: relay, port: 30000, protocol: Some("RTP/AVP"), crypto: &[] },
+            &LegDescription {
+                address: relay,
+                port: 30000,
+                protocol: Some("RTP/AVP"),
+                crypto: &[],
+            },
         )
         .unwrap();
-        assert!(!plain.contains("SECRET") && !plain.contains("a=crypto"), "{plain}");
-        assert!(!plain.contains("a=rtcp:4001") && plain.contains("a=rtcp-mux"), "{plain}");
+        assert!(
+            !plain.contains("SECRET") && !plain.contains("a=crypto"),
+            "{plain}"
+        );
+        assert!(
+            !plain.contains("a=rtcp:4001") && plain.contains("a=rtcp-mux"),
+            "{plain}"
+        );
         assert!(plain.contains("m=audio 30000 RTP/AVP 8 101\r\n"), "{plain}");
         assert!(plain.contains("m=video 0 RTP/SAVP 96\r\n"), "{plain}");
 
         let secure = describe_leg(
             offer,
-            &LegDescription { address: relay, port: 30000, protocol: None, crypto: &ours },
+            &LegDescription {
+                address: relay,
+                port: 30000,
+                protocol: None,
+                crypto: &ours,
+            },
         )
         .unwrap();
         assert!(!secure.contains("SECRET"), "{secure}");
@@ -1096,13 +1115,24 @@ a=rtcp:4001 IN IP4 10.0.0.1\r\na=rtcp-mux\r\na=sendrecv\r\nm=video 5000 RTP/SAVP
             "{secure}"
         );
         // Keys added to a stream without attributes, ending the body.
-        let bare = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 0";
+        let bare =
+            "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 0";
         let keyed = describe_leg(
             bare,
-            &LegDescription { address: relay, port: 30000, protocol: Some("RTP/SAVP"), crypto: &ours },
+            &LegDescription {
+                address: relay,
+                port: 30000,
+                protocol: Some("RTP/SAVP"),
+                crypto: &ours,
+            },
         )
         .unwrap();
-        assert!(keyed.ends_with("m=audio 30000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:OURS\n"), "{keyed:?}");
+        assert!(
+            keyed.ends_with(
+                "m=audio 30000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:OURS\n"
+            ),
+            "{keyed:?}"
+        );
         assert_eq!(Sdp::parse(&keyed).unwrap().audio().unwrap().crypto.len(), 1);
     }
 

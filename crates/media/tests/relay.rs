@@ -1012,7 +1012,10 @@ fn allocate_needs_a_runtime() {
 /// SRTP keys of one leg as the relay and as the phone see them.
 fn srtp_leg(
     suite: callhost_media::sdes::CryptoSuite,
-) -> (callhost_media::srtp::SrtpKeys, callhost_media::srtp::LegSrtp) {
+) -> (
+    callhost_media::srtp::SrtpKeys,
+    callhost_media::srtp::LegSrtp,
+) {
     use callhost_media::sdes::KeyMaterial;
     use callhost_media::srtp::{LegSrtp, SrtpKeys};
     let (phone_key, host_key) = (KeyMaterial::generate(suite), KeyMaterial::generate(suite));
@@ -1077,7 +1080,10 @@ async fn an_srtp_leg_is_decrypted_for_taps_and_the_plain_leg_and_encrypted_towar
     .await;
     let stats = media.stats();
     assert!(stats[0].srtp && !stats[1].srtp, "{stats:?}");
-    assert_eq!(stats[1].packets_out, 1, "only the genuine packet went on: {stats:?}");
+    assert_eq!(
+        stats[1].packets_out, 1,
+        "only the genuine packet went on: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -1093,12 +1099,18 @@ async fn a_leg_awaiting_its_keys_holds_its_packets_and_gets_no_plain_audio() {
     // The callee sends before its answer (and key) is through.
     let early = rtp(0, 1, 160, 0xC0C0, false, &[0x11; 160]);
     callee
-        .send_to(&callee_srtp.protect(&early).unwrap(), media.local_addr(Leg::Callee))
+        .send_to(
+            &callee_srtp.protect(&early).unwrap(),
+            media.local_addr(Leg::Callee),
+        )
         .await
         .unwrap();
     // The caller's audio is not sent to the callee in the clear meanwhile.
     caller
-        .send_to(&rtp(0, 9, 160, 0xD0D0, false, &[0x22; 160]), media.local_addr(Leg::Caller))
+        .send_to(
+            &rtp(0, 9, 160, 0xD0D0, false, &[0x22; 160]),
+            media.local_addr(Leg::Caller),
+        )
         .await
         .unwrap();
     stats_when(&media, "both seen", |s| s[1].packets_not_forwarded >= 1).await;
@@ -1146,21 +1158,33 @@ async fn rtcp_on_the_port_above_is_relayed_and_srtcp_terminated_per_leg() {
     // SRTCP from the SRTP caller arrives plain at the callee's RTCP port.
     let report = rtcp_sender_report(0xABCD);
     let protected = phone_srtp.protect(&report).unwrap();
-    a_rtcp.send_to(&protected, relay_rtcp(Leg::Caller)).await.unwrap();
+    a_rtcp
+        .send_to(&protected, relay_rtcp(Leg::Caller))
+        .await
+        .unwrap();
     let (got, from) = recv(&b_rtcp).await;
     assert_eq!(got, report);
     assert_eq!(from, relay_rtcp(Leg::Callee));
 
     // Plain RTCP from the callee arrives as SRTCP at the caller's.
     let back = rtcp_sender_report(0x1234);
-    b_rtcp.send_to(&back, relay_rtcp(Leg::Callee)).await.unwrap();
+    b_rtcp
+        .send_to(&back, relay_rtcp(Leg::Callee))
+        .await
+        .unwrap();
     let (wire, _) = recv(&a_rtcp).await;
     assert_ne!(wire, back);
     assert_eq!(phone_srtp.unprotect(&wire).unwrap(), back);
 
     // Plain RTCP to the SRTP leg's port, and junk, are dropped.
-    a_rtcp.send_to(&report, relay_rtcp(Leg::Caller)).await.unwrap();
-    a_rtcp.send_to(b"junk", relay_rtcp(Leg::Caller)).await.unwrap();
+    a_rtcp
+        .send_to(&report, relay_rtcp(Leg::Caller))
+        .await
+        .unwrap();
+    a_rtcp
+        .send_to(b"junk", relay_rtcp(Leg::Caller))
+        .await
+        .unwrap();
     stats_when(&media, "the drops", |s| s[0].rtcp_dropped == 2).await;
     let stats = media.stats();
     assert_eq!((stats[0].rtcp_in, stats[1].rtcp_out), (1, 1), "{stats:?}");

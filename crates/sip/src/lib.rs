@@ -44,8 +44,8 @@ pub use digest::{AuthFailure, DigestCheck, DigestRequest, Nonces};
 pub use guard::AuthGuard;
 pub use presence::LiveCalls;
 pub use registrar::{Binding, Registrar, SignalTransport};
-pub use srtp::{SrtpConfig, SrtpPolicy};
 pub use server::{CallControl, CallRecord, MediaSink, ServeError, SipServer};
+pub use srtp::{SrtpConfig, SrtpPolicy};
 
 /// Parses a SIP message; for the fuzz and property tests of the parsing the
 /// server relies on. `Err` for anything that is not a SIP message.

@@ -130,7 +130,11 @@ pub(crate) fn caller_leg(
     transport: rsipstack::sip::Transport,
 ) -> Result<LegSecurity, SrtpRefusal> {
     let secure = offer.is_secure_profile();
-    let usable = if keys_allowed { first_usable(offer) } else { None };
+    let usable = if keys_allowed {
+        first_usable(offer)
+    } else {
+        None
+    };
     match (policy, secure, usable) {
         (SrtpPolicy::Off, true, _) => Err(SrtpRefusal::Off),
         (SrtpPolicy::Required, _, None) if !keys_allowed => Err(SrtpRefusal::NotOverTls(transport)),
@@ -175,14 +179,17 @@ impl OfferedSecurity {
     ) -> Result<OfferedSecurity, SrtpRefusal> {
         let offers = || {
             // The two suites every SDES phone has; GCM only when offered to us.
-            [CryptoSuite::AesCm128HmacSha1_80, CryptoSuite::AesCm128HmacSha1_32]
-                .into_iter()
-                .zip(1..)
-                .map(|(suite, tag)| CryptoAttribute {
-                    tag,
-                    key: KeyMaterial::generate(suite),
-                })
-                .collect()
+            [
+                CryptoSuite::AesCm128HmacSha1_80,
+                CryptoSuite::AesCm128HmacSha1_32,
+            ]
+            .into_iter()
+            .zip(1..)
+            .map(|(suite, tag)| CryptoAttribute {
+                tag,
+                key: KeyMaterial::generate(suite),
+            })
+            .collect()
         };
         match (policy, keys_allowed) {
             (SrtpPolicy::Required, false) => Err(SrtpRefusal::NotOverTls(transport)),
@@ -267,11 +274,17 @@ mod tests {
 
         assert!(srtp(caller_leg(&savp, Required, true, tls)));
         assert!(srtp(caller_leg(&avp_keyed, Required, true, tls)));
-        assert_eq!(caller_leg(&avp, Required, true, tls).unwrap_err(), SrtpRefusal::Required);
+        assert_eq!(
+            caller_leg(&avp, Required, true, tls).unwrap_err(),
+            SrtpRefusal::Required
+        );
         assert!(srtp(caller_leg(&savp, Preferred, true, tls)));
         assert!(srtp(caller_leg(&avp_keyed, Preferred, true, tls)));
         assert!(plain(caller_leg(&avp, Preferred, true, tls)));
-        assert_eq!(caller_leg(&savp, Off, true, tls).unwrap_err(), SrtpRefusal::Off);
+        assert_eq!(
+            caller_leg(&savp, Off, true, tls).unwrap_err(),
+            SrtpRefusal::Off
+        );
         assert!(plain(caller_leg(&avp_keyed, Off, true, tls)));
         assert_eq!(
             caller_leg(&savp_unusable, Preferred, true, tls).unwrap_err(),
@@ -334,10 +347,12 @@ mod tests {
             best_effort.accept(&audio("RTP/AVP", &[])),
             Ok(LegSecurity::Plain)
         ));
-        assert!(OfferedSecurity::for_callee(SrtpPolicy::Preferred, false, Transport::Udp)
-            .unwrap()
-            .offers
-            .is_empty());
+        assert!(
+            OfferedSecurity::for_callee(SrtpPolicy::Preferred, false, Transport::Udp)
+                .unwrap()
+                .offers
+                .is_empty()
+        );
         assert!(OfferedSecurity::for_callee(SrtpPolicy::Required, false, Transport::Udp).is_err());
     }
 }

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transport::connection::SipConnection;
 use rsipstack::transport::tls::TlsConnection;
-use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transport::SipAddr;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -90,7 +90,12 @@ struct ReloadingCertificate {
 
 impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -401,9 +406,10 @@ async fn watch_certificate(
 /// Phones must be told to accept it (or to trust it as their CA).
 pub fn self_signed(names: &[String]) -> Result<SelfSigned, rcgen::Error> {
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, names.first().map_or("callhost", |n| n.as_str()));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        names.first().map_or("callhost", |n| n.as_str()),
+    );
     let key = rcgen::KeyPair::generate()?;
     let certificate = params.self_signed(&key)?;
     Ok(SelfSigned {

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sip_harness::{
     free_port, free_ports, header, leg_packets, md5_hex, sipp, tag_of, Baresip, HandPhone, Message,
-    Serve, SilentPhone,
-    Sipp, SippRun, LOCALHOST,
+    Serve, SilentPhone, Sipp, SippRun, LOCALHOST,
 };
 
 /// Five users; every password is `<id>-pw`. Carl forwards everything to
@@ -151,7 +150,6 @@ fn trunk_call_from(serve: &Serve, caller: &str, number: &str) -> SippRun {
 fn in_range(port: Option<u16>, range: (u16, u16)) -> bool {
     port.is_some_and(|p| p >= range.0 && p <= range.1)
 }
-
 
 // ---------------------------------------------------------------------------
 // 1. Registration

@@ -12,7 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::sip::{credentials, media_port, DIRECTORY};
-use crate::sip_harness::{callhost, free_port, leg_packets, Baresip, Serve, Setup, Sipp, LOCALHOST};
+use crate::sip_harness::{
+    callhost, free_port, leg_packets, Baresip, Serve, Setup, Sipp, LOCALHOST,
+};
 
 /// Anna's and Bert's numbers (see `crate::sip::DIRECTORY`).
 const ANNA: &str = "+4930123456201";
@@ -44,7 +46,14 @@ impl TlsServe {
     fn start_in(data: &Path, tls: &str, tables: &str, trunk: &str) -> TlsServe {
         callhost(
             data,
-            &["tls", "self-signed", "--name", LOCALHOST, "--name", "localhost"],
+            &[
+                "tls",
+                "self-signed",
+                "--name",
+                LOCALHOST,
+                "--name",
+                "localhost",
+            ],
         );
         let tls_port = free_port();
         // Relative names: taken from callhost.toml's directory.
@@ -62,7 +71,9 @@ impl TlsServe {
             },
         );
         assert!(
-            serve.banner.contains(&format!("TLS on {LOCALHOST}:{tls_port}")),
+            serve
+                .banner
+                .contains(&format!("TLS on {LOCALHOST}:{tls_port}")),
             "{}",
             serve.banner
         );
@@ -183,9 +194,11 @@ fn s_client(address: &str, extra: &[&str]) -> (bool, String) {
 fn served_fingerprint(address: &str) -> String {
     let (ok, text) = s_client(address, &[]);
     assert!(ok, "TLS handshake with {address} failed:\n{text}");
-    let start = text.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
     let end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
-    fingerprint_of_pem(text[start..end].as_bytes())
+    fingerprint_of_pem(&text.as_bytes()[start..end])
 }
 
 /// A CA, a carrier certificate it signed (client and server use; for
@@ -198,17 +211,35 @@ impl CarrierPki {
     fn make() -> CarrierPki {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         let mut ca = vec!["req", "-x509"];
         ca.extend_from_slice(&ec);
         ca.extend_from_slice(&[
-            "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Carrier Test CA", "-days", "30",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Carrier Test CA",
+            "-days",
+            "30",
         ]);
         openssl(d, &ca);
         let mut request = vec!["req", "-new"];
         request.extend_from_slice(&ec);
         request.extend_from_slice(&[
-            "-keyout", "carrier.key", "-out", "carrier.csr", "-subj", "/CN=carrier.test",
+            "-keyout",
+            "carrier.key",
+            "-out",
+            "carrier.csr",
+            "-subj",
+            "/CN=carrier.test",
         ]);
         openssl(d, &request);
         std::fs::write(
@@ -222,15 +253,33 @@ impl CarrierPki {
         openssl(
             d,
             &[
-                "x509", "-req", "-in", "carrier.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "carrier.pem", "-days", "30", "-extfile",
+                "x509",
+                "-req",
+                "-in",
+                "carrier.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "carrier.pem",
+                "-days",
+                "30",
+                "-extfile",
                 "carrier.ext",
             ],
         );
         let mut rogue = vec!["req", "-x509"];
         rogue.extend_from_slice(&ec);
         rogue.extend_from_slice(&[
-            "-keyout", "rogue.key", "-out", "rogue.pem", "-subj", "/CN=carrier.test", "-days",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.pem",
+            "-subj",
+            "/CN=carrier.test",
+            "-days",
             "30",
         ]);
         openssl(d, &rogue);
@@ -273,13 +322,23 @@ fn a_tls_phone_calls_a_udp_phone_and_is_called_back_with_audio_both_ways() {
     let anna = server.tls_phone(&dir.path().join("anna"), "anna", &["-e", "/dial 202"]);
     let registered = serve.wait_log(&["device registered", "user=anna"]);
     assert!(registered.contains("transport=TLS"), "{registered}");
-    let ended = serve.wait_log_nth(&["call ended", "from_user=anna"], 0, Duration::from_secs(30));
+    let ended = serve.wait_log_nth(
+        &["call ended", "from_user=anna"],
+        0,
+        Duration::from_secs(30),
+    );
     assert!(ended.contains("answered_by=bert"), "{ended}");
     let legs = leg_packets(&ended);
     assert_eq!(legs.len(), 2, "{ended}");
     let ((caller_in, caller_out), (callee_in, callee_out)) = (legs[0], legs[1]);
-    assert!(caller_in >= 50 && caller_out >= 50, "TLS phone's RTP: {ended}");
-    assert!(callee_in >= 50 && callee_out >= 50, "UDP phone's RTP: {ended}");
+    assert!(
+        caller_in >= 50 && caller_out >= 50,
+        "TLS phone's RTP: {ended}"
+    );
+    assert!(
+        callee_in >= 50 && callee_out >= 50,
+        "UDP phone's RTP: {ended}"
+    );
     assert!(
         anna.output().contains("Call established"),
         "{}",
@@ -293,13 +352,29 @@ fn a_tls_phone_calls_a_udp_phone_and_is_called_back_with_audio_both_ways() {
         "uac.xml",
         Some(&serve.addr()),
         serve.trunk_port,
-        &["-s", ANNA, "-mi", LOCALHOST, "-mp", &media_port(), "-d", "2000"],
+        &[
+            "-s",
+            ANNA,
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &media_port(),
+            "-d",
+            "2000",
+        ],
     )
     .wait();
     carrier.assert_ok();
-    let ended = serve.wait_log_nth(&["call ended", "answered_by=anna"], 0, Duration::from_secs(30));
+    let ended = serve.wait_log_nth(
+        &["call ended", "answered_by=anna"],
+        0,
+        Duration::from_secs(30),
+    );
     let legs = leg_packets(&ended);
-    assert!(legs[1].0 >= 50 && legs[1].1 >= 50, "to and from the TLS phone: {ended}");
+    assert!(
+        legs[1].0 >= 50 && legs[1].1 >= 50,
+        "to and from the TLS phone: {ended}"
+    );
 }
 
 #[test]
@@ -320,7 +395,9 @@ fn tls_refuses_old_versions_plaintext_and_stalled_handshakes_and_keeps_serving()
     plain
         .write_all(b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
         .unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut answer = Vec::new();
     plain.read_to_end(&mut answer).ok();
     assert!(
@@ -331,10 +408,14 @@ fn tls_refuses_old_versions_plaintext_and_stalled_handshakes_and_keeps_serving()
 
     // Two connections that never start a handshake take every slot: a
     // third is closed at once; once they time out, handshakes work again.
-    let stalled: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&address).unwrap()).collect();
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
     thread::sleep(Duration::from_millis(200));
     let mut third = TcpStream::connect(&address).unwrap();
-    third.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
     let closed = matches!(third.read(&mut [0u8; 16]), Ok(0) | Err(_));
     assert!(closed, "a connection past max_handshakes was kept");
     serve.wait_log(&["TLS handshake not finished in time"]);
@@ -345,7 +426,10 @@ fn tls_refuses_old_versions_plaintext_and_stalled_handshakes_and_keeps_serving()
         if ok {
             break;
         }
-        assert!(Instant::now() < deadline, "no handshake after the stalled ones:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no handshake after the stalled ones:\n{text}"
+        );
         thread::sleep(Duration::from_millis(200));
     }
 
@@ -392,10 +476,17 @@ fn a_renewed_certificate_is_served_to_new_connections_without_dropping_a_call() 
     assert_eq!(served_fingerprint(&address), second);
 
     // The call went on over its old connection until Bert hung up.
-    let ended = serve.wait_log_nth(&["call ended", "from_user=anna"], 0, Duration::from_secs(30));
+    let ended = serve.wait_log_nth(
+        &["call ended", "from_user=anna"],
+        0,
+        Duration::from_secs(30),
+    );
     assert!(ended.contains("end=callee"), "{ended}");
     let legs = leg_packets(&ended);
-    assert!(legs[0].0 >= 300, "the TLS phone's call was cut short: {ended}");
+    assert!(
+        legs[0].0 >= 300,
+        "the TLS phone's call was cut short: {ended}"
+    );
 }
 
 #[test]
@@ -476,7 +567,12 @@ fn the_tls_trunk_is_known_by_its_client_certificate_and_calls_out_with_ours() {
     let status = carrier.wait().unwrap();
     caller.assert_ok();
     assert!(status.success(), "the carrier's TLS server failed");
-    assert_eq!(caller.final_invite_status(), Some(486), "{}", caller.context());
+    assert_eq!(
+        caller.final_invite_status(),
+        Some(486),
+        "{}",
+        caller.context()
+    );
     let saw = std::fs::read_to_string(&out).unwrap();
     assert!(saw.contains("subject=commonName=127.0.0.1"), "{saw}");
     assert!(saw.contains("request=INVITE sip:+493012345678@"), "{saw}");
@@ -527,7 +623,11 @@ impl Capture {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut byte = [0u8; 1];
         while !String::from_utf8_lossy(&seen).contains("Capturing on") {
-            assert!(Instant::now() < deadline, "tshark did not start: {}", String::from_utf8_lossy(&seen));
+            assert!(
+                Instant::now() < deadline,
+                "tshark did not start: {}",
+                String::from_utf8_lossy(&seen)
+            );
             if stderr.read(&mut byte).unwrap_or(0) == 0 {
                 panic!("tshark ended: {}", String::from_utf8_lossy(&seen));
             }
@@ -601,7 +701,11 @@ fn port_of(remote: &serde_json::Value) -> u16 {
 
 #[test]
 fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_legs() {
-    let server = TlsServe::start_with("", "[sip.srtp]\ndefault = \"required\"\ntrunk = \"off\"", "");
+    let server = TlsServe::start_with(
+        "",
+        "[sip.srtp]\ndefault = \"required\"\ntrunk = \"off\"",
+        "",
+    );
     let serve = &server.serve;
     let dir = tempfile::tempdir().unwrap();
     let _bert = server.srtp_phone(&dir.path().join("bert"), "bert", &[]);
@@ -609,7 +713,11 @@ fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_le
     let _anna = server.srtp_phone(&dir.path().join("anna"), "anna", &["-e", "/dial 202"]);
 
     // SRTP phone to SRTP phone: both legs keyed by the host, audio both ways.
-    let ended = serve.wait_log_nth(&["call ended", "from_user=anna"], 0, Duration::from_secs(30));
+    let ended = serve.wait_log_nth(
+        &["call ended", "from_user=anna"],
+        0,
+        Duration::from_secs(30),
+    );
     assert!(ended.contains("answered_by=bert"), "{ended}");
     let media = call_media(serve, &ended);
     for leg in &media {
@@ -626,11 +734,24 @@ fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_le
         "uac.xml",
         Some(&serve.addr()),
         serve.trunk_port,
-        &["-s", ANNA, "-mi", LOCALHOST, "-mp", &media_port(), "-d", "3000"],
+        &[
+            "-s",
+            ANNA,
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &media_port(),
+            "-d",
+            "3000",
+        ],
     )
     .wait();
     carrier.assert_ok();
-    let ended = serve.wait_log_nth(&["call ended", "answered_by=anna"], 0, Duration::from_secs(30));
+    let ended = serve.wait_log_nth(
+        &["call ended", "answered_by=anna"],
+        0,
+        Duration::from_secs(30),
+    );
     let captured = capture.payloads();
     let media = call_media(serve, &ended);
     let (trunk, phone) = (&media[0], &media[1]);
@@ -644,12 +765,21 @@ fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_le
     let from_anna = audio_of(&captured, |source, _| source == baresip);
     let to_sipp = audio_of(&captured, |_, destination| destination == sipp);
     assert!(
-        !from_sipp.is_empty() && !to_anna.is_empty() && !from_anna.is_empty() && !to_sipp.is_empty(),
+        !from_sipp.is_empty()
+            && !to_anna.is_empty()
+            && !from_anna.is_empty()
+            && !to_sipp.is_empty(),
         "capture incomplete: {} datagrams",
         captured.len()
     );
-    assert!(from_sipp.is_disjoint(&to_anna), "plain trunk audio reached the SRTP leg in the clear");
-    assert!(to_sipp.is_disjoint(&from_anna), "the SRTP leg's audio went out unchanged");
+    assert!(
+        from_sipp.is_disjoint(&to_anna),
+        "plain trunk audio reached the SRTP leg in the clear"
+    );
+    assert!(
+        to_sipp.is_disjoint(&from_anna),
+        "the SRTP leg's audio went out unchanged"
+    );
     // The trunk got decrypted audio: what it received is not what Anna sent.
     assert!(to_sipp.iter().all(|payload| !from_anna.contains(payload)));
 }
@@ -680,7 +810,10 @@ fn scripted_srtp_call(server: &TlsServe, number: &str, packets: u32) -> String {
         ],
         b"",
     );
-    assert!(ok && output.contains("SIP/2.0 200"), "the scripted caller: {output}");
+    assert!(
+        ok && output.contains("SIP/2.0 200"),
+        "the scripted caller: {output}"
+    );
     std::fs::read_to_string(&answer_file).unwrap()
 }
 
@@ -701,9 +834,19 @@ fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_d
 
     // Our answer: RTP/SAVP with a key of our own for the caller's leg.
     assert!(answer.contains(" RTP/SAVP 8"), "{answer}");
-    assert_eq!(answer.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:").count(), 1, "{answer}");
+    assert_eq!(
+        answer
+            .matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+            .count(),
+        1,
+        "{answer}"
+    );
 
-    let ended = serve.wait_log_nth(&["call ended", "answered_by=bert"], 0, Duration::from_secs(20));
+    let ended = serve.wait_log_nth(
+        &["call ended", "answered_by=bert"],
+        0,
+        Duration::from_secs(20),
+    );
     let media = call_media(serve, &ended);
     let (caller, callee) = (&media[0], &media[1]);
     assert_eq!(caller["srtp"], true, "{caller}");
@@ -745,7 +888,11 @@ fn an_srtp_call_is_recorded_decrypted() {
     // 100 packets of 160 samples of 0x55 were sent encrypted: the file has
     // them as sent, not as ciphertext.
     let plain = caller.iter().filter(|&&sample| sample == 0x55).count();
-    assert!(plain >= 100 * 160, "{plain} samples of the caller's audio in the clear");
-    let report: serde_json::Value = serde_json::from_str(&h.ok(&["instance", "action", "rec", "verify", "--json"])).unwrap();
+    assert!(
+        plain >= 100 * 160,
+        "{plain} samples of the caller's audio in the clear"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&h.ok(&["instance", "action", "rec", "verify", "--json"])).unwrap();
     assert_eq!(report["passed"], true, "{report:#}");
 }

@@ -43,11 +43,11 @@ use crate::auth::Challenge;
 use crate::identity::safe_number;
 use crate::limits::{CallSlot, LimitRefusal};
 use crate::peer::Peer;
-use crate::srtp::LegSecurity;
 use crate::policy::Dialler;
 use crate::presence::PresenceGuard;
 use crate::refer::Replaces;
 use crate::server::{CallRecord, DialogPeer, DialogRoute, Severity, Shared};
+use crate::srtp::LegSecurity;
 
 use legs::{Leg, LegState};
 use log::{CallLog, Ending};
@@ -1094,7 +1094,9 @@ pub(crate) fn contact_uri(
     transport: rsipstack::sip::Transport,
 ) -> Uri {
     let (address, parameter) = match transport {
-        rsipstack::sip::Transport::Tls => (shared.tls_local.unwrap_or(shared.local), ";transport=tls"),
+        rsipstack::sip::Transport::Tls => {
+            (shared.tls_local.unwrap_or(shared.local), ";transport=tls")
+        }
         rsipstack::sip::Transport::Tcp => (shared.local, ";transport=tcp"),
         _ => (shared.local, ""),
     };
