@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use callhost_media::relay::Leg as MediaLeg;
-use callhost_media::sdp::{rewrite_connection, Sdp};
+use callhost_media::sdp::{describe_leg, LegDescription, Sdp};
 use callhost_pbx::engine::{CallOutcome, CallRequest, Outcome, Via};
 use callhost_plugin_abi::{EventKind, PartyKind};
 use rsipstack::dialog::dialog::{DialogState, TransactionHandle};
@@ -21,8 +21,8 @@ use super::{events, Call, CallCommand, End, Flow, Partner, Phase, SideDialog};
 use crate::policy::Dialler;
 use crate::presence::PresenceGuard;
 use crate::refer::{parse_refer_to, ReferTarget, Replaces};
-use crate::server::{DialogRoute, Severity};
-use crate::srtp::LegSecurity;
+use crate::server::{DialogPeer, DialogRoute, Severity};
+use crate::srtp::{LegSecurity, OfferedSecurity};
 
 /// Why a call does not hand over its party: not a hijack attempt, just late.
 const NOT_CONNECTED: &str = "the replaced call is not connected";
@@ -501,14 +501,26 @@ impl Call {
             MediaLeg::Caller => self.callee_sdp.clone(),
         };
         let relay = self.media.local_addr(side);
-        // The partner is offered plain RTP (its leg's keys are not carried
-        // over from the other call): see docs/admin/sip.md.
-        let offer =
-            staying.and_then(|text| rewrite_connection(&text, relay.ip(), relay.port()).ok());
-        self.media.set_srtp(side, None);
-        if side == MediaLeg::Caller {
-            self.caller.security = LegSecurity::Plain;
-            self.caller.protocol = "RTP/AVP".into();
+        // The partner's leg is keyed afresh, by its own policy, like a
+        // callee's (no key is carried over from the other call).
+        let security = self.partner_security(&partner);
+        let crypto = security.crypto_lines();
+        let offer = staying.and_then(|text| {
+            describe_leg(
+                &text,
+                &LegDescription {
+                    address: relay.ip(),
+                    port: relay.port(),
+                    protocol: Some(security.protocol),
+                    crypto: &crypto,
+                },
+            )
+            .ok()
+        });
+        if security.offers.is_empty() {
+            self.media.set_srtp(side, None);
+        } else {
+            self.media.await_srtp(side);
         }
         release_transferor(transferor, true);
         self.shared.routes().insert(
@@ -530,8 +542,8 @@ impl Call {
                     user: partner.user,
                     side: MediaLeg::Callee,
                     sent_offer: offer.clone().unwrap_or_default(),
-                    security: crate::srtp::OfferedSecurity::plain(),
-                    negotiated: Some(LegSecurity::Plain),
+                    security: OfferedSecurity::plain(),
+                    negotiated: None,
                     state: LegState::Connected,
                     peer: partner.peer,
                     presence: partner.presence,
@@ -562,6 +574,17 @@ impl Call {
                 Ok(Some(response)) => {
                     if let Ok(sdp) = Sdp::parse_bytes(&response.body) {
                         self.point(side, &sdp, peer);
+                        let answered = sdp.audio().map(|audio| security.accept(audio));
+                        match answered {
+                            Some(Ok(negotiated)) => {
+                                self.take_partner_security(side, security, negotiated)
+                            }
+                            Some(Err(refusal)) => {
+                                tracing::warn!(call = %self.call_id, %refusal, "attended transfer: the partner's answer refused");
+                                dialog.bye().await.ok();
+                            }
+                            None => {}
+                        }
                     }
                 }
                 Ok(None) => {
@@ -629,5 +652,65 @@ mod tests {
         assert!(names_dialog(&id, &replaces("c@h", "theirs", "ours")));
         assert!(!names_dialog(&id, &replaces("c@h", "ours", "guessed")));
         assert!(!names_dialog(&id, &replaces("c@other", "ours", "theirs")));
+    }
+}
+
+impl Call {
+    /// What an attended transfer's partner is offered: its own policy on
+    /// the transport its phone (or the trunk) is registered over; plain
+    /// where its policy cannot be met there (logged).
+    fn partner_security(&self, partner: &Partner) -> OfferedSecurity {
+        let transport = match (&partner.user, partner.peer) {
+            (Some(user), DialogPeer::Host(ip)) => self
+                .shared
+                .live
+                .registrar
+                .bindings(user)
+                .into_iter()
+                .find(|binding| binding.source.ip() == ip)
+                .map_or(rsipstack::sip::Transport::Udp, |binding| {
+                    binding.transport.stack()
+                }),
+            _ => self
+                .shared
+                .config
+                .trunk
+                .as_ref()
+                .map_or(rsipstack::sip::Transport::Udp, |trunk| {
+                    trunk.transport.outgoing()
+                }),
+        };
+        let srtp = &self.shared.config.srtp;
+        OfferedSecurity::for_callee(
+            srtp.policy(partner.user.as_deref()),
+            srtp.keys_allowed(transport),
+            transport,
+        )
+        .unwrap_or_else(|refusal| {
+            tracing::warn!(call = %self.call_id, %refusal, "attended transfer: the partner is offered plain RTP");
+            OfferedSecurity::plain()
+        })
+    }
+
+    /// The partner answered our re-offer: its leg is keyed as it chose.
+    fn take_partner_security(
+        &mut self,
+        side: MediaLeg,
+        offered: OfferedSecurity,
+        negotiated: LegSecurity,
+    ) {
+        self.media.set_srtp(side, negotiated.keys());
+        match side {
+            MediaLeg::Caller => {
+                self.caller.protocol = offered.protocol.to_string();
+                self.caller.security = negotiated;
+            }
+            MediaLeg::Callee => {
+                if let Phase::Connected { callee } = self.phase {
+                    self.legs[callee].security = offered;
+                    self.legs[callee].negotiated = Some(negotiated);
+                }
+            }
+        }
     }
 }
