@@ -500,6 +500,50 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_srtp_settings_are_checked_and_named() {
+        let config: SipConfig = toml::from_str(
+            "[tls]\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n\
+             [srtp]\ndefault = \"required\"\n[srtp.users]\nanna = \"off\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let tls = config.tls.clone().unwrap();
+        assert_eq!(
+            tls.address("192.0.2.5:5060".parse().unwrap()),
+            "192.0.2.5:5061".parse().unwrap()
+        );
+        assert_eq!(
+            config.srtp.policy(Some("anna")),
+            crate::srtp::SrtpPolicy::Off
+        );
+        assert_eq!(
+            config.srtp.policy(Some("bert")),
+            crate::srtp::SrtpPolicy::Required
+        );
+        assert!(toml::from_str::<SipConfig>("[srtp]\ndefault = \"maybe\"\n").is_err());
+
+        let mut bad = config.clone();
+        bad.tls.as_mut().unwrap().trunk_client_ca = Some("ca.pem".into());
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("sip.tls.trunk_client_ca"), "{error}");
+        let mut bad = config.clone();
+        bad.tls = None;
+        bad.trunk = Some(TrunkConfig {
+            peer: "192.0.2.1:5061".parse().unwrap(),
+            accept_from: Vec::new(),
+            transport: TrunkTransport::Tls,
+            allow_transit: false,
+            allow_refer_out: false,
+        });
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("sip.trunk.transport"), "{error}");
+        let mut bad = config;
+        bad.tls.as_mut().unwrap().max_handshakes = 0;
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("sip.tls.max_handshakes"), "{error}");
+    }
+
+    #[test]
     fn outbound_patterns_are_parsed_with_the_numbers_crate() {
         let config: SipConfig = toml::from_str(
             "[outbound]\ndeny = [\"0900*\", \"00*\"]\n[outbound.users.anna]\nallow = [\"0043*\"]\n",
