@@ -135,6 +135,10 @@ pub struct TlsConfig {
     /// once (a flood of half-open handshakes costs no more than this).
     #[serde(default = "TlsConfig::default_max_handshakes")]
     pub max_handshakes: usize,
+    /// TLS connections one IP address may hold open; more are closed at
+    /// once (an idle one closes after 5 minutes).
+    #[serde(default = "TlsConfig::default_connections_per_source")]
+    pub connections_per_source: usize,
 }
 
 impl TlsConfig {
@@ -144,6 +148,10 @@ impl TlsConfig {
 
     fn default_max_handshakes() -> usize {
         64
+    }
+
+    fn default_connections_per_source() -> usize {
+        32
     }
 
     /// Where TLS is answered: `listen`, or port 5061 on `sip`'s IP.
@@ -176,6 +184,12 @@ impl TlsConfig {
         }
         if self.max_handshakes == 0 {
             return Err(invalid("sip.tls.max_handshakes", "must be at least 1"));
+        }
+        if self.connections_per_source == 0 {
+            return Err(invalid(
+                "sip.tls.connections_per_source",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

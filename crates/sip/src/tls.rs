@@ -8,7 +8,8 @@
 //! writes SIP on it like on any other connection.
 //!
 //! - A handshake has `handshake_seconds`; at most `max_handshakes` run at
-//!   once, further connections are closed unanswered.
+//!   once, and one IP address holds at most `connections_per_source`
+//!   connections; further connections are closed unanswered.
 //! - The certificate and key are read again when either file changes
 //!   (checked every [`RELOAD_CHECK`]); a file that does not load is logged
 //!   and the certificate before stays in use. Open connections keep theirs.
@@ -17,8 +18,8 @@
 //!   connection's address into [`VerifiedClients`], which the trunk
 //!   matcher asks.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -281,6 +282,8 @@ async fn accept(listener: TlsListener, endpoint: EndpointInnerRef, cancel: Cance
     let limit = Duration::from_secs(listener.config.handshake_seconds);
     let local = SipAddr::new(rsipstack::sip::Transport::Tls, listener.local.into());
     let check_clients = listener.config.trunk_client_ca.is_some();
+    let per_source = listener.config.connections_per_source;
+    let open: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let (stream, remote) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -293,6 +296,10 @@ async fn accept(listener: TlsListener, endpoint: EndpointInnerRef, cancel: Cance
                     continue;
                 }
             },
+        };
+        let Some(counted) = OpenConnection::count(&open, remote.ip(), per_source) else {
+            tracing::debug!(source = %remote, "TLS connection closed: too many from this address");
+            continue;
         };
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             tracing::debug!(source = %remote, "TLS connection closed: too many handshakes at once");
@@ -338,13 +345,53 @@ async fn accept(listener: TlsListener, endpoint: EndpointInnerRef, cancel: Cance
             endpoint
                 .transport_layer
                 .add_connection(SipConnection::Tls(connection));
+            // Counted (and, if so, verified) until the stack closes it.
+            if let Some(closed) = closed {
+                closed.cancelled().await;
+            }
             if client_certified {
-                if let Some(closed) = closed {
-                    closed.cancelled().await;
-                }
                 verified.lock().remove(&remote);
             }
+            drop(counted);
         });
+    }
+}
+
+/// One open connection of an address, counted until dropped.
+struct OpenConnection {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl OpenConnection {
+    /// Counts a new connection of `ip`, unless it has `limit` already.
+    fn count(
+        open: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<OpenConnection> {
+        let mut counts = open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(OpenConnection {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -422,4 +469,53 @@ pub fn self_signed(names: &[String]) -> Result<SelfSigned, rcgen::Error> {
 pub struct SelfSigned {
     pub certificate: String,
     pub key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_its_share_of_connections_until_they_close() {
+        let open = Arc::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let held: Vec<_> = (0..3)
+            .map(|_| OpenConnection::count(&open, ip, 3).expect("within the limit"))
+            .collect();
+        assert!(OpenConnection::count(&open, ip, 3).is_none());
+        let other = OpenConnection::count(&open, "192.0.2.8".parse().unwrap(), 3);
+        assert!(other.is_some(), "another address has its own share");
+        drop(held);
+        drop(other);
+        assert!(
+            open.lock().unwrap().is_empty(),
+            "closed connections leave nothing"
+        );
+        assert!(OpenConnection::count(&open, ip, 3).is_some());
+    }
+
+    #[test]
+    fn a_self_signed_certificate_loads_with_its_key_and_not_with_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            self_signed(&["localhost".into()]).unwrap(),
+            self_signed(&["localhost".into()]).unwrap(),
+        );
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let cert = write("cert.pem", &first.certificate);
+        let key = write("key.pem", &first.key);
+        let other_key = write("other.pem", &second.key);
+        let provider = provider();
+        load_certified_key(&cert, &key, &provider).unwrap();
+        let error = load_certified_key(&cert, &other_key, &provider).unwrap_err();
+        assert!(matches!(error, TlsError::Key { .. }), "{error}");
+        let error = load_certified_key(&dir.path().join("missing.pem"), &key, &provider)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing.pem"), "{error}");
+    }
 }
