@@ -240,9 +240,11 @@ pub struct AudioStream {
 }
 
 impl AudioStream {
-    /// Whether the profile is secure RTP (`RTP/SAVP`, `RTP/SAVPF`).
+    /// Whether the profile is secure RTP (`RTP/SAVP`, `RTP/SAVPF`, and
+    /// DTLS-SRTP's `UDP/TLS/RTP/SAVP[F]`, which the relay cannot key: an
+    /// offer of it without `a=crypto` is refused, not taken as plain).
     pub fn is_secure_profile(&self) -> bool {
-        self.protocol.starts_with("RTP/SAVP")
+        self.protocol.contains("SAVP")
     }
 }
 
