@@ -360,7 +360,7 @@ async fn generate(
     let server = SocketAddr::from(([127, 0, 0, 1], SIP_PORT));
     let carrier = Arc::new(UdpSocket::bind((LOOPBACK, CARRIER_PORT)).await?);
     let phone = Arc::new(UdpSocket::bind((LOOPBACK, PHONE_PORT)).await?);
-    register(&phone, server).await?;
+    register(&phone, server, PHONE_PORT, SIP_PORT).await?;
     let mut media = Vec::new();
     for base in [CARRIER_MEDIA, PHONE_MEDIA] {
         for i in 0..SOCKETS {
@@ -389,6 +389,7 @@ async fn generate(
     tokio::spawn(answer_calls(
         phone.clone(),
         keys.as_ref().map(|keys| keys.phone.value()),
+        PHONE_PORT,
     ));
     let answers: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<String>>>> = Arc::default();
     tokio::spawn(carrier_responses(carrier.clone(), answers.clone()));
@@ -424,7 +425,12 @@ async fn generate(
             let Some((relay_port, to)) = answered_call(&response) else {
                 return;
             };
-            let _ = carrier.send_to(ack(&call_id, &to).as_bytes(), server).await;
+            let _ = carrier
+                .send_to(
+                    ack(&call_id, &to, &carrier_via(), SIP_PORT).as_bytes(),
+                    server,
+                )
+                .await;
             let relay = SocketAddr::from(([127, 0, 0, 1], relay_port));
             let _ = new_streams.send(NewStream {
                 socket: socket_index,
@@ -469,7 +475,12 @@ async fn generate(
         max_gap = max_gap.max(incoming.max_gap);
     }
     for (call_id, to) in &dialogs {
-        carrier.send_to(bye(call_id, to).as_bytes(), server).await?;
+        carrier
+            .send_to(
+                bye(call_id, to, &carrier_via(), SIP_PORT).as_bytes(),
+                server,
+            )
+            .await?;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -627,12 +638,18 @@ fn md5_hex(text: &str) -> String {
     hex::encode(Md5::digest(text.as_bytes()))
 }
 
-/// REGISTER as `bench` (digest, qop=auth) from the phone's socket.
-async fn register(phone: &UdpSocket, server: SocketAddr) -> Result<()> {
-    let uri = format!("sip:{LOOPBACK}:{SIP_PORT}");
+/// REGISTER as `bench` (digest, qop=auth) from the phone's socket (on
+/// `phone_port`) with the server on `sip_port`.
+pub(crate) async fn register(
+    phone: &UdpSocket,
+    server: SocketAddr,
+    phone_port: u16,
+    sip_port: u16,
+) -> Result<()> {
+    let uri = format!("sip:{LOOPBACK}:{sip_port}");
     let request = |cseq: u32, auth: &str| {
         format!(
-            "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{PHONE_PORT};branch=z9hG4bKreg{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:bench@{LOOPBACK}>;tag=benchreg\r\nTo: <sip:bench@{LOOPBACK}>\r\nCall-ID: bench-register@{LOOPBACK}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:bench@{LOOPBACK}:{PHONE_PORT}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n"
+            "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{phone_port};branch=z9hG4bKreg{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:bench@{LOOPBACK}>;tag=benchreg\r\nTo: <sip:bench@{LOOPBACK}>\r\nCall-ID: bench-register@{LOOPBACK}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:bench@{LOOPBACK}:{phone_port}>\r\nExpires: 3600\r\n{auth}Content-Length: 0\r\n\r\n"
         )
     };
     let mut buffer = [0u8; 8192];
@@ -666,7 +683,7 @@ async fn register(phone: &UdpSocket, server: SocketAddr) -> Result<()> {
 /// The called phone: every INVITE is answered 200 at once (media on one of
 /// the phone-side sockets; with `crypto`, SRTP with that key, tag 1 of the
 /// host's offer), BYE 200, ACK nothing.
-async fn answer_calls(phone: Arc<UdpSocket>, crypto: Option<String>) {
+pub(crate) async fn answer_calls(phone: Arc<UdpSocket>, crypto: Option<String>, phone_port: u16) {
     let mut buffer = [0u8; 8192];
     let mut next_socket = 0usize;
     loop {
@@ -682,7 +699,7 @@ async fn answer_calls(phone: Arc<UdpSocket>, crypto: Option<String>) {
                 &message,
                 "200 OK",
                 &format!(
-                    "Contact: <sip:bench@{LOOPBACK}:{PHONE_PORT}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                    "Contact: <sip:bench@{LOOPBACK}:{phone_port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
                     sdp.len()
                 ),
             )
@@ -739,7 +756,7 @@ fn answered_call(response: &str) -> Option<(u16, String)> {
     Some((port, header(response, "To").to_string()))
 }
 
-fn header<'a>(message: &'a str, name: &str) -> &'a str {
+pub(crate) fn header<'a>(message: &'a str, name: &str) -> &'a str {
     message
         .split("\r\n\r\n")
         .next()
@@ -753,7 +770,7 @@ fn header<'a>(message: &'a str, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-fn response(request: &str, status: &str, rest: &str) -> String {
+pub(crate) fn response(request: &str, status: &str, rest: &str) -> String {
     let mut out = format!("SIP/2.0 {status}\r\n");
     for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
         let value = header(request, name);
@@ -777,26 +794,52 @@ fn sdp(port: u16, crypto: Option<&str>) -> String {
     )
 }
 
+/// The media step's carrier, over UDP.
+fn carrier_via() -> String {
+    format!("SIP/2.0/UDP {LOOPBACK}:{CARRIER_PORT}")
+}
+
 fn invite(call_id: &str, media_port: u16, crypto: Option<&str>) -> String {
+    invite_via(
+        call_id,
+        media_port,
+        crypto,
+        &carrier_via(),
+        CARRIER_PORT,
+        SIP_PORT,
+    )
+}
+
+/// The carrier's INVITE to the benchmark's number, its `Via` being `via`
+/// (`SIP/2.0/UDP host:port`, `SIP/2.0/TLS …`).
+pub(crate) fn invite_via(
+    call_id: &str,
+    media_port: u16,
+    crypto: Option<&str>,
+    via: &str,
+    carrier_port: u16,
+    sip_port: u16,
+) -> String {
     let sdp = sdp(media_port, crypto);
     format!(
-        "INVITE sip:{SERVICE}@{LOOPBACK}:{SIP_PORT} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{CARRIER_PORT};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+49891234567@{LOOPBACK}>;tag=carrier\r\nTo: <sip:{SERVICE}@{LOOPBACK}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:carrier@{LOOPBACK}:{CARRIER_PORT}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        "INVITE sip:{SERVICE}@{LOOPBACK}:{sip_port} SIP/2.0\r\nVia: {via};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+49891234567@{LOOPBACK}>;tag=carrier\r\nTo: <sip:{SERVICE}@{LOOPBACK}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:carrier@{LOOPBACK}:{carrier_port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         branch(call_id, "inv"),
         sdp.len()
     )
 }
 
-fn ack(call_id: &str, to: &str) -> String {
-    format!(
-        "ACK sip:{SERVICE}@{LOOPBACK}:{SIP_PORT} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{CARRIER_PORT};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+49891234567@{LOOPBACK}>;tag=carrier\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-        branch(call_id, "ack")
-    )
+pub(crate) fn ack(call_id: &str, to: &str, via: &str, sip_port: u16) -> String {
+    in_dialog("ACK", 1, call_id, to, via, sip_port)
 }
 
-fn bye(call_id: &str, to: &str) -> String {
+pub(crate) fn bye(call_id: &str, to: &str, via: &str, sip_port: u16) -> String {
+    in_dialog("BYE", 2, call_id, to, via, sip_port)
+}
+
+fn in_dialog(method: &str, cseq: u32, call_id: &str, to: &str, via: &str, sip_port: u16) -> String {
     format!(
-        "BYE sip:{SERVICE}@{LOOPBACK}:{SIP_PORT} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{CARRIER_PORT};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+49891234567@{LOOPBACK}>;tag=carrier\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
-        branch(call_id, "bye")
+        "{method} sip:{SERVICE}@{LOOPBACK}:{sip_port} SIP/2.0\r\nVia: {via};branch=z9hG4bK{};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+49891234567@{LOOPBACK}>;tag=carrier\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        branch(call_id, &method.to_lowercase())
     )
 }
 

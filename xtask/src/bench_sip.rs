@@ -29,6 +29,8 @@
 //! - SRTP against RTP (`bench_media.rs`): the same concurrent calls with
 //!   SRTP terminated on both legs and with plain RTP, callhost's CPU of
 //!   each and their ratio.
+//! - TLS against UDP (`bench_tls.rs`): calls set up from the trunk over
+//!   one TLS connection and over UDP at the same rate, setup time and CPU.
 //!
 //! callhost runs without modules and with every shipped module active
 //! ("callhost+modules": breakthrough, redirect-display, reverse-lookup, and
@@ -117,9 +119,9 @@ impl Options {
                 "--media-calls" => {
                     options.media_calls = value("a number")?.parse().context("--media-calls")?
                 }
-                "--skip" => options.skip.push(value("cps, latency, media or srtp")?),
+                "--skip" => options.skip.push(value("cps, latency, media, srtp or tls")?),
                 other => bail!(
-                    "unknown `bench sip` option `{other}` (known: --only direct|kamailio|callhost|callhost+modules, --rates A,B,…, --step-seconds N, --media-calls N, --skip cps|latency|media|srtp)"
+                    "unknown `bench sip` option `{other}` (known: --only direct|kamailio|callhost|callhost+modules, --rates A,B,…, --step-seconds N, --media-calls N, --skip cps|latency|media|srtp|tls)"
                 ),
             }
         }
@@ -269,6 +271,11 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     } else {
         None
     };
+    let tls = if options.runs("tls") && options.wanted("callhost") {
+        Some(crate::bench_tls::run_comparison(root, &work, &binary)?)
+    } else {
+        None
+    };
     let srtp = if options.runs("srtp") && options.wanted("callhost") {
         Some(crate::bench_media::run_srtp_comparison(
             root,
@@ -301,6 +308,9 @@ pub fn bench_sip(root: &Path, args: &[String]) -> Result<()> {
     }
     if let Some(srtp) = srtp {
         crate::bench_media::print_srtp(&srtp);
+    }
+    if let Some(tls) = tls {
+        crate::bench_tls::print(&tls);
     }
     println!("\nlogs and SIPp traces: {}", work.display());
     Ok(())

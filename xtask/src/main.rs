@@ -28,6 +28,7 @@ use callhost_package::{Manifest, PackageBuilder, SigningKey};
 mod bench_media;
 mod bench_recording;
 mod bench_sip;
+mod bench_tls;
 mod prerequisites;
 
 /// Crates packaged as modules: (crate name, directory).

@@ -632,29 +632,6 @@ fn release_transferor(transferor: InviteDialog, accepted: bool) {
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_must_name_the_dialog_exactly() {
-        let id = DialogId {
-            call_id: "c@h".into(),
-            local_tag: "ours".into(),
-            remote_tag: "theirs".into(),
-        };
-        let replaces = |call_id: &str, to: &str, from: &str| Replaces {
-            call_id: call_id.into(),
-            to_tag: to.into(),
-            from_tag: from.into(),
-        };
-        assert!(names_dialog(&id, &replaces("c@h", "ours", "theirs")));
-        assert!(names_dialog(&id, &replaces("c@h", "theirs", "ours")));
-        assert!(!names_dialog(&id, &replaces("c@h", "ours", "guessed")));
-        assert!(!names_dialog(&id, &replaces("c@other", "ours", "theirs")));
-    }
-}
-
 impl Call {
     /// What an attended transfer's partner is offered: its own policy on
     /// the transport its phone (or the trunk) is registered over; plain
@@ -712,5 +689,28 @@ impl Call {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_must_name_the_dialog_exactly() {
+        let id = DialogId {
+            call_id: "c@h".into(),
+            local_tag: "ours".into(),
+            remote_tag: "theirs".into(),
+        };
+        let replaces = |call_id: &str, to: &str, from: &str| Replaces {
+            call_id: call_id.into(),
+            to_tag: to.into(),
+            from_tag: from.into(),
+        };
+        assert!(names_dialog(&id, &replaces("c@h", "ours", "theirs")));
+        assert!(names_dialog(&id, &replaces("c@h", "theirs", "ours")));
+        assert!(!names_dialog(&id, &replaces("c@h", "ours", "guessed")));
+        assert!(!names_dialog(&id, &replaces("c@other", "ours", "theirs")));
     }
 }
