@@ -11,6 +11,8 @@ side of a TLS trunk, where the tests need exact control of certificates.
       (pylibsrtp), and once answered sends N SRTP packets, then one of them
       again (a replay), one under another key, and the key `5` as RFC 4733
       events inside SRTP, then hangs up. Writes the answer's SDP to FILE.
+      With --rekey it first sends a re-INVITE with a new key, N packets
+      under it and one under the old key (FILE.reanswer: the re-answer).
   tls_peer.py server PORT --cert PEM --key PEM --client-ca PEM --out FILE
       Accepts one connection (asking for a client certificate), answers
       its INVITE with 486 Busy Here and writes the client certificate's
@@ -199,9 +201,51 @@ def srtp_call(args):
         seq += 1
         time.sleep(0.02)
     time.sleep(0.3)
+    cseq = 2
+    if args.rekey:
+        # A re-INVITE with a new key of ours (same tag and suite): the
+        # relay must take it, and refuse the old one from then on.
+        new_key = os.urandom(30)
+        reoffer = sdp.replace("o=peer 1 1", "o=peer 1 2").replace(
+            base64.b64encode(ours).decode(), base64.b64encode(new_key).decode()
+        )
+        reinvite = (
+            f"INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+            f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n"
+            f"Contact: <sip:peer@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(reoffer)}\r\n\r\n{reoffer}"
+        )
+        stream.sendall(reinvite.encode())
+        while True:
+            headers, body, buffer = read_message(stream, buffer)
+            status = int(headers.split("\r\n")[0].split()[1])
+            if status >= 200:
+                break
+        if status != 200:
+            print(f"re-INVITE answered {status}")
+            sys.exit(4)
+        with open(args.out + ".reanswer", "w") as out:
+            out.write(body)
+        stream.sendall(
+            (
+                f"ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\n"
+                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        cseq += 1
+        renewed = session(new_key)
+        time.sleep(0.1)
+        for _ in range(args.packets):
+            rtp.sendto(renewed.protect(packet(seq)), relay)
+            seq += 1
+            time.sleep(0.02)
+        # The old key, after the new one: refused.
+        rtp.sendto(sender.protect(packet(seq)), relay)
+        time.sleep(0.3)
     bye = (
         f"BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\n"
+        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} BYE\r\n"
         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
     stream.sendall(bye.encode())
@@ -260,6 +304,7 @@ def main():
     r.add_argument("--rtp-port", type=int, required=True)
     r.add_argument("--packets", type=int, required=True)
     r.add_argument("--out", required=True)
+    r.add_argument("--rekey", action="store_true")
     s = commands.add_parser("server")
     s.add_argument("port", type=int)
     s.add_argument("--cert", required=True)

@@ -234,8 +234,8 @@ pub struct LegStats {
 pub struct RelayConfig {
     /// Address to bind and to write into SDP (must be this machine's).
     pub address: IpAddr,
-    /// RTP ports to use; only even ones are bound (RFC 3550 §11 leaves the
-    /// odd one above for RTCP).
+    /// RTP ports to use: even ones for RTP, the odd one above each (when in
+    /// the range) for its RTCP (RFC 3550 §11).
     pub ports: RangeInclusive<u16>,
     /// How legs latch to their party; [`Latching::Strict`] unless set.
     pub latching: Latching,
@@ -472,11 +472,17 @@ impl MediaRelay {
             SocketAddr::new(self.config.address, caller_port),
             SocketAddr::new(self.config.address, callee_port),
         ];
-        // RTCP on the port above each RTP port (RFC 3550 §11), when free:
-        // the pool hands out even ports only, so only another program can
-        // hold it; then that leg's RTCP (not multiplexed) is not relayed.
+        // RTCP on the port above each RTP port (RFC 3550 §11), when it is
+        // in the range and free: the pool hands out even ports only, so
+        // only another program can hold it; then that leg's RTCP (not
+        // multiplexed) is not relayed. Never outside the range: those
+        // ports are not the relay's to take.
         let rtcp = local.map(|rtp| {
-            let address = SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1));
+            let port = rtp.port().checked_add(1)?;
+            if !self.config.ports.contains(&port) {
+                return None;
+            }
+            let address = SocketAddr::new(rtp.ip(), port);
             let bound = std::net::UdpSocket::bind(address)
                 .and_then(|socket| {
                     socket.set_nonblocking(true)?;

@@ -358,7 +358,8 @@ pub enum LatchingMode {
 pub struct MediaConfig {
     /// The address phones send RTP to (the host's address on their network).
     pub address: IpAddr,
-    /// UDP ports for RTP, `FIRST-LAST`; two per call.
+    /// UDP ports for RTP and RTCP, `FIRST-LAST`: two even ones per call
+    /// for RTP, the odd one above each for its RTCP.
     pub rtp_ports: String,
     /// How a leg latches onto where its RTP comes from.
     pub latching: LatchingMode,

@@ -222,6 +222,16 @@ pub struct SipServer {
 /// (dropping a runtime inside another one's task would panic).
 struct MediaRuntime(Option<tokio::runtime::Runtime>);
 
+impl MediaRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime is there until dropped")
+            .handle()
+            .clone()
+    }
+}
+
 impl Drop for MediaRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.0.take() {
@@ -242,17 +252,22 @@ impl SipServer {
         };
         // RTP never waits behind SIP transactions, hooks or anything else
         // on the server's runtime: the relay has a runtime of its own.
-        let media_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("callhost-media")
-            .enable_all()
-            .build()
-            .map_err(|e| ServeError::Media(format!("cannot start the media runtime: {e}")))?;
+        // Held by its guard from the start: a bind error below returns
+        // while this runs inside the server's runtime, where dropping a
+        // runtime the plain way panics.
+        let media_runtime = MediaRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("callhost-media")
+                .enable_all()
+                .build()
+                .map_err(|e| ServeError::Media(format!("cannot start the media runtime: {e}")))?,
+        ));
         let relay = MediaRelay::new(RelayConfig {
             latching,
             ..RelayConfig::new(media.address, ports)
         })
-        .on_runtime(media_runtime.handle().clone());
+        .on_runtime(media_runtime.handle());
         let address_policy = if media.allow_local_addresses {
             AddressPolicy::AllowLocal
         } else {
@@ -337,7 +352,7 @@ impl SipServer {
             tls_local,
             certified,
             transport_cancel,
-            media_runtime: MediaRuntime(Some(media_runtime)),
+            media_runtime,
         })
     }
 

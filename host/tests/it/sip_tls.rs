@@ -787,34 +787,47 @@ fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_le
 /// The scripted SRTP carrier calls `number` and sends `packets` packets of
 /// A-law 0x55 (see `tls_peer.py srtp-call`); returns our SDP answer.
 fn scripted_srtp_call(server: &TlsServe, number: &str, packets: u32) -> String {
+    scripted_srtp_call_with(server, number, packets, &[])
+}
+
+/// As [`scripted_srtp_call`], with more arguments (`--rekey`).
+fn scripted_srtp_call_with(
+    server: &TlsServe,
+    number: &str,
+    packets: u32,
+    extra: &[&str],
+) -> String {
     let dir = tempfile::tempdir().unwrap();
     let answer_file = dir.path().join("answer.sdp");
     let (host, port) = (LOCALHOST.to_string(), server.tls_port.to_string());
     let rtp = free_port().to_string();
     let peer = tls_peer();
     let packets = packets.to_string();
-    let (ok, output) = run(
-        "python3",
-        &[
-            peer.to_str().unwrap(),
-            "srtp-call",
-            &host,
-            &port,
-            number,
-            "--rtp-port",
-            &rtp,
-            "--packets",
-            &packets,
-            "--out",
-            answer_file.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let mut args = vec![
+        peer.to_str().unwrap(),
+        "srtp-call",
+        &host,
+        &port,
+        number,
+        "--rtp-port",
+        &rtp,
+        "--packets",
+        &packets,
+        "--out",
+        answer_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, output) = run("python3", &args, b"");
     assert!(
         ok && output.contains("SIP/2.0 200"),
         "the scripted caller: {output}"
     );
-    std::fs::read_to_string(&answer_file).unwrap()
+    let mut answer = std::fs::read_to_string(&answer_file).unwrap();
+    if let Ok(reanswer) = std::fs::read_to_string(answer_file.with_extension("sdp.reanswer")) {
+        answer.push_str("\n--- re-answer ---\n");
+        answer.push_str(&reanswer);
+    }
+    answer
 }
 
 #[test]
@@ -895,4 +908,114 @@ fn an_srtp_call_is_recorded_decrypted() {
     let report: serde_json::Value =
         serde_json::from_str(&h.ok(&["instance", "action", "rec", "verify", "--json"])).unwrap();
     assert_eq!(report["passed"], true, "{report:#}");
+}
+
+#[test]
+fn a_re_invite_with_a_new_key_rekeys_the_leg_and_the_old_key_is_refused() {
+    let server = TlsServe::start_with(
+        "",
+        "[sip.srtp]\ntrunk = \"preferred\"",
+        "transport = \"tls\"",
+    );
+    let serve = &server.serve;
+    let bert = free_port();
+    crate::sip::register(serve, "bert", bert);
+    let phone = crate::sip::answering_phone("bert answers", bert);
+    let answers = scripted_srtp_call_with(&server, BERT, 30, &["--rekey"]);
+    phone.wait().assert_ok();
+    // Our key stays what it was in the re-answer.
+    let (first, again) = answers
+        .split_once("--- re-answer ---")
+        .expect("a re-answer");
+    let key = |sdp: &str| {
+        sdp.lines()
+            .find(|line| line.starts_with("a=crypto:"))
+            .map(str::to_string)
+            .expect("a=crypto")
+    };
+    assert_eq!(key(first), key(again));
+    let ended = serve.wait_log_nth(
+        &["call ended", "answered_by=bert"],
+        0,
+        Duration::from_secs(20),
+    );
+    let media = call_media(serve, &ended);
+    let (caller, callee) = (&media[0], &media[1]);
+    // 30 under the first key, 4 events, 30 under the new one went on; the
+    // stranger's and the old key's after the re-INVITE did not.
+    assert_eq!(callee["packets_out"], 64, "{callee}");
+    assert_eq!(caller["srtp_rejected"], 2, "{caller}");
+    assert_eq!(caller["srtp_replayed"], 1, "{caller}");
+}
+
+/// `callhost serve` with `config` as its callhost.toml: its exit status
+/// and stderr (killed after 20 s if it keeps running).
+fn serve_once(data: &Path, config: &str) -> (std::process::ExitStatus, String) {
+    std::fs::write(data.join("callhost.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
+        .arg("--data")
+        .arg(data)
+        .arg("serve")
+        .env_remove("CALLHOST_DATA")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("callhost serve kept running");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .ok();
+    (status, stderr)
+}
+
+#[test]
+fn a_taken_tls_port_or_a_missing_key_stops_serve_with_the_reason_and_no_panic() {
+    let data = tempfile::tempdir().unwrap();
+    callhost(data.path(), &["tls", "self-signed", "--name", LOCALHOST]);
+    let directory = data.path().join("directory.toml");
+    std::fs::write(&directory, DIRECTORY).unwrap();
+    callhost(
+        data.path(),
+        &["directory", "load", directory.to_str().unwrap()],
+    );
+    let taken = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let rtp = crate::sip_harness::free_ports(8);
+    let config = |tls_port: u16, key: &str| {
+        format!(
+            "[sip]\nlisten = \"{LOCALHOST}:{}\"\n[sip.tls]\nlisten = \"{LOCALHOST}:{tls_port}\"\n\
+             certificate = \"tls/sip-cert.pem\"\nkey = \"{key}\"\n\
+             [media]\naddress = \"{LOCALHOST}\"\nrtp_ports = \"{rtp}-{}\"\n",
+            free_port(),
+            rtp + 7
+        )
+    };
+    let (status, stderr) = serve_once(data.path(), &config(taken_port, "tls/sip-key.pem"));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen for SIP over TLS on {LOCALHOST}:{taken_port}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (status, stderr) = serve_once(data.path(), &config(free_port(), "tls/missing-key.pem"));
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("missing-key.pem"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
