@@ -12,8 +12,9 @@ use anyhow::{bail, Result};
 /// providers link the system's OpenSSL), SIPp and baresip (the phones
 /// against `callhost serve`), OpenSSH's server and ssh-keygen (the SFTP
 /// target of call recording), the OpenSSL command line (certificates and
-/// handshakes for the SIP-over-TLS tests) and tshark (the capture that
-/// shows SRTP legs carry no plain audio).
+/// handshakes for the SIP-over-TLS tests), tshark (the capture that
+/// shows SRTP legs carry no plain audio), and linphone's console client
+/// with PulseAudio (its sound device: a null sink the test starts).
 pub const TEST_DEBIAN: &[&str] = &[
     "slapd",
     "ldap-utils",
@@ -25,6 +26,8 @@ pub const TEST_DEBIAN: &[&str] = &[
     "openssh-client",
     "openssl",
     "tshark",
+    "linphone-cli",
+    "pulseaudio",
 ];
 /// The CardDAV server the reverse-lookup tests run, the S3 server (with
 /// boto3) the recording targets are tested against and the SMTP sink for

@@ -1136,18 +1136,26 @@ async fn relay_rtcp(
         let mut state = shared.leg(leg);
         let party = state.rx.send_address().map(|address| address.ip());
         let is_rtcp = len >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1]);
-        let plain = match (&mut state.crypto, party == Some(source.ip()) && is_rtcp) {
-            (_, false) | (LegCrypto::AwaitingKeys, true) => None,
-            (LegCrypto::Plain, true) => Some(Bytes::copy_from_slice(datagram)),
-            (LegCrypto::Srtp(srtp), true) => srtp.unprotect(datagram).ok(),
+        let plain = match (&mut state.crypto, party) {
+            (_, None) => Err("the party's address is not known yet"),
+            (_, Some(ip)) if ip != source.ip() => Err("not from the party's address"),
+            _ if !is_rtcp => Err("not RTCP"),
+            (LegCrypto::AwaitingKeys, _) => Err("the leg's keys are not known yet"),
+            (LegCrypto::Plain, _) => Ok(Bytes::copy_from_slice(datagram)),
+            (LegCrypto::Srtp(srtp), _) => srtp
+                .unprotect(datagram)
+                .map_err(|_| "SRTCP did not authenticate"),
         };
         match plain {
-            Some(plain) => {
+            Ok(plain) => {
                 state.rx.counters.rtcp_in += 1;
                 plain
             }
-            None => {
+            Err(why) => {
                 state.rx.counters.rtcp_dropped += 1;
+                if state.rx.counters.rtcp_dropped == 1 {
+                    tracing::debug!(?leg, from = %source, why, "RTCP dropped");
+                }
                 return;
             }
         }

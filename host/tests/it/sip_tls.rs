@@ -1019,3 +1019,126 @@ fn a_taken_tls_port_or_a_missing_key_stops_serve_with_the_reason_and_no_panic() 
     assert!(stderr.contains("missing-key.pem"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A PulseAudio server with a null sink of its own (linphone needs a sound
+/// device to send audio; there is none in a container), stopped on drop.
+struct Pulse {
+    child: std::process::Child,
+    server: String,
+}
+
+impl Pulse {
+    fn start(dir: &Path) -> Pulse {
+        let runtime = dir.join("pulse");
+        std::fs::create_dir_all(&runtime).unwrap();
+        let socket = runtime.join("native");
+        let child = Command::new("pulseaudio")
+            .args(["--daemonize=no", "--exit-idle-time=-1", "-n"])
+            .arg("--load=module-null-sink sink_name=null")
+            .arg(format!(
+                "--load=module-native-protocol-unix socket={}",
+                socket.display()
+            ))
+            .env("PULSE_RUNTIME_PATH", &runtime)
+            .env("HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pulseaudio (is it installed?)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "pulseaudio did not start");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Pulse {
+            child,
+            server: format!("unix:{}", socket.display()),
+        }
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[test]
+fn linphone_over_tls_with_srtp_answers_an_srtp_baresip_with_audio_both_ways() {
+    let server = TlsServe::start_with("", "[sip.srtp]\ndefault = \"required\"", "");
+    let serve = &server.serve;
+    let dir = tempfile::tempdir().unwrap();
+    let pulse = Pulse::start(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".local/share/linphone")).unwrap();
+    let (sip, rtp) = (free_port(), crate::sip_harness::free_ports(10));
+    let config = dir.path().join("linphonerc");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nsip_port=-1\nsip_tcp_port=-1\nsip_tls_port={sip}\ndefault_proxy=0\n\
+             media_encryption=srtp\nmedia_encryption_mandatory=1\n\
+             root_ca={}\nverify_server_certs=1\nverify_server_cn=0\n\
+             [proxy_0]\nreg_proxy=<sip:{addr};transport=tls>\nreg_route=<sip:{addr};transport=tls>\n\
+             reg_identity=sip:bert@{LOCALHOST}\nreg_expires=60\nreg_sendregister=1\n\
+             [auth_info_0]\nusername=bert\npasswd=bert-pw\nrealm=callhost\n\
+             [rtp]\naudio_rtp_port={rtp}-{}\n[video]\nenabled=0\n",
+            server.certificate().display(),
+            rtp + 9,
+            addr = server.tls_addr(),
+        ),
+    )
+    .unwrap();
+    // linphonec reads commands from stdin and quits at its end: a pipe we
+    // hold open keeps it running.
+    let log = dir.path().join("linphone.log");
+    let mut linphone = Command::new("linphonec")
+        .arg("-c")
+        .arg(&config)
+        .args(["-a", "-d", "3", "-l"])
+        .arg(&log)
+        .env("HOME", &home)
+        .env("PULSE_SERVER", &pulse.server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("linphonec (is linphone-cli installed?)");
+    let registered = serve.wait_log_nth(
+        &["device registered", "user=bert"],
+        0,
+        Duration::from_secs(20),
+    );
+    assert!(registered.contains("transport=TLS"), "{registered}");
+    let _anna = server.srtp_phone(&dir.path().join("anna"), "anna", &["-e", "/dial 202"]);
+    let ended = serve.wait_log_nth(
+        &["call ended", "from_user=anna"],
+        0,
+        Duration::from_secs(40),
+    );
+    linphone.kill().ok();
+    linphone.wait().ok();
+    let media = call_media(serve, &ended);
+    let linphone_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: String = linphone_log
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(ended.contains("answered_by=bert"), "{ended}\n{tail}");
+    for leg in &media {
+        assert_eq!(leg["srtp"], true, "{leg}");
+    }
+    let (anna, bert) = (&media[0], &media[1]);
+    assert_eq!(anna["srtp_rejected"], 0, "{anna}");
+    assert!(
+        anna["packets_out"].as_u64().unwrap() >= 100,
+        "from linphone to baresip: {bert}\n{tail}"
+    );
+    assert!(
+        bert["packets_out"].as_u64().unwrap() >= 100,
+        "from baresip to linphone: {bert}\n{tail}"
+    );
+}
