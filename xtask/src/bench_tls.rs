@@ -1,11 +1,14 @@
 //! The TLS step of `cargo xtask bench sip`: the same calls set up from the
 //! carrier over SIP over TLS (one connection, as a trunk holds it) and over
-//! UDP, each on a fresh `callhost serve`, at [`RATE`] calls/s for
-//! [`SECONDS`] s. SIPp here is built without TLS, so the carrier is the
-//! media step's small user agent (`bench_media.rs`) speaking over a
-//! tokio-rustls connection; the called phone is the same UDP phone in both
-//! runs. Figures: calls answered, INVITE→200 at the carrier (p50, p99),
-//! callhost's CPU, and the ratios TLS/UDP.
+//! UDP, each step on a fresh `callhost serve`, [`SECONDS`] s at a fixed
+//! rate, the two taking turns at each of [`RATES`] until each fails one (a
+//! step passes when every call is answered 200 within 5 s). SIPp here is
+//! built without TLS, so the carrier is the media step's small user agent
+//! (`bench_media.rs`) speaking over a tokio-rustls connection; the called
+//! phone is the same UDP phone in both runs. Figures per step: calls
+//! answered, INVITE→200 at the carrier (p50, p99), callhost's CPU; then the
+//! highest passing rate of each and their ratio, and the CPU ratio at the
+//! first rate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,9 +27,8 @@ use crate::bench_sip::{
     terminate, Flavour, LOOPBACK,
 };
 
-/// New calls per second (well inside callhost's UDP ceiling: the step
-/// compares the cost of TLS, not two overloads).
-const RATE: u32 = 200;
+/// New calls per second, step by step.
+const RATES: [u32; 4] = [200, 400, 800, 1600];
 const SECONDS: u32 = 10;
 const SIP_PORT: u16 = 5088;
 const TLS_PORT: u16 = 5089;
@@ -42,6 +44,7 @@ pub(crate) enum Signalling {
 #[derive(Debug)]
 pub(crate) struct SetupFigures {
     signalling: Signalling,
+    rate: u32,
     placed: u32,
     answered: u32,
     p50_ms: f64,
@@ -49,29 +52,70 @@ pub(crate) struct SetupFigures {
     server_cpu_percent: f64,
 }
 
-/// Both runs, UDP first.
+impl SetupFigures {
+    fn passed(&self) -> bool {
+        self.answered == self.placed
+    }
+}
+
+/// Every step: at each rate UDP then TLS, each until its first failure.
 pub(crate) fn run_comparison(root: &Path, work: &Path, binary: &Path) -> Result<Vec<SetupFigures>> {
-    [Signalling::Udp, Signalling::Tls]
-        .into_iter()
-        .map(|signalling| run(root, work, binary, signalling))
-        .collect()
+    let mut figures: Vec<SetupFigures> = Vec::new();
+    for rate in RATES {
+        for signalling in [Signalling::Udp, Signalling::Tls] {
+            let failed = figures
+                .iter()
+                .any(|f| f.signalling == signalling && !f.passed());
+            if !failed {
+                figures.push(run(root, work, binary, signalling, rate)?);
+            }
+        }
+    }
+    Ok(figures)
 }
 
 pub(crate) fn print(figures: &[SetupFigures]) {
     println!(
-        "\n| call setup from the trunk, {RATE} calls/s for {SECONDS} s | answered / placed | INVITE→200 p50 / p99 | CPU callhost |"
+        "\n| call setup from the trunk, {SECONDS} s per step | rate | answered / placed | INVITE→200 p50 / p99 | CPU callhost |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for f in figures {
         println!(
-            "| {:?} | {} / {} | {:.2} / {:.2} ms | {:.0} % |",
-            f.signalling, f.answered, f.placed, f.p50_ms, f.p99_ms, f.server_cpu_percent
+            "| {:?} | {}/s | {} / {} | {:.2} / {:.2} ms | {:.0} % |",
+            f.signalling, f.rate, f.answered, f.placed, f.p50_ms, f.p99_ms, f.server_cpu_percent
         );
     }
-    if let [udp, tls] = figures {
+    let highest = |signalling| {
+        figures
+            .iter()
+            .filter(|f| f.signalling == signalling && f.passed())
+            .map(|f| f.rate)
+            .max()
+    };
+    let shown =
+        |rate: Option<u32>| rate.map_or("below the first step".to_string(), |r| format!("{r}/s"));
+    let (udp, tls) = (highest(Signalling::Udp), highest(Signalling::Tls));
+    println!(
+        "highest rate with every call answered: UDP {}, TLS {}{}",
+        shown(udp),
+        shown(tls),
+        match (udp, tls) {
+            (Some(u), Some(t)) => format!(" (TLS/UDP {:.2})", f64::from(t) / f64::from(u)),
+            _ => String::new(),
+        }
+    );
+    if let (Some(udp), Some(tls)) = (
+        figures
+            .iter()
+            .find(|f| f.signalling == Signalling::Udp && f.rate == RATES[0]),
+        figures
+            .iter()
+            .find(|f| f.signalling == Signalling::Tls && f.rate == RATES[0]),
+    ) {
         if udp.server_cpu_percent > 0.0 && udp.p99_ms > 0.0 {
             println!(
-                "TLS/UDP: CPU {:.2}, p99 {:.2} (one TLS connection for all calls, as a trunk holds it)",
+                "at {}/s TLS/UDP: CPU {:.2}, p99 {:.2} (one TLS connection for all calls, as a trunk holds it)",
+                RATES[0],
                 tls.server_cpu_percent / udp.server_cpu_percent,
                 tls.p99_ms / udp.p99_ms
             );
@@ -79,8 +123,14 @@ pub(crate) fn print(figures: &[SetupFigures]) {
     }
 }
 
-fn run(root: &Path, work: &Path, binary: &Path, signalling: Signalling) -> Result<SetupFigures> {
-    println!("== call setup over {signalling:?}: {RATE} calls/s for {SECONDS} s");
+fn run(
+    root: &Path,
+    work: &Path,
+    binary: &Path,
+    signalling: Signalling,
+    rate: u32,
+) -> Result<SetupFigures> {
+    println!("== call setup over {signalling:?}: {rate} calls/s for {SECONDS} s");
     let data = work.join("callhost-tls-data");
     if data.exists() {
         std::fs::remove_dir_all(&data)?;
@@ -109,7 +159,7 @@ fn run(root: &Path, work: &Path, binary: &Path, signalling: Signalling) -> Resul
              [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"20000-29999\"\n"
         ),
     )?;
-    let dir = fresh_dir(work, &format!("setup-{signalling:?}"))?;
+    let dir = fresh_dir(work, &format!("setup-{signalling:?}-{rate}"))?;
     let log_path = dir.join("callhost.log");
     let log = std::fs::File::create(&log_path)?;
     let mut child = Command::new(binary)
@@ -133,7 +183,7 @@ fn run(root: &Path, work: &Path, binary: &Path, signalling: Signalling) -> Resul
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(generate(signalling, child.id()));
+    let result = runtime.block_on(generate(signalling, rate, child.id()));
     terminate(&mut child);
     result
 }
@@ -157,7 +207,7 @@ impl Carrier {
     }
 }
 
-async fn generate(signalling: Signalling, server_pid: u32) -> Result<SetupFigures> {
+async fn generate(signalling: Signalling, rate: u32, server_pid: u32) -> Result<SetupFigures> {
     let server = SocketAddr::from(([127, 0, 0, 1], SIP_PORT));
     let phone = Arc::new(UdpSocket::bind((LOOPBACK, PHONE_PORT)).await?);
     register(&phone, server, PHONE_PORT, SIP_PORT).await?;
@@ -216,7 +266,7 @@ async fn generate(signalling: Signalling, server_pid: u32) -> Result<SetupFigure
     let ticks = clock_ticks_per_second();
     let cpu_start = process_tree_ticks(server_pid);
     let started = Instant::now();
-    let total = RATE * SECONDS;
+    let total = rate * SECONDS;
     let mut calls = tokio::task::JoinSet::new();
     for n in 0..total {
         let call_id = format!("bench-setup-{n}@{LOOPBACK}");
@@ -256,7 +306,7 @@ async fn generate(signalling: Signalling, server_pid: u32) -> Result<SetupFigure
                 .ok()?;
             Some(setup)
         });
-        let due = started + Duration::from_secs(1) * (n + 1) / RATE;
+        let due = started + Duration::from_secs(1) * (n + 1) / rate;
         tokio::time::sleep_until(due.into()).await;
     }
     let mut setups = Vec::new();
@@ -271,6 +321,7 @@ async fn generate(signalling: Signalling, server_pid: u32) -> Result<SetupFigure
     let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     Ok(SetupFigures {
         signalling,
+        rate,
         placed: total,
         answered: setups.len() as u32,
         p50_ms: ms(percentile(&setups, 0.50)),

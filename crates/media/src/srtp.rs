@@ -333,6 +333,20 @@ mod tests {
     }
 
     #[test]
+    fn the_rollover_counter_follows_a_sequence_number_wrap_both_ways() {
+        let (mut phone, mut relay) = pair(CryptoSuite::AesCm128HmacSha1_80);
+        // 65 530 … 65 535, then 0 … 9 with the rollover counter at 1: the
+        // relay must derive it, or every packet after the wrap fails.
+        for seq in (65_530..=65_535u16).chain(0..10) {
+            let plain = rtp(seq, 0x0AC0);
+            let sent = phone.protect(&plain).unwrap();
+            assert_eq!(relay.unprotect(&sent).unwrap(), plain, "seq {seq}");
+            let back = relay.protect(&plain).unwrap();
+            assert_eq!(phone.unprotect(&back).unwrap(), plain, "seq {seq} back");
+        }
+    }
+
+    #[test]
     fn a_rekey_with_the_same_party_key_keeps_the_replay_window() {
         let (mut phone, mut relay) = pair(CryptoSuite::AeadAes128Gcm);
         let first = phone.protect(&rtp(1, 9)).unwrap();
