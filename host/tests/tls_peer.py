@@ -13,6 +13,8 @@ side of a TLS trunk, where the tests need exact control of certificates.
       events inside SRTP, then hangs up. Writes the answer's SDP to FILE.
       With --rekey it first sends a re-INVITE with a new key, N packets
       under it and one under the old key (FILE.reanswer: the re-answer).
+      With --sips the Request-URI is a sips: URI. Prints the answer's
+      Contact.
   tls_peer.py server PORT --cert PEM --key PEM --client-ca PEM --out FILE
       Accepts one connection (asking for a client certificate), answers
       its INVITE with 486 Busy Here and writes the client certificate's
@@ -140,7 +142,10 @@ def srtp_call(args):
         "a=rtpmap:101 telephone-event/8000\r\n"
         f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(ours).decode()}\r\n"
     )
-    target = f"sip:{args.number}@{args.host}:{args.port};transport=tls"
+    if args.sips:
+        target = f"sips:{args.number}@{args.host}:{args.port}"
+    else:
+        target = f"sip:{args.number}@{args.host}:{args.port};transport=tls"
     frm = f"<sip:+493099999999@{args.host}>;tag=peer"
     invite = (
         f"INVITE {target} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
@@ -160,6 +165,7 @@ def srtp_call(args):
         sys.exit(3)
     to = header(headers, "To")
     contact = header(headers, "Contact").strip("<>").split(">")[0]
+    print(f"answer Contact: {contact}", flush=True)
     cseq_ack = (
         f"ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
         f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n"
@@ -305,6 +311,7 @@ def main():
     r.add_argument("--packets", type=int, required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--rekey", action="store_true")
+    r.add_argument("--sips", action="store_true")
     s = commands.add_parser("server")
     s.add_argument("port", type=int)
     s.add_argument("--cert", required=True)

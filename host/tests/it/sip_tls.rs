@@ -784,19 +784,29 @@ fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_le
     assert!(to_sipp.iter().all(|payload| !from_anna.contains(payload)));
 }
 
+/// What the scripted SRTP carrier saw of its call.
+struct ScriptedCall {
+    /// Our SDP answer.
+    answer: String,
+    /// Our answer to its re-INVITE (`--rekey`).
+    reanswer: Option<String>,
+    /// What it printed (the answer's Contact, the BYE's status).
+    output: String,
+}
+
 /// The scripted SRTP carrier calls `number` and sends `packets` packets of
-/// A-law 0x55 (see `tls_peer.py srtp-call`); returns our SDP answer.
-fn scripted_srtp_call(server: &TlsServe, number: &str, packets: u32) -> String {
+/// A-law 0x55 (see `tls_peer.py srtp-call`).
+fn scripted_srtp_call(server: &TlsServe, number: &str, packets: u32) -> ScriptedCall {
     scripted_srtp_call_with(server, number, packets, &[])
 }
 
-/// As [`scripted_srtp_call`], with more arguments (`--rekey`).
+/// As [`scripted_srtp_call`], with more arguments (`--rekey`, `--sips`).
 fn scripted_srtp_call_with(
     server: &TlsServe,
     number: &str,
     packets: u32,
     extra: &[&str],
-) -> String {
+) -> ScriptedCall {
     let dir = tempfile::tempdir().unwrap();
     let answer_file = dir.path().join("answer.sdp");
     let (host, port) = (LOCALHOST.to_string(), server.tls_port.to_string());
@@ -822,12 +832,11 @@ fn scripted_srtp_call_with(
         ok && output.contains("SIP/2.0 200"),
         "the scripted caller: {output}"
     );
-    let mut answer = std::fs::read_to_string(&answer_file).unwrap();
-    if let Ok(reanswer) = std::fs::read_to_string(answer_file.with_extension("sdp.reanswer")) {
-        answer.push_str("\n--- re-answer ---\n");
-        answer.push_str(&reanswer);
+    ScriptedCall {
+        answer: std::fs::read_to_string(&answer_file).unwrap(),
+        reanswer: std::fs::read_to_string(answer_file.with_extension("sdp.reanswer")).ok(),
+        output,
     }
-    answer
 }
 
 #[test]
@@ -842,8 +851,9 @@ fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_d
     let bert = free_port();
     crate::sip::register(serve, "bert", bert);
     let phone = crate::sip::answering_phone("bert answers", bert);
-    let answer = scripted_srtp_call(&server, BERT, 50);
+    let call = scripted_srtp_call(&server, BERT, 50);
     phone.wait().assert_ok();
+    let answer = call.answer;
 
     // Our answer: RTP/SAVP with a key of our own for the caller's leg.
     assert!(answer.contains(" RTP/SAVP 8"), "{answer}");
@@ -921,12 +931,16 @@ fn a_re_invite_with_a_new_key_rekeys_the_leg_and_the_old_key_is_refused() {
     let bert = free_port();
     crate::sip::register(serve, "bert", bert);
     let phone = crate::sip::answering_phone("bert answers", bert);
-    let answers = scripted_srtp_call_with(&server, BERT, 30, &["--rekey"]);
+    let call = scripted_srtp_call_with(&server, BERT, 30, &["--rekey", "--sips"]);
     phone.wait().assert_ok();
+    // A dialog set up with a sips: URI gets a sips: Contact.
+    assert!(
+        call.output.contains("answer Contact: sips:"),
+        "{}",
+        call.output
+    );
     // Our key stays what it was in the re-answer.
-    let (first, again) = answers
-        .split_once("--- re-answer ---")
-        .expect("a re-answer");
+    let (first, again) = (&call.answer, call.reanswer.as_deref().expect("a re-answer"));
     let key = |sdp: &str| {
         sdp.lines()
             .find(|line| line.starts_with("a=crypto:"))

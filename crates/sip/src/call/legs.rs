@@ -212,6 +212,7 @@ impl Call {
             &self.shared,
             Some(&from_number),
             destination.r#type.unwrap_or(Transport::Udp),
+            callee.scheme == Some(rsipstack::sip::Scheme::Sips),
         );
         let option = InviteOption {
             caller_display_name: Some(display),

@@ -213,7 +213,12 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         &tx,
         state_sender.clone(),
         None,
-        Some(contact_uri(&shared, None, peer.transport)),
+        Some(contact_uri(
+            &shared,
+            None,
+            peer.transport,
+            tx.original.uri.scheme == Some(rsipstack::sip::Scheme::Sips),
+        )),
     ) {
         Ok(dialog) => dialog,
         Err(error) => {
@@ -1087,11 +1092,14 @@ fn finish(
 
 /// Our Contact URI for a dialog on `transport` (with a user part where
 /// the other side shows it): the peer sends its in-dialog requests there,
-/// so it names the transport and, for TLS, the TLS port.
+/// so it names the transport and, for TLS, the TLS port. A dialog the
+/// peer set up with a `sips:` URI gets a `sips:` Contact (RFC 3261
+/// §12.1.1), on TLS only.
 pub(crate) fn contact_uri(
     shared: &Shared,
     user: Option<&str>,
     transport: rsipstack::sip::Transport,
+    sips: bool,
 ) -> Uri {
     let (address, parameter) = match transport {
         rsipstack::sip::Transport::Tls => {
@@ -1100,9 +1108,13 @@ pub(crate) fn contact_uri(
         rsipstack::sip::Transport::Tcp => (shared.local, ";transport=tcp"),
         _ => (shared.local, ""),
     };
+    let (scheme, parameter) = match transport {
+        rsipstack::sip::Transport::Tls if sips => ("sips", ""),
+        _ => ("sip", parameter),
+    };
     let text = match user {
-        Some(user) => format!("sip:{}@{address}{parameter}", safe_number(user)),
-        None => format!("sip:{address}{parameter}"),
+        Some(user) => format!("{scheme}:{}@{address}{parameter}", safe_number(user)),
+        None => format!("{scheme}:{address}{parameter}"),
     };
     Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
 }
