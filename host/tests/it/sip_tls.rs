@@ -852,8 +852,17 @@ fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_d
     crate::sip::register(serve, "bert", bert);
     let phone = crate::sip::answering_phone("bert answers", bert);
     let call = scripted_srtp_call(&server, BERT, 50);
-    phone.wait().assert_ok();
+    let phone = phone.wait();
+    phone.assert_ok();
     let answer = call.answer;
+    // Bert's phone is on UDP: it is offered plain RTP, and no key at all
+    // (neither ours nor the caller's).
+    let invite = phone.received_request("INVITE").expect("Bert's INVITE");
+    assert!(
+        invite.text.contains(" RTP/AVP ") && !invite.text.contains("a=crypto"),
+        "{}",
+        invite.text
+    );
 
     // Our answer: RTP/SAVP with a key of our own for the caller's leg.
     assert!(answer.contains(" RTP/SAVP 8"), "{answer}");
@@ -1155,4 +1164,18 @@ fn linphone_over_tls_with_srtp_answers_an_srtp_baresip_with_audio_both_ways() {
         bert["packets_out"].as_u64().unwrap() >= 100,
         "from baresip to linphone: {bert}\n{tail}"
     );
+}
+
+#[test]
+fn an_offer_that_breaks_a_required_srtp_policy_is_refused_with_488() {
+    // The carrier must use SRTP; the scripted one offers plain RTP.
+    let server = TlsServe::start_with(
+        "",
+        "[sip.srtp]\ntrunk = \"required\"",
+        "transport = \"tls\"",
+    );
+    let refused = carrier_invite(&server.tls_addr(), BERT, None);
+    assert!(refused.contains("SIP/2.0 488"), "{refused}");
+    let line = server.serve.wait_log(&["request refused", "status=488"]);
+    assert!(line.contains("SRTP is required"), "{line}");
 }
