@@ -57,6 +57,32 @@ def header(head, name):
     return ""
 
 
+def final_response(stream, buffer):
+    """Reads responses until the final one: (status, head, body, rest)."""
+    while True:
+        head, body, buffer = read_message(stream, buffer)
+        status = int(head.split("\r\n")[0].split()[1])
+        if status >= 200:
+            return status, head, body, buffer
+
+
+def request(method, uri, local, dialog, cseq, sdp=""):
+    """A request in the dialog `dialog` (From, To, Call-ID), with an SDP
+    body if given."""
+    frm, to, call_id = dialog
+    body = ""
+    if sdp:
+        body = (
+            f"Contact: <sip:peer@{local};transport=tls>\r\n"
+            f"Content-Type: application/sdp\r\n"
+        )
+    return (
+        f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
+        f"Max-Forwards: 70\r\n{body}Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+    ).encode()
+
+
 def client(args):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -147,31 +173,16 @@ def srtp_call(args):
     else:
         target = f"sip:{args.number}@{args.host}:{args.port};transport=tls"
     frm = f"<sip:+493099999999@{args.host}>;tag=peer"
-    invite = (
-        f"INVITE {target} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-        f"From: {frm}\r\nTo: <sip:{args.number}@{args.host}>\r\nCall-ID: {call_id}\r\n"
-        f"CSeq: 1 INVITE\r\nContact: <sip:peer@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
-        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
-    )
-    stream.sendall(invite.encode())
-    buffer = b""
-    while True:
-        headers, body, buffer = read_message(stream, buffer)
-        status = int(headers.split("\r\n")[0].split()[1])
-        if status >= 200:
-            break
+    offering = (frm, f"<sip:{args.number}@{args.host}>", call_id)
+    stream.sendall(request("INVITE", target, local, offering, 1, sdp))
+    status, headers, body, buffer = final_response(stream, b"")
     if status != 200:
         print(f"final answer {status}")
         sys.exit(3)
-    to = header(headers, "To")
+    dialog = (frm, header(headers, "To"), call_id)
     contact = header(headers, "Contact").strip("<>").split(">")[0]
     print(f"answer Contact: {contact}", flush=True)
-    cseq_ack = (
-        f"ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n"
-        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    )
-    stream.sendall(cseq_ack.encode())
+    stream.sendall(request("ACK", contact, local, dialog, 1))
     relay_port = None
     for line in body.splitlines():
         if line.startswith("m=audio "):
@@ -215,30 +226,14 @@ def srtp_call(args):
         reoffer = sdp.replace("o=peer 1 1", "o=peer 1 2").replace(
             base64.b64encode(ours).decode(), base64.b64encode(new_key).decode()
         )
-        reinvite = (
-            f"INVITE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-            f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n"
-            f"Contact: <sip:peer@{local};transport=tls>\r\nMax-Forwards: 70\r\n"
-            f"Content-Type: application/sdp\r\nContent-Length: {len(reoffer)}\r\n\r\n{reoffer}"
-        )
-        stream.sendall(reinvite.encode())
-        while True:
-            headers, body, buffer = read_message(stream, buffer)
-            status = int(headers.split("\r\n")[0].split()[1])
-            if status >= 200:
-                break
+        stream.sendall(request("INVITE", contact, local, dialog, cseq, reoffer))
+        status, _, body, buffer = final_response(stream, buffer)
         if status != 200:
             print(f"re-INVITE answered {status}")
             sys.exit(4)
         with open(args.out + ".reanswer", "w") as out:
             out.write(body)
-        stream.sendall(
-            (
-                f"ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-                f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\n"
-                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            ).encode()
-        )
+        stream.sendall(request("ACK", contact, local, dialog, cseq))
         cseq += 1
         renewed = session(new_key)
         time.sleep(0.1)
@@ -249,12 +244,7 @@ def srtp_call(args):
         # The old key, after the new one: refused.
         rtp.sendto(sender.protect(packet(seq)), relay)
         time.sleep(0.3)
-    bye = (
-        f"BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-        f"From: {frm}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} BYE\r\n"
-        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    )
-    stream.sendall(bye.encode())
+    stream.sendall(request("BYE", contact, local, dialog, cseq))
     head, _, _ = read_message(stream, buffer)
     print(head.split("\r\n")[0])
     stream.close()

@@ -17,7 +17,6 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::Path,
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -30,8 +29,8 @@ use callhost_media::sdes::{CryptoAttribute, CryptoSuite, KeyMaterial};
 use callhost_media::srtp::{LegSrtp, SrtpKeys};
 
 use crate::bench_sip::{
-    clock_ticks_per_second, fresh_dir, prepare_callhost_data, process_tree_ticks, terminate,
-    Flavour, LOOPBACK, SERVICE,
+    clock_ticks_per_second, fresh_dir, prepare_callhost_data, process_tree_ticks, start_serve,
+    terminate, Flavour, LOOPBACK, SERVICE,
 };
 
 /// Calls at once (the target: at least 1 000).
@@ -300,24 +299,7 @@ pub(crate) fn run(
     )?;
     let dir = fresh_dir(work, &format!("media-{calls}-{protection:?}"))?;
     let log_path = dir.join("callhost.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(binary)
-        .arg("--data")
-        .arg(data)
-        .arg("serve")
-        .env("CALLHOST_LOG", "warn,callhost_sip=info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting callhost serve")?;
-    std::thread::sleep(Duration::from_millis(1500));
-    if let Some(status) = child.try_wait()? {
-        bail!(
-            "callhost serve exited at start ({status}); see {}",
-            log_path.display()
-        );
-    }
+    let mut child = start_serve(binary, data, &log_path, "warn,callhost_sip=info")?;
     // Two threads: receiving never waits long behind a send round.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -690,6 +690,35 @@ fn common_args() -> Vec<String> {
     .to_vec()
 }
 
+/// `callhost serve` on `data`, logging with `filter` to `log_path`; back
+/// once it had 1.5 s to bind (an exit meanwhile is the error).
+pub(crate) fn start_serve(
+    binary: &Path,
+    data: &Path,
+    log_path: &Path,
+    filter: &str,
+) -> Result<Child> {
+    let log = fs::File::create(log_path)?;
+    let mut child = Command::new(binary)
+        .arg("--data")
+        .arg(data)
+        .arg("serve")
+        .env("CALLHOST_LOG", filter)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting callhost serve")?;
+    thread::sleep(Duration::from_millis(1500));
+    if let Some(status) = child.try_wait()? {
+        bail!(
+            "callhost serve exited at start ({status}); see {}",
+            log_path.display()
+        );
+    }
+    Ok(child)
+}
+
 pub(crate) fn terminate(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;

@@ -24,7 +24,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use crate::bench_media::{ack, answer_calls, bye, header, invite_via, register};
 use crate::bench_sip::{
     clock_ticks_per_second, fresh_dir, percentile, prepare_callhost_data, process_tree_ticks,
-    terminate, Flavour, LOOPBACK,
+    start_serve, terminate, Flavour, LOOPBACK,
 };
 
 /// New calls per second, step by step.
@@ -160,25 +160,7 @@ fn run(
         ),
     )?;
     let dir = fresh_dir(work, &format!("setup-{signalling:?}-{rate}"))?;
-    let log_path = dir.join("callhost.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(binary)
-        .arg("--data")
-        .arg(&data)
-        .arg("serve")
-        .env("CALLHOST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting callhost serve")?;
-    std::thread::sleep(Duration::from_millis(1500));
-    if let Some(status) = child.try_wait()? {
-        bail!(
-            "callhost serve exited at start ({status}); see {}",
-            log_path.display()
-        );
-    }
+    let mut child = start_serve(binary, &data, &dir.join("callhost.log"), "warn")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

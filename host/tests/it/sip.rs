@@ -1207,7 +1207,7 @@ fn call_in_progress(serve: &Serve, number: &str, user: &str, port: u16, ms: &str
 }
 
 /// `user` (authenticated) calls `number`; any final answer passes.
-fn user_call(serve: &Serve, user: &str, number: &str) -> SippRun {
+pub(crate) fn user_call(serve: &Serve, user: &str, number: &str) -> SippRun {
     let auth_uri = format!("{number}@{}", serve.addr());
     let run = Sipp::start(
         &format!("{user} calls {number}"),

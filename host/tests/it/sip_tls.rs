@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::sip::{credentials, media_port, DIRECTORY};
+use crate::sip::{trunk_call, user_call, DIRECTORY};
 use crate::sip_harness::{
     callhost, free_port, leg_packets, Baresip, Serve, Setup, Sipp, LOCALHOST,
 };
@@ -81,6 +81,18 @@ impl TlsServe {
             serve,
             tls_port,
             _data: None,
+        }
+    }
+
+    /// A server whose trunk is the scripted carrier of `tls_peer.py` (any
+    /// TLS client on loopback) with `policy` as the trunk's SRTP policy;
+    /// in `data` (one with modules installed, say) or a fresh directory.
+    fn scripted_carrier(data: Option<&Path>, policy: &str) -> TlsServe {
+        let tables = format!("[sip.srtp]\ntrunk = \"{policy}\"");
+        let trunk = "transport = \"tls\"";
+        match data {
+            Some(data) => TlsServe::start_in(data, "", &tables, trunk),
+            None => TlsServe::start_with("", &tables, trunk),
         }
     }
 
@@ -347,23 +359,7 @@ fn a_tls_phone_calls_a_udp_phone_and_is_called_back_with_audio_both_ways() {
 
     // The trunk calls Anna: the INVITE reaches her over her own TLS
     // connection (she listens on no TLS port we could reach otherwise).
-    let carrier = Sipp::start(
-        "trunk calls anna",
-        "uac.xml",
-        Some(&serve.addr()),
-        serve.trunk_port,
-        &[
-            "-s",
-            ANNA,
-            "-mi",
-            LOCALHOST,
-            "-mp",
-            &media_port(),
-            "-d",
-            "2000",
-        ],
-    )
-    .wait();
+    let carrier = trunk_call(serve, "uac.xml", ANNA, &["-d", "2000"]).wait();
     carrier.assert_ok();
     let ended = serve.wait_log_nth(
         &["call ended", "answered_by=anna"],
@@ -545,27 +541,8 @@ fn the_tls_trunk_is_known_by_its_client_certificate_and_calls_out_with_ours() {
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_millis(500));
-    let caller = Sipp::start(
-        "anna dials out",
-        "t_uac_any.xml",
-        Some(&serve.addr()),
-        free_port(),
-        &[
-            "-inf",
-            &credentials(serve, "anna", "anna-pw"),
-            "-s",
-            "03012345678",
-            "-auth_uri",
-            &format!("03012345678@{}", serve.addr()),
-            "-mi",
-            LOCALHOST,
-            "-mp",
-            &media_port(),
-        ],
-    )
-    .wait();
+    let caller = user_call(serve, "anna", "03012345678");
     let status = carrier.wait().unwrap();
-    caller.assert_ok();
     assert!(status.success(), "the carrier's TLS server failed");
     assert_eq!(
         caller.final_invite_status(),
@@ -729,23 +706,7 @@ fn srtp_phones_call_each_other_and_a_plain_trunk_with_no_plain_audio_on_their_le
 
     // The plain trunk (SIPp) calls Anna's SRTP phone, captured on loopback.
     let capture = Capture::start(dir.path(), serve.rtp);
-    let carrier = Sipp::start(
-        "trunk calls anna",
-        "uac.xml",
-        Some(&serve.addr()),
-        serve.trunk_port,
-        &[
-            "-s",
-            ANNA,
-            "-mi",
-            LOCALHOST,
-            "-mp",
-            &media_port(),
-            "-d",
-            "3000",
-        ],
-    )
-    .wait();
+    let carrier = trunk_call(serve, "uac.xml", ANNA, &["-d", "3000"]).wait();
     carrier.assert_ok();
     let ended = serve.wait_log_nth(
         &["call ended", "answered_by=anna"],
@@ -792,6 +753,13 @@ struct ScriptedCall {
     reanswer: Option<String>,
     /// What it printed (the answer's Contact, the BYE's status).
     output: String,
+}
+
+/// Bert registered from a SIPp phone (UDP) that answers.
+fn bert_answers(serve: &Serve) -> Sipp {
+    let bert = free_port();
+    crate::sip::register(serve, "bert", bert);
+    crate::sip::answering_phone("bert answers", bert)
 }
 
 /// The scripted SRTP carrier calls `number` and sends `packets` packets of
@@ -842,15 +810,9 @@ fn scripted_srtp_call_with(
 #[test]
 fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_dropped() {
     // The scripted peer is the carrier: a TLS trunk on loopback.
-    let server = TlsServe::start_with(
-        "",
-        "[sip.srtp]\ntrunk = \"preferred\"",
-        "transport = \"tls\"",
-    );
+    let server = TlsServe::scripted_carrier(None, "preferred");
     let serve = &server.serve;
-    let bert = free_port();
-    crate::sip::register(serve, "bert", bert);
-    let phone = crate::sip::answering_phone("bert answers", bert);
+    let phone = bert_answers(serve);
     let call = scripted_srtp_call(&server, BERT, 50);
     let phone = phone.wait();
     phone.assert_ok();
@@ -900,16 +862,9 @@ fn a_scripted_srtp_caller_is_decrypted_for_dtmf_and_replays_and_wrong_keys_are_d
 #[test]
 fn an_srtp_call_is_recorded_decrypted() {
     let h = crate::recording::recorder("users = [\"bert\"]\n");
-    let server = TlsServe::start_in(
-        h.data(),
-        "",
-        "[sip.srtp]\ntrunk = \"preferred\"",
-        "transport = \"tls\"",
-    );
+    let server = TlsServe::scripted_carrier(Some(h.data()), "preferred");
     let serve = &server.serve;
-    let bert = free_port();
-    crate::sip::register(serve, "bert", bert);
-    let phone = crate::sip::answering_phone("bert answers", bert);
+    let phone = bert_answers(serve);
     scripted_srtp_call(&server, BERT, 100);
     phone.wait().assert_ok();
     let entries = crate::recording::wait_for_recordings(&h, "rec", 1);
@@ -931,15 +886,9 @@ fn an_srtp_call_is_recorded_decrypted() {
 
 #[test]
 fn a_re_invite_with_a_new_key_rekeys_the_leg_and_the_old_key_is_refused() {
-    let server = TlsServe::start_with(
-        "",
-        "[sip.srtp]\ntrunk = \"preferred\"",
-        "transport = \"tls\"",
-    );
+    let server = TlsServe::scripted_carrier(None, "preferred");
     let serve = &server.serve;
-    let bert = free_port();
-    crate::sip::register(serve, "bert", bert);
-    let phone = crate::sip::answering_phone("bert answers", bert);
+    let phone = bert_answers(serve);
     let call = scripted_srtp_call_with(&server, BERT, 30, &["--rekey", "--sips"]);
     phone.wait().assert_ok();
     // A dialog set up with a sips: URI gets a sips: Contact.
@@ -1169,11 +1118,7 @@ fn linphone_over_tls_with_srtp_answers_an_srtp_baresip_with_audio_both_ways() {
 #[test]
 fn an_offer_that_breaks_a_required_srtp_policy_is_refused_with_488() {
     // The carrier must use SRTP; the scripted one offers plain RTP.
-    let server = TlsServe::start_with(
-        "",
-        "[sip.srtp]\ntrunk = \"required\"",
-        "transport = \"tls\"",
-    );
+    let server = TlsServe::scripted_carrier(None, "required");
     let refused = carrier_invite(&server.tls_addr(), BERT, None);
     assert!(refused.contains("SIP/2.0 488"), "{refused}");
     let line = server.serve.wait_log(&["request refused", "status=488"]);

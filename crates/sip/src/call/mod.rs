@@ -532,59 +532,44 @@ async fn admit(shared: &Shared, tx: &mut Transaction, peer: &Peer) -> Option<Adm
             .await;
         return None;
     }
-    let checked = Sdp::parse_bytes(&tx.original.body)
+    // The offer, parsed once: its addresses checked, then its SRTP against
+    // the caller's policy (both refusals are 488).
+    let srtp = &shared.config.srtp;
+    let negotiated = Sdp::parse_bytes(&tx.original.body)
         .map_err(|error| format!("no usable SDP offer: {error}"))
         .and_then(|offer| {
             offer
                 .check_addresses(peer.address.ip(), shared.address_policy)
-                .map_err(|error| format!("SDP offer refused: {error}"))
-        });
-    if let Err(why) = checked {
-        shared
-            .refuse(
-                tx,
-                peer,
-                StatusCode::NotAcceptableHere,
-                Vec::new(),
-                Severity::Info,
-                &why,
-            )
-            .await;
-        return None;
-    }
-    let offer_text = String::from_utf8_lossy(&tx.original.body).into_owned();
-    let audio = Sdp::parse(&offer_text)
-        .ok()
-        .and_then(|sdp| sdp.audio().cloned());
-    let (caller_security, caller_protocol) = match &audio {
-        Some(audio) => {
-            let srtp = &shared.config.srtp;
-            let policy = srtp.policy(if from_trunk { None } else { user.as_deref() });
-            let negotiated = crate::srtp::caller_leg(
-                audio,
-                policy,
-                srtp.keys_allowed(peer.transport),
-                peer.transport,
-            );
-            match negotiated {
-                Ok(security) => (security, audio.protocol.clone()),
-                Err(refusal) => {
-                    shared
-                        .refuse(
-                            tx,
-                            peer,
-                            StatusCode::NotAcceptableHere,
-                            Vec::new(),
-                            Severity::Info,
-                            &refusal,
-                        )
-                        .await;
-                    return None;
-                }
+                .map_err(|error| format!("SDP offer refused: {error}"))?;
+            match offer.audio() {
+                Some(audio) => crate::srtp::caller_leg(
+                    audio,
+                    srtp.policy(if from_trunk { None } else { user.as_deref() }),
+                    srtp.keys_allowed(peer.transport),
+                    peer.transport,
+                )
+                .map(|security| (security, audio.protocol.clone()))
+                .map_err(|refusal| refusal.to_string()),
+                None => Ok((LegSecurity::Plain, "RTP/AVP".to_string())),
             }
+        });
+    let (caller_security, caller_protocol) = match negotiated {
+        Ok(negotiated) => negotiated,
+        Err(why) => {
+            shared
+                .refuse(
+                    tx,
+                    peer,
+                    StatusCode::NotAcceptableHere,
+                    Vec::new(),
+                    Severity::Info,
+                    &why,
+                )
+                .await;
+            return None;
         }
-        None => (LegSecurity::Plain, "RTP/AVP".to_string()),
     };
+    let offer_text = String::from_utf8_lossy(&tx.original.body).into_owned();
     Some(Admitted {
         slot,
         engine,
