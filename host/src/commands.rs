@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::parse_toml,
-    db::InstanceRow,
+    db::{Conflict, InstanceRow, Invalid},
     instance_log,
     instances::{run_action, EngineSlot, Instances, LiveInstance, Refusal},
     library, Host,
@@ -84,10 +84,18 @@ pub fn module_list(host: &Host, json: bool) -> Result<String> {
 fn read_config_file(file: &Path) -> Result<String> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    // Syntax errors are reported with the file name before the module sees it.
-    text.parse::<toml::Table>()
-        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message()))?;
+    check_toml(&text, &file.display().to_string())?;
     Ok(text)
+}
+
+/// Syntax errors are reported with where the text came from, before the
+/// module sees it.
+fn check_toml(text: &str, source: &str) -> Result<()> {
+    text.parse::<toml::Table>().map_err(|e| Refusal::Syntax {
+        origin: source.to_string(),
+        message: e.message().to_string(),
+    })?;
+    Ok(())
 }
 
 pub fn instance_create(
@@ -98,12 +106,33 @@ pub fn instance_create(
     description: Option<&str>,
     inactive: bool,
 ) -> Result<String> {
+    let text = config.map(read_config_file).transpose()?;
+    instance_create_text(
+        host,
+        module,
+        name,
+        text.as_deref().unwrap_or_default(),
+        description,
+        inactive,
+    )
+    .map_err(|error| match config {
+        Some(file) => Refusal::in_file(error, file, ""),
+        None => error,
+    })
+}
+
+/// Creates an instance with `config` (TOML text, empty for defaults).
+pub fn instance_create_text(
+    host: &Host,
+    module: &str,
+    name: &str,
+    config: &str,
+    description: Option<&str>,
+    inactive: bool,
+) -> Result<String> {
     check_instance_name(name)?;
-    let config_file = config;
-    let config = config
-        .map(read_config_file)
-        .transpose()?
-        .unwrap_or_default();
+    check_toml(config, "configuration")?;
+    let config = config.to_string();
     let row = InstanceRow {
         name: name.into(),
         module_id: module.into(),
@@ -116,12 +145,7 @@ pub fn instance_create(
         updated_at: String::new(),
         config_error: None,
     };
-    let checked =
-        Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &row.config);
-    match (checked, config_file) {
-        (Err(error), Some(file)) => return Err(Refusal::in_file(error, file, "")),
-        (checked, _) => checked?,
-    }
+    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &row.config)?;
     host.db.insert_instance(&row)?;
     Ok(format!(
         "created instance {name} of {module} ({})",
@@ -141,18 +165,26 @@ fn check_name(what: &str, name: &str) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.');
     if !ok {
-        bail!("{what} name `{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'");
+        return Err(Invalid(format!(
+            "{what} name `{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'"
+        ))
+        .into());
     }
     Ok(())
 }
 
 pub fn instance_configure(host: &Host, name: &str, file: &Path) -> Result<String> {
-    let row = host.db.instance(name)?;
     let config = read_config_file(file)?;
-    Instances::new(&host.data, &host.db, &host.loader)
-        .check_config(&row, &config)
-        .map_err(|error| Refusal::in_file(error, file, ""))?;
-    host.db.set_config(name, &config)?;
+    instance_configure_text(host, name, &config).map_err(|error| Refusal::in_file(error, file, ""))
+}
+
+/// Replaces an instance's configuration with `config` (TOML text) once
+/// the module accepted it.
+pub fn instance_configure_text(host: &Host, name: &str, config: &str) -> Result<String> {
+    let row = host.db.instance(name)?;
+    check_toml(config, "configuration")?;
+    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, config)?;
+    host.db.set_config(name, config)?;
     Ok(format!("configured {name}"))
 }
 
@@ -258,9 +290,10 @@ const MAX_ASSET_BYTES: u64 = 50 * 1024 * 1024;
 /// The asset's file name, checked: a plain name, no path.
 fn asset_name(asset: &str) -> Result<&str> {
     if !callhost_plugin_abi::is_asset_file_name(asset) {
-        bail!(
+        return Err(Invalid(format!(
             "asset name {asset:?}: letters, digits, '.', '-' and '_' only, not starting with '.'"
-        );
+        ))
+        .into());
     }
     Ok(asset)
 }
@@ -276,14 +309,19 @@ pub fn instance_asset_add(host: &Host, name: &str, file: &Path) -> Result<String
         .with_context(|| format!("{}", file.display()))?
         .len();
     if size > MAX_ASSET_BYTES {
-        bail!(
+        return Err(Invalid(format!(
             "{}: {size} bytes, more than the {MAX_ASSET_BYTES} an asset may have",
             file.display()
-        );
+        ))
+        .into());
     }
     // A prompt that does not decode is refused now, not at the first call.
-    let prompt = callhost_media::prompt::Prompt::load(file)
-        .map_err(|e| anyhow!("{}: not a playable sound file: {e}", file.display()))?;
+    let prompt = callhost_media::prompt::Prompt::load(file).map_err(|e| {
+        Invalid(format!(
+            "{}: not a playable sound file: {e}",
+            file.display()
+        ))
+    })?;
     let dir = host.data.instance_assets(name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let staging = dir.join(format!(".{asset}.partial"));
@@ -317,7 +355,10 @@ pub fn instance_asset_remove(host: &Host, name: &str, asset: &str) -> Result<Str
     host.db.instance(name)?;
     let asset = asset_name(asset.strip_prefix("instance/").unwrap_or(asset))?;
     let path = host.data.instance_assets(name).join(asset);
-    std::fs::remove_file(&path).with_context(|| format!("{name} has no asset {asset}"))?;
+    if !path.is_file() {
+        return Err(crate::db::NotFound(format!("{name} has no asset {asset}")).into());
+    }
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     Ok(format!("removed instance/{asset} from {name}"))
 }
 
@@ -388,10 +429,22 @@ pub fn instance_export(host: &Host, name: &str) -> Result<String> {
 pub fn instance_import(host: &Host, file: &Path, replace: bool) -> Result<String> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let exported: ExportedInstance = parse_toml(&text, &file.display().to_string())?;
+    instance_import_text(host, &text, &file.display().to_string(), replace)
+        .map_err(|error| Refusal::in_file(error, file, "config"))
+}
+
+/// Creates (or with `replace` overwrites) an instance from an export's
+/// text; `source` names where it came from in errors.
+pub fn instance_import_text(
+    host: &Host,
+    text: &str,
+    source: &str,
+    replace: bool,
+) -> Result<String> {
+    let exported: ExportedInstance = parse_toml(text, source)?;
     check_instance_name(&exported.name)?;
     instance_log::parse_level(&exported.log_level)
-        .with_context(|| format!("{}: field `log_level`", file.display()))?;
+        .with_context(|| format!("{source}: field `log_level`"))?;
     let config = if exported.config.is_empty() {
         String::new()
     } else {
@@ -409,15 +462,13 @@ pub fn instance_import(host: &Host, file: &Path, replace: bool) -> Result<String
         updated_at: String::new(),
         config_error: None,
     };
-    Instances::new(&host.data, &host.db, &host.loader)
-        .check_config(&row, &config)
-        .map_err(|error| Refusal::in_file(error, file, "config"))?;
+    Instances::new(&host.data, &host.db, &host.loader).check_config(&row, &config)?;
     match host.db.instance(&exported.name) {
-        Ok(existing) if !replace => bail!(
+        Ok(existing) if !replace => Err(Conflict(format!(
             "an instance named `{}` exists already (module {}); use --replace to overwrite it",
-            existing.name,
-            existing.module_id
-        ),
+            existing.name, existing.module_id
+        ))
+        .into()),
         Ok(existing) => {
             if existing.module_id != exported.module {
                 bail!(
@@ -462,9 +513,67 @@ pub fn instance_action(host: &Host, name: &str, action: &str, args: Vec<String>)
 pub fn directory_load(host: &mut Host, file: &Path) -> Result<String> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let directory =
-        Directory::from_toml_str(&text).with_context(|| format!("{}", file.display()))?;
-    host.db.store.save_directory(&directory)?;
+    directory_load_text(host, &text, &file.display().to_string())
+}
+
+/// Replaces the directory from TOML text (call lists are kept); `source`
+/// names where it came from in errors.
+pub fn directory_load_text(host: &mut Host, text: &str, source: &str) -> Result<String> {
+    let directory = parse_directory(text, source)?;
+    save_directory(host, directory)
+}
+
+fn parse_directory(text: &str, source: &str) -> Result<Directory> {
+    Ok(
+        Directory::from_toml_str(text).map_err(|error| Refusal::Directory {
+            origin: source.to_string(),
+            message: crate::error_chain(&error),
+        })?,
+    )
+}
+
+/// As [`directory_load_text`], for an editor that never shows passwords: a
+/// user without one (or with the mask the editor shows) keeps the
+/// password stored for the same user id.
+pub fn directory_load_keeping_passwords(
+    host: &mut Host,
+    text: &str,
+    source: &str,
+) -> Result<String> {
+    let mut directory = parse_directory(text, source)?;
+    let stored = host.db.store.load_directory()?;
+    for user in &mut directory.users {
+        let masked = user
+            .password
+            .as_ref()
+            .is_some_and(|password| password.expose() == crate::http::SECRET_MASK);
+        if masked {
+            user.password = None;
+        }
+        if user.password.is_none() {
+            user.sip_ha1 = stored
+                .iter()
+                .flat_map(|stored| &stored.users)
+                .find(|before| before.id == user.id)
+                .and_then(|before| before.sip_ha1.clone());
+        }
+    }
+    save_directory(host, directory)
+}
+
+fn save_directory(host: &mut Host, directory: Directory) -> Result<String> {
+    host.db
+        .store
+        .save_directory(&directory)
+        .map_err(|error| match error {
+            // A directory that does not hold together is the input's fault.
+            callhost_pbx::store::StoreError::Directory(error) => Refusal::Directory {
+                origin: "directory".into(),
+                message: crate::error_chain(&error),
+            }
+            .into(),
+            other => anyhow::Error::new(other),
+        })?;
     Ok(format!(
         "loaded {} users, {} groups, {} contacts",
         directory.users.len(),
@@ -491,13 +600,49 @@ pub fn call_list(host: &Host, user: &str, json: bool) -> Result<String> {
     Ok(text.trim_end().to_string())
 }
 
+/// Adds an administrator of the web UI.
+pub fn admin_add(host: &Host, name: &str, password: &str) -> Result<String> {
+    check_name("administrator", name)?;
+    crate::http::check_password_rules(password).map_err(Invalid)?;
+    host.db
+        .add_admin(name, &crate::http::hash_password(password)?)?;
+    Ok(format!("added administrator {name}"))
+}
+
+/// Sets an administrator's password; their sessions end.
+pub fn admin_password(host: &Host, name: &str, password: &str) -> Result<String> {
+    crate::http::check_password_rules(password).map_err(Invalid)?;
+    host.db
+        .set_admin_password(name, &crate::http::hash_password(password)?)?;
+    Ok(format!("set the password of {name}; their sessions ended"))
+}
+
+pub fn admin_list(host: &Host, json: bool) -> Result<String> {
+    let admins = host.db.admins()?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&admins)?);
+    }
+    let mut text = format!("{:<24} {}\n", "NAME", "CREATED");
+    for admin in &admins {
+        text.push_str(&format!("{:<24} {}\n", admin.name, admin.created_at));
+    }
+    Ok(text.trim_end().to_string())
+}
+
+pub fn admin_remove(host: &Host, name: &str) -> Result<String> {
+    host.db.remove_admin(name)?;
+    Ok(format!(
+        "removed administrator {name}; their sessions ended"
+    ))
+}
+
 /// Creates an API token and returns it: the only time it is shown. The
 /// database keeps its SHA-256.
 pub fn api_token_create(host: &Host, name: &str) -> Result<String> {
     check_name("API token", name)?;
-    let token = crate::api::new_token();
+    let token = crate::http::new_token();
     host.db
-        .add_api_token(name, &hex::encode(crate::api::token_digest(&token)))?;
+        .add_api_token(name, &hex::encode(crate::http::token_digest(&token)))?;
     Ok(token)
 }
 

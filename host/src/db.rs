@@ -7,7 +7,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use callhost_pbx::store::{migrate_steps, schema_version, Step, Store, StoreError};
 use callhost_seal::{Form, Place, Sealer};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -58,6 +58,24 @@ const MIGRATIONS: &[Step<'static>] = &[
     // 4: configurations sealed for their instance: plain (from before
     // sealing) and `sealed:v1` (no row binding) values sealed again.
     Step::Code(reseal_configs),
+    // 5: administrators of the web UI (argon2 PHC strings, never the
+    // password) and the audit log of every change made over HTTP
+    Step::Sql(
+        "CREATE TABLE admins (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );",
+    ),
 ];
 
 /// Where an instance's sealed configuration lives.
@@ -147,6 +165,22 @@ pub struct Db {
     pub store: Store,
     sealer: Arc<Sealer>,
 }
+
+/// A name that is not there (an instance, a token, an administrator).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// A name that is taken, or a thing still in use.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Conflict(pub String);
+
+/// A value the administrator gave that is not allowed (a name, a level,
+/// a position); the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
 
 pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
@@ -289,8 +323,12 @@ impl Db {
     }
 
     pub fn instance(&self, name: &str) -> Result<InstanceRow> {
-        self.find_instance(name)?
-            .with_context(|| format!("no instance named `{name}` (see `callhost instance list`)"))
+        self.find_instance(name)?.ok_or_else(|| {
+            NotFound(format!(
+                "no instance named `{name}` (see `callhost instance list`)"
+            ))
+            .into()
+        })
     }
 
     /// The instance named `name`, `None` when there is none.
@@ -329,7 +367,9 @@ impl Db {
             ],
         )?;
         if inserted == 0 {
-            bail!("an instance named `{}` exists already", row.name);
+            return Err(
+                Conflict(format!("an instance named `{}` exists already", row.name)).into(),
+            );
         }
         self.bump()
     }
@@ -426,9 +466,13 @@ impl Db {
         let from = names
             .iter()
             .position(|n| n == name)
-            .with_context(|| format!("no instance named `{name}`"))?;
+            .ok_or_else(|| NotFound(format!("no instance named `{name}`")))?;
         if position == 0 || position > names.len() {
-            bail!("position {position} is out of range 1..={}", names.len());
+            return Err(Invalid(format!(
+                "position {position} is out of range 1..={}",
+                names.len()
+            ))
+            .into());
         }
         let moved = names.remove(from);
         names.insert(position - 1, moved);
@@ -450,7 +494,10 @@ impl Db {
 
     fn changed(&self, name: &str, changed: usize) -> Result<()> {
         if changed == 0 {
-            bail!("no instance named `{name}` (see `callhost instance list`)");
+            return Err(NotFound(format!(
+                "no instance named `{name}` (see `callhost instance list`)"
+            ))
+            .into());
         }
         self.bump()
     }
@@ -472,7 +519,10 @@ impl Db {
             params![name, sha256_hex, now()],
         )?;
         if inserted == 0 {
-            bail!("an API token named `{name}` exists already (revoke it first)");
+            return Err(Conflict(format!(
+                "an API token named `{name}` exists already (revoke it first)"
+            ))
+            .into());
         }
         Ok(())
     }
@@ -500,10 +550,144 @@ impl Db {
             .conn()
             .execute("DELETE FROM api_tokens WHERE name = ?1", params![name])?;
         if deleted == 0 {
-            bail!("no API token named `{name}` (see `callhost api token list`)");
+            return Err(NotFound(format!(
+                "no API token named `{name}` (see `callhost api token list`)"
+            ))
+            .into());
         }
         Ok(())
     }
+}
+
+/// An administrator of the web UI.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdminRow {
+    pub name: String,
+    pub created_at: String,
+}
+
+/// One change made over HTTP, as the audit log keeps it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `admin:NAME`, `token:NAME` or, for a failed login, the name tried.
+    pub actor: String,
+    /// The client's IP address.
+    pub source: String,
+    /// What was asked, e.g. `POST /api/v1/instances/rl/activate`.
+    pub action: String,
+    /// What it was done to (an instance, a module, a user), or empty.
+    pub target: String,
+    /// `ok`, or the HTTP status and the reason it was refused.
+    pub outcome: String,
+}
+
+impl Db {
+    /// Adds an administrator with an argon2 PHC string; refused when the
+    /// name exists.
+    pub fn add_admin(&self, name: &str, password_hash: &str) -> Result<()> {
+        let inserted = self.conn().execute(
+            "INSERT INTO admins (name, password_hash, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![name, password_hash, now()],
+        )?;
+        if inserted == 0 {
+            return Err(Conflict(format!(
+                "an administrator named `{name}` exists already (use `callhost admin password {name}`)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Replaces an administrator's password hash (their sessions end).
+    pub fn set_admin_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE admins SET password_hash = ?2 WHERE name = ?1",
+            params![name, password_hash],
+        )?;
+        if changed == 0 {
+            return Err(NotFound(format!(
+                "no administrator named `{name}` (see `callhost admin list`)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    pub fn admins(&self) -> Result<Vec<AdminRow>> {
+        let mut statement = self
+            .conn()
+            .prepare("SELECT name, created_at FROM admins ORDER BY name")?;
+        let rows = statement.query_map([], |row| {
+            Ok(AdminRow {
+                name: row.get(0)?,
+                created_at: row.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn remove_admin(&self, name: &str) -> Result<()> {
+        let deleted = self
+            .conn()
+            .execute("DELETE FROM admins WHERE name = ?1", params![name])?;
+        if deleted == 0 {
+            return Err(NotFound(format!(
+                "no administrator named `{name}` (see `callhost admin list`)"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Appends one entry to the audit log.
+    pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit_log (at, actor, source, action, target, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                entry.at,
+                entry.actor,
+                entry.source,
+                entry.action,
+                entry.target,
+                entry.outcome
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries with an id below `before` (all
+    /// when `None`), newest first.
+    pub fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
+        let mut statement = self.conn().prepare(
+            "SELECT id, at, actor, source, action, target, outcome FROM audit_log
+             WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![before.unwrap_or(i64::MAX), limit], |row| {
+            Ok(AuditEntry {
+                id: row.get(0)?,
+                at: row.get(1)?,
+                actor: row.get(2)?,
+                source: row.get(3)?,
+                action: row.get(4)?,
+                target: row.get(5)?,
+                outcome: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Every administrator's name with their argon2 PHC string, on any
+/// connection to `callhost.db` (the HTTP server's credential set).
+pub fn admin_hashes(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut statement = conn.prepare_cached("SELECT name, password_hash FROM admins")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
 }
 
 /// Every API token's name with its hex SHA-256, on any connection to

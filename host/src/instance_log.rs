@@ -20,7 +20,7 @@ use std::{
     },
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use callhost_plugin_abi::LogLevel;
 
 pub const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
@@ -32,7 +32,13 @@ pub fn parse_level(text: &str) -> Result<LogLevel> {
         "INFO" => LogLevel::Info,
         "DEBUG" => LogLevel::Debug,
         "TRACE" => LogLevel::Trace,
-        _ => bail!("log level `{text}` is not one of {}", LEVELS.join(", ")),
+        _ => {
+            return Err(crate::db::Invalid(format!(
+                "log level `{text}` is not one of {}",
+                LEVELS.join(", ")
+            ))
+            .into())
+        }
     })
 }
 
@@ -218,12 +224,15 @@ pub fn read(path: &Path, min: LogLevel) -> Result<Vec<String>> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
-        .filter(|line| {
-            line.split_whitespace()
-                .nth(1)
-                .and_then(|level| parse_level(level).ok())
-                .is_some_and(|level| level <= min)
-        })
+        .filter(|line| at_least(line, min))
         .map(str::to_string)
         .collect())
+}
+
+/// Whether a log line is at `min` or more severe.
+pub fn at_least(line: &str, min: LogLevel) -> bool {
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|level| parse_level(level).ok())
+        .is_some_and(|level| level <= min)
 }

@@ -497,6 +497,12 @@ pub enum Refusal {
     },
     #[error("no module `{module}` is installed (see `callhost module list`)")]
     NotInstalled { module: String },
+    /// A configuration that is not TOML.
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    /// A directory that `directory load` refuses.
+    #[error("{origin}: {message}")]
+    Directory { origin: String, message: String },
 }
 
 impl Refusal {

@@ -1,15 +1,16 @@
 //! The callhost host: module library, instances, hook dispatch, the call
-//! simulator and the HTTP admin API. The `callhost` binary is a thin CLI
+//! simulator, the web UI and the HTTP API. The `callhost` binary is a thin CLI
 //! over this crate.
 
-pub mod api;
 pub mod commands;
 pub mod config;
 pub mod db;
 pub mod dispatch;
+pub mod http;
 pub mod instance_log;
 pub mod instances;
 pub mod library;
+pub mod live;
 pub mod loader;
 pub mod paths;
 pub mod serve;

@@ -302,7 +302,10 @@ fn holds_exactly(dir: &Path, files: &[(PathBuf, &[u8])]) -> bool {
 /// Refused while instances use it, unless they go too.
 pub fn removable(db: &Db, id: &str, with_instances: bool) -> Result<Vec<String>> {
     if db.module(id)?.is_none() {
-        bail!("no module `{id}` is installed (see `callhost module list`)");
+        return Err(crate::instances::Refusal::NotInstalled {
+            module: id.to_string(),
+        }
+        .into());
     }
     let users: Vec<String> = db
         .instances()?
@@ -311,10 +314,11 @@ pub fn removable(db: &Db, id: &str, with_instances: bool) -> Result<Vec<String>>
         .map(|row| row.name)
         .collect();
     if !users.is_empty() && !with_instances {
-        bail!(
+        return Err(crate::db::Conflict(format!(
             "module `{id}` still has instances ({}); export them first, then remove with --with-instances",
             users.join(", ")
-        );
+        ))
+        .into());
     }
     Ok(users)
 }

@@ -49,6 +49,9 @@ pub struct Library {
     pub sha256: String,
     pub root: ModuleRootRef,
     pub manifest: ModuleManifest,
+    /// The instance configuration's JSON Schema (text), as the module
+    /// describes it; `{}` from a module that describes none.
+    pub config_schema: String,
 }
 
 impl Drop for Library {
@@ -138,11 +141,16 @@ fn load_library(path: &Path, sha256: String) -> Result<Library, LoadError> {
         .init_root_module::<ModuleRootRef>()
         .map_err(|e| layout_error(path, e))?;
     let manifest = (root.manifest())();
+    let config_schema = match root.config_schema() {
+        Some(schema) => schema().into_string(),
+        None => "{}".to_string(),
+    };
     Ok(Library {
         path: path.to_path_buf(),
         sha256,
         root,
         manifest,
+        config_schema,
     })
 }
 

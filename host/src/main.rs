@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use callhost::{api, commands, simulate, Host};
+use callhost::{commands, http, simulate, Host};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -59,6 +59,9 @@ enum Command {
     /// The authenticated HTTP admin API and its tokens.
     #[command(subcommand)]
     Api(ApiCommand),
+    /// Administrators of the web UI.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Certificates for SIP over TLS.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -80,6 +83,23 @@ enum TlsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add an administrator. The password is read from standard input
+    /// (asked for twice on a terminal, without echo; one line otherwise).
+    Add { name: String },
+    /// Set an administrator's password (read as for `add`); their
+    /// sessions end.
+    Password { name: String },
+    /// List administrators.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an administrator; their sessions end.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -223,7 +243,7 @@ fn main() {
     let cli = Cli::parse();
     // The API server logs its requests (info) unless told otherwise.
     let default_filter = match cli.command {
-        Command::Api(ApiCommand::Serve { .. }) => "warn,callhost::api=info",
+        Command::Api(ApiCommand::Serve { .. }) => "warn,callhost::http=info",
         Command::Serve => "warn,callhost=info,callhost_sip=info",
         _ => "warn",
     };
@@ -404,9 +424,17 @@ fn run(cli: Cli) -> Result<String> {
             String::new()
         }
         Command::Api(ApiCommand::Serve { listen }) => {
-            api::serve(host, listen)?;
+            http::serve_api(host, listen)?;
             String::new()
         }
+        Command::Admin(command) => match command {
+            AdminCommand::Add { name } => commands::admin_add(host_ref, &name, &read_password()?)?,
+            AdminCommand::Password { name } => {
+                commands::admin_password(host_ref, &name, &read_password()?)?
+            }
+            AdminCommand::List { json } => commands::admin_list(host_ref, json)?,
+            AdminCommand::Remove { name } => commands::admin_remove(host_ref, &name)?,
+        },
         Command::Api(ApiCommand::Token(command)) => match command {
             TokenCommand::Create { name } => {
                 let token = commands::api_token_create(host_ref, &name)?;
@@ -420,4 +448,21 @@ fn run(cli: Cli) -> Result<String> {
             commands::tls_self_signed(host_ref, &names, out.as_deref(), force)?
         }
     })
+}
+
+/// A new password: from a terminal without echo, twice; else the first
+/// line of standard input (scripts).
+fn read_password() -> Result<String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ")?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ");
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

@@ -26,6 +26,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 struct HostControl {
     engine: EngineSlot,
+    /// Calls in progress and the last ones, for the dashboard.
+    live: Arc<crate::live::LiveState>,
     dispatcher: Arc<Dispatcher>,
     /// Call lists of ended calls, written off the call path.
     call_lists: CallListWriter,
@@ -156,7 +158,16 @@ impl CallControl for HostControl {
         }
     }
 
+    fn call_started(
+        &self,
+        request: &callhost_pbx::engine::CallRequest,
+        outcome: &callhost_pbx::engine::CallOutcome,
+    ) {
+        self.live.started(request, outcome);
+    }
+
     fn call_ended(&self, record: CallRecord) {
+        self.live.ended(&record);
         let Some(engine) = self.engine.load_full() else {
             return;
         };
@@ -264,13 +275,36 @@ pub fn run(host: Host, ready: impl FnOnce(&str)) -> Result<()> {
     let shutdown = CancellationToken::new();
     let watcher = shutdown.clone();
     runtime.spawn(async move {
-        crate::api::shutdown_signal().await;
+        shutdown_signal().await;
         tracing::info!("stopping: ending calls");
         watcher.cancel();
     });
     let result = runtime.block_on(serve(host, shutdown, ready));
     runtime.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// Resolves at SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!("cannot watch for SIGTERM: {error}");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
 /// Serves on `host` until `shutdown` is cancelled.
@@ -314,6 +348,16 @@ pub async fn serve(
             user.primary_number()
         ));
     }
+    let live = Arc::new(crate::live::LiveState::new(server.live()));
+    // Bound before anyone is told the server is ready; its own runtime.
+    let http = if host.config.http.enabled {
+        let view: Arc<dyn crate::http::LiveView> = live.clone();
+        let http = crate::http::HttpServer::start(&host, Some(view))?;
+        banner.push_str(&format!("  web UI and HTTP API on {}\n", http.url()));
+        Some(http)
+    } else {
+        None
+    };
     let instances = dispatcher.current();
     banner.push_str(&format!("  {} active module instance(s)", instances.len()));
     for instance in instances.iter() {
@@ -327,6 +371,7 @@ pub async fn serve(
     )?;
     let control = Arc::new(HostControl {
         engine: slot.clone(),
+        live,
         dispatcher: dispatcher.clone(),
         call_lists,
     });
@@ -347,6 +392,9 @@ pub async fn serve(
         .serve(control.clone(), shutdown, SHUTDOWN_GRACE)
         .await;
     stop_watching.cancel();
+    if let Some(http) = http {
+        tokio::task::spawn_blocking(move || http.stop()).await?;
+    }
     let host = tokio::task::spawn_blocking(move || watching.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the change watcher failed"))?;

@@ -289,6 +289,7 @@ pub(crate) fn run(
             "[sip]\nlisten = \"{LOOPBACK}:{SIP_PORT}\"\n\
              [sip.limits]\nmax_calls = 20000\nmax_setups = 2000\n\
              [sip.trunk]\npeer = \"{LOOPBACK}:{CARRIER_PORT}\"\n\
+             [http]\nlisten = \"{LOOPBACK}:0\"\n\
              [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"20000-29999\"\n{}",
             match protection {
                 Protection::Rtp => "",

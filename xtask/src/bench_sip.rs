@@ -493,7 +493,8 @@ impl Server {
                 "[sip]\nlisten = \"{LOOPBACK}:{port}\"\n\
                  [sip.limits]\nmax_calls = 20000\nmax_setups = 2000\n\
                  [sip.trunk]\npeer = \"{LOOPBACK}:{UAC_PORT}\"\n\
-                 [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"{rtp}\"\n"
+                 [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"{rtp}\"\n\
+                 [http]\nlisten = \"{LOOPBACK}:0\"\n"
             ),
         )?;
         let log_path = work.join(format!("{name}.log"));

@@ -156,7 +156,8 @@ fn run(
              [sip.tls]\nlisten = \"{LOOPBACK}:{TLS_PORT}\"\ncertificate = \"tls/sip-cert.pem\"\nkey = \"tls/sip-key.pem\"\n\
              [sip.limits]\nmax_calls = 20000\nmax_setups = 2000\n\
              [sip.trunk]\n{trunk}\
-             [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"20000-29999\"\n"
+             [media]\naddress = \"{LOOPBACK}\"\nrtp_ports = \"20000-29999\"\n\
+             [http]\nlisten = \"{LOOPBACK}:0\"\n"
         ),
     )?;
     let dir = fresh_dir(work, &format!("setup-{signalling:?}-{rate}"))?;

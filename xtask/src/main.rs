@@ -247,6 +247,7 @@ fn package(root: &Path, options: &PackageOptions) -> Result<Vec<PathBuf>> {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     prerequisites::ensure(prerequisites::TEST_DEBIAN, prerequisites::TEST_PYPI)?;
+    prerequisites::ensure_npm(root, prerequisites::TEST_NPM_DIR)?;
     // A "v2" of the hello and fault modules for the upgrade tests, then the
     // normal set.
     package(

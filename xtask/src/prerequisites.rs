@@ -14,7 +14,9 @@ use anyhow::{bail, Result};
 /// target of call recording), the OpenSSL command line (certificates and
 /// handshakes for the SIP-over-TLS tests), tshark (the capture that
 /// shows SRTP legs carry no plain audio), and linphone's console client
-/// with PulseAudio (its sound device: a null sink the test starts).
+/// with PulseAudio (its sound device: a null sink the test starts);
+/// Chromium, driven by Playwright, for the web UI tests, and curl for
+/// HTTPS requests.
 pub const TEST_DEBIAN: &[&str] = &[
     "slapd",
     "ldap-utils",
@@ -28,6 +30,8 @@ pub const TEST_DEBIAN: &[&str] = &[
     "tshark",
     "linphone-cli",
     "pulseaudio",
+    "chromium",
+    "curl",
 ];
 /// The CardDAV server the reverse-lookup tests run, the S3 server (with
 /// boto3) the recording targets are tested against and the SMTP sink for
@@ -39,7 +43,55 @@ pub const TEST_PYPI: &[(&str, &str)] = &[
     ("aiosmtpd", "1.4.6"),
     // The scripted SRTP peer of the SRTP tests (libsrtp 2 inside).
     ("pylibsrtp", "1.0.0"),
+    // Fuzzes the HTTP API from its OpenAPI document.
+    ("schemathesis", "4.32.5"),
 ];
+
+/// The browser tests' npm packages (Playwright's driver, no browsers of
+/// its own: it drives Debian's Chromium), from the committed lock file.
+pub const TEST_NPM_DIR: &str = "host/tests/browser";
+
+/// Installs the npm packages of `dir` (relative to `root`) exactly as its
+/// lock file says, unless they are there already.
+pub fn ensure_npm(root: &std::path::Path, dir: &str) -> Result<()> {
+    let dir = root.join(dir);
+    let lock = std::fs::read(dir.join("package-lock.json"))?;
+    let stamp = dir.join("node_modules/.package-lock.json");
+    // npm writes its own copy of the lock into node_modules after `ci`.
+    let installed = std::fs::read(&stamp).is_ok_and(|copy| same_packages(&copy, &lock));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("== npm ci in {}", dir.display());
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .status()?;
+    if !status.success() {
+        bail!("npm ci in {} failed", dir.display());
+    }
+    Ok(())
+}
+
+/// Whether npm's installed copy lists the same packages as the lock file.
+fn same_packages(installed: &[u8], lock: &[u8]) -> bool {
+    let packages = |bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .map(|value| value["packages"].clone())
+    };
+    let (Some(mut installed), Some(mut locked)) = (packages(installed), packages(lock)) else {
+        return false;
+    };
+    // The lock lists the project itself under ""; npm's copy does not.
+    if let Some(map) = locked.as_object_mut() {
+        map.remove("");
+    }
+    if let Some(map) = installed.as_object_mut() {
+        map.remove("");
+    }
+    installed == locked
+}
 /// `cargo xtask bench sip`: SIPp, Kamailio as the reference, tcpdump for the
 /// latency capture.
 pub const BENCH_SIP_DEBIAN: &[&str] = &["sip-tester", "kamailio", "tcpdump"];

@@ -118,8 +118,24 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A password in the directory's JSON Schema: write-only (the web UI never
+/// shows one; a user saved without one keeps the stored password).
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Password".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "writeOnly": true })
+    }
+}
+
 /// A PBX user.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Unique across users and groups, `[a-z0-9_.-]+`.
@@ -175,7 +191,7 @@ impl User {
 }
 
 /// A group whose active members ring together.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
     /// Unique across users and groups, `[a-z0-9_.-]+`.
@@ -207,7 +223,7 @@ impl Group {
 }
 
 /// An address book entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,7 +251,7 @@ impl Contact {
 }
 
 /// Per-user call handling state. Every field is optional in TOML.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct UserState {
     /// Do not disturb.
@@ -276,7 +292,7 @@ impl Default for UserState {
 }
 
 /// The whole directory. The TOML shape is a public interface.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Directory {
     /// ISO 3166 alpha-2 code, e.g. "DE": decides how national numbers are read.

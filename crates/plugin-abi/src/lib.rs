@@ -33,7 +33,8 @@ pub use traits::{HostServices, HostServices_TO, Instance, Instance_TO};
 /// package manifest, before any module code runs. 2: [`ModuleError`] carries
 /// a [`ModuleErrorKind`]. 3: `Instance::media_gap` and `media_end`,
 /// `HostServices::host_version`, `installation_id` and `module_secret`.
-pub const ABI_VERSION: u32 = 3;
+/// 4: `ModuleRoot::config_schema`.
+pub const ABI_VERSION: u32 = 4;
 
 /// Name of the plain `extern "C" fn() -> u32` every module exports.
 pub const ABI_VERSION_SYMBOL: &str = "callhost_abi_version";
@@ -54,6 +55,11 @@ pub struct ModuleRoot {
     /// library (its code stays mapped until the process ends).
     #[sabi(last_prefix_field)]
     pub shutdown: extern "C" fn(),
+    /// The instance configuration's JSON Schema (draft 2020-12), as JSON
+    /// text: titles and help from the config types' doc comments, defaults,
+    /// `writeOnly: true` on secrets and `x-expert: true` on expert settings.
+    /// The host builds its configuration forms from it.
+    pub config_schema: extern "C" fn() -> RString,
 }
 
 impl RootModule for ModuleRootRef {

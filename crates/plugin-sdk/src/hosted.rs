@@ -60,6 +60,20 @@ pub fn guarded_manifest<M: Actions>(parts: impl FnOnce() -> __manifest_parts) ->
     }
 }
 
+/// The configuration's JSON Schema as text, every subschema inlined (a
+/// form builder then needs no `$ref` resolution). `"{}"` (anything goes)
+/// if generating it panicked.
+pub fn config_schema<M: Module>() -> RString {
+    let schema = guard(|| {
+        let generator = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|settings| settings.inline_subschemas = true)
+            .into_generator();
+        let schema = generator.into_root_schema_for::<M::Config>();
+        serde_json::to_string(&schema).unwrap_or_else(|_| "{}".into())
+    });
+    RString::from(schema.unwrap_or_else(|_| "{}".into()))
+}
+
 pub fn new_instance<M: Module + Actions>(
     context: InstanceContext,
 ) -> RResult<InstanceBox, ModuleError> {

@@ -27,12 +27,13 @@ pub use callhost_plugin_abi::{
     CallEvent, CallSetup, ConfigError, Decision, Direction, EventKind, Forward, ForwardKind,
     MediaFrame, NewContact, Party, PartyKind, TapRequest, TransferKind, UserState,
 };
+pub use schemars;
 pub use serde;
 pub use serde_json;
 pub use tracing;
 
 #[doc(hidden)]
-pub use hosted::{guarded_manifest, new_instance};
+pub use hosted::{config_schema, guarded_manifest, new_instance};
 #[doc(hidden)]
 pub use runtime::shutdown as shutdown_runtime;
 
@@ -50,8 +51,18 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// One configured instance of a module. A new configuration builds a new
 /// value (`new`), so a module never sees a half-applied configuration.
 pub trait Module: Sized + Send + Sync + 'static {
-    /// The instance configuration; `Default` gives the defaults of every field.
-    type Config: serde::Serialize + serde::de::DeserializeOwned + Default + Send + Sync + 'static;
+    /// The instance configuration; `Default` gives the defaults of every
+    /// field. Its JSON Schema (derive `schemars::JsonSchema`; doc comments
+    /// become the help texts) is what the host's web UI builds the form
+    /// from: mark expert settings with [`settings::EXPERT`] and use
+    /// [`settings::Secret`] for credentials.
+    type Config: serde::Serialize
+        + serde::de::DeserializeOwned
+        + schemars::JsonSchema
+        + Default
+        + Send
+        + Sync
+        + 'static;
 
     /// Validates the configuration and builds the instance. Refuse with
     /// [`ConfigError`] naming the field (see [`config_error`]).
@@ -340,7 +351,11 @@ macro_rules! export_module {
             extern "C" fn shutdown() {
                 $crate::shutdown_runtime()
             }
-            $crate::abi::ModuleRoot { manifest, new_instance, shutdown }.leak_into_prefix()
+            extern "C" fn config_schema() -> $crate::abi_stable::std_types::RString {
+                $crate::config_schema::<$module>()
+            }
+            $crate::abi::ModuleRoot { manifest, new_instance, shutdown, config_schema }
+                .leak_into_prefix()
         }
     };
 }

@@ -38,6 +38,28 @@ impl Serialize for Secret {
     }
 }
 
+/// A credential in the configuration's JSON Schema: a string marked
+/// `writeOnly`, which the host's forms never fill in and which is kept as
+/// it is when a form leaves it untouched.
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "writeOnly": true })
+    }
+}
+
+/// The schema keyword that folds a setting away among the "expert"
+/// settings of the host's form: `#[schemars(extend("x-expert" = true))]`
+/// on the field.
+pub const EXPERT: &str = "x-expert";
+
 /// A duration field in humantime syntax ("30days", "12h", "500ms").
 pub fn duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| {
@@ -61,6 +83,13 @@ mod tests {
             format!("\"{}\"", Secret::MASK)
         );
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_secret_is_write_only_in_the_schema() {
+        let schema = schemars::schema_for!(Option<Secret>);
+        let text = serde_json::to_string(&schema).unwrap();
+        assert!(text.contains("\"writeOnly\":true"), "{text}");
     }
 
     #[test]

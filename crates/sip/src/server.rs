@@ -58,6 +58,12 @@ pub trait CallControl: Send + Sync + 'static {
     /// call's task after both legs are gone: may block briefly.
     fn call_ended(&self, record: CallRecord);
 
+    /// A call was placed and rings (what the modules decided is in
+    /// `outcome`). On the call's task: must not block.
+    fn call_started(&self, request: &CallRequest, outcome: &CallOutcome) {
+        let _ = (request, outcome);
+    }
+
     /// Where the frames an instance tapped go (`None`: the instance is gone
     /// or has no media hook).
     fn media_sink(&self, instance: &str) -> Option<Arc<dyn MediaSink>>;

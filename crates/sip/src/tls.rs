@@ -269,7 +269,7 @@ impl TlsListener {
     pub fn spawn(self, endpoint: EndpointInnerRef, cancel: CancellationToken) {
         tokio::spawn(watch_certificate(
             self.certificate.clone(),
-            self.config.clone(),
+            (self.config.certificate.clone(), self.config.key.clone()),
             self.provider.clone(),
             cancel.clone(),
         ));
@@ -403,13 +403,13 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 async fn watch_certificate(
     certificate: Arc<ReloadingCertificate>,
-    config: TlsConfig,
+    files: (PathBuf, PathBuf),
     provider: Arc<CryptoProvider>,
     cancel: CancellationToken,
 ) {
-    let config = Arc::new(config);
-    let stamps = |config: &TlsConfig| (stamp(&config.certificate), stamp(&config.key));
-    let mut seen = stamps(&config);
+    let files = Arc::new(files);
+    let stamps = |(certificate, key): &(PathBuf, PathBuf)| (stamp(certificate), stamp(key));
+    let mut seen = stamps(&files);
     let mut tick = tokio::time::interval(RELOAD_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -419,12 +419,11 @@ async fn watch_certificate(
         }
         // Two stats and, after a change, two small reads: off the
         // runtime's workers, which carry SIP.
-        let (config_now, provider_now) = (config.clone(), provider.clone());
+        let (files_now, provider_now) = (files.clone(), provider.clone());
         let checked = tokio::task::spawn_blocking(move || {
-            let now = stamps(&config_now);
-            let loaded = (now != seen).then(|| {
-                load_certified_key(&config_now.certificate, &config_now.key, &provider_now)
-            });
+            let now = stamps(&files_now);
+            let loaded = (now != seen)
+                .then(|| load_certified_key(&files_now.0, &files_now.1, &provider_now));
             (now, loaded)
         })
         .await;
@@ -437,7 +436,7 @@ async fn watch_certificate(
                     .current
                     .write()
                     .unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
-                tracing::info!(certificate = %config.certificate.display(), "TLS certificate reloaded");
+                tracing::info!(certificate = %files.0.display(), "TLS certificate reloaded");
             }
             // Half-written files (a renewal in progress) land here too: the
             // next change is tried again.
@@ -446,6 +445,36 @@ async fn watch_certificate(
             }
         }
     }
+}
+
+/// A TLS server configuration for another protocol of the host (HTTPS):
+/// TLS 1.2 and 1.3, no client certificates, `alpn` offered, the
+/// certificate reloaded when its files change (watched until `cancel`, on
+/// the current runtime).
+pub fn reloading_server_config(
+    certificate: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+    cancel: CancellationToken,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let resolver = Arc::new(ReloadingCertificate {
+        current: RwLock::new(Arc::new(load_certified_key(certificate, key, &provider)?)),
+    });
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .expect("the provider supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver.clone());
+    server.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    tokio::spawn(watch_certificate(
+        resolver,
+        (certificate.to_owned(), key.to_owned()),
+        provider,
+        cancel,
+    ));
+    Ok(Arc::new(server))
 }
 
 /// A self-signed certificate and its key (PEM), for a test setup: the

@@ -9,7 +9,10 @@ use callhost_plugin_sdk::{
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// How the module misbehaves.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Behaves: sets the display to `display`.
@@ -29,17 +32,25 @@ pub enum Mode {
     HangEvents,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Misbehaves on purpose, for the host's fault tests.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// What the module does in call setup (and in `call_event`).
     pub mode: Mode,
+    /// In mode "slow": how long the answer takes, in milliseconds.
+    #[schemars(title = "Delay (ms)", extend("x-expert" = true))]
     pub delay_ms: u64,
+    /// The display set when the module behaves (modes "ok", "slow" and
+    /// "hang-events").
     pub display: String,
     /// This version refuses the configuration: stands in for a newer
     /// release that no longer accepts what an older one did.
+    #[schemars(title = "Refuse in version", extend("x-expert" = true))]
     pub refuse_in_version: String,
     /// In mode "slow": write `completed` into the instance directory when
     /// the delay is over (proves whether an abandoned future was aborted).
+    #[schemars(title = "Write completion marker", extend("x-expert" = true))]
     pub completed_marker: bool,
 }
 
@@ -132,4 +143,46 @@ export_module! {
     description: "Misbehaves on purpose; for tests only.",
     hooks: [call_setup, call_event],
     actions: [],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use callhost_plugin_sdk::serde_json::{self, Value};
+
+    fn schema() -> Value {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|s| s.inline_subschemas = true)
+            .into_generator()
+            .into_root_schema_for::<Config>();
+        serde_json::to_value(schema).unwrap()
+    }
+
+    #[test]
+    fn config_schema_describes_the_options() {
+        let schema = schema();
+        let properties = schema["properties"].as_object().unwrap();
+        for name in [
+            "mode",
+            "delay_ms",
+            "display",
+            "refuse_in_version",
+            "completed_marker",
+        ] {
+            assert!(
+                properties[name]["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{name}: {}",
+                properties[name]
+            );
+        }
+        // The modes as written in the configuration (kebab-case).
+        let modes = serde_json::to_string(&properties["mode"]).unwrap();
+        for mode in ["\"ok\"", "\"panic-async\"", "\"hang-events\""] {
+            assert!(modes.contains(mode), "{mode} in {modes}");
+        }
+        assert_eq!(properties["delay_ms"]["x-expert"], true);
+        assert!(properties["mode"].get("x-expert").is_none());
+    }
 }

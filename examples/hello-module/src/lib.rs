@@ -9,25 +9,32 @@ use callhost_plugin_sdk::{
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Greets callers: puts a greeting before the caller's name on the
+/// ringing phone of chosen numbers.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Put before the caller's name on the ringing phone.
     pub greeting: String,
     /// Only calls to these internal numbers are greeted (empty: all).
+    #[schemars(title = "Greeted numbers")]
     pub numbers: Vec<String>,
     /// Ask for the greeted calls' media: `caller`, `callee` or `both`.
     /// The frames are only counted (see the `media` action).
+    #[schemars(title = "Media tap")]
     pub tap: Option<String>,
     /// A prompt from the package's `assets/` played to the caller first.
     pub prompt: Option<String>,
     /// Reject the greeted calls instead, with this reason (a module's
     /// reject: callers get 603 Decline on SIP).
+    #[schemars(title = "Reject with reason")]
     pub reject: Option<String>,
     /// Test switch for the host's quick-hook rules: sleep this long in
     /// `call_setup`, which a module declaring `quick_setup` must never do.
+    #[schemars(title = "Setup delay (ms)", extend("x-expert" = true))]
     pub setup_delay_ms: u64,
     /// Only the first this many calls sleep (0: every call).
+    #[schemars(title = "Delayed calls", extend("x-expert" = true))]
     pub setup_delay_calls: u64,
 }
 
@@ -192,4 +199,46 @@ export_module! {
         { name: "greet", usage: "[NAME]", help: "Answers with the configured greeting.", handler: Hello::greet },
         { name: "media", usage: "", help: "Frames and keys counted per finished call.", handler: Hello::media_counts },
     ],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use callhost_plugin_sdk::serde_json::{self, Value};
+
+    fn schema() -> Value {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|s| s.inline_subschemas = true)
+            .into_generator()
+            .into_root_schema_for::<Config>();
+        serde_json::to_value(schema).unwrap()
+    }
+
+    #[test]
+    fn config_schema_describes_the_options() {
+        let schema = schema();
+        let properties = schema["properties"].as_object().unwrap();
+        for name in [
+            "greeting",
+            "numbers",
+            "tap",
+            "prompt",
+            "reject",
+            "setup_delay_ms",
+            "setup_delay_calls",
+        ] {
+            let property = &properties[name];
+            assert!(
+                property["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{name}: {property}"
+            );
+        }
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(properties["greeting"]["default"], "Hello");
+        assert_eq!(properties["setup_delay_ms"]["x-expert"], true);
+        assert_eq!(properties["setup_delay_ms"]["title"], "Setup delay (ms)");
+        assert!(properties["greeting"].get("x-expert").is_none());
+    }
 }

@@ -27,16 +27,16 @@ struct SseEvent {
 }
 
 /// A running `callhost api serve`; stopped with SIGTERM when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     /// Everything it wrote to stderr (its log).
     log: Arc<Mutex<String>>,
     agent: ureq::Agent,
 }
 
 impl Server {
-    fn start(h: &Harness) -> Server {
+    pub(crate) fn start(h: &Harness) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
             .arg("--data")
             .arg(h.data())
@@ -160,7 +160,7 @@ impl Server {
     /// The log once it contains `part` (at most 10 s): the host's log is
     /// written by a thread of its own and arrives on a pipe, a moment
     /// after the answer.
-    fn log_with(&self, part: &str) -> String {
+    pub(crate) fn log_with(&self, part: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
@@ -172,7 +172,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let killed = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -201,7 +201,7 @@ impl Drop for Server {
     }
 }
 
-fn answer(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
+pub(crate) fn answer(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().expect("body");
     let value = serde_json::from_str(&text)
@@ -209,7 +209,7 @@ fn answer(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
     (status, value)
 }
 
-fn token(h: &Harness, name: &str) -> String {
+pub(crate) fn token(h: &Harness, name: &str) -> String {
     let token = h.ok(&["api", "token", "create", name]).trim().to_string();
     assert_eq!(token.len(), 64, "32 bytes in hex: {token}");
     token
@@ -448,8 +448,7 @@ fn the_live_feed_sends_each_lookup_and_actions_see_the_stored_directory() {
 }
 
 /// The body every request without a valid token gets.
-const UNAUTHORIZED: &str =
-    "missing, unknown or revoked token: send `Authorization: Bearer <token>`";
+const UNAUTHORIZED: &str = "not logged in: log in, or send `Authorization: Bearer <token>`";
 
 #[test]
 fn a_bad_token_is_refused_before_the_database_and_host_failures_show_no_detail() {

@@ -23,3 +23,4 @@ mod simulate;
 mod sip;
 mod sip_tls;
 mod upgrade;
+mod web;

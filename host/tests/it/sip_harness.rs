@@ -76,6 +76,18 @@ pub struct Serve {
     pub banner: String,
 }
 
+impl Serve {
+    /// Where the web UI and the HTTP API answer (`http://IP:PORT`), as the
+    /// banner says.
+    pub fn http_url(&self) -> String {
+        self.banner
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("web UI and HTTP API on "))
+            .unwrap_or_else(|| panic!("no HTTP in the banner:\n{}", self.banner))
+            .to_string()
+    }
+}
+
 /// What a test adds to the server's configuration and environment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Setup<'a> {
@@ -86,6 +98,8 @@ pub struct Setup<'a> {
     pub trunk: &'a str,
     /// Lines for the `[media]` table.
     pub media: &'a str,
+    /// Lines for the `[http]` table after its `listen` (a free port).
+    pub http: &'a str,
     /// Environment variables of the `callhost serve` process.
     pub env: &'a [(&'a str, &'a str)],
     /// Arguments after `serve` (e.g. `--log-format json`).
@@ -97,12 +111,17 @@ pub struct Setup<'a> {
 /// The text of `callhost.toml`'s `[sip]` and `[media]` tables.
 fn host_config(port: u16, trunk_port: u16, rtp: (u16, u16), setup: &Setup) -> String {
     let Setup {
-        sip, trunk, media, ..
+        sip,
+        trunk,
+        media,
+        http,
+        ..
     } = setup;
     format!(
         "[sip]\nlisten = \"{LOCALHOST}:{port}\"\n{sip}\n\
          [sip.trunk]\npeer = \"{LOCALHOST}:{trunk_port}\"\n{trunk}\n\n\
-         [media]\naddress = \"{LOCALHOST}\"\nrtp_ports = \"{}-{}\"\n{media}\n",
+         [media]\naddress = \"{LOCALHOST}\"\nrtp_ports = \"{}-{}\"\n{media}\n\
+         [http]\nlisten = \"{LOCALHOST}:0\"\n{http}\n",
         rtp.0, rtp.1
     )
 }

@@ -923,7 +923,12 @@ fn a_re_invite_with_a_new_key_rekeys_the_leg_and_the_old_key_is_refused() {
 /// `callhost serve` with `config` as its callhost.toml: its exit status
 /// and stderr (killed after 20 s if it keeps running).
 fn serve_once(data: &Path, config: &str) -> (std::process::ExitStatus, String) {
-    std::fs::write(data.join("callhost.toml"), config).unwrap();
+    // Its own HTTP port: tests run side by side.
+    std::fs::write(
+        data.join("callhost.toml"),
+        format!("{config}\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_callhost"))
         .arg("--data")
         .arg(data)

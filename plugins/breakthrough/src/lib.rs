@@ -22,13 +22,16 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_FORWARD_DISPLAY: &str = "{caller} (für {callee})";
 
 /// One number filter: `active_for` minus `exceptions`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Numbers {
-    /// Patterns the number must match (`?` one digit, `*` any digits).
-    /// Empty matches nothing.
+    /// Patterns the number must match (`?` one digit, `*` any digits);
+    /// every form of the number is tried. Empty matches nothing; `*`
+    /// matches every number.
+    #[schemars(title = "Active for", with = "Vec<String>")]
     pub active_for: Vec<Pattern>,
-    /// Patterns that take a number out again.
+    /// Patterns that take a number out again (they win over `active_for`).
+    #[schemars(with = "Vec<String>")]
     pub exceptions: Vec<Pattern>,
 }
 
@@ -40,24 +43,33 @@ impl Numbers {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One rule: callers matching `callers` calling users matching `called`
+/// get the options ticked here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Skip the called user's do-not-disturb.
+    /// Ring through the called user's do-not-disturb.
+    #[schemars(title = "Bypass do-not-disturb")]
     pub bypass_dnd: bool,
     /// Skip the called user's forwards (always, busy and no-answer).
+    #[schemars(title = "Bypass forwards")]
     pub bypass_forwards: bool,
     /// Narrows `bypass_forwards`: skip them only when one of the called
     /// user's forwards points to the caller. Needs `bypass_forwards`.
+    #[schemars(title = "Only forwards to the caller")]
     pub bypass_forward_to_self: bool,
-    /// Let the call knock even when the called user has call waiting off.
+    /// Let the call knock on a busy user even when the called user has call
+    /// waiting off.
+    #[schemars(title = "Force call waiting")]
     pub force_call_waiting: bool,
     /// What the forward target's phone shows when a forward is followed;
     /// `{caller}`, `{callee}`, `{caller_number}`, `{callee_number}`. Empty: off.
+    #[schemars(title = "Forward target's display")]
     pub forward_display: String,
-    /// Called numbers (the user this hop rings).
+    /// Called numbers: the users this rule is for.
+    #[schemars(title = "Called users")]
     pub called: Numbers,
-    /// Caller numbers.
+    /// Caller numbers: who may break through.
     pub callers: Numbers,
 }
 
@@ -324,4 +336,52 @@ export_module! {
         help: "Says whether the caller and called numbers match the rule (patterns only, no directory lookup) and which options would apply.",
         handler: Breakthrough::check,
     }],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use callhost_plugin_sdk::serde_json::{self, Value};
+
+    fn schema() -> Value {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|s| s.inline_subschemas = true)
+            .into_generator()
+            .into_root_schema_for::<Config>();
+        serde_json::to_value(schema).unwrap()
+    }
+
+    #[test]
+    fn config_schema_describes_the_documented_options() {
+        let schema = schema();
+        let properties = schema["properties"].as_object().unwrap();
+        for name in [
+            "bypass_dnd",
+            "bypass_forwards",
+            "bypass_forward_to_self",
+            "force_call_waiting",
+            "forward_display",
+            "called",
+            "callers",
+        ] {
+            assert!(properties.contains_key(name), "{name} missing: {schema}");
+        }
+        assert_eq!(schema["additionalProperties"], false);
+        let dnd = &properties["bypass_dnd"];
+        assert!(dnd["description"].as_str().is_some_and(|d| !d.is_empty()));
+        assert_eq!(dnd["type"], "boolean");
+        assert_eq!(dnd["title"], "Bypass do-not-disturb");
+        assert_eq!(
+            properties["forward_display"]["default"],
+            super::DEFAULT_FORWARD_DISPLAY
+        );
+        // The filters are inlined, their patterns plain strings.
+        let active_for = &properties["callers"]["properties"]["active_for"];
+        assert_eq!(active_for["type"], "array");
+        assert_eq!(active_for["items"]["type"], "string");
+        assert!(active_for["description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()));
+        assert_eq!(properties["called"]["additionalProperties"], false);
+    }
 }

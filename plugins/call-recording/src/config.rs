@@ -12,7 +12,8 @@ use callhost_recording::audio::Channels;
 use callhost_storage as storage;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Which calls are recorded, in which channels, and where the files go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Users (ids) whose calls are recorded.
@@ -22,30 +23,46 @@ pub struct Config {
     pub groups: Vec<String>,
     /// Number patterns (`?` one digit, `*` any digits): a call is recorded
     /// when the caller's or the called number matches.
+    #[schemars(with = "Vec<String>")]
     pub numbers: Vec<Pattern>,
+    /// Which calls of those users, groups and numbers are recorded.
     pub direction: DirectionFilter,
+    /// Whose voice is recorded, and into how many files.
     pub channels: ChannelsSetting,
     /// Also record calls dialled straight to a user who is logged in to a
     /// configured group (normally only calls to the group itself).
+    #[schemars(title = "Record direct calls to group members")]
     pub record_direct_calls_to_group_members: bool,
-    /// Keys either party presses to stop the recording (CR18). Empty: off.
+    /// Keys either party presses to stop the recording (CR18): `0-9`, `*`,
+    /// `#`. Empty: off.
+    #[schemars(title = "Stop keys")]
     pub stop_digits: String,
-    /// Notices played to the caller before the recording begins (CR7):
-    /// an asset of the instance (`callhost instance asset add NAME FILE`),
-    /// by file name, for incoming and for outgoing calls.
+    /// A notice played to the caller of an incoming call before the
+    /// recording begins (CR7): an asset of the instance (`callhost instance
+    /// asset add NAME FILE`), by file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "Notice for incoming calls")]
     pub notice_incoming: Option<String>,
+    /// The same for outgoing calls: an asset of the instance, by file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "Notice for outgoing calls")]
     pub notice_outgoing: Option<String>,
     /// Where recordings are kept; none means a local directory in the
     /// instance's data directory.
+    #[schemars(title = "Storage targets")]
     pub targets: Vec<Target>,
-    /// How long after a recording is sealed its upload begins.
+    /// How long after a recording is sealed its upload begins (humantime,
+    /// e.g. "1m").
+    #[schemars(title = "Upload delay", extend("x-expert" = true))]
     pub upload_delay: String,
-    /// How long after a failed upload it is tried again.
+    /// How long after a failed upload it is tried again (humantime, at
+    /// least "1s").
+    #[schemars(title = "Retry interval", extend("x-expert" = true))]
     pub retry_interval: String,
-    /// Below this much free space where recordings are written, a warning
-    /// (log and mail) every hour; recordings go on, nothing is deleted.
+    /// Below this much free space (MB) where recordings are written, a
+    /// warning (log and mail) every hour; recordings go on, nothing is
+    /// deleted.
+    #[schemars(title = "Free disk warning (MB)", extend("x-expert" = true))]
     pub min_free_disk_mb: u64,
     /// Recordings older than this (humantime, e.g. "10years") are deleted
     /// here and on the targets that allow it, each deletion entered in the
@@ -57,16 +74,20 @@ pub struct Config {
     pub mail: Option<MailConfig>,
     /// An RFC 3161 time-stamping authority that stamps the chain's head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "Time stamps")]
     pub timestamp: Option<TimestampConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampConfig {
     /// The TSA's URL (RFC 3161 over HTTP).
+    #[schemars(title = "Time-stamping authority URL")]
     pub url: String,
-    /// The head is stamped at most this often, and only when it changed.
+    /// The head is stamped at most this often, and only when it changed
+    /// (humantime, e.g. "1h").
     #[serde(default = "default_stamp_every")]
+    #[schemars(title = "Stamp at most every", extend("x-expert" = true))]
     pub every: String,
 }
 
@@ -81,28 +102,37 @@ impl TimestampConfig {
 }
 
 /// The SMTP server notices go through.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailConfig {
     /// The SMTP server's host name.
+    #[schemars(title = "SMTP server")]
     pub server: String,
-    /// Default: 465 with `tls`, 587 with `starttls`, 25 with `none`.
+    /// The SMTP port. Default: 465 with `tls`, 587 with `starttls`, 25
+    /// with `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// How the connection is encrypted.
     #[serde(default = "default_security")]
     pub security: MailSecurity,
+    /// The SMTP login (with `password`); none: no login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The SMTP password (with `user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    /// The sender, e.g. `PBX <pbx@example.com>`.
     pub from: String,
+    /// The recipients (at least one address).
     pub to: Vec<String>,
-    /// At most one mail per this long; notices in between are collected.
+    /// At most one mail per this long; notices in between are collected
+    /// (humantime, e.g. "1h").
     #[serde(default = "default_min_interval")]
+    #[schemars(title = "At most one mail every", extend("x-expert" = true))]
     pub min_interval: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MailSecurity {
     /// TLS from the first byte (port 465).
@@ -176,20 +206,27 @@ impl Default for Config {
 /// The seed's key sequence.
 pub const DEFAULT_STOP_DIGITS: &str = "*1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DirectionFilter {
+    /// Calls to the configured users, groups and numbers.
     Incoming,
+    /// Calls they make.
     Outgoing,
+    /// Both.
     All,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelsSetting {
+    /// The caller only.
     Caller,
+    /// The callee only.
     Callee,
+    /// One stereo file: left the caller, right the callee.
     Stereo,
+    /// One file per party.
     Separate,
 }
 
@@ -214,73 +251,119 @@ impl ChannelsSetting {
 }
 
 /// One storage target. `kind` says which; each kind has its own fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Target {
     /// A directory on this machine (the recordings are written there).
+    #[schemars(title = "Local directory")]
     Local {
+        /// The directory, an absolute path.
         path: PathBuf,
+        /// The directory below `path` per recording: `$Y $M $D $h $m $s`
+        /// of its start (UTC).
         #[serde(default = "default_subdirectory")]
+        #[schemars(extend("x-expert" = true))]
         subdirectory: String,
     },
     /// An SSH server (SFTP), its host key pinned.
+    #[schemars(title = "SFTP server")]
     Sftp {
+        /// The SSH server's host name.
         host: String,
+        /// The SSH port.
         #[serde(default = "default_ssh_port")]
         port: u16,
+        /// The SSH login.
         user: String,
-        /// Password or key file, one of them.
+        /// The login's password; set this or `key_file`, not both.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password: Option<Secret>,
+        /// A private key (ed25519 or ECDSA), an absolute path; instead of
+        /// `password`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(title = "Key file")]
         key_file: Option<PathBuf>,
+        /// The key file's passphrase, if it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(title = "Key passphrase")]
         key_passphrase: Option<Secret>,
-        /// `ssh-ed25519 AAAA…` (the server's `.pub` file) or `SHA256:…`.
+        /// The server's host key: `ssh-ed25519 AAAA…` (the server's `.pub`
+        /// file) or `SHA256:…` (as `ssh-keygen -lf` prints it).
+        #[schemars(title = "Host key")]
         host_key: String,
         /// The directory on the server.
         path: String,
+        /// The directory below `path` per recording: `$Y $M $D $h $m $s`
+        /// of its start (UTC).
         #[serde(default = "default_subdirectory")]
+        #[schemars(extend("x-expert" = true))]
         subdirectory: String,
     },
     /// An S3 bucket (AWS or compatible), optionally with Object Lock.
+    #[schemars(title = "S3 bucket")]
     S3 {
         /// An S3-compatible server's URL; absent for AWS.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
+        /// The bucket's region.
         #[serde(default = "default_region")]
         region: String,
+        /// The bucket's name.
         bucket: String,
+        /// Put before every object's key, e.g. `pbx1/`.
         #[serde(default)]
         prefix: String,
+        /// The access key's id (`AKIA…`).
+        #[schemars(title = "Access key id")]
         access_key_id: String,
+        /// The access key's secret.
+        #[schemars(title = "Secret access key")]
         secret_access_key: Secret,
         /// Object Lock in compliance mode for this many days after the
         /// recording's start (the bucket must have Object Lock enabled).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(title = "Object Lock (days)")]
         retain_days: Option<u32>,
+        /// The object key below `prefix` per recording: `$Y $M $D $h $m $s`
+        /// of its start (UTC).
         #[serde(default = "default_subdirectory")]
+        #[schemars(extend("x-expert" = true))]
         subdirectory: String,
     },
     /// OneDrive for Business / SharePoint through Microsoft Graph, with an
     /// app registration's client credentials.
+    #[schemars(title = "OneDrive / SharePoint")]
     Onedrive {
+        /// The Microsoft Entra tenant (id or domain).
         tenant: String,
+        /// The app registration's client id.
+        #[schemars(title = "Client id")]
         client_id: String,
+        /// The app registration's client secret.
+        #[schemars(title = "Client secret")]
         client_secret: Secret,
         /// The drive's id.
         drive: String,
         /// The folder in the drive.
         #[serde(default)]
         path: String,
+        /// The login endpoint (another one for national clouds).
         #[serde(default = "default_login_url")]
+        #[schemars(title = "Login URL", extend("x-expert" = true))]
         login_url: String,
+        /// The Graph endpoint (another one for national clouds).
         #[serde(default = "default_graph_url")]
+        #[schemars(title = "Graph URL", extend("x-expert" = true))]
         graph_url: String,
+        /// The folder below `path` per recording: `$Y $M $D $h $m $s` of
+        /// its start (UTC).
         #[serde(default = "default_subdirectory")]
+        #[schemars(extend("x-expert" = true))]
         subdirectory: String,
     },
-    /// Not in this version: refused with a message naming the field.
+    /// Not in this version: refused with a message naming the field. Left
+    /// out of the schema, so forms never offer it.
+    #[schemars(skip)]
     Smb(std::collections::BTreeMap<String, toml::Value>),
 }
 
@@ -796,6 +879,82 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.starts_with("targets:"), "{error}");
+    }
+
+    fn schema() -> serde_json::Value {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|s| s.inline_subschemas = true)
+            .into_generator()
+            .into_root_schema_for::<Config>();
+        serde_json::to_value(schema).unwrap()
+    }
+
+    #[test]
+    fn the_schema_describes_the_documented_options() {
+        let schema = schema();
+        let properties = schema["properties"].as_object().unwrap();
+        for name in [
+            "users",
+            "groups",
+            "numbers",
+            "direction",
+            "channels",
+            "record_direct_calls_to_group_members",
+            "stop_digits",
+            "notice_incoming",
+            "notice_outgoing",
+            "targets",
+            "upload_delay",
+            "retry_interval",
+            "min_free_disk_mb",
+            "retention",
+            "mail",
+            "timestamp",
+        ] {
+            let description = properties[name]["description"].as_str();
+            assert!(description.is_some_and(|d| !d.is_empty()), "{name}");
+        }
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(properties["retry_interval"]["x-expert"], true);
+        assert!(properties["users"].get("x-expert").is_none());
+        assert_eq!(properties["numbers"]["items"]["type"], "string");
+        assert_eq!(properties["stop_digits"]["default"], DEFAULT_STOP_DIGITS);
+        let channels = serde_json::to_string(&properties["channels"]).unwrap();
+        for channel in ["\"caller\"", "\"callee\"", "\"stereo\"", "\"separate\""] {
+            assert!(channels.contains(channel), "{channels}");
+        }
+
+        // One alternative per kind, each with its own fields; smb is not
+        // offered.
+        let targets = &properties["targets"];
+        assert_eq!(targets["type"], "array");
+        let kinds = targets["items"]["oneOf"].as_array().unwrap();
+        let kind = |target: &serde_json::Value| target["properties"]["kind"]["const"].clone();
+        let names: Vec<_> = kinds.iter().map(kind).collect();
+        assert_eq!(names, ["local", "sftp", "s3", "onedrive"]);
+        for target in kinds {
+            assert_eq!(target["additionalProperties"], false, "{target}");
+            assert!(target["title"].is_string(), "{target}");
+            let required = target["required"].as_array().unwrap();
+            assert!(required.contains(&"kind".into()), "{target}");
+        }
+        let sftp = &kinds[1]["properties"];
+        assert_eq!(sftp["password"]["writeOnly"], true);
+        assert_eq!(sftp["key_passphrase"]["writeOnly"], true);
+        assert_eq!(sftp["port"]["default"], 22);
+        assert_eq!(
+            kinds[2]["properties"]["secret_access_key"]["writeOnly"],
+            true
+        );
+        assert_eq!(kinds[3]["properties"]["client_secret"]["writeOnly"], true);
+        assert_eq!(kinds[3]["properties"]["graph_url"]["x-expert"], true);
+
+        let mail = &properties["mail"];
+        assert_eq!(mail["properties"]["password"]["writeOnly"], true);
+        assert_eq!(
+            mail["required"],
+            serde_json::json!(["server", "from", "to"])
+        );
     }
 
     #[test]

@@ -24,19 +24,29 @@ use serde::{Deserialize, Serialize};
 /// The default marker put before a forwarded call's display (RD4).
 pub const DEFAULT_FORWARD_LABEL: &str = "Uml. für";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Who may break through forwards, and how forwarded calls are marked.
+/// The target of a forward may always break through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// User ids that may break through any forward (RD2).
+    #[schemars(title = "Switchboard users")]
     pub switchboard_users: Vec<String>,
     /// Group ids whose members (logged in or not) may break through any
     /// forward (RD2).
+    #[schemars(title = "Switchboard groups")]
     pub switchboard_groups: Vec<String>,
-    /// External caller IDs (patterns) that may break through any forward (RD3).
+    /// External caller IDs that may break through any forward (RD3):
+    /// patterns, `?` one digit, `*` any digits, tried on every form of the
+    /// number.
+    #[schemars(title = "External callers", with = "Vec<String>")]
     pub external_callers: Vec<Pattern>,
-    /// Mark calls that follow an always or busy forward (RD4).
+    /// Mark calls that follow an always or busy forward on the target's
+    /// display (RD4).
+    #[schemars(title = "Mark forwarded calls")]
     pub mark_forwarded: bool,
     /// The marker: the display becomes `<forward_label> <for whom>: <caller>`.
+    #[schemars(title = "Forward label")]
     pub forward_label: String,
 }
 
@@ -304,7 +314,45 @@ export_module! {
 
 #[cfg(test)]
 mod tests {
-    use super::same_number;
+    use super::{same_number, Config};
+    use callhost_plugin_sdk::serde_json::{self, Value};
+
+    fn schema() -> Value {
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .with(|s| s.inline_subschemas = true)
+            .into_generator()
+            .into_root_schema_for::<Config>();
+        serde_json::to_value(schema).unwrap()
+    }
+
+    #[test]
+    fn config_schema_describes_the_documented_options() {
+        let schema = schema();
+        let properties = schema["properties"].as_object().unwrap();
+        for name in [
+            "switchboard_users",
+            "switchboard_groups",
+            "external_callers",
+            "mark_forwarded",
+            "forward_label",
+        ] {
+            assert!(properties.contains_key(name), "{name} missing: {schema}");
+        }
+        assert_eq!(schema["additionalProperties"], false);
+        let users = &properties["switchboard_users"];
+        assert!(users["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("break through")));
+        assert_eq!(users["title"], "Switchboard users");
+        let patterns = &properties["external_callers"];
+        assert_eq!(patterns["type"], "array");
+        assert_eq!(patterns["items"]["type"], "string");
+        assert_eq!(properties["mark_forwarded"]["default"], true);
+        assert_eq!(
+            properties["forward_label"]["default"],
+            super::DEFAULT_FORWARD_LABEL
+        );
+    }
 
     #[test]
     fn numbers_compare_cleaned_or_as_written() {

@@ -331,6 +331,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
             return;
         }
     };
+    shared.control.call_started(&request, &outcome);
     let no_answer_at = legs::no_answer_delay(&engine, &outcome).map(|delay| Instant::now() + delay);
     let call_log = CallLog::new(user.as_deref());
     let mut call = Call {
