@@ -684,14 +684,15 @@ pub fn tls_self_signed(
     let key = dir.join("sip-key.pem");
     for path in [&certificate, &key] {
         if path.exists() && !force {
-            bail!(
+            return Err(Conflict(format!(
                 "{} exists; --force replaces it (phones that trust it must then be told the new one)",
                 path.display()
-            );
+            ))
+            .into());
         }
     }
     let made = callhost_sip::tls::self_signed(&names)
-        .map_err(|error| anyhow!("cannot make a certificate for {names:?}: {error}"))?;
+        .map_err(|error| Invalid(format!("cannot make a certificate for {names:?}: {error}")))?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     {
         use std::io::Write as _;

@@ -5,7 +5,7 @@
 use std::{io::Write, sync::Arc, time::Instant};
 
 use abi_stable::std_types::ROption;
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use callhost_pbx::{
     directory::Directory,
     engine::{CallOutcome, CallRequest, Engine, Via},
@@ -14,7 +14,7 @@ use callhost_pbx::{
 use callhost_plugin_abi::{Party, PartyKind};
 use serde::{Deserialize, Serialize};
 
-use crate::{config::parse_toml, dispatch::Dispatcher, Host};
+use crate::{config::parse_toml, db::Invalid, dispatch::Dispatcher, Host};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,24 +85,27 @@ impl Scenario {
         scenario.path = path.to_path_buf();
         if let Some(budget) = scenario.settings.setup_budget_ms {
             if budget == 0 || budget > 10_000 {
-                bail!(
+                return Err(Invalid(format!(
                     "{}: field `settings.setup_budget_ms`: {budget} is outside 1..=10000",
                     path.display()
-                );
+                ))
+                .into());
             }
         }
         for (index, call) in scenario.calls.iter().enumerate() {
             if call.via != Via::Direct && call.by.is_none() {
-                bail!(
+                return Err(Invalid(format!(
                     "{}: field `calls[{index}].by`: a transfer needs the transferring party",
                     path.display()
-                );
+                ))
+                .into());
             }
             if call.repeat == 0 {
-                bail!(
+                return Err(Invalid(format!(
                     "{}: field `calls[{index}].repeat`: must be at least 1",
                     path.display()
-                );
+                ))
+                .into());
             }
         }
         Ok(scenario)
@@ -162,23 +165,32 @@ pub fn run(
     // call lists; an inline directory is a what-if and records nothing.
     let record = scenario.directory.is_none();
     if scenario.settings.concurrency > 1000 {
-        bail!(
+        return Err(Invalid(format!(
             "scenario: field `settings.concurrency`: {} is more than 1000",
             scenario.settings.concurrency
-        );
+        ))
+        .into());
     }
     let directory = match &scenario.directory {
-        Some(inline) => Directory::from_value(inline.clone()).context("scenario: field `directory`")?,
-        None => host.stored_directory()?.context(
-            "no directory loaded: run `callhost directory load FILE` or put a [directory] table in the scenario",
-        )?,
+        Some(inline) => Directory::from_value(inline.clone()).map_err(|error| {
+            Invalid(format!(
+                "scenario: field `directory`: {}",
+                crate::error_chain(&error)
+            ))
+        })?,
+        None => host.stored_directory()?.ok_or_else(|| {
+            Invalid(
+                "no directory loaded: run `callhost directory load FILE` or put a [directory] table in the scenario"
+                    .into(),
+            )
+        })?,
     };
     let mut engine_config = host.config.engine();
     if let Some(budget) = scenario.settings.setup_budget_ms {
         engine_config.setup_budget = std::time::Duration::from_millis(budget);
     }
-    let engine =
-        crate::engine_on(directory, engine_config).context("scenario: field `directory`")?;
+    let engine = crate::engine_on(directory, engine_config)
+        .map_err(|error| Invalid(format!("scenario: field `directory`: {error:#}")))?;
     for line in warnings(scenario, &engine) {
         writeln!(warn, "{line}")?;
     }

@@ -308,6 +308,9 @@ pub enum WavError {
     /// A chunk the format requires is absent.
     #[error("WAV file has no {0} chunk before the audio data")]
     MissingChunk(&'static str),
+    /// A format browsers cannot play and this crate cannot decode.
+    #[error("{0:?} recordings are not converted for playback: play the file in VLC or ffmpeg")]
+    NoPlayback(WavFormat),
 }
 
 /// Builds the complete header for `data_len` bytes of audio. `padded` says
@@ -370,6 +373,82 @@ fn header_bytes(
     put(&size32(data_len).to_le_bytes());
     debug_assert_eq!(at, header_len);
     (h, header_len)
+}
+
+/// A stored recording as 16-bit PCM, for players that cannot decode G.711
+/// (browsers): a PCM header, then the audio converted chunk by chunk. The
+/// file is only read; PCM files pass through unchanged.
+#[derive(Debug)]
+pub struct PcmPlayback<R: Read> {
+    source: R,
+    law: Option<crate::g711::Law>,
+    /// Stored audio bytes not read yet.
+    remaining: u64,
+    header: Vec<u8>,
+}
+
+/// Bytes of stored audio converted per [`PcmPlayback::next_chunk`].
+const PLAYBACK_CHUNK: u64 = 64 * 1024;
+
+impl<R: Read + Seek> PcmPlayback<R> {
+    /// Reads the header of the WAV file `source` (`file_len` bytes long)
+    /// and positions it at the audio.
+    pub fn open(mut source: R, file_len: u64) -> Result<Self, WavError> {
+        let mut head = Vec::with_capacity(512);
+        (&mut source).take(512).read_to_end(&mut head)?;
+        let info = parse_wav_header(&head, file_len)?;
+        let law = match info.spec.format {
+            WavFormat::ALaw => Some(crate::g711::Law::ALaw),
+            WavFormat::MuLaw => Some(crate::g711::Law::MuLaw),
+            WavFormat::Pcm16 => None,
+            WavFormat::G722 => return Err(WavError::NoPlayback(WavFormat::G722)),
+        };
+        let spec = WavSpec {
+            format: WavFormat::Pcm16,
+            ..info.spec
+        };
+        let out_len = info.data_len * if law.is_some() { 2 } else { 1 };
+        let rf64 = out_len + spec.format.header_len() as u64 >= DEFAULT_RF64_THRESHOLD;
+        let (bytes, len) = header_bytes(&spec, out_len, rf64, false);
+        source.seek(SeekFrom::Start(info.data_offset))?;
+        Ok(PcmPlayback {
+            source,
+            law,
+            remaining: info.data_len,
+            header: bytes[..len].to_vec(),
+        })
+    }
+}
+
+impl<R: Read> PcmPlayback<R> {
+    /// The PCM file's header (sizes of the whole converted file).
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// The next converted audio bytes; `None` at the end. A file that ends
+    /// early (still being written) ends the audio there.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, WavError> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let mut stored = Vec::with_capacity(PLAYBACK_CHUNK.min(self.remaining) as usize);
+        (&mut self.source)
+            .take(PLAYBACK_CHUNK.min(self.remaining))
+            .read_to_end(&mut stored)?;
+        if stored.is_empty() {
+            self.remaining = 0;
+            return Ok(None);
+        }
+        self.remaining -= stored.len() as u64;
+        Ok(Some(match self.law {
+            None => stored,
+            Some(law) => stored
+                .iter()
+                .flat_map(|&code| law.decode(code).to_le_bytes())
+                .collect(),
+        }))
+    }
 }
 
 /// Streams a WAV (or, past the threshold, RF64) file to `W`.
@@ -971,6 +1050,45 @@ mod tests {
         let mut w = WavWriter::new(Cursor::new(Vec::new()), spec).unwrap();
         f(&mut w);
         w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn playback_decodes_g711_stereo_to_pcm_and_leaves_the_file_as_it_is() {
+        let left = [0xD5u8, 0x55, 0x2A];
+        let right = [0xAAu8, 0xD5, 0x80];
+        let stored = write_file(WavSpec::stereo(WavFormat::ALaw), |w| {
+            w.write_stereo(&left, &right).unwrap();
+        });
+        let kept = stored.clone();
+        let mut playback = PcmPlayback::open(Cursor::new(stored), kept.len() as u64).unwrap();
+        let mut pcm = playback.header().to_vec();
+        while let Some(chunk) = playback.next_chunk().unwrap() {
+            pcm.extend(chunk);
+        }
+        let info = wav_header_is_valid(&pcm).unwrap();
+        assert_eq!(info.spec, WavSpec::stereo(WavFormat::Pcm16));
+        assert_eq!((info.frames, info.data_len), (3, 12));
+        let samples: Vec<i16> = pcm[info.data_offset as usize..]
+            .chunks(2)
+            .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        let law = crate::g711::Law::ALaw;
+        let expected: Vec<i16> = left
+            .iter()
+            .zip(&right)
+            .flat_map(|(l, r)| [law.decode(*l), law.decode(*r)])
+            .collect();
+        assert_eq!(samples, expected, "one party per channel, in order");
+    }
+
+    #[test]
+    fn playback_refuses_g722_with_the_reason() {
+        let stored = write_file(WavSpec::mono(WavFormat::G722), |w| {
+            w.write_mono(&[0xFF; 4]).unwrap();
+        });
+        let len = stored.len() as u64;
+        let error = PcmPlayback::open(Cursor::new(stored), len).unwrap_err();
+        assert!(error.to_string().contains("VLC"), "{error}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use axum::{
     routing::{get, post, put},
     Extension, Json, Router,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -120,6 +120,7 @@ pub(super) fn private() -> Router<Arc<AppState>> {
             post(run_instance_action),
         )
         .route("/api/v1/instances/{name}/live", get(live_feed))
+        .route("/api/v1/instances/{name}/audio", get(play_audio))
         .route("/api/v1/directory", get(show_directory).put(load_directory))
         .route("/api/v1/calls/{user}", get(call_list))
         .route("/api/v1/audit", get(audit_log))
@@ -129,6 +130,8 @@ pub(super) fn private() -> Router<Arc<AppState>> {
         .route("/api/v1/admins/{name}", axum::routing::delete(remove_admin))
         .route("/api/v1/admins/{name}/password", put(set_admin_password))
         .route("/api/v1/trust", post(trust_key))
+        .route("/api/v1/simulate", post(simulate))
+        .route("/api/v1/tls/self-signed", post(tls_self_signed))
 }
 
 /// Runs `work` with the data directory opened, on a blocking thread.
@@ -1017,6 +1020,108 @@ async fn run_instance_action(
     Ok(about(&target, Json(answer?)))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AudioQuery {
+    /// The action whose answer lists the file in a `files` array, e.g.
+    /// call-recording's `recordings`.
+    action: String,
+    /// Its arguments, separated by spaces (e.g. `--json`).
+    #[serde(default)]
+    args: Option<String>,
+    /// The file's path exactly as the action listed it.
+    file: String,
+}
+
+/// A WAV file an action of the instance lists (in a `files` array), as
+/// 16-bit PCM for the browser's player: A-law and µ-law are decoded on the
+/// fly, the stored file is only read. Nothing the module did not list is
+/// served.
+#[utoipa::path(get, path = "/api/v1/instances/{name}/audio", params(("name" = String, Path), AudioQuery),
+    responses((status = 200, content_type = "audio/wav"), (status = 404, description = "not a file the action lists"),
+              (status = 415, description = "a format the browser cannot be given (G.722)")))]
+async fn play_audio(
+    State(state): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<AudioQuery>,
+) -> Result<Response, ApiError> {
+    let live = Arc::new(live_instance(&state, name).await?);
+    let args: Vec<String> = query
+        .args
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let started = {
+        let (live, action) = (live.clone(), query.action.clone());
+        blocking(move || Ok(start_action(&live, &action, args)?)).await
+    };
+    let answer = match started {
+        Ok(future) => action_answer(future).await.map_err(ApiError::from),
+        Err(error) => Err(error),
+    };
+    drop_off_workers(live);
+    if !lists_file(&answer?, &query.file) || !query.file.to_ascii_lowercase().ends_with(".wav") {
+        return Err(ApiError::not_found(format!(
+            "`{}` does not list a WAV file {:?}",
+            query.action, query.file
+        )));
+    }
+    let path = std::path::PathBuf::from(&query.file);
+    let opened = blocking(move || {
+        let file = std::fs::File::open(&path)
+            .map_err(|error| ApiError::not_found(format!("{}: {error}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(|error| ApiError::internal(error.into()))?
+            .len();
+        callhost_media::wav::PcmPlayback::open(std::io::BufReader::new(file), len).map_err(
+            |error| match error {
+                callhost_media::wav::WavError::NoPlayback(_) => {
+                    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string())
+                }
+                other => ApiError::refused(format!("not a recording this host wrote: {other}")),
+            },
+        )
+    })
+    .await?;
+    let header = Bytes::from(opened.header().to_vec());
+    // Converted a chunk at a time on a blocking thread, as the browser reads.
+    let chunks = futures::stream::unfold(Some(opened), |playback| async move {
+        let mut playback = playback?;
+        match tokio::task::spawn_blocking(move || (playback.next_chunk(), playback)).await {
+            Ok((Ok(Some(chunk)), playback)) => {
+                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), Some(playback)))
+            }
+            Ok((Ok(None), _)) => None,
+            Ok((Err(error), _)) => Some((Err(std::io::Error::other(error.to_string())), None)),
+            Err(error) => Some((Err(std::io::Error::other(error.to_string())), None)),
+        }
+    });
+    let body = futures::stream::once(async move { Ok(header) }).chain(chunks);
+    Ok((
+        [(header::CONTENT_TYPE, "audio/wav")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Whether `answer` has `file` in a `files` array anywhere.
+fn lists_file(answer: &Value, file: &str) -> bool {
+    match answer {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            (key == "files"
+                && value
+                    .as_array()
+                    .is_some_and(|files| files.iter().any(|f| f.as_str() == Some(file))))
+                || lists_file(value, file)
+        }),
+        Value::Array(items) => items.iter().any(|item| lists_file(item, file)),
+        _ => false,
+    }
+}
+
 /// Builds the instance `name` for actions, as the CLI does, on a blocking
 /// thread and within `START_LIMIT`.
 async fn live_instance(state: &Arc<AppState>, name: String) -> Result<LiveInstance, ApiError> {
@@ -1443,13 +1548,74 @@ async fn trust_key(State(state): Shared, body: Bytes) -> JsonResult {
         list_instances, create_instance, import_instance, show_instance, delete_instance,
         configure_instance, describe_instance, activate_instance, deactivate_instance,
         order_instance, set_instance_level, instance_log, tail_instance_log, export_instance,
-        list_assets, add_asset, remove_asset, run_instance_action, live_feed,
+        list_assets, add_asset, remove_asset, run_instance_action, live_feed, play_audio,
         show_directory, load_directory, call_list, audit_log,
         list_tokens, create_token, revoke_token,
-        list_admins, add_admin, remove_admin, set_admin_password, trust_key,
+        list_admins, add_admin, remove_admin, set_admin_password, trust_key, simulate,
+        tls_self_signed,
     ),
     components(schemas(super::error::ErrorBody)),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))
 )]
 pub(super) struct ApiDoc;
+
+/// Calls one simulation over HTTP may place (the CLI has no limit).
+const MAX_SIMULATED_CALLS: u64 = 10_000;
+
+/// Run a call scenario (the body, TOML as `callhost simulate` reads it)
+/// through the engine and the active instances; one JSON object per call.
+/// Calls on the stored directory land in the users' call lists.
+#[utoipa::path(post, path = "/api/v1/simulate",
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, description = "`{calls: [...], warnings: [...]}`"), (status = 422)))]
+async fn simulate(State(state): Shared, body: Bytes) -> JsonResult {
+    let (lines, warnings) = with_host(&state, move |host| {
+        let upload = Upload::write(host, "scenario.toml", &body)?;
+        let scenario = crate::simulate::Scenario::load(upload.path())?;
+        let calls: u64 = scenario.calls.iter().map(|call| u64::from(call.repeat)).sum();
+        if calls > MAX_SIMULATED_CALLS {
+            return Err(crate::db::Invalid(format!(
+                "scenario: {calls} calls; over HTTP at most {MAX_SIMULATED_CALLS} (the CLI has no limit)"
+            ))
+            .into());
+        }
+        let (mut out, mut warn) = (Vec::new(), Vec::new());
+        crate::simulate::run(host, &scenario, &mut out, &mut warn)?;
+        Ok((out, warn))
+    })
+    .await?;
+    let calls: Vec<Value> = String::from_utf8_lossy(&lines)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let warnings: Vec<String> = String::from_utf8_lossy(&warnings)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    Ok(Json(json!({ "calls": calls, "warnings": warnings })))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SelfSignedBody {
+    /// DNS names or IP addresses (default: localhost and the IP of `sip.listen`).
+    #[serde(default)]
+    names: Vec<String>,
+    /// Replace existing files.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Write a self-signed certificate and key for SIP over TLS (and HTTPS)
+/// into `<data>/tls/`, for a test setup.
+#[utoipa::path(post, path = "/api/v1/tls/self-signed", request_body = SelfSignedBody,
+    responses((status = 200), (status = 409, description = "the files exist (send `force`)"), (status = 422)))]
+async fn tls_self_signed(State(state): Shared, Json(body): Json<SelfSignedBody>) -> JsonResult {
+    Ok(done(
+        with_host(&state, move |host| {
+            commands::tls_self_signed(host, &body.names, None, body.force)
+        })
+        .await?,
+    ))
+}

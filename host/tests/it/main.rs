@@ -24,3 +24,4 @@ mod sip;
 mod sip_tls;
 mod upgrade;
 mod web;
+mod web_ui;

@@ -691,3 +691,165 @@ fn the_openapi_document_covers_the_api_and_schemathesis_finds_no_server_error() 
     assert_eq!(status, 200);
     assert!(server.stop().success());
 }
+
+#[test]
+fn a_recording_plays_in_the_browser_as_pcm_and_only_files_the_module_lists_are_served() {
+    use crate::recording::{call_bert, channel, file_of, read_wav, recorder, wait_for_recordings};
+    let h = recorder("users = [\"bert\"]\n");
+    assert!(admin(h.data(), &["add", "anna"], &format!("{PASSWORD}\n")).0);
+    let serve = Serve::start_in(h.data(), DIRECTORY, "");
+    call_bert(&serve, "uac.xml", "uas.xml", 1000);
+    let entries = wait_for_recordings(&h, "rec", 1);
+    let stored_path = file_of(&entries[0], ".wav");
+    let stored_before = std::fs::read(&stored_path).unwrap();
+    let mut browser = Browser::new(&serve.http_url());
+    assert_eq!(browser.login("anna", PASSWORD).0, 200);
+    let cookie = browser.cookie.clone().unwrap();
+
+    let query = |file: &str| {
+        format!(
+            "{}/api/v1/instances/rec/audio?action=recordings&args=--json&file={}",
+            serve.http_url(),
+            file.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                        (b as char).to_string()
+                    }
+                    other => format!("%{other:02X}"),
+                })
+                .collect::<String>()
+        )
+    };
+    let get = |url: String| {
+        ureq::get(url)
+            .header("Cookie", &cookie)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap()
+    };
+    let mut response = get(query(stored_path.to_str().unwrap()));
+    assert_eq!(response.status().as_u16(), 200, "{}", stored_path.display());
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    let pcm = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .unwrap();
+    let played = h.data().join("played.wav");
+    std::fs::write(&played, &pcm).unwrap();
+    let (stored, decoded) = (read_wav(&stored_path), read_wav(&played));
+    assert_eq!(
+        (stored.format_tag, decoded.format_tag),
+        (6, 1),
+        "A-law in, PCM out"
+    );
+    assert_eq!(decoded.channels, stored.channels);
+    // Sample for sample the stored A-law, decoded; one party per channel.
+    for index in 0..usize::from(stored.channels) {
+        let alaw = channel(&stored, index);
+        let expected: Vec<u8> = alaw
+            .iter()
+            .flat_map(|&code| callhost_media::g711::alaw_to_linear(code).to_le_bytes())
+            .collect();
+        let got: Vec<u8> = decoded
+            .data
+            .chunks(2 * usize::from(decoded.channels))
+            .flat_map(|frame| frame[2 * index..2 * index + 2].to_vec())
+            .collect();
+        assert_eq!(got, expected, "channel {index}");
+    }
+    assert_eq!(
+        std::fs::read(&stored_path).unwrap(),
+        stored_before,
+        "the file is untouched"
+    );
+
+    // Nothing the module does not list: not another file, not a path
+    // that leads out of the recordings.
+    for other in [
+        h.data().join("callhost.db").display().to_string(),
+        format!(
+            "{}/../../callhost.db",
+            stored_path.parent().unwrap().display()
+        ),
+        "/etc/passwd".to_string(),
+    ] {
+        assert_eq!(get(query(&other)).status().as_u16(), 404, "{other}");
+    }
+    let info = file_of(&entries[0], "_info.txt");
+    assert_eq!(
+        get(query(info.to_str().unwrap())).status().as_u16(),
+        404,
+        "listed, not a WAV"
+    );
+}
+
+#[test]
+fn every_cli_function_has_an_endpoint_simulate_included() {
+    let h = with_admin_and_hello();
+    h.load_office();
+    let token = token(&h, "script");
+    let server = Server::start(&h);
+    let post = |path: &str, body: &str| {
+        answer(
+            ureq::post(format!("{}{path}", server.base))
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "text/plain")
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send(body)
+                .unwrap(),
+        )
+    };
+    let (status, body) = post(
+        "/api/v1/simulate",
+        "[[calls]]\nfrom = \"203\"\nto = \"201\"\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["calls"][0]["outcome"], "ringing", "{body}");
+    assert_eq!(body["calls"][0]["decisions"][0]["instance"], "hi", "{body}");
+    let (status, body) = post(
+        "/api/v1/simulate",
+        "[[calls]]\nfrom = \"203\"\nto = \"201\"\nrepeat = 0\n",
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("calls[0].repeat"),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/api/v1/simulate",
+        "[[calls]]\nfrom = \"203\"\nto = \"201\"\nrepeat = 4000000000\n",
+    );
+    assert_eq!(status, 422, "{body}");
+    // The CLI's other functions, by the OpenAPI document's paths.
+    let (_, document) = answer(
+        ureq::get(format!("{}/api/openapi.json", server.base))
+            .call()
+            .unwrap(),
+    );
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    for path in [
+        "/api/v1/modules/{id}",
+        "/api/v1/instances/import",
+        "/api/v1/instances/{name}/export",
+        "/api/v1/instances/{name}/level",
+        "/api/v1/instances/{name}/position",
+        "/api/v1/instances/{name}/log",
+        "/api/v1/instances/{name}/assets/{file}",
+        "/api/v1/calls/{user}",
+        "/api/v1/tokens",
+        "/api/v1/trust",
+        "/api/v1/simulate",
+        "/api/v1/tls/self-signed",
+    ] {
+        assert!(
+            paths.iter().any(|p| p.as_str() == path),
+            "{path}: {paths:?}"
+        );
+    }
+}

@@ -63,20 +63,33 @@ function table(columns, rows, caption) {
 }
 
 // Any JSON as a readable tree: objects as definition lists, lists of
-// objects as tables.
-function render(value) {
+// objects as tables. `context` names the instance and action it came from:
+// WAV files an action lists under `files` get a player (the host decodes
+// them for the browser), text that is a PEM certificate a download.
+function render(value, context = {}) {
   if (value === null || value === undefined) return el("span", { class: "muted" }, "—");
   if (Array.isArray(value)) {
     if (value.length > 0 && value.every((v) => v && typeof v === "object" && !Array.isArray(v))) {
       const keys = [...new Set(value.flatMap((v) => Object.keys(v)))];
-      return table(keys.map((k) => [k, (r) => render(r[k])]), value);
+      return table(keys.map((k) => [k, (r) => render(r[k], { ...context, key: k })]), value);
     }
-    return el("ul", {}, value.map((v) => el("li", {}, render(v))));
+    return el("ul", {}, value.map((v) => el("li", {}, render(v, context))));
   }
   if (typeof value === "object") {
-    return el("dl", { class: "tree" }, Object.entries(value).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, render(v))]));
+    return el("dl", { class: "tree" }, Object.entries(value).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, render(v, { ...context, key: k }))]));
   }
-  return el("span", {}, String(value));
+  const text = String(value);
+  if (context.key === "files" && context.instance && /\.wav$/i.test(text)) {
+    const file = text.split("/").pop();
+    const source = `/api/v1/instances/${enc(context.instance)}/audio?action=${enc(context.action)}&args=${enc((context.args || []).join(" "))}&file=${enc(text)}`;
+    return el("span", { class: "recording" }, el("span", {}, file), el("audio", { controls: true, preload: "none", src: source, "aria-label": `Play ${file}` }));
+  }
+  if (text.startsWith("-----BEGIN ")) {
+    const kind = text.includes("CERTIFICATE") ? "certificate" : "file";
+    const blob = URL.createObjectURL(new Blob([text.endsWith("\n") ? text : `${text}\n`], { type: "application/x-pem-file" }));
+    return el("div", {}, el("pre", { class: "code" }, text), el("a", { class: "button secondary", href: blob, download: `${context.instance || "callhost"}-${kind}.pem` }, `Download the ${kind}`));
+  }
+  return el("span", {}, text);
 }
 
 function heading(text, ...extra) {
@@ -392,7 +405,7 @@ function actionsSection(name, actions) {
       const started = performance.now();
       try {
         const answer = await api("POST", `/api/v1/instances/${enc(name)}/actions/${enc(action.name)}`, { args: list });
-        output.replaceChildren(el("h3", {}, `${action.name} ${list.join(" ")} (${Math.round(performance.now() - started)} ms)`), render(answer));
+        output.replaceChildren(el("h3", {}, `${action.name} ${list.join(" ")} (${Math.round(performance.now() - started)} ms)`), render(answer, { instance: name, action: action.name, args: list }));
       } catch (failure) {
         output.replaceChildren(el("p", { class: "field-error", role: "alert" }, `${action.name}: ${failure.message}`));
       }
@@ -408,7 +421,7 @@ function actionsSection(name, actions) {
       closers.push(() => source.close());
       source.addEventListener("lookup", (event) => {
         const lookup = JSON.parse(event.data);
-        events.prepend(el("li", {}, render(lookup)));
+        events.prepend(el("li", {}, render(lookup, { instance: name, action: "live" })));
       });
       source.addEventListener("error", (event) => {
         if (event.data) events.prepend(el("li", { class: "field-error" }, JSON.parse(event.data).error));
