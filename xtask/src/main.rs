@@ -356,6 +356,21 @@ fn demo(root: &Path) -> Result<()> {
         "Secretariat calls through; forwarded calls say for whom",
     ])?;
     callhost(&["instance", "list"])?;
+    // An administrator for the web UI, with a password made for this run.
+    let admin_password = format!("demo-{:016x}", rand_u64()?);
+    {
+        use std::io::Write as _;
+        let mut add = Command::new(&binary)
+            .arg("--data")
+            .arg(&data)
+            .args(["admin", "add", "admin"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()?;
+        writeln!(add.stdin.take().context("stdin")?, "{admin_password}")?;
+        if !add.wait()?.success() {
+            bail!("callhost admin add failed");
+        }
+    }
     println!("\n# examples/demo.toml — one JSON line per call:");
     callhost(&["simulate", "examples/demo.toml"])?;
     println!("\ndata directory: {}", data.display());
@@ -390,8 +405,20 @@ fn demo(root: &Path) -> Result<()> {
 #   from sec, 201: the boss's phone rings, the secretariat calls through;
 #   from clerk, 204: busy (dev is in do-not-disturb);
 #   from lead, 204: dev's phone rings anyway (breakthrough).
+# The web administration is on http://127.0.0.1:8080/ while it runs: log in
+# as admin, password {admin_password}
 # Stop with Ctrl-C: calls in progress are ended with BYE."#
     );
     callhost(&["serve"])?;
     Ok(())
+}
+
+/// 64 random bits from the kernel (the demo's admin password).
+fn rand_u64() -> Result<u64> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(u64::from_le_bytes(bytes))
 }

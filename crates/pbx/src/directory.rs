@@ -268,8 +268,10 @@ pub struct UserState {
     pub no_answer_seconds: u32,
     pub call_waiting: bool,
     /// Already in a call (for simulation).
+    #[schemars(extend("x-expert" = true))]
     pub busy: bool,
-    /// `false`: no phone online.
+    /// `false`: no phone online (for simulation; `callhost serve` knows).
+    #[schemars(extend("x-expert" = true))]
     pub registered: bool,
     /// Ring the user's `mobile` along with their phone (iFMC-like).
     pub ring_mobile: bool,

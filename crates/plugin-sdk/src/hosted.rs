@@ -347,10 +347,22 @@ mod tests {
         later: bool,
     }
 
-    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Default)]
     struct PanickyConfig {
+        /// Panic in the returned future instead of at once.
         #[serde(default)]
+        #[schemars(extend("x-expert" = true))]
         later: bool,
+    }
+
+    #[test]
+    fn the_config_schema_is_json_with_the_fields_help_and_markers() {
+        let schema: serde_json::Value =
+            serde_json::from_str(config_schema::<Panicky>().as_str()).unwrap();
+        let later = &schema["properties"]["later"];
+        assert_eq!(later["type"], "boolean", "{schema}");
+        assert_eq!(later["x-expert"], true, "{schema}");
+        assert!(later["description"].as_str().unwrap().contains("future"), "{schema}");
     }
 
     impl Module for Panicky {

@@ -1352,8 +1352,18 @@ async fn show_directory(State(state): Shared) -> JsonResult {
         .with(|settings| settings.inline_subschemas = true)
         .into_generator()
         .into_root_schema_for::<callhost_pbx::directory::Directory>();
+    let mut shown =
+        serde_json::to_value(&directory).map_err(|error| ApiError::internal(error.into()))?;
+    // A password is never shown; that one is set is.
+    if let (Some(directory), Some(users)) = (&directory, shown["users"].as_array_mut()) {
+        for (user, shown) in directory.users.iter().zip(users) {
+            if user.sip_ha1.is_some() {
+                shown["password"] = Value::String(config_form::SECRET_MASK.into());
+            }
+        }
+    }
     Ok(Json(json!({
-        "directory": directory,
+        "directory": shown,
         "schema": schema,
     })))
 }
