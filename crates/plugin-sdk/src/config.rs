@@ -5,6 +5,17 @@ use serde::de::DeserializeOwned;
 
 use crate::config_error;
 
+/// The JSON Schema of a configuration type as the host gets it: draft
+/// 2020-12, every subschema inlined (a form builder then needs no `$ref`
+/// resolution), fields in declaration order.
+pub(crate) fn schema<C: schemars::JsonSchema>() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|settings| settings.inline_subschemas = true)
+        .into_generator()
+        .into_root_schema_for::<C>();
+    serde_json::to_value(schema).unwrap_or_else(|_| serde_json::json!({}))
+}
+
 pub(crate) fn parse<C: DeserializeOwned + Default>(text: &str) -> Result<C, ConfigError> {
     if text.trim().is_empty() {
         return Ok(C::default());

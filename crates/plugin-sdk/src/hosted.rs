@@ -60,17 +60,10 @@ pub fn guarded_manifest<M: Actions>(parts: impl FnOnce() -> __manifest_parts) ->
     }
 }
 
-/// The configuration's JSON Schema as text, every subschema inlined (a
-/// form builder then needs no `$ref` resolution). `"{}"` (anything goes)
-/// if generating it panicked.
+/// The configuration's JSON Schema as text (see `config::schema`); `"{}"`
+/// (anything goes) if generating it panicked.
 pub fn config_schema<M: Module>() -> RString {
-    let schema = guard(|| {
-        let generator = schemars::generate::SchemaSettings::draft2020_12()
-            .with(|settings| settings.inline_subschemas = true)
-            .into_generator();
-        let schema = generator.into_root_schema_for::<M::Config>();
-        serde_json::to_string(&schema).unwrap_or_else(|_| "{}".into())
-    });
+    let schema = guard(|| config::schema::<M::Config>().to_string());
     RString::from(schema.unwrap_or_else(|_| "{}".into()))
 }
 
@@ -362,7 +355,10 @@ mod tests {
         let later = &schema["properties"]["later"];
         assert_eq!(later["type"], "boolean", "{schema}");
         assert_eq!(later["x-expert"], true, "{schema}");
-        assert!(later["description"].as_str().unwrap().contains("future"), "{schema}");
+        assert!(
+            later["description"].as_str().unwrap().contains("future"),
+            "{schema}"
+        );
     }
 
     impl Module for Panicky {

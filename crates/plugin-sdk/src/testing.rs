@@ -11,6 +11,26 @@ use callhost_plugin_abi::{
 
 use crate::Context;
 
+/// The JSON Schema of `C` exactly as the host receives it, for a module's
+/// test that its schema names the documented options.
+pub fn config_schema<C: schemars::JsonSchema>() -> serde_json::Value {
+    crate::config::schema::<C>()
+}
+
+/// [`config_schema`], asserting that its top level has every option in
+/// `names` (the documented ones), each with a help text.
+pub fn config_schema_naming<C: schemars::JsonSchema>(names: &[&str]) -> serde_json::Value {
+    let schema = config_schema::<C>();
+    for name in names {
+        let help = schema["properties"][name]["description"].as_str();
+        assert!(
+            help.is_some_and(|help| !help.trim().is_empty()),
+            "option `{name}` missing from the schema or without a help text: {schema}"
+        );
+    }
+    schema
+}
+
 #[derive(Clone)]
 struct TestHost;
 

@@ -148,35 +148,18 @@ export_module! {
 #[cfg(test)]
 mod tests {
     use super::Config;
-    use callhost_plugin_sdk::serde_json::{self, Value};
-
-    fn schema() -> Value {
-        let schema = schemars::generate::SchemaSettings::draft2020_12()
-            .with(|s| s.inline_subschemas = true)
-            .into_generator()
-            .into_root_schema_for::<Config>();
-        serde_json::to_value(schema).unwrap()
-    }
+    use callhost_plugin_sdk::serde_json;
 
     #[test]
     fn config_schema_describes_the_options() {
-        let schema = schema();
-        let properties = schema["properties"].as_object().unwrap();
-        for name in [
+        let schema = callhost_plugin_sdk::testing::config_schema_naming::<Config>(&[
             "mode",
             "delay_ms",
             "display",
             "refuse_in_version",
             "completed_marker",
-        ] {
-            assert!(
-                properties[name]["description"]
-                    .as_str()
-                    .is_some_and(|d| !d.is_empty()),
-                "{name}: {}",
-                properties[name]
-            );
-        }
+        ]);
+        let properties = schema["properties"].as_object().unwrap();
         // The modes as written in the configuration (kebab-case).
         let modes = serde_json::to_string(&properties["mode"]).unwrap();
         for mode in ["\"ok\"", "\"panic-async\"", "\"hang-events\""] {

@@ -204,21 +204,10 @@ export_module! {
 #[cfg(test)]
 mod tests {
     use super::Config;
-    use callhost_plugin_sdk::serde_json::{self, Value};
-
-    fn schema() -> Value {
-        let schema = schemars::generate::SchemaSettings::draft2020_12()
-            .with(|s| s.inline_subschemas = true)
-            .into_generator()
-            .into_root_schema_for::<Config>();
-        serde_json::to_value(schema).unwrap()
-    }
 
     #[test]
     fn config_schema_describes_the_options() {
-        let schema = schema();
-        let properties = schema["properties"].as_object().unwrap();
-        for name in [
+        let schema = callhost_plugin_sdk::testing::config_schema_naming::<Config>(&[
             "greeting",
             "numbers",
             "tap",
@@ -226,15 +215,8 @@ mod tests {
             "reject",
             "setup_delay_ms",
             "setup_delay_calls",
-        ] {
-            let property = &properties[name];
-            assert!(
-                property["description"]
-                    .as_str()
-                    .is_some_and(|d| !d.is_empty()),
-                "{name}: {property}"
-            );
-        }
+        ]);
+        let properties = schema["properties"].as_object().unwrap();
         assert_eq!(schema["additionalProperties"], false);
         assert_eq!(properties["greeting"]["default"], "Hello");
         assert_eq!(properties["setup_delay_ms"]["x-expert"], true);

@@ -9,10 +9,10 @@ use crate::common;
 use common::Harness;
 use serde_json::Value;
 
-const RL: &str = "reverse-lookup-0.1.0.cmod";
+pub(crate) const RL: &str = "reverse-lookup-0.1.0.cmod";
 
 /// An outside caller the address book does not know.
-const HARBOUR: &str = "+4940555123";
+pub(crate) const HARBOUR: &str = "+4940555123";
 /// Max Kunde, in the office directory's address book.
 const CUSTOMER: &str = "+49891234567";
 
@@ -20,6 +20,12 @@ const CUSTOMER: &str = "+49891234567";
 fn setup(h: &Harness, extra: &str) {
     h.install(RL);
     h.load_office();
+    crm_instance(h, extra);
+}
+
+/// The instance `rl` asking a CRM database (SQLite) that knows Hanna
+/// Hafen at [`HARBOUR`]; `extra` goes before its providers.
+pub(crate) fn crm_instance(h: &Harness, extra: &str) {
     let db = h.data().join("crm.sqlite");
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(

@@ -5,6 +5,7 @@
 
 use crate::api::{answer, token, Server};
 use crate::common::Harness;
+use crate::reverse_lookup::RL;
 use crate::sip::{answering_phone, register, trunk_call, BERT, DIRECTORY};
 use crate::sip_harness::{free_port, Serve, Setup, SilentPhone};
 
@@ -18,8 +19,8 @@ use std::{
 use serde_json::{json, Value};
 
 const HELLO: &str = "hello-0.1.0.cmod";
-const RL: &str = "reverse-lookup-0.1.0.cmod";
-const PASSWORD: &str = "correct horse battery";
+/// The administrators' password in these tests.
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// `callhost admin ARGS…` with `input` on standard input: status and
 /// stdout or stderr.
@@ -145,6 +146,11 @@ impl Browser {
 fn audit_actions(browser: &Browser) -> Vec<(String, String, String)> {
     let (status, body) = browser.get("/api/v1/audit");
     assert_eq!(status, 200, "{body}");
+    audit_rows(&body)
+}
+
+/// Who, what and how it ended, of an audit log answer.
+fn audit_rows(body: &Value) -> Vec<(String, String, String)> {
     body["entries"]
         .as_array()
         .unwrap()
@@ -273,19 +279,7 @@ fn audit_actions_with_token(token: &str, server: &Server) -> Vec<(String, String
         .header("Authorization", format!("Bearer {token}"))
         .call()
         .expect("GET audit");
-    let (_, body) = answer(response);
-    body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| {
-            (
-                entry["actor"].as_str().unwrap().to_string(),
-                entry["action"].as_str().unwrap().to_string(),
-                entry["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    audit_rows(&answer(response).1)
 }
 
 #[test]

@@ -6,19 +6,16 @@
 //! `docs/screenshots/` were made so).
 
 use crate::common::{package, Harness};
+use crate::reverse_lookup::{crm_instance, HARBOUR, RL};
 use crate::sip::{answering_phone, register, trunk_call, trunk_caller, DIRECTORY};
 use crate::sip_harness::{free_port, Serve, SilentPhone};
-use crate::web::admin;
+use crate::web::{admin, PASSWORD};
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
 };
 
-const RL: &str = "reverse-lookup-0.1.0.cmod";
-const PASSWORD: &str = "correct horse battery";
-/// An outside caller only the CRM database knows.
-const HARBOUR: &str = "+4940555123";
 const BERT: &str = "+4930123456202";
 const CARL: &str = "+4930123456203";
 
@@ -27,23 +24,7 @@ const CARL: &str = "+4930123456203";
 fn prepared() -> Harness {
     let h = Harness::new();
     h.install(RL);
-    let db = h.data().join("crm.sqlite");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE contacts (phone TEXT, first_name TEXT, last_name TEXT, company TEXT);
-         INSERT INTO contacts VALUES ('+4940555123', 'Hanna', 'Hafen', 'Hafen KG');",
-    )
-    .unwrap();
-    h.create(
-        "reverse-lookup",
-        "rl",
-        &format!(
-            "[[providers]]\nid = \"crm\"\nkind = \"sql\"\ndriver = \"sqlite\"\nurl = \"sqlite://{}\"\n\
-             query = \"SELECT first_name, last_name, company FROM contacts WHERE phone = {{tel}}\"\n\
-             tel_format = \"e164\"\n",
-            db.display()
-        ),
-    );
+    crm_instance(&h, "");
     assert!(admin(h.data(), &["add", "anna"], &format!("{PASSWORD}\n")).0);
     h
 }

@@ -315,29 +315,17 @@ export_module! {
 #[cfg(test)]
 mod tests {
     use super::{same_number, Config};
-    use callhost_plugin_sdk::serde_json::{self, Value};
-
-    fn schema() -> Value {
-        let schema = schemars::generate::SchemaSettings::draft2020_12()
-            .with(|s| s.inline_subschemas = true)
-            .into_generator()
-            .into_root_schema_for::<Config>();
-        serde_json::to_value(schema).unwrap()
-    }
 
     #[test]
     fn config_schema_describes_the_documented_options() {
-        let schema = schema();
-        let properties = schema["properties"].as_object().unwrap();
-        for name in [
+        let schema = callhost_plugin_sdk::testing::config_schema_naming::<Config>(&[
             "switchboard_users",
             "switchboard_groups",
             "external_callers",
             "mark_forwarded",
             "forward_label",
-        ] {
-            assert!(properties.contains_key(name), "{name} missing: {schema}");
-        }
+        ]);
+        let properties = schema["properties"].as_object().unwrap();
         assert_eq!(schema["additionalProperties"], false);
         let users = &properties["switchboard_users"];
         assert!(users["description"]

@@ -488,19 +488,9 @@ mod tests {
         );
     }
 
-    fn schema() -> serde_json::Value {
-        let schema = schemars::generate::SchemaSettings::draft2020_12()
-            .with(|s| s.inline_subschemas = true)
-            .into_generator()
-            .into_root_schema_for::<Config>();
-        serde_json::to_value(schema).unwrap()
-    }
-
     #[test]
     fn the_schema_describes_the_documented_options() {
-        let schema = schema();
-        let properties = schema["properties"].as_object().unwrap();
-        for name in [
+        let schema = callhost_plugin_sdk::testing::config_schema_naming::<Config>(&[
             "resolve_incoming",
             "resolve_outgoing",
             "budget_ms",
@@ -514,10 +504,8 @@ mod tests {
             "history",
             "spam",
             "providers",
-        ] {
-            let description = properties[name]["description"].as_str();
-            assert!(description.is_some_and(|d| !d.is_empty()), "{name}");
-        }
+        ]);
+        let properties = schema["properties"].as_object().unwrap();
         assert_eq!(schema["additionalProperties"], false);
         assert_eq!(properties["budget_ms"]["x-expert"], true);
         assert_eq!(properties["budget_ms"]["default"], 600);
