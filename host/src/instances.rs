@@ -44,6 +44,35 @@ struct InstanceHost {
     sealer: Arc<callhost_seal::Sealer>,
     module_id: Arc<str>,
     installation_id: Arc<str>,
+    progress: Arc<ActionProgress>,
+}
+
+/// How far an admin action of a live instance is, as the module reports it.
+#[derive(Debug, Default)]
+pub struct ActionProgress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+    /// Bumped on every report: whether anything changed since a look.
+    reports: std::sync::atomic::AtomicU64,
+}
+
+impl ActionProgress {
+    /// `(done, total, reports so far)`; `reports` 0: nothing reported.
+    pub fn read(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Acquire;
+        (
+            self.done.load(Acquire),
+            self.total.load(Acquire),
+            self.reports.load(Acquire),
+        )
+    }
+
+    fn report(&self, done: u64, total: u64) {
+        use std::sync::atomic::Ordering::Release;
+        self.total.store(total, Release);
+        self.done.store(done.min(total), Release);
+        self.reports.fetch_add(1, Release);
+    }
 }
 
 impl InstanceHost {
@@ -152,6 +181,10 @@ impl HostServices for InstanceHost {
         let purpose = format!("module:{}:{}", self.module_id, purpose.as_str());
         RVec::from(self.sealer.derive(&purpose).to_vec())
     }
+
+    fn action_progress(&self, done: u64, total: u64) {
+        self.progress.report(done, total);
+    }
 }
 
 /// The installation's id in `<data>/installation-id`, made (random, 128
@@ -226,6 +259,8 @@ pub struct LiveInstance {
     /// The library path as stored (relative to the data directory).
     pub stored_library: String,
     pub library: Arc<Library>,
+    /// How far its admin action in progress is.
+    pub progress: Arc<ActionProgress>,
 }
 
 impl LiveInstance {
@@ -404,6 +439,7 @@ pub fn live_instance(
     for dir in [&instance_dir, &shared_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let progress = Arc::new(ActionProgress::default());
     let host = InstanceHost {
         log: log.clone(),
         engine: engine.clone(),
@@ -411,6 +447,7 @@ pub fn live_instance(
         sealer: sealer.clone(),
         module_id: row.module_id.as_str().into(),
         installation_id: installation_id(data)?.into(),
+        progress: progress.clone(),
     };
     let assets = library
         .library
@@ -470,6 +507,7 @@ pub fn live_instance(
         config: config.to_string(),
         stored_library: library.stored_path.clone(),
         library: library.library.clone(),
+        progress,
     })
 }
 

@@ -33,7 +33,7 @@ pub use traits::{HostServices, HostServices_TO, Instance, Instance_TO};
 /// package manifest, before any module code runs. 2: [`ModuleError`] carries
 /// a [`ModuleErrorKind`]. 3: `Instance::media_gap` and `media_end`,
 /// `HostServices::host_version`, `installation_id` and `module_secret`.
-/// 4: `ModuleRoot::config_schema`.
+/// 4: `ModuleRoot::config_schema`, `HostServices::action_progress`.
 pub const ABI_VERSION: u32 = 4;
 
 /// Name of the plain `extern "C" fn() -> u32` every module exports.

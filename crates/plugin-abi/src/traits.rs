@@ -120,4 +120,11 @@ pub trait HostServices: Send + Sync + Clone {
         let _ = purpose;
         RVec::new()
     }
+
+    /// The admin action in progress on this instance has done `done` of
+    /// `total` steps (the web UI shows a progress bar). Cheap; call it as
+    /// often as is useful.
+    fn action_progress(&self, done: u64, total: u64) {
+        let _ = (done, total);
+    }
 }

@@ -221,6 +221,12 @@ impl Context {
         (!secret.is_empty()).then_some(secret)
     }
 
+    /// Tells the host how far the admin action in progress is: `done` of
+    /// `total` steps (the web UI shows a progress bar).
+    pub fn report_progress(&self, done: u64, total: u64) {
+        self.host.action_progress(done, total);
+    }
+
     /// The level the administrator set for this instance.
     pub fn log_level(&self) -> LogLevel {
         self.host.log_level()

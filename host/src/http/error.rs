@@ -105,11 +105,10 @@ impl From<anyhow::Error> for ApiError {
         if let Some(invalid) = error.downcast_ref::<crate::db::Invalid>() {
             return ApiError::refused(invalid.to_string());
         }
-        // A package that does not verify or load is the upload's fault.
+        // A package that does not verify is the upload's fault.
         if error
             .downcast_ref::<callhost_package::PackageError>()
             .is_some()
-            || error.downcast_ref::<crate::loader::LoadError>().is_some()
         {
             return ApiError::refused(format!("{error:#}"));
         }

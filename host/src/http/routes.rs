@@ -119,6 +119,10 @@ pub(super) fn private() -> Router<Arc<AppState>> {
             "/api/v1/instances/{name}/actions/{action}",
             post(run_instance_action),
         )
+        .route(
+            "/api/v1/instances/{name}/actions/{action}/events",
+            post(run_instance_action_with_progress),
+        )
         .route("/api/v1/instances/{name}/live", get(live_feed))
         .route("/api/v1/instances/{name}/audio", get(play_audio))
         .route("/api/v1/directory", get(show_directory).put(load_directory))
@@ -339,9 +343,19 @@ async fn install_module(
     Query(query): Query<InstallQuery>,
     body: Bytes,
 ) -> JsonResult {
-    let answer = with_host(&state, move |host| {
-        let upload = Upload::write(host, "package.cmod", &body)?;
-        commands::module_install(host, upload.path(), query.allow_unsigned)
+    let installing = state.clone();
+    let answer = blocking(move || {
+        let host = installing.host()?;
+        let upload = Upload::write(&host, "package.cmod", &body)?;
+        commands::module_install(&host, upload.path(), query.allow_unsigned).map_err(|error| {
+            // A library of the upload that does not load (another ABI, say)
+            // is the upload's fault; loading an installed one is not.
+            if error.downcast_ref::<crate::loader::LoadError>().is_some() {
+                ApiError::refused(format!("{error:#}"))
+            } else {
+                ApiError::from(error)
+            }
+        })
     })
     .await?;
     // A new version: the next request loads it.
@@ -999,18 +1013,12 @@ async fn run_instance_action(
     Path((name, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|error| {
-            ApiError::bad_request(format!("body: expected {{\"args\": [\"...\"]}}: {error}"))
-        })?
-    };
+    let args = action_args(&body)?;
     let target = name.clone();
     let live = Arc::new(live_instance(&state, name).await?);
     let started = {
         let live = live.clone();
-        blocking(move || Ok(start_action(&live, &action, body.args)?)).await
+        blocking(move || Ok(start_action(&live, &action, args)?)).await
     };
     let answer = match started {
         Ok(future) => action_answer(future).await.map_err(ApiError::from),
@@ -1018,6 +1026,125 @@ async fn run_instance_action(
     };
     drop_off_workers(live);
     Ok(about(&target, Json(answer?)))
+}
+
+/// The arguments of an action request: an empty body, or `{"args": [...]}`.
+fn action_args(body: &Bytes) -> Result<Vec<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice::<ActionBody>(body)
+        .map(|body| body.args)
+        .map_err(|error| {
+            ApiError::bad_request(format!("body: expected {{\"args\": [\"...\"]}}: {error}"))
+        })
+}
+
+/// How often a running action's progress is looked at.
+const PROGRESS_POLL: Duration = Duration::from_millis(100);
+
+/// Run a module's admin action and follow it (Server-Sent Events): a
+/// `progress` event (`{"done", "total"}`) whenever the module reports one,
+/// then one `answer` event with the action's JSON, or an `error` event
+/// (`{"error"}`). Closing the stream cancels the action.
+#[utoipa::path(post, path = "/api/v1/instances/{name}/actions/{action}/events",
+    params(("name" = String, Path), ("action" = String, Path)),
+    request_body = ActionBody,
+    responses((status = 200, content_type = "text/event-stream"), (status = 404), (status = 422)))]
+async fn run_instance_action_with_progress(
+    State(state): Shared,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let args = action_args(&body)?;
+    let target = name.clone();
+    let live = Arc::new(live_instance(&state, name).await?);
+    let started = {
+        let live = live.clone();
+        blocking(move || Ok(start_action(&live, &action, args)?)).await
+    };
+    let future = match started {
+        Ok(future) => future,
+        Err(error) => {
+            drop_off_workers(live);
+            return Err(error);
+        }
+    };
+    let run = ActionRun {
+        answer: Some(Box::pin(action_answer(future))),
+        live: Some(live),
+        reports_sent: 0,
+    };
+    let events = futures::stream::unfold(run, |mut run| async move {
+        loop {
+            let answer = run.answer.as_mut()?;
+            let finished = tokio::select! {
+                answer = answer.as_mut() => Some(answer),
+                _ = tokio::time::sleep(PROGRESS_POLL) => None,
+            };
+            // The last report before the answer is always sent.
+            if let Some(event) = run.progress_event() {
+                if let Some(answer) = finished {
+                    run.answer = Some(Box::pin(std::future::ready(answer)));
+                }
+                return Some((Ok::<_, Infallible>(event), run));
+            }
+            if let Some(answer) = finished {
+                run.answer = None;
+                let event = match answer {
+                    Ok(value) => Event::default().event("answer").data(value.to_string()),
+                    Err(error) => Event::default()
+                        .event("error")
+                        .data(json!({ "error": error.to_string() }).to_string()),
+                };
+                return Some((Ok(event), run));
+            }
+        }
+    });
+    Ok(about(
+        &target,
+        Sse::new(events).keep_alive(KeepAlive::default()),
+    ))
+}
+
+type AnswerFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Value, crate::instances::ActionError>> + Send>,
+>;
+
+/// One followed action: its answer to come and its instance.
+struct ActionRun {
+    answer: Option<AnswerFuture>,
+    live: Option<Arc<LiveInstance>>,
+    reports_sent: u64,
+}
+
+impl ActionRun {
+    /// A `progress` event when the module reported since the last one.
+    fn progress_event(&mut self) -> Option<Event> {
+        let (done, total, reports) = self.live.as_ref()?.progress.read();
+        if reports == self.reports_sent {
+            return None;
+        }
+        self.reports_sent = reports;
+        Some(
+            Event::default()
+                .event("progress")
+                .data(json!({ "done": done, "total": total }).to_string()),
+        )
+    }
+}
+
+impl Drop for ActionRun {
+    fn drop(&mut self) {
+        // The action in progress is cancelled with its future; the
+        // instance is dropped off the async workers.
+        self.answer = None;
+        if let Some(live) = self.live.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                drop_off_workers(live);
+            }
+        }
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -1284,7 +1411,7 @@ impl Feed {
 enum Woken {
     Polled(Result<(), ApiError>),
     Stopped,
-    CredentialsChanged,
+    Revoked,
 }
 
 /// The feed's events; an error is sent as an `error` event and ends the
@@ -1316,10 +1443,13 @@ fn feed_events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
             }
             let mut stopped = feed.stopped.clone();
             let mut known = feed.known.clone();
+            let (credential, state) = (feed.credential.clone(), feed.state.clone());
+            // Only a change that ends this feed's credentials interrupts
+            // the poll (every commit to callhost.db renews the set).
             let woken = tokio::select! {
                 polled = feed.poll() => Woken::Polled(polled),
                 _ = stopped.wait_for(|stop| *stop) => Woken::Stopped,
-                _ = known.changed() => Woken::CredentialsChanged,
+                _ = known.wait_for(move |known| !credential.valid(&state, known)) => Woken::Revoked,
             };
             match woken {
                 Woken::Polled(Ok(())) => {}
@@ -1328,10 +1458,8 @@ fn feed_events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
                     return Some((Ok(error_event(&error.message)), feed));
                 }
                 Woken::Stopped => return None,
-                // Looked at, at the top of the loop.
-                Woken::CredentialsChanged => {
-                    feed.known.mark_unchanged();
-                }
+                // Said at the top of the loop.
+                Woken::Revoked => {}
             }
         }
     })
@@ -1558,7 +1686,8 @@ async fn trust_key(State(state): Shared, body: Bytes) -> JsonResult {
         list_instances, create_instance, import_instance, show_instance, delete_instance,
         configure_instance, describe_instance, activate_instance, deactivate_instance,
         order_instance, set_instance_level, instance_log, tail_instance_log, export_instance,
-        list_assets, add_asset, remove_asset, run_instance_action, live_feed, play_audio,
+        list_assets, add_asset, remove_asset, run_instance_action,
+        run_instance_action_with_progress, live_feed, play_audio,
         show_directory, load_directory, call_list, audit_log,
         list_tokens, create_token, revoke_token,
         list_admins, add_admin, remove_admin, set_admin_password, trust_key, simulate,

@@ -847,3 +847,72 @@ fn every_cli_function_has_an_endpoint_simulate_included() {
         );
     }
 }
+
+#[test]
+fn a_long_action_reports_its_progress_before_its_answer() {
+    use crate::reverse_lookup::{crm_instance, HARBOUR};
+    let h = Harness::new();
+    h.install(RL);
+    h.load_office();
+    crm_instance(&h, "");
+    // Calls while the module is off leave entries without a name.
+    h.ok(&["instance", "deactivate", "rl"]);
+    for caller in [HARBOUR, "+4940555124", "+4940555125"] {
+        h.simulate(&format!("[[calls]]\nfrom = \"{caller}\"\nto = \"202\"\n"));
+    }
+    h.ok(&["instance", "activate", "rl"]);
+    let token = token(&h, "script");
+    let server = Server::start(&h);
+    let response = ureq::post(format!(
+        "{}/api/v1/instances/rl/actions/refresh-call-lists/events",
+        server.base
+    ))
+    .header("Authorization", format!("Bearer {token}"))
+    .send_empty()
+    .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.into_body().read_to_string().unwrap();
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((event.to_string(), serde_json::from_str(data).unwrap()))
+        })
+        .collect();
+    let (last, progress) = events.split_last().unwrap();
+    assert_eq!(last.0, "answer", "{text}");
+    assert_eq!(last.1["numbers"], 3, "{text}");
+    assert_eq!(last.1["resolved"], 1, "Hanna Hafen: {text}");
+    assert!(!progress.is_empty(), "no progress event: {text}");
+    assert!(progress
+        .iter()
+        .all(|(event, p)| event == "progress" && p["total"] == 3));
+    assert_eq!(progress.last().unwrap().1["done"], 3, "{text}");
+
+    // An action that fails says so in an `error` event.
+    let response = ureq::post(format!(
+        "{}/api/v1/instances/rl/actions/defaults/events",
+        server.base
+    ))
+    .header("Authorization", format!("Bearer {token}"))
+    .send_empty()
+    .unwrap();
+    let text = response.into_body().read_to_string().unwrap();
+    assert!(
+        text.contains("event: error") && text.contains("usage: defaults"),
+        "{text}"
+    );
+    // An unknown action is refused before any stream.
+    let response = ureq::post(format!(
+        "{}/api/v1/instances/rl/actions/nothing/events",
+        server.base
+    ))
+    .header("Authorization", format!("Bearer {token}"))
+    .config()
+    .http_status_as_error(false)
+    .build()
+    .send_empty()
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}

@@ -541,7 +541,11 @@ async fn name_call_lists(
     tracing::info!("refreshing call lists: {total} numbers without a name");
     let mut results = Vec::new();
     let (mut resolved, mut entries) = (0, 0u64);
+    let progress = |done: usize| resolver.ctx.report_progress(done as u64, total as u64);
+    progress(0);
     for (i, raw) in numbers.into_iter().enumerate() {
+        // Reported as each number starts: the last one ends at `total`.
+        progress(i);
         let Ok(number) = plan.normalize(&raw) else {
             results.push(json!({"number": raw, "result": "not an external number"}));
             continue;
@@ -568,6 +572,7 @@ async fn name_call_lists(
         );
         results.push(json!({"number": raw, "result": "resolved", "name": name, "entries": changed, "source": lookup.source, "provider": lookup.provider}));
     }
+    progress(total);
     Ok(
         json!({"numbers": total, "resolved": resolved, "entries_updated": entries, "results": results}),
     )

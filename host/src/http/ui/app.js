@@ -46,6 +46,47 @@ async function api(method, path, body, contentType) {
 
 const enc = encodeURIComponent;
 
+// Runs an action and follows it: `progress` events go to `onProgress`,
+// the `answer` event is the result (Server-Sent Events over a POST).
+async function runAction(instance, action, args, onProgress) {
+  const response = await fetch(`/api/v1/instances/${enc(instance)}/actions/${enc(action)}/events`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf || "" },
+    body: JSON.stringify({ args }),
+    credentials: "same-origin",
+  });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    if (response.status === 401) {
+      csrf = null;
+      showLogin("Your session ended: log in again.");
+    }
+    throw new ApiFailure(response.status, body);
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      let data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).replace(/^ /, "");
+      }
+      if (event === "progress") onProgress(JSON.parse(data));
+      else if (event === "answer") return JSON.parse(data);
+      else if (event === "error") throw new Error(JSON.parse(data).error);
+    }
+  }
+  throw new Error("the action ended without an answer");
+}
+
 function notice(text, kind = "info") {
   const box = document.getElementById("notice");
   box.className = `notice ${kind}`;
@@ -401,10 +442,16 @@ function actionsSection(name, actions) {
     const form = el("form", { class: "action" }, el("div", { class: "field" }, el("label", { for: id }, `${action.name}: ${action.help}`), args), run);
     form.addEventListener("submit", busy(run, async () => {
       const list = args.value.trim() === "" ? [] : args.value.match(/"[^"]*"|\S+/g).map((a) => a.replace(/^"|"$/g, ""));
-      output.replaceChildren(el("p", { class: "muted" }, `${action.name} running…`));
+      const bar = el("progress", { id: "action-progress", "aria-label": `${action.name} progress` });
+      const counted = el("span", { class: "muted" }, "");
+      output.replaceChildren(el("p", { class: "muted" }, `${action.name} running…`), el("div", { class: "progress" }, bar, counted));
       const started = performance.now();
       try {
-        const answer = await api("POST", `/api/v1/instances/${enc(name)}/actions/${enc(action.name)}`, { args: list });
+        const answer = await runAction(name, action.name, list, ({ done, total }) => {
+          bar.max = Math.max(total, 1);
+          bar.value = done;
+          counted.textContent = `${done} of ${total}`;
+        });
         output.replaceChildren(el("h3", {}, `${action.name} ${list.join(" ")} (${Math.round(performance.now() - started)} ms)`), render(answer, { instance: name, action: action.name, args: list }));
       } catch (failure) {
         output.replaceChildren(el("p", { class: "field-error", role: "alert" }, `${action.name}: ${failure.message}`));
