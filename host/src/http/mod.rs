@@ -57,6 +57,8 @@ pub(crate) struct AppState {
     /// runtime. An upgrade replaces the entry, which retires the old one.
     libraries: Mutex<HashMap<String, Arc<Library>>>,
     credentials: auth::Credentials,
+    /// Recordings actions listed: what the player may fetch.
+    playable: routes::Playable,
     sessions: auth::Sessions,
     logins: auth::LoginLimiter,
     passwords: auth::PasswordChecker,
@@ -81,6 +83,7 @@ impl AppState {
             loader: host.loader.clone(),
             libraries: Mutex::default(),
             credentials: auth::Credentials::open(&host.data.database())?,
+            playable: routes::Playable::default(),
             sessions: auth::Sessions::new(
                 Duration::from_secs(http.session_idle_minutes.saturating_mul(60)),
                 Duration::from_secs(http.session_hours.saturating_mul(3600)),

@@ -3,7 +3,7 @@
 //! thread. Documented for `/api/openapi.json` by their `utoipa::path`.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     convert::Infallible,
     sync::Arc,
     time::{Duration, Instant},
@@ -1025,7 +1025,9 @@ async fn run_instance_action(
         Err(error) => Err(error),
     };
     drop_off_workers(live);
-    Ok(about(&target, Json(answer?)))
+    let answer = answer?;
+    state.playable.note(&target, &answer);
+    Ok(about(&target, Json(answer)))
 }
 
 /// The arguments of an action request: an empty body, or `{"args": [...]}`.
@@ -1070,8 +1072,17 @@ async fn run_instance_action_with_progress(
             return Err(error);
         }
     };
+    let noting = state.clone();
+    let instance = target.clone();
+    let answer = async move {
+        let answer = action_answer(future).await;
+        if let Ok(answer) = &answer {
+            noting.playable.note(&instance, answer);
+        }
+        answer
+    };
     let run = ActionRun {
-        answer: Some(Box::pin(action_answer(future))),
+        answer: Some(Box::pin(answer)),
         live: Some(live),
         reports_sent: 0,
     };
@@ -1150,49 +1161,26 @@ impl Drop for ActionRun {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct AudioQuery {
-    /// The action whose answer lists the file in a `files` array, e.g.
-    /// call-recording's `recordings`.
-    action: String,
-    /// Its arguments, separated by spaces (e.g. `--json`).
-    #[serde(default)]
-    args: Option<String>,
-    /// The file's path exactly as the action listed it.
+    /// The file's path exactly as an action of the instance listed it.
     file: String,
 }
 
-/// A WAV file an action of the instance lists (in a `files` array), as
-/// 16-bit PCM for the browser's player: A-law and µ-law are decoded on the
-/// fly, the stored file is only read. Nothing the module did not list is
-/// served.
+/// A WAV file an action of the instance listed (under `files`) in an
+/// answer this server delivered, as 16-bit PCM for the browser's player:
+/// A-law and µ-law are decoded on the fly, the stored file is only read.
+/// No module code runs here, and nothing a module did not list is served.
 #[utoipa::path(get, path = "/api/v1/instances/{name}/audio", params(("name" = String, Path), AudioQuery),
-    responses((status = 200, content_type = "audio/wav"), (status = 404, description = "not a file the action lists"),
+    responses((status = 200, content_type = "audio/wav"), (status = 404, description = "not a WAV file an action listed"),
               (status = 415, description = "a format the browser cannot be given (G.722)")))]
 async fn play_audio(
     State(state): Shared,
     Path(name): Path<String>,
     Query(query): Query<AudioQuery>,
 ) -> Result<Response, ApiError> {
-    let live = Arc::new(live_instance(&state, name).await?);
-    let args: Vec<String> = query
-        .args
-        .as_deref()
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let started = {
-        let (live, action) = (live.clone(), query.action.clone());
-        blocking(move || Ok(start_action(&live, &action, args)?)).await
-    };
-    let answer = match started {
-        Ok(future) => action_answer(future).await.map_err(ApiError::from),
-        Err(error) => Err(error),
-    };
-    drop_off_workers(live);
-    if !lists_file(&answer?, &query.file) || !query.file.to_ascii_lowercase().ends_with(".wav") {
+    if !state.playable.contains(&name, &query.file) {
         return Err(ApiError::not_found(format!(
-            "`{}` does not list a WAV file {:?}",
-            query.action, query.file
+            "no action of `{name}` listed a WAV file {:?} (run the action that lists it first)",
+            query.file
         )));
     }
     let path = std::path::PathBuf::from(&query.file);
@@ -1234,18 +1222,72 @@ async fn play_audio(
         .into_response())
 }
 
-/// Whether `answer` has `file` in a `files` array anywhere.
-fn lists_file(answer: &Value, file: &str) -> bool {
+/// The WAV files under `files` anywhere in `answer`.
+fn listed_wav_files(answer: &Value, found: &mut Vec<String>) {
     match answer {
-        Value::Object(map) => map.iter().any(|(key, value)| {
-            (key == "files"
-                && value
-                    .as_array()
-                    .is_some_and(|files| files.iter().any(|f| f.as_str() == Some(file))))
-                || lists_file(value, file)
-        }),
-        Value::Array(items) => items.iter().any(|item| lists_file(item, file)),
-        _ => false,
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value.as_array()) {
+                    ("files", Some(files)) => found.extend(
+                        files
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .filter(|file| file.to_ascii_lowercase().ends_with(".wav"))
+                            .map(str::to_string),
+                    ),
+                    _ => listed_wav_files(value, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| listed_wav_files(item, found)),
+        _ => {}
+    }
+}
+
+/// The WAV files actions listed in answers this server delivered, per
+/// instance, for an hour: what `audio` may serve. Bounded: the oldest go
+/// first.
+#[derive(Default)]
+pub(super) struct Playable {
+    files: std::sync::Mutex<HashMap<(String, String), Instant>>,
+}
+
+/// How long a listed file stays playable.
+const PLAYABLE_FOR: Duration = Duration::from_secs(3600);
+/// Files remembered at most.
+const MAX_PLAYABLE: usize = 20_000;
+
+impl Playable {
+    /// Remembers the WAV files `answer` lists for `instance`.
+    pub(super) fn note(&self, instance: &str, answer: &Value) {
+        let mut found = Vec::new();
+        listed_wav_files(answer, &mut found);
+        if found.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        files.retain(|_, noted| now.duration_since(*noted) < PLAYABLE_FOR);
+        for file in found.into_iter().take(MAX_PLAYABLE) {
+            if files.len() >= MAX_PLAYABLE {
+                let oldest = files
+                    .iter()
+                    .min_by_key(|(_, noted)| **noted)
+                    .map(|(key, _)| key.clone());
+                if let Some(oldest) = oldest {
+                    files.remove(&oldest);
+                }
+            }
+            files.insert((instance.to_string(), file), now);
+        }
+    }
+
+    fn contains(&self, instance: &str, file: &str) -> bool {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(instance.to_string(), file.to_string()))
+            .is_some_and(|noted| noted.elapsed() < PLAYABLE_FOR)
     }
 }
 

@@ -702,7 +702,7 @@ fn a_recording_plays_in_the_browser_as_pcm_and_only_files_the_module_lists_are_s
 
     let query = |file: &str| {
         format!(
-            "{}/api/v1/instances/rec/audio?action=recordings&args=--json&file={}",
+            "{}/api/v1/instances/rec/audio?file={}",
             serve.http_url(),
             file.bytes()
                 .map(|b| match b {
@@ -723,6 +723,18 @@ fn a_recording_plays_in_the_browser_as_pcm_and_only_files_the_module_lists_are_s
             .call()
             .unwrap()
     };
+    // Playable once an action listed it, not before.
+    assert_eq!(
+        get(query(stored_path.to_str().unwrap())).status().as_u16(),
+        404
+    );
+    let (status, listed) = browser.send(
+        "POST",
+        "/api/v1/instances/rec/actions/recordings",
+        Some(json!({ "args": ["--json"] })),
+        true,
+    );
+    assert_eq!(status, 200, "{listed}");
     let mut response = get(query(stored_path.to_str().unwrap()));
     assert_eq!(response.status().as_u16(), 200, "{}", stored_path.display());
     assert_eq!(response.headers()["content-type"], "audio/wav");

@@ -104,9 +104,9 @@ function table(columns, rows, caption) {
 }
 
 // Any JSON as a readable tree: objects as definition lists, lists of
-// objects as tables. `context` names the instance and action it came from:
-// WAV files an action lists under `files` get a player (the host decodes
-// them for the browser), text that is a PEM certificate a download.
+// objects as tables. `context` names the instance it came from: WAV files
+// an action lists under `files` get a player (the host decodes them for the
+// browser), text that is a PEM certificate a download.
 function render(value, context = {}) {
   if (value === null || value === undefined) return el("span", { class: "muted" }, "—");
   if (Array.isArray(value)) {
@@ -122,7 +122,7 @@ function render(value, context = {}) {
   const text = String(value);
   if (context.key === "files" && context.instance && /\.wav$/i.test(text)) {
     const file = text.split("/").pop();
-    const source = `/api/v1/instances/${enc(context.instance)}/audio?action=${enc(context.action)}&args=${enc((context.args || []).join(" "))}&file=${enc(text)}`;
+    const source = `/api/v1/instances/${enc(context.instance)}/audio?file=${enc(text)}`;
     return el("span", { class: "recording" }, el("span", {}, file), el("audio", { controls: true, preload: "none", src: source, "aria-label": `Play ${file}` }));
   }
   if (text.startsWith("-----BEGIN ")) {
@@ -452,7 +452,7 @@ function actionsSection(name, actions) {
           bar.value = done;
           counted.textContent = `${done} of ${total}`;
         });
-        output.replaceChildren(el("h3", {}, `${action.name} ${list.join(" ")} (${Math.round(performance.now() - started)} ms)`), render(answer, { instance: name, action: action.name, args: list }));
+        output.replaceChildren(el("h3", {}, `${action.name} ${list.join(" ")} (${Math.round(performance.now() - started)} ms)`), render(answer, { instance: name }));
       } catch (failure) {
         output.replaceChildren(el("p", { class: "field-error", role: "alert" }, `${action.name}: ${failure.message}`));
       }
@@ -468,7 +468,7 @@ function actionsSection(name, actions) {
       closers.push(() => source.close());
       source.addEventListener("lookup", (event) => {
         const lookup = JSON.parse(event.data);
-        events.prepend(el("li", {}, render(lookup, { instance: name, action: "live" })));
+        events.prepend(el("li", {}, render(lookup, { instance: name })));
       });
       source.addEventListener("error", (event) => {
         if (event.data) events.prepend(el("li", { class: "field-error" }, JSON.parse(event.data).error));
