@@ -63,7 +63,6 @@ try {
   await page.keyboard.press("Enter");
   await page.getByText(`Logged in as ${name}`).waitFor();
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
-  await shot("dashboard.png");
 
   step("upload a module");
   await page.getByRole("link", { name: "Modules" }).click();
@@ -127,6 +126,12 @@ try {
   await everyFieldLabelled("directory");
   await shot("directory.png");
   await waitFor("directory");
+
+  step("the dashboard shows the registrations and the call");
+  await page.getByRole("link", { name: "Dashboard" }).click();
+  await page.locator("td").filter({ hasText: "answered by anna" }).first().waitFor();
+  assert.match(await page.locator("section").first().innerText(), /anna/);
+  await shot("dashboard.png");
 
   step("the audit log shows who changed what");
   await page.getByRole("link", { name: "Audit log" }).click();
