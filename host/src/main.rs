@@ -248,7 +248,12 @@ fn main() {
         _ => "warn",
     };
     let log = init_logging(cli.log_format, default_filter);
+    let change = cli.command.change();
+    let data = cli.data.clone();
     let result = run(cli);
+    if let Some((action, target)) = change {
+        audit_cli_change(&data, action, target, &result);
+    }
     // Instance log lines are written by a thread of their own, and so is
     // the host's log: both are flushed before the process ends.
     callhost::instance_log::flush(std::time::Duration::from_secs(2));
@@ -448,6 +453,113 @@ fn run(cli: Cli) -> Result<String> {
             commands::tls_self_signed(host_ref, &names, out.as_deref(), force)?
         }
     })
+}
+
+impl Command {
+    /// What a command that changes something changes, for the audit log
+    /// (`None`: it only reads, or it is a server whose requests are
+    /// audited one by one).
+    fn change(&self) -> Option<(String, String)> {
+        let change = |action: &str, target: &str| Some((action.to_string(), target.to_string()));
+        match self {
+            Command::Module(ModuleCommand::Install { file, .. }) => {
+                change("module install", &file.display().to_string())
+            }
+            Command::Module(ModuleCommand::Remove { id, .. }) => change("module remove", id),
+            Command::Module(ModuleCommand::List { .. }) => None,
+            Command::Instance(command) => match command {
+                InstanceCommand::Create { name, .. } => change("instance create", name),
+                InstanceCommand::Configure { name, .. } => change("instance configure", name),
+                InstanceCommand::Activate { name } => change("instance activate", name),
+                InstanceCommand::Deactivate { name } => change("instance deactivate", name),
+                InstanceCommand::Delete { name } => change("instance delete", name),
+                InstanceCommand::Order { name, .. } => change("instance order", name),
+                InstanceCommand::SetLevel { name, .. } => change("instance set-level", name),
+                InstanceCommand::Import { file, .. } => {
+                    change("instance import", &file.display().to_string())
+                }
+                InstanceCommand::Asset {
+                    command: AssetCommand::Add { name, .. },
+                } => change("instance asset add", name),
+                InstanceCommand::Asset {
+                    command: AssetCommand::Remove { name, .. },
+                } => change("instance asset remove", name),
+                // An action may change the module's state (purge, rotate-key).
+                InstanceCommand::Action { name, action, .. } => {
+                    change(&format!("instance action {action}"), name)
+                }
+                InstanceCommand::List { .. }
+                | InstanceCommand::Show { .. }
+                | InstanceCommand::Log { .. }
+                | InstanceCommand::Export { .. }
+                | InstanceCommand::Asset {
+                    command: AssetCommand::List { .. },
+                } => None,
+            },
+            Command::Directory(DirectoryCommand::Load { file }) => {
+                change("directory load", &file.display().to_string())
+            }
+            Command::Trust(TrustCommand::Add { key_file }) => {
+                change("trust add", &key_file.display().to_string())
+            }
+            Command::Api(ApiCommand::Token(TokenCommand::Create { name })) => {
+                change("api token create", name)
+            }
+            Command::Api(ApiCommand::Token(TokenCommand::Revoke { name })) => {
+                change("api token revoke", name)
+            }
+            Command::Admin(AdminCommand::Add { name }) => change("admin add", name),
+            Command::Admin(AdminCommand::Password { name }) => change("admin password", name),
+            Command::Admin(AdminCommand::Remove { name }) => change("admin remove", name),
+            Command::Tls(TlsCommand::SelfSigned { .. }) => change("tls self-signed", ""),
+            // Calls on the stored directory fill the users' call lists.
+            Command::Simulate { scenario } => change("simulate", &scenario.display().to_string()),
+            Command::Api(ApiCommand::Token(TokenCommand::List { .. }))
+            | Command::Api(ApiCommand::Serve { .. })
+            | Command::Admin(AdminCommand::List { .. })
+            | Command::Calls { .. }
+            | Command::Serve => None,
+        }
+    }
+}
+
+/// A change made with the CLI goes to the audit log as one made over HTTP
+/// does: who (`cli:$USER (uid N)`), what, on what, how it ended. A log that cannot
+/// be written is said on stderr; the change itself stands.
+fn audit_cli_change(
+    data: &std::path::Path,
+    action: String,
+    target: String,
+    result: &Result<String>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok".to_string(),
+        Err(error) => format!("error: {error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    // The process's user id is what the system vouches for; $USER is what
+    // the environment says.
+    let uid = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string())
+    };
+    let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
+    let entry = callhost::db::AuditEntry {
+        id: 0,
+        at: callhost::db::now(),
+        actor: format!("cli:{user} (uid {uid})"),
+        source: "local".into(),
+        action,
+        target,
+        outcome,
+    };
+    let written = callhost::db::Db::open(data).and_then(|db| db.audit(&entry));
+    if let Err(error) = written {
+        eprintln!("warning: the audit log was not written: {error:#}");
+    }
 }
 
 /// A new password: from a terminal without echo, twice; else the first

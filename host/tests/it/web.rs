@@ -928,3 +928,40 @@ fn a_long_action_reports_its_progress_before_its_answer() {
     .unwrap();
     assert_eq!(response.status().as_u16(), 404);
 }
+
+#[test]
+fn changes_made_with_the_cli_are_in_the_audit_log_too() {
+    let h = with_admin_and_hello();
+    h.ok(&["instance", "deactivate", "hi"]);
+    let error = h.fails(&["instance", "activate", "ghost"]);
+    assert!(error.contains("no instance named `ghost`"), "{error}");
+    h.ok(&["instance", "list"]);
+    let token = token(&h, "audit");
+    let server = Server::start(&h);
+    let rows = audit_actions_with_token(&token, &server);
+    let cli: Vec<&(String, String, String)> = rows
+        .iter()
+        .filter(|(actor, _, _)| actor.starts_with("cli:"))
+        .collect();
+    assert!(
+        cli.iter().all(|(actor, _, _)| actor.contains("(uid ")),
+        "{cli:?}"
+    );
+    let actions: Vec<(&str, &str)> = cli
+        .iter()
+        .map(|(_, action, outcome)| (action.as_str(), outcome.as_str()))
+        .collect();
+    // Newest first; reading (`list`) is not a change.
+    assert_eq!(actions[0], ("api token create", "ok"), "{actions:?}");
+    assert_eq!(actions[1].0, "instance activate");
+    assert!(
+        actions[1].1.contains("no instance named `ghost`"),
+        "{actions:?}"
+    );
+    assert_eq!(actions[2], ("instance deactivate", "ok"));
+    assert!(actions.contains(&("admin add", "ok")), "{actions:?}");
+    assert!(
+        !actions.iter().any(|(action, _)| action.contains("list")),
+        "{actions:?}"
+    );
+}
