@@ -910,7 +910,9 @@ impl Tail {
             let line: String = self.partial.drain(..=end).collect();
             let line = line.trim_end();
             if crate::instance_log::at_least(line, self.level) {
-                self.ready.push_back(line.to_string());
+                // An SSE event cannot carry a carriage return (axum panics
+                // on one): a line a module wrote with one shows it escaped.
+                self.ready.push_back(line.replace('\r', "\\r"));
             }
         }
     }
@@ -1799,4 +1801,41 @@ async fn tls_self_signed(State(state): Shared, Json(body): Json<SelfSignedBody>)
         })
         .await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tail_reads_whole_lines_at_its_level_and_escapes_carriage_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, "old INFO before\n").unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        let mut tail = Tail {
+            offset: std::fs::metadata(&path).unwrap().len(),
+            path: path.clone(),
+            partial: String::new(),
+            level: callhost_plugin_abi::LogLevel::Info,
+            ready: VecDeque::new(),
+            stopped,
+        };
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        write!(file, "t DEBUG hidden\nt WARN a\rb\nt INFO half").unwrap();
+        tail.read_more().await;
+        assert_eq!(Vec::from(tail.ready.clone()), ["t WARN a\\rb"]);
+        // The line not finished yet comes once it is.
+        writeln!(file, " done").unwrap();
+        tail.read_more().await;
+        assert_eq!(tail.ready.back().unwrap(), "t INFO half done");
+        // Every line given to an event is one axum takes.
+        for line in &tail.ready {
+            let _ = Event::default().event("line").data(line);
+        }
+    }
 }
