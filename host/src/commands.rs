@@ -131,6 +131,7 @@ pub fn instance_create_text(
     inactive: bool,
 ) -> Result<String> {
     check_instance_name(name)?;
+    check_description(description.unwrap_or_default())?;
     check_toml(config, "configuration")?;
     let config = config.to_string();
     let row = InstanceRow {
@@ -151,6 +152,33 @@ pub fn instance_create_text(
         "created instance {name} of {module} ({})",
         if inactive { "inactive" } else { "active" }
     ))
+}
+
+/// Longest description an instance may have (it shows in every listing).
+const MAX_DESCRIPTION_CHARS: usize = 500;
+
+fn check_description(description: &str) -> Result<()> {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Invalid(format!(
+            "description: {} characters, at most {MAX_DESCRIPTION_CHARS}",
+            description.chars().count()
+        ))
+        .into());
+    }
+    if description.chars().any(char::is_control) {
+        return Err(
+            Invalid("description: no control characters (line breaks, tabs, NUL)".into()).into(),
+        );
+    }
+    Ok(())
+}
+
+/// Sets an instance's description.
+pub fn instance_describe(host: &Host, name: &str, description: &str) -> Result<String> {
+    check_description(description)?;
+    host.db.instance(name)?;
+    host.db.set_description(name, description)?;
+    Ok(format!("described {name}"))
 }
 
 fn check_instance_name(name: &str) -> Result<()> {
@@ -443,6 +471,7 @@ pub fn instance_import_text(
 ) -> Result<String> {
     let exported: ExportedInstance = parse_toml(text, source)?;
     check_instance_name(&exported.name)?;
+    check_description(&exported.description)?;
     instance_log::parse_level(&exported.log_level)
         .with_context(|| format!("{source}: field `log_level`"))?;
     let config = if exported.config.is_empty() {

@@ -43,10 +43,14 @@ pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longest (argon2 takes any length; a megabyte would only cost time).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// Failed logins one source address may have per window.
+/// Failed logins one source address may have per window (any names).
 const SOURCE_FAILURES: u32 = 10;
-/// Failed logins one name may have per window (from anywhere).
+/// Failed logins for one name from one address per window.
 const NAME_FAILURES: u32 = 5;
+/// Failed logins for one name from anywhere per window: high enough that
+/// one guesser cannot lock an administrator out, low enough to stop a
+/// spread-out guess.
+const NAME_FAILURES_ANYWHERE: u32 = 100;
 /// The window of both limits.
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 /// Addresses and names counted at once; the oldest window goes first.
@@ -322,6 +326,7 @@ impl Sessions {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Counted {
     Source(IpAddr),
+    NameFrom(String, IpAddr),
     Name(String),
 }
 
@@ -338,13 +343,14 @@ pub struct TooManyFailures {
 }
 
 impl LoginLimiter {
-    fn keys(source: IpAddr, name: &str) -> [(Counted, u32); 2] {
+    fn keys(source: IpAddr, name: &str) -> [(Counted, u32); 3] {
         // Names are counted as typed, cut short: a flood of long names
         // cannot make the table large.
         let name: String = name.chars().take(64).collect();
         [
             (Counted::Source(source), SOURCE_FAILURES),
-            (Counted::Name(name), NAME_FAILURES),
+            (Counted::NameFrom(name.clone(), source), NAME_FAILURES),
+            (Counted::Name(name), NAME_FAILURES_ANYWHERE),
         ]
     }
 
@@ -392,13 +398,14 @@ impl LoginLimiter {
         }
     }
 
-    /// A successful login clears its name's count (not its source's).
-    pub fn succeeded(&self, name: &str) {
+    /// A successful login clears its name's count from that address (not
+    /// the address's, nor the name's from anywhere).
+    pub fn succeeded(&self, source: IpAddr, name: &str) {
         let name: String = name.chars().take(64).collect();
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&Counted::Name(name));
+            .remove(&Counted::NameFrom(name, source));
     }
 }
 
@@ -457,23 +464,32 @@ mod tests {
     }
 
     #[test]
-    fn failures_lock_a_name_and_a_source_for_the_window() {
+    fn failures_lock_a_name_from_an_address_and_an_address_for_the_window() {
         let limiter = LoginLimiter::default();
         let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         for _ in 0..NAME_FAILURES {
             assert!(limiter.check(a, "root").is_ok());
             limiter.failed(a, "root");
         }
-        // The name is locked from anywhere; another name from `a` is not
-        // (yet): the source's limit is higher.
-        let refused = limiter.check(b, "root").unwrap_err();
+        // The name is locked from `a`, not from elsewhere: one guesser
+        // cannot lock the administrator out.
+        let refused = limiter.check(a, "root").unwrap_err();
         assert!(refused.retry_after <= FAILURE_WINDOW && !refused.retry_after.is_zero());
+        assert!(limiter.check(b, "root").is_ok());
+        // Other names from `a`, up to the address's limit.
         assert!(limiter.check(a, "anna").is_ok());
         for _ in NAME_FAILURES..SOURCE_FAILURES {
             limiter.failed(a, "anna");
         }
         assert!(limiter.check(a, "bert").is_err());
         assert!(limiter.check(b, "bert").is_ok());
+        // A guess spread over many addresses is stopped by the name's
+        // count from anywhere.
+        for index in 0..NAME_FAILURES_ANYWHERE {
+            let source = IpAddr::from([10, 1, (index / 250) as u8, (index % 250) as u8]);
+            limiter.failed(source, "carl");
+        }
+        assert!(limiter.check("10.9.9.9".parse().unwrap(), "carl").is_err());
     }
 
     #[test]

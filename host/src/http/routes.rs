@@ -54,6 +54,9 @@ const LIVE_WAIT: &str = "25";
 const LIVE_MIN_POLL: Duration = Duration::from_secs(1);
 /// How often a log tail looks at the file.
 const TAIL_POLL: Duration = Duration::from_millis(500);
+/// A login's body: at most this long, within this time.
+const LOGIN_BODY_BYTES: usize = 4096;
+const LOGIN_BODY_TIME: Duration = Duration::from_secs(10);
 /// The largest module package taken.
 const MAX_PACKAGE_BYTES: usize = 256 * 1024 * 1024;
 /// The largest asset (a prompt of several minutes as WAV).
@@ -190,13 +193,36 @@ pub(super) struct LoginBody {
 async fn login(
     State(state): Shared,
     ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
-    body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Response {
-    let Json(body) = match body {
+    // The one route anyone may send a body to: small, and all of it soon.
+    let bytes = match tokio::time::timeout(
+        LOGIN_BODY_TIME,
+        axum::body::to_bytes(body, LOGIN_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body: a login is at most {LOGIN_BODY_BYTES} bytes"),
+            )
+            .into_response()
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body: not sent within {} s", LOGIN_BODY_TIME.as_secs()),
+            )
+            .into_response()
+        }
+    };
+    let body: LoginBody = match serde_json::from_slice(&bytes) {
         Ok(body) => body,
-        Err(rejection) => {
+        Err(error) => {
             return ApiError::bad_request(format!(
-                "body: expected {{\"name\": \"...\", \"password\": \"...\"}}: {rejection}"
+                "body: expected {{\"name\": \"...\", \"password\": \"...\"}}: {error}"
             ))
             .into_response()
         }
@@ -248,7 +274,7 @@ async fn login(
         let _ = write_audit(&state, audit("401 wrong name or password")).await;
         return ApiError::new(StatusCode::UNAUTHORIZED, "wrong name or password").into_response();
     };
-    state.logins.succeeded(&body.name);
+    state.logins.succeeded(source, &body.name);
     let (id, csrf) = state.sessions.create(&body.name, &phc);
     if let Err(error) = write_audit(&state, audit("ok")).await {
         tracing::error!("audit log not written: {}", error.message);
@@ -683,12 +709,11 @@ async fn describe_instance(
     Json(body): Json<DescriptionBody>,
 ) -> Result<Response, ApiError> {
     let target = name.clone();
-    with_host(&state, move |host| {
-        host.db.instance(&name)?;
-        host.db.set_description(&name, &body.description)
+    let answer = with_host(&state, move |host| {
+        commands::instance_describe(host, &name, &body.description)
     })
     .await?;
-    Ok(about(&target, done(format!("described {target}"))))
+    Ok(about(&target, done(answer)))
 }
 
 /// Activate an instance (also clears a fault: another try).
@@ -1704,6 +1729,7 @@ async fn set_admin_password(
     request_body(content = String, content_type = "text/plain"),
     responses((status = 200), (status = 422)))]
 async fn trust_key(State(state): Shared, body: Bytes) -> JsonResult {
+    utf8(&body)?;
     Ok(done(
         with_host(&state, move |host| {
             let upload = Upload::write(host, "key.pub", &body)?;
@@ -1753,6 +1779,7 @@ const MAX_SIMULATED_CALLS: u64 = 10_000;
     request_body(content = String, content_type = "text/plain"),
     responses((status = 200, description = "`{calls: [...], warnings: [...]}`"), (status = 422)))]
 async fn simulate(State(state): Shared, body: Bytes) -> JsonResult {
+    utf8(&body)?;
     let (lines, warnings) = with_host(&state, move |host| {
         let upload = Upload::write(host, "scenario.toml", &body)?;
         let scenario = crate::simulate::Scenario::load(upload.path())?;

@@ -3,8 +3,14 @@
 //! the audit log.
 
 use std::{
-    net::SocketAddr,
-    sync::Arc,
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -20,6 +26,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -33,6 +40,12 @@ use crate::Host;
 
 /// Connections open at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 256;
+/// Connections one address may hold open (a browser uses a handful, plus
+/// one per live view); more are closed at once.
+const CONNECTIONS_PER_SOURCE: usize = 32;
+/// A client has this long after connecting to send the first byte of its
+/// first request (hyper's header timeout starts only with that byte).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client has this long to send a request's headers (slow clients that
 /// never finish would otherwise hold a connection each).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,6 +210,8 @@ async fn accept(
 ) {
     let graceful = GracefulShutdown::new();
     let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let mut refused = Refusals::default();
     loop {
         let (stream, remote) = tokio::select! {
             _ = stopped.wait_for(|stop| *stop) => break,
@@ -210,8 +225,12 @@ async fn accept(
                 }
             },
         };
+        let Some(counted) = SourceSlot::take(&per_source, remote.ip()) else {
+            refused.note(remote, "its address has as many open as it may");
+            continue;
+        };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "HTTP connection refused: {MAX_CONNECTIONS} are open");
+            refused.note(remote, "as many are open as may be");
             continue;
         };
         let service = {
@@ -224,17 +243,19 @@ async fn accept(
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, counted);
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
+            let spoke = Arc::new(AtomicBool::new(false));
             let served = match acceptor {
                 None => {
+                    let stream = FirstByte::new(stream, spoke.clone());
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    until_silent(watcher.watch(connection.into_owned()), &spoke).await
                 }
                 Some(acceptor) => {
                     let Ok(Ok(stream)) =
@@ -242,9 +263,10 @@ async fn accept(
                     else {
                         return;
                     };
+                    let stream = FirstByte::new(stream, spoke.clone());
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    until_silent(watcher.watch(connection.into_owned()), &spoke).await
                 }
             };
             if let Err(error) = served {
@@ -261,6 +283,131 @@ async fn accept(
     }
 }
 
+/// Serves `connection` unless its client sends nothing within
+/// [`FIRST_BYTE_TIMEOUT`] of connecting (a silent connection would hold a
+/// slot for ever: hyper's header timeout starts with the first byte).
+async fn until_silent<F, E>(connection: F, spoke: &AtomicBool) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let silent = async {
+        tokio::time::sleep(FIRST_BYTE_TIMEOUT).await;
+        if spoke.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = connection => served,
+        () = silent => Ok(()),
+    }
+}
+
+/// A connection's stream that notes when its client sent the first byte.
+struct FirstByte<S> {
+    inner: S,
+    spoke: Arc<AtomicBool>,
+}
+
+impl<S> FirstByte<S> {
+    fn new(inner: S, spoke: Arc<AtomicBool>) -> FirstByte<S> {
+        FirstByte { inner, spoke }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.spoke.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One open connection of an address, counted while it lives.
+struct SourceSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    address: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, address: IpAddr) -> Option<SourceSlot> {
+        let mut open = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(address).or_default();
+        if *count >= CONNECTIONS_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            counts: counts.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Refused connections, logged at most every ten seconds with a count: a
+/// flood of them must not flood the log.
+#[derive(Default)]
+struct Refusals {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, remote: SocketAddr, why: &str) {
+        self.since += 1;
+        if self
+            .last
+            .is_none_or(|last| last.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(%remote, refused = self.since, "HTTP connections refused: {why}");
+            self.last = Some(Instant::now());
+            self.since = 0;
+        }
+    }
+}
+
 pub(super) fn router(state: Arc<AppState>) -> Router {
     let private = routes::private()
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -269,6 +416,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     routes::public()
         .merge(private)
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers,
@@ -471,6 +619,27 @@ pub(super) async fn write_audit(
 ) -> Result<(), ApiError> {
     let state = state.clone();
     blocking(move || Ok(state.host()?.db.audit(&entry)?)).await
+}
+
+/// The framework's own refusals (a body that is not JSON, a wrong
+/// content type, a query that does not parse) come as plain text: they are
+/// answered in the API's `{"error": ...}` form like every other.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/plain"));
+    if !plain || !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let status = response.status();
+    let text = match axum::body::to_bytes(response.into_body(), 16 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => status.canonical_reason().unwrap_or("refused").to_string(),
+    };
+    ApiError::new(status, text).into_response()
 }
 
 async fn security_headers(

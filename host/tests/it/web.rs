@@ -965,3 +965,110 @@ fn changes_made_with_the_cli_are_in_the_audit_log_too() {
         "{actions:?}"
     );
 }
+
+#[test]
+fn silent_and_slow_clients_are_cut_and_every_refusal_is_json() {
+    use std::io::Read as _;
+    let h = with_admin_and_hello();
+    let token = token(&h, "script");
+    let server = Server::start(&h);
+    let address = server.base.trim_start_matches("http://").to_string();
+    let connect = || {
+        let stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    // One address holds at most 32 connections: the 33rd is closed at once.
+    let mut held: Vec<_> = (0..32).map(|_| connect()).collect();
+    let started = std::time::Instant::now();
+    let mut extra = connect();
+    assert_eq!(
+        extra.read(&mut [0u8; 16]).unwrap_or(0),
+        0,
+        "the 33rd is closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A connection that never says anything is closed after 10 s; so is a
+    // login whose body does not come.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut slow_login = connect();
+    slow_login
+        .write_all(
+            b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"na",
+        )
+        .unwrap();
+    let mut reply = String::new();
+    let _ = slow_login.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(
+        reply.contains("{\"error\":\"body: not sent within 10 s\"}"),
+        "{reply}"
+    );
+    for stream in &mut held {
+        assert_eq!(
+            stream.read(&mut [0u8; 16]).unwrap_or(0),
+            0,
+            "a silent one is closed"
+        );
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    drop(held);
+
+    // The framework's refusals are JSON like every other answer.
+    let send = |method: &str, path: &str, content_type: &str, body: &[u8]| {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", server.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", content_type)
+            .body(body.to_vec())
+            .unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        answer(agent.run(request).unwrap())
+    };
+    let (status, body) = send("POST", "/api/v1/instances", "text/plain", b"{}");
+    assert_eq!(status, 415, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
+    let (status, body) = send(
+        "POST",
+        "/api/v1/instances",
+        "application/json",
+        b"{\"module\":",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = send("POST", "/api/v1/simulate", "text/plain", b"\xff");
+    assert_eq!(status, 400, "{body}");
+    let long = json!({ "description": "x".repeat(501) }).to_string();
+    let (status, body) = send(
+        "PUT",
+        "/api/v1/instances/hi/description",
+        "application/json",
+        long.as_bytes(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("at most 500"),
+        "{body}"
+    );
+    let (status, body) = send(
+        "PUT",
+        "/api/v1/instances/hi/description",
+        "application/json",
+        br#"{"description":"a\u0000b"}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+}
