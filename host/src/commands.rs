@@ -316,7 +316,7 @@ pub fn instance_show(host: &Host, name: &str) -> Result<String> {
 const MAX_ASSET_BYTES: u64 = 50 * 1024 * 1024;
 
 /// The asset's file name, checked: a plain name, no path.
-fn asset_name(asset: &str) -> Result<&str> {
+pub fn asset_name(asset: &str) -> Result<&str> {
     if !callhost_plugin_abi::is_asset_file_name(asset) {
         return Err(Invalid(format!(
             "asset name {asset:?}: letters, digits, '.', '-' and '_' only, not starting with '.'"

@@ -357,15 +357,16 @@ async fn accept(listener: TlsListener, endpoint: EndpointInnerRef, cancel: Cance
     }
 }
 
-/// One open connection of an address, counted until dropped.
-struct OpenConnection {
+/// One open connection of an address, counted until dropped (the host's
+/// HTTP server counts its connections with it too).
+pub struct OpenConnection {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,
 }
 
 impl OpenConnection {
     /// Counts a new connection of `ip`, unless it has `limit` already.
-    fn count(
+    pub fn count(
         open: &Arc<Mutex<HashMap<IpAddr, usize>>>,
         ip: IpAddr,
         limit: usize,

@@ -32,7 +32,7 @@ use super::{
     config_form,
     error::{blocking, ApiError},
     openapi::Security,
-    server::{session_cookie, write_audit, AuditTarget, Credential, Csrf},
+    server::{refresh_credentials, session_cookie, write_audit, AuditTarget, Credential, Csrf},
     ui, AppState,
 };
 use crate::{
@@ -252,16 +252,7 @@ async fn login(
     }
     // An administrator added a moment ago counts (the background look
     // comes every quarter second).
-    let refreshing = state.clone();
-    if let Err(error) = blocking(move || {
-        refreshing
-            .credentials
-            .refresh()
-            .context("reading the administrators")
-            .map_err(ApiError::internal)
-    })
-    .await
-    {
+    if let Err(error) = refresh_credentials(&state).await {
         return error.into_response();
     }
     let known = state.credentials.current();
@@ -992,12 +983,8 @@ async fn add_asset(
     let target = name.clone();
     let answer = with_host(&state, move |host| {
         host.db.instance(&name)?;
-        if !callhost_plugin_abi::is_asset_file_name(&file) {
-            return Err(crate::db::Invalid(format!(
-                "asset name {file:?}: letters, digits, '.', '-' and '_' only, not starting with '.'"
-            ))
-            .into());
-        }
+        // Checked before it names a file here; the command checks again.
+        commands::asset_name(&file)?;
         let upload = Upload::write(host, &file, &body)?;
         commands::instance_asset_add(host, &name, upload.path())
     })

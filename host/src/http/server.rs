@@ -22,6 +22,7 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
+use callhost_sip::tls::OpenConnection;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -225,7 +226,8 @@ async fn accept(
                 }
             },
         };
-        let Some(counted) = SourceSlot::take(&per_source, remote.ip()) else {
+        let Some(counted) = OpenConnection::count(&per_source, remote.ip(), CONNECTIONS_PER_SOURCE)
+        else {
             refused.note(remote, "its address has as many open as it may");
             continue;
         };
@@ -353,39 +355,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
     }
 }
 
-/// One open connection of an address, counted while it lives.
-struct SourceSlot {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    address: IpAddr,
-}
-
-impl SourceSlot {
-    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, address: IpAddr) -> Option<SourceSlot> {
-        let mut open = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(address).or_default();
-        if *count >= CONNECTIONS_PER_SOURCE {
-            return None;
-        }
-        *count += 1;
-        Some(SourceSlot {
-            counts: counts.clone(),
-            address,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut open = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.address);
-            }
-        }
-    }
-}
-
 /// Refused connections, logged at most every ten seconds with a count: a
 /// flood of them must not flood the log.
 #[derive(Default)]
@@ -502,16 +471,7 @@ async fn authenticate(
             return unauthorized();
         }
     }
-    let refreshing = state.clone();
-    let refreshed = blocking(move || {
-        refreshing
-            .credentials
-            .refresh()
-            .context("reading the API tokens and administrators")
-            .map_err(ApiError::internal)
-    })
-    .await;
-    if let Err(error) = refreshed {
+    if let Err(error) = refresh_credentials(&state).await {
         return error.into_response();
     }
     let known = state.credentials.current();
@@ -551,6 +511,20 @@ async fn authenticate(
     let mut response = next.run(request).await;
     response.extensions_mut().insert(actor);
     response
+}
+
+/// Reads the credentials again if another process changed them (on a
+/// blocking thread): a revocation or a new administrator counts at once.
+pub(super) async fn refresh_credentials(state: &Arc<AppState>) -> Result<(), ApiError> {
+    let refreshing = state.clone();
+    blocking(move || {
+        refreshing
+            .credentials
+            .refresh()
+            .context("reading the API tokens and administrators")
+            .map_err(ApiError::internal)
+    })
+    .await
 }
 
 fn unauthorized() -> Response {
