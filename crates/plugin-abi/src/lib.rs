@@ -34,7 +34,11 @@ pub use traits::{HostServices, HostServices_TO, Instance, Instance_TO};
 /// a [`ModuleErrorKind`]. 3: `Instance::media_gap` and `media_end`,
 /// `HostServices::host_version`, `installation_id` and `module_secret`.
 /// 4: `ModuleRoot::config_schema`, `HostServices::action_progress`.
-pub const ABI_VERSION: u32 = 4;
+/// 5: what a client API needs (`api-connector`): `Instance::call_decided`,
+/// `call_listed`, `presence_changed`; `HostServices::user_presence`,
+/// `verify_password`, `set_dnd`, `set_forward`, `set_group_login`,
+/// `call_list`, `originate`, `hang_up`, `lookup_caller`.
+pub const ABI_VERSION: u32 = 5;
 
 /// Name of the plain `extern "C" fn() -> u32` every module exports.
 pub const ABI_VERSION_SYMBOL: &str = "callhost_abi_version";
@@ -99,6 +103,15 @@ impl Hooks {
     /// handing it to another. A module that breaks this is run on a thread
     /// of its own again, or faulted when it blocks.
     pub const QUICK_SETUP: Hooks = Hooks(8);
+    /// `call_decided` (every hop's merged decision) and `call_listed` (the
+    /// call-list entries a call made).
+    pub const CALL_DETAILS: Hooks = Hooks(16);
+    /// `presence_changed` for every user whose presence changes.
+    pub const PRESENCE: Hooks = Hooks(32);
+    /// `call_setup` may also be run for a lookup without a call
+    /// (`HostServices::lookup_caller`): it only names the caller and keeps
+    /// no state per call id.
+    pub const LOOKUP: Hooks = Hooks(64);
 
     pub const fn union(self, other: Hooks) -> Hooks {
         Hooks(self.0 | other.0)
@@ -625,6 +638,66 @@ impl Decision {
         }
         effects
     }
+}
+
+/// A user's presence as colleagues and clients see it: live state (a phone
+/// registered, in a call) and the stored one (DND, forwards, groups).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct UserPresence {
+    /// The user's id.
+    pub user: RString,
+    /// Their primary internal number.
+    pub number: RString,
+    pub name: ROption<RString>,
+    /// At least one phone registered.
+    pub registered: bool,
+    /// In at least one call (ringing out, connected).
+    pub in_call: bool,
+    pub dnd: bool,
+    pub forward_always: ROption<RString>,
+    pub forward_busy: ROption<RString>,
+    pub forward_no_answer: ROption<RString>,
+    /// Groups the user belongs to.
+    pub groups: RVec<RString>,
+    /// Groups the user is logged in to.
+    pub active_groups: RVec<RString>,
+}
+
+/// Which way a call-list entry went, for its user.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallListDirection {
+    In,
+    Out,
+}
+
+/// One entry of a user's call list.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct CallListItem {
+    /// Whose list it is in.
+    pub user: RString,
+    /// RFC 3339 UTC, e.g. `2026-12-06T09:30:00Z`.
+    pub time: RString,
+    pub direction: CallListDirection,
+    /// The other party's number.
+    pub number: RString,
+    pub name: ROption<RString>,
+    pub call_id: RString,
+}
+
+/// What `HostServices::verify_password` found. A new answer changes the
+/// layout: it bumps [`ABI_VERSION`].
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Valid,
+    Wrong,
+    /// No such user in the directory.
+    UnknownUser,
+    /// The user has no SIP password set: nobody can sign in as them.
+    NoPassword,
 }
 
 /// Borrowed string helper for hosts and modules alike.

@@ -11,8 +11,8 @@ use abi_stable::{
 use async_ffi::FfiFuture;
 
 use crate::{
-    CallEvent, CallSetup, ConfigError, Decision, LogLevel, MediaFrame, ModuleError, NewContact,
-    Party, TapRequest,
+    CallEvent, CallListItem, CallSetup, ConfigError, Decision, ForwardKind, LogLevel, MediaFrame,
+    ModuleError, NewContact, Party, PasswordCheck, TapRequest, UserPresence,
 };
 
 /// One configured instance of a module.
@@ -73,6 +73,26 @@ pub trait Instance: Send + Sync {
     fn media_end(&self, call_id: RStr<'_>) {
         let _ = call_id;
     }
+
+    /// (`Hooks::CALL_DETAILS`) Every instance has decided this hop of
+    /// `setup`: `decision` is what the call shows and does. Returns at once.
+    fn call_decided(&self, setup: &CallSetup, decision: &Decision) {
+        let _ = (setup, decision);
+    }
+
+    /// (`Hooks::CALL_DETAILS`) A call that ended made this entry in its
+    /// user's call list (handed to the host's writer, stored shortly
+    /// after). Returns at once.
+    fn call_listed(&self, entry: &CallListItem) {
+        let _ = entry;
+    }
+
+    /// (`Hooks::PRESENCE`) A user's presence changed (a phone registered
+    /// or expired, a call began or ended, DND, a forward or a group login
+    /// changed); `presence` is the state now. Returns at once.
+    fn presence_changed(&self, presence: &UserPresence) {
+        let _ = presence;
+    }
 }
 
 /// What the host offers every instance.
@@ -126,5 +146,83 @@ pub trait HostServices: Send + Sync + Clone {
     /// often as is useful.
     fn action_progress(&self, done: u64, total: u64) {
         let _ = (done, total);
+    }
+
+    // ABI 5: what a client API needs. The defaults are those of a host
+    // without them: nothing known, everything refused.
+
+    /// A directory user's presence now; `None` for an unknown user.
+    fn user_presence(&self, user: RStr<'_>) -> ROption<UserPresence> {
+        let _ = user;
+        ROption::RNone
+    }
+
+    /// Whether `password` is `user`'s SIP password, checked against the
+    /// stored digest (HA1) in constant time; the hash never crosses.
+    fn verify_password(&self, user: RStr<'_>, password: RStr<'_>) -> PasswordCheck {
+        let _ = (user, password);
+        PasswordCheck::UnknownUser
+    }
+
+    /// Sets a user's do-not-disturb, stored like `directory load` does and
+    /// routed on at once.
+    fn set_dnd(&self, user: RStr<'_>, on: bool) -> RResult<(), ModuleError> {
+        let _ = (user, on);
+        RResult::RErr(ModuleError::new("this host cannot change users"))
+    }
+
+    /// Sets (`target` a number) or clears (`target` empty) one of a user's
+    /// forwards; the target is checked like the directory's own.
+    fn set_forward(
+        &self,
+        user: RStr<'_>,
+        kind: ForwardKind,
+        target: RStr<'_>,
+    ) -> RResult<(), ModuleError> {
+        let _ = (user, kind, target);
+        RResult::RErr(ModuleError::new("this host cannot change users"))
+    }
+
+    /// Logs a member in to (`true`) or out of a group.
+    fn set_group_login(
+        &self,
+        user: RStr<'_>,
+        group: RStr<'_>,
+        logged_in: bool,
+    ) -> RResult<(), ModuleError> {
+        let _ = (user, group, logged_in);
+        RResult::RErr(ModuleError::new("this host cannot change users"))
+    }
+
+    /// A user's call list, newest first, at most `limit` entries.
+    fn call_list(&self, user: RStr<'_>, limit: u32) -> RResult<RVec<CallListItem>, ModuleError> {
+        let _ = (user, limit);
+        RResult::RErr(ModuleError::new("this host keeps no call lists"))
+    }
+
+    /// Click-to-dial: rings `user`'s own phones first; when one answers,
+    /// calls `number` as if the user had dialled it (modules, dial policy
+    /// and limits as for any call) and connects both. Returns the call's
+    /// id while the user's phone rings; the rest comes as call events.
+    fn originate(&self, user: RStr<'_>, number: RStr<'_>) -> RResult<RString, ModuleError> {
+        let _ = (user, number);
+        RResult::RErr(ModuleError::new("this host places no calls"))
+    }
+
+    /// Ends the call `call_id` if `user` is one of its parties.
+    fn hang_up(&self, user: RStr<'_>, call_id: RStr<'_>) -> RResult<(), ModuleError> {
+        let _ = (user, call_id);
+        RResult::RErr(ModuleError::new("this host places no calls"))
+    }
+
+    /// What the active instances with `Hooks::LOOKUP` (reverse lookup)
+    /// would show `user` for a call from `number`: their merged decision.
+    fn lookup_caller(
+        &self,
+        user: RStr<'_>,
+        number: RStr<'_>,
+    ) -> FfiFuture<RResult<Decision, ModuleError>> {
+        let _ = (user, number);
+        FfiFuture::new(async { RResult::ROk(Decision::default()) })
     }
 }

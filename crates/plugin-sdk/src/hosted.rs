@@ -129,6 +129,18 @@ impl<M: Module> Hosted<M> {
             .ok_or_else(|| ModuleError::new("the instance has no configuration yet"))
     }
 
+    /// Hands something observed to the module, which returns at once; a
+    /// panic is logged (observations never fail a call).
+    fn observe(&self, what: &str, work: impl FnOnce(&M)) {
+        if let Ok(module) = self.module() {
+            if let Err(panic) = self.enter(|| work(&module)) {
+                tracing::dispatcher::with_default(&self.context.dispatch, || {
+                    tracing::error!("panicked while handling {what}: {panic}")
+                });
+            }
+        }
+    }
+
     /// Runs a synchronous entry point with the instance's logger, under the guard.
     fn enter<T>(&self, work: impl FnOnce() -> T) -> Result<T, String> {
         let _ = ENTERED.try_with(|entered| {
@@ -310,6 +322,22 @@ impl<M: Module + Actions> Instance for Hosted<M> {
                 });
             }
         }
+    }
+
+    fn call_decided(&self, setup: &CallSetup, decision: &Decision) {
+        self.observe("a call's decision", |module| {
+            module.call_decided(setup, decision)
+        });
+    }
+
+    fn call_listed(&self, entry: &callhost_plugin_abi::CallListItem) {
+        self.observe("a call-list entry", |module| module.call_listed(entry));
+    }
+
+    fn presence_changed(&self, presence: &callhost_plugin_abi::UserPresence) {
+        self.observe("a presence change", |module| {
+            module.presence_changed(presence)
+        });
     }
 
     fn settle(&self, timeout_ms: u64) -> bool {

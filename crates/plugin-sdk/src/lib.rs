@@ -24,8 +24,9 @@ pub mod testing;
 pub use abi_stable;
 pub use callhost_plugin_abi as abi;
 pub use callhost_plugin_abi::{
-    CallEvent, CallSetup, ConfigError, Decision, Direction, EventKind, Forward, ForwardKind,
-    MediaFrame, NewContact, Party, PartyKind, TapRequest, TransferKind, UserState,
+    CallEvent, CallListDirection, CallListItem, CallSetup, ConfigError, Decision, Direction,
+    EventKind, Forward, ForwardKind, MediaFrame, NewContact, Party, PartyKind, PasswordCheck,
+    TapRequest, TransferKind, UserPresence, UserState,
 };
 pub use schemars;
 pub use serde;
@@ -88,6 +89,18 @@ pub trait Module: Sized + Send + Sync + 'static {
 
     /// Every frame of `call_id` has been delivered: its media is over.
     fn media_end(&self, _call_id: &str) {}
+
+    /// (hook `call_details`) Every instance decided this hop; `decision`
+    /// is what the call shows and does. Must return at once.
+    fn call_decided(&self, _setup: &CallSetup, _decision: &Decision) {}
+
+    /// (hook `call_details`) An ended call made this call-list entry.
+    /// Must return at once.
+    fn call_listed(&self, _entry: &CallListItem) {}
+
+    /// (hook `presence`) A user's presence changed; this is the state now.
+    /// Must return at once.
+    fn presence_changed(&self, _presence: &UserPresence) {}
 
     fn activate(&self) {}
     fn deactivate(&self) {}
@@ -232,6 +245,69 @@ impl Context {
         self.host.log_level()
     }
 
+    /// A directory user's presence now (`None`: no such user).
+    pub fn user_presence(&self, user: &str) -> Option<UserPresence> {
+        self.host.user_presence(rstr(user)).into_option()
+    }
+
+    /// Checks `user`'s SIP password on the host (the hash stays there).
+    /// Blocks briefly: call it off the call path.
+    pub fn verify_password(&self, user: &str, password: &str) -> PasswordCheck {
+        self.host.verify_password(rstr(user), rstr(password))
+    }
+
+    /// Sets a user's DND (stored, routed on at once). Writes the host's
+    /// database: call it from `spawn_blocking`.
+    pub fn set_dnd(&self, user: &str, on: bool) -> Result<(), String> {
+        message(self.host.set_dnd(rstr(user), on))
+    }
+
+    /// Sets (`Some`) or clears a user's forward of `kind`. Writes the
+    /// host's database: call it from `spawn_blocking`.
+    pub fn set_forward(
+        &self,
+        user: &str,
+        kind: ForwardKind,
+        target: Option<&str>,
+    ) -> Result<(), String> {
+        message(
+            self.host
+                .set_forward(rstr(user), kind, rstr(target.unwrap_or(""))),
+        )
+    }
+
+    /// Logs `user` in to or out of `group`. Writes the host's database:
+    /// call it from `spawn_blocking`.
+    pub fn set_group_login(&self, user: &str, group: &str, logged_in: bool) -> Result<(), String> {
+        message(
+            self.host
+                .set_group_login(rstr(user), rstr(group), logged_in),
+        )
+    }
+
+    /// A user's call list, newest first. Reads the host's database: call it
+    /// from `spawn_blocking`.
+    pub fn call_list(&self, user: &str, limit: u32) -> Result<Vec<CallListItem>, String> {
+        message(self.host.call_list(rstr(user), limit)).map(|entries| entries.into_vec())
+    }
+
+    /// Click-to-dial (see `HostServices::originate`): the call's id.
+    pub fn originate(&self, user: &str, number: &str) -> Result<String, String> {
+        message(self.host.originate(rstr(user), rstr(number))).map(RString::into_string)
+    }
+
+    /// Ends the call `call_id` if `user` is one of its parties.
+    pub fn hang_up(&self, user: &str, call_id: &str) -> Result<(), String> {
+        message(self.host.hang_up(rstr(user), rstr(call_id)))
+    }
+
+    /// What the reverse-lookup instances would show `user` for a call from
+    /// `number`.
+    pub fn lookup_caller(&self, user: &str, number: &str) -> BoxFuture<Result<Decision, String>> {
+        let pending = self.host.lookup_caller(rstr(user), rstr(number));
+        Box::pin(async move { message(pending.await) })
+    }
+
     /// Spawns work on the module's runtime (for events and background jobs);
     /// a host that exits waits for it (`settle`).
     pub fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
@@ -366,6 +442,13 @@ macro_rules! export_module {
     };
 }
 
+/// A host answer with its error reduced to the message.
+fn message<T>(
+    answer: abi_stable::std_types::RResult<T, callhost_plugin_abi::ModuleError>,
+) -> Result<T, String> {
+    answer.into_result().map_err(|e| e.message.into_string())
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __hook {
@@ -382,6 +465,15 @@ macro_rules! __hook {
     };
     (media) => {
         $crate::abi::Hooks::MEDIA
+    };
+    (call_details) => {
+        $crate::abi::Hooks::CALL_DETAILS
+    };
+    (presence) => {
+        $crate::abi::Hooks::PRESENCE
+    };
+    (lookup) => {
+        $crate::abi::Hooks::LOOKUP
     };
 }
 

@@ -42,7 +42,8 @@ pub use config::{
 };
 pub use digest::{AuthFailure, DigestCheck, DigestRequest, Nonces};
 pub use guard::AuthGuard;
-pub use presence::LiveCalls;
+pub use call::originate::{CallRefusal, Telephony};
+pub use presence::{LiveCalls, PresenceListener};
 pub use registrar::{Binding, Registrar, SignalTransport};
 pub use server::{CallControl, CallRecord, MediaSink, ServeError, SipServer};
 pub use srtp::{SrtpConfig, SrtpPolicy};

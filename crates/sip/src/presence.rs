@@ -3,16 +3,24 @@
 //! through its `Presence` trait.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use callhost_pbx::engine::Presence;
 
 use crate::registrar::Registrar;
 
+/// Told when a user's live presence changes: the first phone registered
+/// or the last one gone, the first call begun or the last one ended.
+/// Called on SIP tasks: must return at once.
+pub trait PresenceListener: Send + Sync {
+    fn presence_changed(&self, user: &str);
+}
+
 /// Registrations and calls in progress: the engine's live presence.
 pub struct LiveCalls {
     pub registrar: Registrar,
     in_call: Mutex<HashMap<String, usize>>,
+    listener: OnceLock<Arc<dyn PresenceListener>>,
 }
 
 impl LiveCalls {
@@ -20,6 +28,19 @@ impl LiveCalls {
         LiveCalls {
             registrar,
             in_call: Mutex::default(),
+            listener: OnceLock::new(),
+        }
+    }
+
+    /// Sets who hears of presence changes (once; later calls are ignored).
+    pub fn listen(&self, listener: Arc<dyn PresenceListener>) {
+        let _ = self.listener.set(listener);
+    }
+
+    /// Tells the listener that `user`'s presence changed.
+    pub(crate) fn changed(&self, user: &str) {
+        if let Some(listener) = self.listener.get() {
+            listener.presence_changed(user);
         }
     }
 
@@ -53,7 +74,15 @@ pub(crate) struct PresenceGuard {
 
 impl PresenceGuard {
     pub fn enter(live: &Arc<LiveCalls>, user: &str) -> PresenceGuard {
-        *live.in_call().entry(user.to_string()).or_default() += 1;
+        let first = {
+            let mut in_call = live.in_call();
+            let count = in_call.entry(user.to_string()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            live.changed(user);
+        }
         PresenceGuard {
             live: live.clone(),
             user: user.to_string(),
@@ -63,12 +92,22 @@ impl PresenceGuard {
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
-        let mut in_call = self.live.in_call();
-        if let Some(count) = in_call.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                in_call.remove(&self.user);
+        let last = {
+            let mut in_call = self.live.in_call();
+            match in_call.get_mut(&self.user) {
+                Some(count) => {
+                    *count -= 1;
+                    let last = *count == 0;
+                    if last {
+                        in_call.remove(&self.user);
+                    }
+                    last
+                }
+                None => false,
             }
+        };
+        if last {
+            self.live.changed(&self.user);
         }
     }
 }

@@ -100,6 +100,9 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
         }
         let devices = shared.live.registrar.clear(&user);
         tracing::info!(user = %user, source = %peer.address, devices, "all devices unregistered");
+        if devices > 0 {
+            shared.live.changed(&user);
+        }
     }
     let asked: Vec<u32> = contacts
         .iter()
@@ -149,6 +152,7 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
             .await;
         return;
     }
+    let was_registered = shared.live.registrar.is_registered(&user);
     for (contact, asked) in contacts.iter().zip(asked) {
         let expires = Duration::from_secs(u64::from(asked.min(shared.config.max_expires)));
         let contact_uri = contact.uri.to_string();
@@ -173,6 +177,9 @@ pub(crate) async fn register(shared: &Shared, mut tx: Transaction, peer: Peer) {
             continue;
         }
         log_change(&user, &contact_uri, peer.address, expires, &change);
+    }
+    if shared.live.registrar.is_registered(&user) != was_registered {
+        shared.live.changed(&user);
     }
     let now = Instant::now();
     let headers: Vec<Header> = shared

@@ -22,6 +22,7 @@ use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use tokio_util::sync::CancellationToken;
 
+use crate::call::originate::Telephony;
 use crate::call::CallCommands;
 use crate::config::{ConfigError, LatchingMode, MediaConfig, SipConfig};
 use crate::digest::Nonces;
@@ -215,6 +216,7 @@ pub struct SipServer {
     relay: MediaRelay,
     address_policy: AddressPolicy,
     live: Arc<LiveCalls>,
+    telephony: Telephony,
     local: SocketAddr,
     tls_local: Option<SocketAddr>,
     /// The TLS connections whose client certificate verified (with
@@ -354,6 +356,7 @@ impl SipServer {
             relay,
             address_policy,
             live: Arc::new(LiveCalls::new(registrar)),
+            telephony: Telephony::default(),
             local,
             tls_local,
             certified,
@@ -375,6 +378,12 @@ impl SipServer {
     /// The live registrations and calls, for the engine's presence.
     pub fn live(&self) -> Arc<LiveCalls> {
         self.live.clone()
+    }
+
+    /// Places and ends calls for the host's services (click-to-dial);
+    /// refuses until `serve` runs.
+    pub fn telephony(&self) -> Telephony {
+        self.telephony.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then ends every call (BYE to
@@ -414,6 +423,7 @@ impl SipServer {
             shutdown: shutdown.clone(),
             routes: Mutex::default(),
         });
+        self.telephony.start(&shared);
         let endpoint_task = self.endpoint_task;
         tokio::spawn(shared.limits.clone().watch_lag(shutdown.clone()));
         tokio::spawn(sweep_registrations(shared.live.clone(), shutdown.clone()));
@@ -474,7 +484,15 @@ async fn sweep_registrations(live: Arc<LiveCalls>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => crate::register::log_expired(live.registrar.sweep()),
+            _ = tick.tick() => {
+                let expired = live.registrar.sweep();
+                let mut users: Vec<String> = expired.iter().map(|(user, _)| user.clone()).collect();
+                users.dedup();
+                crate::register::log_expired(expired);
+                for user in users.iter().filter(|user| !live.registrar.is_registered(user)) {
+                    live.changed(user);
+                }
+            }
         }
     }
 }

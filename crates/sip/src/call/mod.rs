@@ -20,6 +20,7 @@
 mod events;
 mod legs;
 mod log;
+pub(crate) mod originate;
 mod sdp;
 mod transfer;
 
@@ -1103,6 +1104,23 @@ pub(crate) fn contact_uri(
         None => format!("{scheme}:{address}{parameter}"),
     };
     Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
+}
+
+/// Starts a click-to-dial call (see [`originate::Telephony::originate`]).
+pub(crate) fn originated(
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    user: &str,
+    number: &str,
+) -> Result<String, originate::CallRefusal> {
+    let _ = (shared, runtime, user, number);
+    Err(originate::CallRefusal::NotServing)
+}
+
+/// Ends a call for one of its parties (see [`originate::Telephony::hang_up`]).
+pub(crate) fn hang_up(shared: &Shared, user: &str, call_id: &str) -> Result<(), originate::CallRefusal> {
+    let _ = (shared, user, call_id);
+    Err(originate::CallRefusal::NotServing)
 }
 
 /// Test builds only: a call to the number in `CALLHOST_SIP_PANIC_ON`
