@@ -410,7 +410,8 @@ impl Call {
                 self.caller_side_answered(index, callee, response);
             }
             Phase::Ringing { .. } | Phase::CalleeTransferring => self.answer(index, response),
-            Phase::Connected { .. } | Phase::CallerTransferring { .. } => {
+            Phase::Originating => self.origin_answered(index, response),
+            Phase::Connected { .. } | Phase::CallerTransferring { .. } | Phase::OriginAnswered => {
                 // A second answer (forked or late): not wanted.
                 self.legs[index].state = LegState::Cancelled;
                 let dialog = self.legs[index].dialog.clone();

@@ -21,6 +21,7 @@ mod events;
 mod legs;
 mod log;
 pub(crate) mod originate;
+pub(crate) use originate::{hang_up, originated};
 mod sdp;
 mod transfer;
 
@@ -65,6 +66,11 @@ pub(crate) enum CallCommand {
         states: DialogStateSender,
         /// The partner, or why not (logged once, by the asking call).
         reply: tokio::sync::oneshot::Sender<Result<Partner, &'static str>>,
+    },
+    /// End the call for `user`, if they are one of its parties.
+    HangUp {
+        user: String,
+        reply: std::sync::mpsc::SyncSender<Result<(), originate::CallRefusal>>,
     },
 }
 
@@ -121,6 +127,12 @@ enum Phase {
     /// The caller's side sent the callee elsewhere: the target rings on the
     /// caller's side of the relay, leg `callee` waits.
     CallerTransferring { callee: usize },
+    /// Click-to-dial: the user's own phones ring on the caller's side of
+    /// the relay; nobody else rings yet.
+    Originating,
+    /// Click-to-dial: one of the user's phones answered and is the caller's
+    /// side now; the number is about to be placed.
+    OriginAnswered,
 }
 
 /// How the call ended, for the record and the caller's final answer.
@@ -337,6 +349,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
     let call_log = CallLog::new(user.as_deref());
     let mut call = Call {
         shared: shared.clone(),
+        origin: Origin::Dialled,
         engine,
         hooks,
         call_id: call_id.clone(),
@@ -375,6 +388,18 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
     let ended = std::panic::AssertUnwindSafe(call.run(&mut states))
         .catch_unwind()
         .await;
+    conclude(call, states, ended);
+}
+
+/// The end of a call's task, however its state machine ended (a panic
+/// included): every leg ended, the call recorded, its routes dropped.
+fn conclude(
+    mut call: Call,
+    states: DialogStateReceiver,
+    ended: std::thread::Result<End>,
+) {
+    let call_id = call.call_id.clone();
+    let shared = call.shared.clone();
     let end = match ended {
         Ok(end) => end,
         Err(_) => {
@@ -585,9 +610,21 @@ async fn admit(shared: &Shared, tx: &mut Transaction, peer: &Peer) -> Option<Adm
     })
 }
 
+/// How a call began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A phone or the trunk sent an INVITE: the caller's side is the
+    /// server dialog of that INVITE, answered once a callee answers.
+    Dialled,
+    /// The host placed it for a user (click-to-dial): the caller's side is
+    /// the user's phone, which answered before anyone else rang.
+    ClickToDial,
+}
+
 /// A ringing call: its dialogs, relay and state, owned by the call's task.
 struct Call {
     shared: Arc<Shared>,
+    origin: Origin,
     engine: Arc<Engine>,
     hooks: Arc<dyn Hooks>,
     call_id: String,
@@ -663,6 +700,7 @@ impl Call {
                     None => ControlFlow::Break(End::NotConnected(None, "the caller's dialog is gone")),
                 },
                 command = self.command_receiver.recv() => match command {
+                    Some(CallCommand::HangUp { user, reply }) => self.on_hang_up(user, reply).await,
                     Some(command) => self.on_command(command),
                     None => ControlFlow::Continue(()),
                 },
@@ -704,6 +742,9 @@ impl Call {
             }
             DialogState::Confirmed(id, response) => {
                 self.on_confirmed(&id.call_id, &response);
+                if self.phase == Phase::OriginAnswered {
+                    return self.place_originated().await;
+                }
                 ControlFlow::Continue(())
             }
             DialogState::Refer(id, refer, handle) => self.on_refer(&id, &refer, handle).await,
@@ -741,7 +782,10 @@ impl Call {
     fn callee(&self) -> Option<usize> {
         match self.phase {
             Phase::Connected { callee } | Phase::CallerTransferring { callee } => Some(callee),
-            Phase::Ringing { .. } | Phase::CalleeTransferring => None,
+            Phase::Ringing { .. }
+            | Phase::CalleeTransferring
+            | Phase::Originating
+            | Phase::OriginAnswered => None,
         }
     }
 
@@ -797,6 +841,13 @@ impl Call {
             Phase::Ringing { .. } if self.live_legs() == 0 => {
                 let status = self.failure_status();
                 return ControlFlow::Break(self.refuse(status, "every phone refused"));
+            }
+            Phase::Originating if self.live_legs() == 0 => {
+                let status = self.failure_status();
+                return ControlFlow::Break(End::NotConnected(
+                    Some(status),
+                    "the user's phone did not answer",
+                ));
             }
             _ => {}
         }
@@ -861,10 +912,18 @@ impl Call {
         handle.reply(status).await.ok();
     }
 
-    /// Answers the caller with a final failure; the call is not connected.
+    /// Answers the caller with a final failure (a click-to-dial user's
+    /// phone, which answered already, gets a BYE); the call is not
+    /// connected.
     fn refuse(&self, status: StatusCode, why: &'static str) -> End {
         if let Some(side) = &self.caller.dialog {
-            refuse_caller(&side.dialog, &self.call_id, status.clone(), why);
+            match self.origin {
+                Origin::Dialled => refuse_caller(&side.dialog, &self.call_id, status.clone(), why),
+                Origin::ClickToDial => {
+                    let dialog = side.dialog.clone();
+                    tokio::spawn(async move { dialog.bye().await.ok() });
+                }
+            }
         }
         End::NotConnected(Some(status), why)
     }
@@ -921,7 +980,11 @@ impl Call {
                 self.legs[callee].dialog.bye().await.ok();
                 ControlFlow::Break(End::HungUp("transfer not answered"))
             }
-            Phase::Connected { .. } => ControlFlow::Continue(()),
+            Phase::Originating => {
+                self.drop_legs(None);
+                ControlFlow::Break(End::NotConnected(None, "the user's phone did not answer"))
+            }
+            Phase::Connected { .. } | Phase::OriginAnswered => ControlFlow::Continue(()),
         }
     }
 
@@ -941,6 +1004,42 @@ impl Call {
 
     /// The host is stopping: end the call cleanly.
     async fn on_shutdown(&mut self) -> Flow {
+        self.end_now("shutdown", StatusCode::ServiceUnavailable, "host stopping")
+            .await
+    }
+
+    /// A party asked (through the host's services) to end the call.
+    async fn on_hang_up(
+        &mut self,
+        user: String,
+        reply: std::sync::mpsc::SyncSender<Result<(), originate::CallRefusal>>,
+    ) -> Flow {
+        let party = self.caller.user.as_deref() == Some(user.as_str())
+            || self
+                .legs
+                .iter()
+                .any(|leg| leg.is_live() && leg.user.as_deref() == Some(user.as_str()));
+        if !party {
+            let _ = reply.send(Err(originate::CallRefusal::NotAParty {
+                user,
+                call: self.call_id.clone(),
+            }));
+            return ControlFlow::Continue(());
+        }
+        let _ = reply.send(Ok(()));
+        tracing::debug!(call = %self.call_id, user = %user, "hung up for a party");
+        self.end_now("hung up", StatusCode::RequestTerminated, "hung up for a party")
+            .await
+    }
+
+    /// Ends every dialog of the call now: BYE to connected parties, CANCEL
+    /// to ringing phones, `unanswered` to a caller still waiting.
+    async fn end_now(
+        &mut self,
+        ending: &'static str,
+        unanswered: StatusCode,
+        why: &'static str,
+    ) -> Flow {
         let callee = self.callee();
         self.drop_legs_and_wait(callee).await;
         if let Some(index) = callee {
@@ -952,13 +1051,16 @@ impl Call {
                 }
             };
             let _ = tokio::join!(bye_caller, leg.bye());
-            return ControlFlow::Break(End::HungUp("shutdown"));
+            return ControlFlow::Break(End::HungUp(ending));
         }
-        if self.phase == Phase::CalleeTransferring {
-            self.bye_caller().await;
-            return ControlFlow::Break(End::HungUp("shutdown"));
+        match self.phase {
+            Phase::CalleeTransferring => {
+                self.bye_caller().await;
+                ControlFlow::Break(End::HungUp(ending))
+            }
+            Phase::Originating => ControlFlow::Break(End::NotConnected(None, why)),
+            _ => ControlFlow::Break(self.refuse(unanswered, why)),
         }
-        ControlFlow::Break(self.refuse(StatusCode::ServiceUnavailable, "host stopping"))
     }
 
     /// After a panic in the call's task: every dialog still up is ended
@@ -1072,9 +1174,11 @@ fn finish(
 ) {
     let cause = end.cause();
     let hooks = shared.control.hooks();
-    events::emit(hooks.as_ref(), call_id, EventKind::HANGUP, None, &cause);
     log::log_call(&record, call_log, &end.ending(), media);
+    // Recorded first, so that modules hear of the call-list entries
+    // (`call_listed`) before the hangup.
     shared.control.call_ended(record);
+    events::emit(hooks.as_ref(), call_id, EventKind::HANGUP, None, &cause);
 }
 
 /// Our Contact URI for a dialog on `transport` (with a user part where
@@ -1104,23 +1208,6 @@ pub(crate) fn contact_uri(
         None => format!("{scheme}:{address}{parameter}"),
     };
     Uri::try_from(text.as_str()).expect("a SIP URI from a socket address")
-}
-
-/// Starts a click-to-dial call (see [`originate::Telephony::originate`]).
-pub(crate) fn originated(
-    shared: Arc<Shared>,
-    runtime: tokio::runtime::Handle,
-    user: &str,
-    number: &str,
-) -> Result<String, originate::CallRefusal> {
-    let _ = (shared, runtime, user, number);
-    Err(originate::CallRefusal::NotServing)
-}
-
-/// Ends a call for one of its parties (see [`originate::Telephony::hang_up`]).
-pub(crate) fn hang_up(shared: &Shared, user: &str, call_id: &str) -> Result<(), originate::CallRefusal> {
-    let _ = (shared, user, call_id);
-    Err(originate::CallRefusal::NotServing)
 }
 
 /// Test builds only: a call to the number in `CALLHOST_SIP_PANIC_ON`

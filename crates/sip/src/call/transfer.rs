@@ -257,9 +257,27 @@ impl Call {
         callee: usize,
         response: &rsipstack::sip::Response,
     ) {
+        tracing::debug!(call = %self.call_id, answered_by = %self.legs[index].target, "transfer target answered");
+        self.take_caller_side(index, response);
+        self.phase = Phase::Connected { callee };
+        self.ring_deadline = None;
+        // Other phones of the target stop ringing.
+        self.drop_legs_on(MediaLeg::Caller);
+        events::emit(
+            self.hooks.as_ref(),
+            &self.call_id,
+            EventKind::TRANSFERRED,
+            Some(self.engine.party(&self.caller.number)),
+            "blind",
+        );
+    }
+
+    /// Leg `index`, which rang on the caller's side of the relay and
+    /// answered, becomes the call's caller side (its dialog, media, SRTP,
+    /// user and presence).
+    pub(super) fn take_caller_side(&mut self, index: usize, response: &rsipstack::sip::Response) {
         self.legs[index].state = LegState::Released;
         let leg = &self.legs[index];
-        tracing::debug!(call = %self.call_id, answered_by = %leg.target, "transfer target answered");
         if let Ok(sdp) = Sdp::parse_bytes(&response.body) {
             self.point(MediaLeg::Caller, &sdp, leg.peer);
         }
@@ -283,17 +301,6 @@ impl Call {
             .user
             .as_deref()
             .map(|user| PresenceGuard::enter(&self.shared.live, user));
-        self.phase = Phase::Connected { callee };
-        self.ring_deadline = None;
-        // Other phones of the target stop ringing.
-        self.drop_legs_on(MediaLeg::Caller);
-        events::emit(
-            self.hooks.as_ref(),
-            &self.call_id,
-            EventKind::TRANSFERRED,
-            Some(self.engine.party(&self.caller.number)),
-            "blind",
-        );
     }
 
     /// A command from another call.
@@ -303,7 +310,10 @@ impl Call {
             transferor,
             states,
             reply,
-        } = command;
+        } = command
+        else {
+            return ControlFlow::Continue(());
+        };
         let replaced = match self.replaced(&replaces, transferor.as_deref()) {
             Ok(replaced) => replaced,
             Err(why) => {
