@@ -21,6 +21,15 @@
 //!   configuration) swaps in new instances for new calls while calls in
 //!   progress finish on the set they started with. Retired libraries stop
 //!   their runtime when the last call using them ends.
+//! - Events and observations (`call_event`, `call_decided`, `call_listed`,
+//!   `presence_changed`) share each instance's one event thread and
+//!   bounded queue, so they reach it in the order they happened; a full
+//!   queue drops (and counts), a delivery stuck for [`EVENT_LIMIT`] faults.
+//!   Presence changes are computed on a thread of their own (the SIP
+//!   tasks that report them only queue a user id).
+//! - Caller lookups (`HostServices::lookup_caller`) run the `call_setup`
+//!   of the instances with the lookup hook through the same deadline and
+//!   fault rules as a call's hop ([`Dispatcher::lookup`]).
 
 use std::{
     future::Future,
@@ -35,14 +44,16 @@ use anyhow::Result;
 use arc_swap::ArcSwap;
 use callhost_pbx::engine::{HookDecision, Hooks};
 use callhost_plugin_abi::{
-    CallEvent, CallSetup, Decision, Hooks as HookSet, LogLevel, MediaFrame, ModuleError,
-    ModuleErrorKind, TapRequest,
+    CallEvent, CallListItem, CallSetup, Decision, Hooks as HookSet, LogLevel, MediaFrame,
+    ModuleError, ModuleErrorKind, TapRequest, UserPresence,
 };
 use futures::FutureExt as _;
 
 use crate::{
     db::{Db, InstanceRow},
-    instances::{live_instance, EngineSlot, Instances, LiveInstance, ModuleLibrary},
+    instances::{
+        live_instance, user_presence, EngineSlot, HostSlots, Instances, LiveInstance, ModuleLibrary,
+    },
     loader::Loader,
     paths::DataDir,
 };
@@ -69,14 +80,14 @@ fn start_instance(
     sealer: &Arc<callhost_seal::Sealer>,
     library: ModuleLibrary,
     row: &InstanceRow,
-    engine: &EngineSlot,
+    slots: &HostSlots,
 ) -> Result<LiveInstance> {
     let (done, wait) = mpsc::channel();
-    let (data, sealer, row, engine) = (data.clone(), sealer.clone(), row.clone(), engine.clone());
+    let (data, sealer, row, slots) = (data.clone(), sealer.clone(), row.clone(), slots.clone());
     std::thread::Builder::new()
         .name("callhost-start".into())
         .spawn(move || {
-            let started = live_instance(&data, &sealer, &library, &row, &row.config, &engine)
+            let started = live_instance(&data, &sealer, &library, &row, &row.config, &slots)
                 .and_then(|live| match live.instance.activate() {
                     RResult::ROk(()) => Ok(live),
                     RResult::RErr(error) => {
@@ -175,14 +186,32 @@ fn start_media_worker(live: &Arc<LiveInstance>) {
     }
 }
 
-/// Work for an instance's event worker.
+/// Work for an instance's event worker, in the order it happened.
 pub enum EventJob {
     Deliver(Box<CallEvent>),
+    /// `call_decided`: a hop's setup and its merged decision.
+    Decided(Box<(CallSetup, Decision)>),
+    /// `call_listed`: a call-list entry an ended call made.
+    Listed(Box<CallListItem>),
+    /// `presence_changed`: a user's presence now.
+    Presence(Box<UserPresence>),
     /// Answered once everything queued before it was delivered.
     Flush(mpsc::Sender<()>),
 }
 
-/// A `call_event` that has not returned after this long faults its
+/// The hooks delivered by an instance's event worker.
+const EVENT_HOOKS: [HookSet; 3] = [
+    HookSet::CALL_EVENT,
+    HookSet::CALL_DETAILS,
+    HookSet::PRESENCE,
+];
+
+/// Presence notes waiting for the presence thread; beyond this they are
+/// dropped (and counted), never allowed to hold a SIP task.
+const PRESENCE_QUEUE: usize = 4096;
+
+/// An event delivery (`call_event`, `call_decided`, `call_listed`,
+/// `presence_changed`) that has not returned after this long faults its
 /// instance: its events pile up, and the module is evidently stuck.
 const EVENT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -190,7 +219,7 @@ const EVENT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// delays only its own events. The worker holds the instance weakly and
 /// ends when the instance is dropped (its queue's sender goes with it).
 fn start_event_worker(live: &Arc<LiveInstance>) {
-    if !live.hooks.contains(HookSet::CALL_EVENT) {
+    if !EVENT_HOOKS.iter().any(|hook| live.hooks.contains(*hook)) {
         return;
     }
     let (sender, receiver) = mpsc::sync_channel::<EventJob>(EVENT_QUEUE);
@@ -199,19 +228,34 @@ fn start_event_worker(live: &Arc<LiveInstance>) {
         .name(format!("callhost-events-{}", live.name))
         .spawn(move || {
             for job in receiver {
-                match job {
-                    EventJob::Deliver(event) => {
-                        let Some(live) = weak.upgrade() else { break };
-                        if !live.is_faulted() {
-                            live.event_started(Some(Instant::now()));
-                            live.instance.call_event(&event);
-                            live.event_started(None);
-                        }
-                    }
-                    EventJob::Flush(done) => {
-                        let _ = done.send(());
-                    }
+                if let EventJob::Flush(done) = job {
+                    let _ = done.send(());
+                    continue;
                 }
+                let Some(live) = weak.upgrade() else { break };
+                if live.is_faulted() {
+                    continue;
+                }
+                // Every delivery must return at once; the stall watchdog
+                // (in `deliver`) times them all.
+                let hook = match &job {
+                    EventJob::Deliver(_) => "call_event",
+                    EventJob::Decided(_) => "call_decided",
+                    EventJob::Listed(_) => "call_listed",
+                    EventJob::Presence(_) => "presence_changed",
+                    EventJob::Flush(_) => "flush",
+                };
+                live.event_started(Some((Instant::now(), hook)));
+                match &job {
+                    EventJob::Deliver(event) => live.instance.call_event(event),
+                    EventJob::Decided(decided) => {
+                        live.instance.call_decided(&decided.0, &decided.1)
+                    }
+                    EventJob::Listed(entry) => live.instance.call_listed(entry),
+                    EventJob::Presence(presence) => live.instance.presence_changed(presence),
+                    EventJob::Flush(_) => {}
+                }
+                live.event_started(None);
             }
         });
     match spawned {
@@ -231,6 +275,13 @@ pub struct Dispatcher {
     /// Budget kept back for each instance still to run.
     hook_reserve: std::time::Duration,
     pub engine: EngineSlot,
+    /// What the instances' services share (the engine above among them).
+    pub slots: HostSlots,
+    /// Users whose presence changed, for the presence thread (set by
+    /// [`Dispatcher::attach`]).
+    presence: std::sync::OnceLock<mpsc::SyncSender<Vec<String>>>,
+    /// Presence notes the full queue did not take.
+    presence_dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Dispatcher {
@@ -245,8 +296,154 @@ impl Dispatcher {
             fault_receiver: Mutex::new(fault_receiver),
             hook_reserve,
             persist_faults: true,
+            slots: HostSlots::on(engine.clone()),
             engine,
+            presence: std::sync::OnceLock::new(),
+            presence_dropped: Default::default(),
         }
+    }
+
+    /// Makes this dispatcher the process's: the instances' services run
+    /// caller lookups through it on `runtime`, and presence changes reach
+    /// its instances through a thread of its own. Call before the first
+    /// [`Dispatcher::refresh`].
+    pub fn attach(self: &Arc<Self>, runtime: tokio::runtime::Handle) {
+        self.slots.attach(Arc::downgrade(self), runtime);
+        let (sender, receiver) = mpsc::sync_channel::<Vec<String>>(PRESENCE_QUEUE);
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("callhost-presence".into())
+            .spawn(move || {
+                for users in receiver {
+                    let Some(dispatcher) = weak.upgrade() else {
+                        break;
+                    };
+                    // The presence as it is when computed: notes are taken
+                    // in order, so the last one delivered is the latest.
+                    let Some(engine) = dispatcher.engine.load_full() else {
+                        continue;
+                    };
+                    for user in users {
+                        if let Some(presence) = user_presence(&engine, &user) {
+                            dispatcher.presence_changed(&presence);
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = self.presence.set(sender);
+            }
+            Err(error) => tracing::error!("cannot start the presence thread: {error}"),
+        }
+    }
+
+    /// The call-setup budget of the engine in force.
+    fn budget(&self) -> std::time::Duration {
+        self.engine
+            .load()
+            .as_ref()
+            .map_or(std::time::Duration::from_millis(700), |engine| {
+                engine.config().setup_budget
+            })
+    }
+
+    /// Whether an instance listens to presence changes.
+    pub fn wants_presence(&self) -> bool {
+        self.current().iter().any(|live| {
+            live.hooks.contains(HookSet::PRESENCE)
+                && live.events.get().is_some()
+                && !live.is_faulted()
+        })
+    }
+
+    /// `users`' presence changed: their presence now reaches the instances
+    /// with the presence hook, computed on the presence thread. Returns at
+    /// once (a SIP task calls it); a full queue drops the note and counts.
+    pub fn note_presence(&self, users: Vec<String>) {
+        if users.is_empty() || !self.wants_presence() {
+            return;
+        }
+        let Some(presence) = self.presence.get() else {
+            return;
+        };
+        if let Err(mpsc::TrySendError::Full(users)) = presence.try_send(users) {
+            let dropped = self
+                .presence_dropped
+                .fetch_add(users.len() as u64, Ordering::Relaxed)
+                + users.len() as u64;
+            if dropped <= 10 || dropped % 1000 < users.len() as u64 {
+                tracing::warn!(dropped, "presence queue full: changes of {users:?} dropped");
+            }
+        }
+    }
+
+    /// Hands `presence` to every instance with the presence hook.
+    pub fn presence_changed(&self, presence: &UserPresence) {
+        self.deliver(
+            HookSet::PRESENCE,
+            || EventJob::Presence(Box::new(presence.clone())),
+            || format!("presence change of {}", presence.user),
+        );
+    }
+
+    /// Hands a call-list entry of an ended call to every instance with the
+    /// call-details hook.
+    pub fn call_listed(&self, entry: &CallListItem) {
+        self.deliver(
+            HookSet::CALL_DETAILS,
+            || EventJob::Listed(Box::new(entry.clone())),
+            || format!("call-list entry of call {}", entry.call_id),
+        );
+    }
+
+    /// Queues `job` for every live instance with `hook`; a full queue drops
+    /// it (counted, `what` in the instance's log), one stuck in a delivery
+    /// is faulted. Never waits.
+    fn deliver(&self, hook: HookSet, job: impl Fn() -> EventJob, what: impl Fn() -> String) {
+        for live in self.current().iter() {
+            if !live.hooks.contains(hook) {
+                continue;
+            }
+            let Some(events) = live.events.get() else {
+                continue;
+            };
+            if live.is_faulted() {
+                continue;
+            }
+            if let Some((_, stuck)) = live
+                .event_running_for()
+                .filter(|(busy, _)| *busy > EVENT_LIMIT)
+            {
+                self.fault(
+                    live,
+                    format!("{stuck} did not return within {} s", EVENT_LIMIT.as_secs()),
+                );
+                continue;
+            }
+            if events.try_send(job()).is_err() {
+                live.event_dropped(&what);
+            }
+        }
+    }
+
+    /// What the active instances with the lookup hook decide for `setup`
+    /// (a call that never rings), in the administrator's order, under the
+    /// call-setup budget and its fault rules: their merged decision.
+    pub async fn lookup(&self, mut setup: CallSetup) -> Decision {
+        let instances = self.current();
+        let deciding: Vec<&Arc<LiveInstance>> = instances
+            .iter()
+            .filter(|live| {
+                live.hooks
+                    .contains(HookSet::CALL_SETUP.union(HookSet::LOOKUP))
+                    && !live.is_faulted()
+            })
+            .collect();
+        let budget = self.budget();
+        self.decide(&deciding, &mut setup, Instant::now() + budget, budget)
+            .await;
+        setup.prior
     }
 
     pub fn current(&self) -> Arc<Vec<Arc<LiveInstance>>> {
@@ -291,7 +488,7 @@ impl Dispatcher {
                 continue;
             }
             let started = instances.library_of(&row.module_id).and_then(|library| {
-                start_instance(data, db.store.sealer(), library, &row, &self.engine)
+                start_instance(data, db.store.sealer(), library, &row, &self.slots)
             });
             match started {
                 Ok(live) => {
@@ -550,6 +747,79 @@ impl From<ModuleError> for HookError {
     }
 }
 
+impl Dispatcher {
+    /// Runs the setup hook of each of `deciding`, in order, for `hop`
+    /// under `deadline`; each sees the decisions of the ones before it in
+    /// `hop.prior`, which is left merged.
+    async fn decide(
+        &self,
+        deciding: &[&Arc<LiveInstance>],
+        hop: &mut CallSetup,
+        deadline: Instant,
+        budget: std::time::Duration,
+    ) -> Vec<HookDecision> {
+        let mut made = Vec::with_capacity(deciding.len());
+        // One clock reading per hook: each one's end is the next one's start.
+        let mut started = Instant::now();
+        for (index, live) in deciding.iter().enumerate() {
+            // Keep a slice for every instance after this one, so one that
+            // hangs cannot silence the others.
+            // The reserve never takes more than half of what is left.
+            let after = (deciding.len() - index - 1) as u32;
+            let left = deadline.saturating_duration_since(started);
+            let reserve = (self.hook_reserve * after).min(left / 2);
+            let own_deadline = deadline.checked_sub(reserve).unwrap_or(deadline);
+            let allotted = own_deadline.saturating_duration_since(started);
+            let result = run_hook(live, hop, started, own_deadline).await;
+            let finished = Instant::now();
+            let elapsed = finished.saturating_duration_since(started);
+            started = finished;
+            let (decision, error) = match result {
+                Ok(decision) => (decision, None),
+                Err(HookError::NoTime) => (
+                    Decision::default(),
+                    Some("skipped: the call-setup budget was used up".to_string()),
+                ),
+                // Only a hook that had a fair share of the budget is
+                // faulted; one squeezed by earlier hops is just late.
+                Err(HookError::Deadline(ms)) if allotted >= budget / 2 => {
+                    let reason = format!(
+                        "missed the call-setup deadline (it had {ms} ms) on call {}",
+                        hop.call_id
+                    );
+                    self.fault(live.as_ref(), reason.clone());
+                    (Decision::default(), Some(reason))
+                }
+                Err(HookError::Deadline(ms)) => (
+                    Decision::default(),
+                    Some(format!("late: only {ms} ms of the budget were left for it")),
+                ),
+                Err(HookError::Panicked(message)) => {
+                    let reason = format!("call setup {message} (call {})", hop.call_id);
+                    self.fault(live.as_ref(), reason.clone());
+                    (Decision::default(), Some(reason))
+                }
+                Err(HookError::Failed(message)) => {
+                    live.log.write(
+                        LogLevel::Warn,
+                        "callhost",
+                        &format!("call setup failed: {message}"),
+                    );
+                    (Decision::default(), Some(message))
+                }
+            };
+            hop.prior.merge(&decision);
+            made.push(HookDecision {
+                source: live.source.clone(),
+                decision,
+                error,
+                elapsed,
+            });
+        }
+        made
+    }
+}
+
 impl Hooks for Dispatcher {
     fn call_setup<'a>(
         &'a self,
@@ -557,125 +827,38 @@ impl Hooks for Dispatcher {
         deadline: Instant,
     ) -> Pin<Box<dyn Future<Output = Vec<HookDecision>> + Send + 'a>> {
         let instances = self.current();
-        let budget = self
-            .engine
-            .load()
-            .as_ref()
-            .map_or(std::time::Duration::from_millis(700), |engine| {
-                engine.config().setup_budget
-            });
+        let budget = self.budget();
         Box::pin(async move {
             // One setup for every instance; each sees the decisions of the
             // ones before it in `prior`.
-            let hop = setup;
             let deciding: Vec<&Arc<LiveInstance>> = instances
                 .iter()
                 .filter(|live| live.hooks.contains(HookSet::CALL_SETUP) && !live.is_faulted())
                 .collect();
-            let mut made = Vec::with_capacity(deciding.len());
-            // One clock reading per hook: each one's end is the next one's start.
-            let mut started = Instant::now();
-            for (index, live) in deciding.iter().enumerate() {
-                // Keep a slice for every instance after this one, so one that
-                // hangs cannot silence the others.
-                // The reserve never takes more than half of what is left.
-                let after = (deciding.len() - index - 1) as u32;
-                let left = deadline.saturating_duration_since(started);
-                let reserve = (self.hook_reserve * after).min(left / 2);
-                let own_deadline = deadline.checked_sub(reserve).unwrap_or(deadline);
-                let allotted = own_deadline.saturating_duration_since(started);
-                let result = run_hook(live, hop, started, own_deadline).await;
-                let finished = Instant::now();
-                let elapsed = finished.saturating_duration_since(started);
-                started = finished;
-                let (decision, error) = match result {
-                    Ok(decision) => (decision, None),
-                    Err(HookError::NoTime) => (
-                        Decision::default(),
-                        Some("skipped: the call-setup budget was used up".to_string()),
-                    ),
-                    // Only a hook that had a fair share of the budget is
-                    // faulted; one squeezed by earlier hops is just late.
-                    Err(HookError::Deadline(ms)) if allotted >= budget / 2 => {
-                        let reason = format!(
-                            "missed the call-setup deadline (it had {ms} ms) on call {}",
-                            hop.call_id
-                        );
-                        self.fault(live.as_ref(), reason.clone());
-                        (Decision::default(), Some(reason))
-                    }
-                    Err(HookError::Deadline(ms)) => (
-                        Decision::default(),
-                        Some(format!("late: only {ms} ms of the budget were left for it")),
-                    ),
-                    Err(HookError::Panicked(message)) => {
-                        let reason = format!("call setup {message} (call {})", hop.call_id);
-                        self.fault(live.as_ref(), reason.clone());
-                        (Decision::default(), Some(reason))
-                    }
-                    Err(HookError::Failed(message)) => {
-                        live.log.write(
-                            LogLevel::Warn,
-                            "callhost",
-                            &format!("call setup failed: {message}"),
-                        );
-                        (Decision::default(), Some(message))
-                    }
-                };
-                hop.prior.merge(&decision);
-                made.push(HookDecision {
-                    source: live.source.clone(),
-                    decision,
-                    error,
-                    elapsed,
-                });
-            }
-            made
+            self.decide(&deciding, setup, deadline, budget).await
         })
     }
 
     fn wants_events(&self) -> bool {
         self.current()
             .iter()
-            .any(|live| live.events.get().is_some())
+            .any(|live| live.hooks.contains(HookSet::CALL_EVENT) && live.events.get().is_some())
     }
 
     fn call_event(&self, event: &CallEvent) {
-        for live in self.current().iter() {
-            let Some(events) = live.events.get() else {
-                continue;
-            };
-            if live.is_faulted() {
-                continue;
-            }
-            if live
-                .event_running_for()
-                .is_some_and(|busy| busy > EVENT_LIMIT)
-            {
-                self.fault(
-                    live,
-                    format!(
-                        "call_event did not return within {} s",
-                        EVENT_LIMIT.as_secs()
-                    ),
-                );
-                continue;
-            }
-            if events
-                .try_send(EventJob::Deliver(Box::new(event.clone())))
-                .is_err()
-            {
-                live.log.write(
-                    LogLevel::Warn,
-                    "callhost",
-                    &format!(
-                        "event queue full: {} event of call {} dropped",
-                        event.kind.name(),
-                        event.call_id
-                    ),
-                );
-            }
-        }
+        self.deliver(
+            HookSet::CALL_EVENT,
+            || EventJob::Deliver(Box::new(event.clone())),
+            || format!("{} event of call {}", event.kind.name(), event.call_id),
+        );
+    }
+
+    fn call_decided(&self, setup: &CallSetup, decision: &Decision) {
+        self.deliver(
+            HookSet::CALL_DETAILS,
+            || EventJob::Decided(Box::new((setup.clone(), decision.clone()))),
+            || format!("decision of call {}", setup.call_id),
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use callhost_sip::{CallControl, CallRecord, MediaSink, SipServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
-use crate::instances::EngineSlot;
+use crate::instances::{call_list_item, EngineSlot};
 use crate::simulate::call_list_entries;
 use crate::writer::CallListWriter;
 use crate::Host;
@@ -41,13 +41,10 @@ const CHANGE_CHECK: Duration = Duration::from_secs(1);
 /// one happened, on a thread of its own: calls only ever read the slot.
 struct ChangeWatcher {
     host: Host,
-    engine: EngineSlot,
     dispatcher: Arc<Dispatcher>,
     presence: Arc<dyn Presence>,
     /// SQLite's `data_version` at the last look.
     seen: i64,
-    /// The directory generation the engine was built on.
-    directory: i64,
 }
 
 impl ChangeWatcher {
@@ -73,34 +70,21 @@ impl ChangeWatcher {
         if let Err(error) = self.dispatcher.refresh(&host.data, &host.db, &host.loader) {
             tracing::error!("reloading instances: {error:#}");
         }
-        // Most commits are the call lists' writer: the directory is built
-        // again only when it changed.
-        match host.db.store.directory_generation() {
-            Ok(directory) if directory == self.directory => return,
-            Ok(directory) => self.directory = directory,
-            Err(error) => {
-                tracing::error!(
-                    "reading the directory generation: {}",
-                    crate::error_chain(&error)
-                );
-                return;
-            }
-        }
-        match host.stored_directory() {
-            Ok(Some(directory)) => match DirectoryIndex::new(directory) {
-                Ok(index) => {
-                    let engine = Engine::new(Arc::new(index), host.config.engine())
-                        .with_presence(self.presence.clone());
-                    self.engine.store(Some(Arc::new(engine)));
-                    tracing::info!("directory reloaded");
-                }
-                Err(error) => tracing::error!(
-                    "stored directory not usable, keeping the previous one: {}",
-                    crate::error_chain(&error)
-                ),
-            },
-            Ok(None) => {}
-            Err(error) => tracing::error!("reading the stored directory: {error:#}"),
+        // Most commits are the call lists' writer, and a change the
+        // instances' services made here is in force already: the directory
+        // is built again only when its generation is not the engine's.
+        let presence = self.presence.clone();
+        let config = host.config.engine();
+        let reloaded = self
+            .dispatcher
+            .slots
+            .reload_directory(&host.db.store, |index| {
+                Engine::new(index, config).with_presence(presence)
+            });
+        match reloaded {
+            Ok(true) => tracing::info!("directory reloaded"),
+            Ok(false) => {}
+            Err(error) => tracing::error!("{error:#}"),
         }
     }
 }
@@ -173,7 +157,26 @@ impl CallControl for HostControl {
         };
         let time = rfc3339_utc(std::time::SystemTime::now());
         let entries = call_list_entries(&engine, &record.request, &record.outcome, &time);
+        // On the instances' event queues before the call's hangup event.
+        for entry in &entries {
+            self.dispatcher.call_listed(&call_list_item(entry));
+        }
         self.call_lists.write(entries);
+    }
+}
+
+/// Hears from the SIP server's live presence (registrations, calls) and
+/// passes the user on to the presence thread: on a SIP task, so it only
+/// queues.
+struct PresenceRelay {
+    dispatcher: std::sync::Weak<Dispatcher>,
+}
+
+impl callhost_sip::PresenceListener for PresenceRelay {
+    fn presence_changed(&self, user: &str) {
+        if let Some(dispatcher) = self.dispatcher.upgrade() {
+            dispatcher.note_presence(vec![user.to_string()]);
+        }
     }
 }
 
@@ -313,21 +316,32 @@ pub async fn serve(
     shutdown: CancellationToken,
     ready: impl FnOnce(&str),
 ) -> Result<()> {
-    let directory = host.stored_directory()?.context(
+    let version = data_version(&host)?;
+    // The directory and the generation it is at, in one snapshot.
+    let (directory, directory_generation) = host.db.store.directory_snapshot()?.context(
         "no directory loaded: run `callhost directory load FILE` before `callhost serve`",
     )?;
     let server = SipServer::bind(host.config.sip.clone(), host.config.media.clone()).await?;
     let presence: Arc<dyn Presence> = server.live();
-    let version = data_version(&host)?;
-    let directory_generation = host.db.store.directory_generation()?;
     let engine = Engine::new(
         Arc::new(DirectoryIndex::new(directory.clone())?),
         host.config.engine(),
     )
     .with_presence(presence.clone());
     let slot = EngineSlot::default();
-    slot.store(Some(Arc::new(engine)));
     let dispatcher = Arc::new(Dispatcher::new(slot.clone(), host.config.hook_reserve()));
+    {
+        let slots = &dispatcher.slots;
+        let mut at = slots.directory();
+        slots.install(&mut at, Arc::new(engine), Some(directory_generation));
+    }
+    // Before any instance starts: their services place calls, look
+    // callers up and hear of presence changes from the start.
+    dispatcher.attach(tokio::runtime::Handle::current());
+    dispatcher.slots.set_telephony(server.telephony());
+    server.live().listen(Arc::new(PresenceRelay {
+        dispatcher: Arc::downgrade(&dispatcher),
+    }));
     dispatcher.refresh(&host.data, &host.db, &host.loader)?;
 
     let mut banner = format!(
@@ -377,11 +391,9 @@ pub async fn serve(
     });
     let watcher = ChangeWatcher {
         host,
-        engine: slot,
         dispatcher: dispatcher.clone(),
         presence,
         seen: version,
-        directory: directory_generation,
     };
     let stop_watching = CancellationToken::new();
     let stop = stop_watching.clone();

@@ -197,12 +197,23 @@ pub fn run(
     let mut dispatcher = Dispatcher::new(Default::default(), host.config.hook_reserve());
     dispatcher.set_persist_faults(record);
     let dispatcher = Arc::new(dispatcher);
-    dispatcher.engine.store(Some(engine.clone()));
+    if record {
+        let generation = host.db.store.directory_generation()?;
+        let mut at = dispatcher.slots.directory();
+        dispatcher
+            .slots
+            .install(&mut at, engine.clone(), Some(generation));
+    } else {
+        // A what-if: the services must not change the stored users after it.
+        dispatcher.slots.set_inline_directory();
+        dispatcher.engine.store(Some(engine.clone()));
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    dispatcher.attach(runtime.handle().clone());
     let concurrency = scenario.settings.concurrency.max(1);
     let requests = scenario
         .calls
@@ -224,7 +235,9 @@ pub fn run(
      -> Result<()> {
         while let Some((call, request, outcome, setup_ms)) = finished.remove(next_to_print) {
             if record {
-                record_call_lists(host, &engine, &request, &outcome)?;
+                for entry in record_call_lists(host, &engine, &request, &outcome)? {
+                    dispatcher.call_listed(&crate::instances::call_list_item(&entry));
+                }
             }
             let line = CallLine {
                 call: *next_to_print,
@@ -287,17 +300,18 @@ pub fn run(
     Ok(())
 }
 
-/// Adds the call to the call lists (see [`call_list_entries`]).
+/// Adds the call to the call lists (see [`call_list_entries`]); returns
+/// the entries it added.
 pub(crate) fn record_call_lists(
     host: &Host,
     engine: &Engine,
     request: &CallRequest,
     outcome: &CallOutcome,
-) -> Result<()> {
+) -> Result<Vec<CallListEntry>> {
     let time = rfc3339_utc(std::time::SystemTime::now());
     let entries = call_list_entries(engine, request, outcome, &time);
     host.db.store.add_call_list_entries(&entries)?;
-    Ok(())
+    Ok(entries)
 }
 
 /// What a call adds to the call lists: an incoming entry for every user

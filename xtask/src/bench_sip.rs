@@ -740,9 +740,9 @@ pub(crate) fn terminate(child: &mut Child) {
 
 /// What SIPp's statistics say about a run.
 #[derive(Debug, Default, Clone)]
-struct Outcome {
-    successful: u64,
-    failed: u64,
+pub(crate) struct Outcome {
+    pub(crate) successful: u64,
+    pub(crate) failed: u64,
     retransmissions: u64,
     timeouts: u64,
     exit_ok: bool,
@@ -945,7 +945,7 @@ fn sipp_run(dir: &Path, args: &[String]) -> Result<Outcome> {
 }
 
 /// The last row of SIPp's `stat.csv` in `dir`.
-fn read_stats(dir: &Path) -> Result<Outcome> {
+pub(crate) fn read_stats(dir: &Path) -> Result<Outcome> {
     let stat = fs::read_to_string(dir.join("stat.csv"))
         .with_context(|| format!("SIPp wrote no statistics in {}", dir.display()))?;
     let lines: Vec<&str> = stat

@@ -13,6 +13,9 @@
 //!   (`bench_sip.rs`).
 //! - `bench recording [--calls N]`: recorded calls with RTP
 //!   (`bench_recording.rs`).
+//! - `bench connector [--clients N] [--rate R] [--seconds S]`: signed-in
+//!   api-connector clients and the events they get while SIPp calls,
+//!   against a bare WebSocket fan-out (`bench_connector.rs`).
 //! - `demo`: the README's main command: a fresh data directory, both
 //!   modules, the office directory and a scenario showing what they do,
 //!   then `callhost serve` on 127.0.0.1:5060 for real softphones.
@@ -25,6 +28,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use callhost_package::{Manifest, PackageBuilder, SigningKey};
 
+mod bench_connector;
 mod bench_media;
 mod bench_recording;
 mod bench_sip;
@@ -37,6 +41,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("redirect-display", "plugins/redirect-display"),
     ("reverse-lookup", "plugins/reverse-lookup"),
     ("call-recording", "plugins/call-recording"),
+    ("api-connector", "plugins/api-connector"),
 ];
 /// Modules only tests and the author guide use.
 const EXAMPLES: &[(&str, &str)] = &[
@@ -61,7 +66,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root),
         _ => {
             eprintln!(
-                "usage: cargo xtask <package [--debug] [--examples] [--only CRATE] [--version-override V] [--out DIR] | test [cargo test args…] | bench [engine|lookup|sip] | demo>"
+                "usage: cargo xtask <package [--debug] [--examples] [--only CRATE] [--version-override V] [--out DIR] | test [cargo test args…] | bench [engine|lookup|sip|recording|connector] | demo>"
             );
             std::process::exit(2);
         }
@@ -248,14 +253,18 @@ fn package(root: &Path, options: &PackageOptions) -> Result<Vec<PathBuf>> {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     prerequisites::ensure(prerequisites::TEST_DEBIAN, prerequisites::TEST_PYPI)?;
     prerequisites::ensure_npm(root, prerequisites::TEST_NPM_DIR)?;
-    // A "v2" of the hello and fault modules for the upgrade tests, then the
-    // normal set.
+    // A "v2" of the hello, fault and api-connector modules for the
+    // upgrade tests, then the normal set.
     package(
         root,
         &PackageOptions {
             debug: true,
             examples: true,
-            only: vec!["hello-module".into(), "fault-module".into()],
+            only: vec![
+                "hello-module".into(),
+                "fault-module".into(),
+                "api-connector".into(),
+            ],
             version_override: Some("0.2.0".into()),
             ..Default::default()
         },
@@ -310,7 +319,12 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         "sip" => bench_sip::bench_sip(root, &args[1..]),
         // Recorded calls with RTP: dropped frames, finalisation, verify.
         "recording" => bench_recording::bench_recording(root, &args[1..]),
-        other => bail!("unknown benchmark `{other}` (known: engine, lookup, sip, recording)"),
+        // Signed-in api-connector clients and the events they get.
+        "connector" => bench_connector::bench_connector(root, &args[1..]),
+        "connector-reference" => bench_connector::reference(&args[1..]),
+        other => {
+            bail!("unknown benchmark `{other}` (known: engine, lookup, sip, recording, connector)")
+        }
     }
 }
 

@@ -107,6 +107,13 @@ pub trait Hooks: Send + Sync {
     fn wants_events(&self) -> bool {
         true
     }
+
+    /// Every instance has decided this hop: `decision` is the hop's merged
+    /// decision, what the call shows and does from here. Called once per
+    /// hop, before the hop's routing and its events; must not block.
+    fn call_decided(&self, setup: &CallSetup, decision: &Decision) {
+        let _ = (setup, decision);
+    }
 }
 
 /// No modules at all.
@@ -343,6 +350,16 @@ impl Engine {
     pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> Engine {
         self.presence = Some(presence);
         self
+    }
+
+    /// An engine on `directory` with this one's settings and live presence
+    /// (a changed directory, the rest as it was).
+    pub fn rebuilt(&self, directory: Arc<DirectoryIndex>) -> Engine {
+        Engine {
+            directory,
+            config: self.config.clone(),
+            presence: self.presence.clone(),
+        }
     }
 
     /// A user's state: the directory's, with live presence laid over it.
@@ -628,6 +645,7 @@ impl Engine {
                 error: made.error,
             });
         }
+        hooks.call_decided(&setup, &hop);
         call.last_hop = hop.clone();
         call.outcome.caller_name = hop.display_name();
         if let ROption::RSome(name) = &hop.callee_name {

@@ -233,6 +233,12 @@ pub enum StoreError {
     /// A user id that is not in the stored directory.
     #[error("unknown user {0:?}")]
     UnknownUser(String),
+    /// A group id that is not in the stored directory.
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    /// A user who is not a member of the group.
+    #[error("user {user:?} is not a member of group {group:?}")]
+    NotAMember { user: String, group: String },
     /// A value to store is malformed.
     #[error("{field}: {value:?} {message}")]
     InvalidValue {
@@ -615,6 +621,32 @@ impl Store {
             .conn
             .unchecked_transaction()
             .context("starting the directory read")?;
+        self.read_directory(&tx)
+    }
+
+    /// The stored directory as calls are routed on it (its address book
+    /// with the contacts added since, see [`Store::contacts`]) and the
+    /// [`Store::directory_generation`] it is at, read in one snapshot:
+    /// whoever holds both knows exactly which changes the directory has.
+    pub fn directory_snapshot(&self) -> Result<Option<(Directory, i64)>, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .context("starting the directory read")?;
+        // In WAL mode the first read fixes the snapshot for the rest.
+        let generation: i64 = tx
+            .query_row("SELECT value FROM directory_generation", [], |row| {
+                row.get(0)
+            })
+            .context("reading the directory generation")?;
+        let Some(mut directory) = self.read_directory(&tx)? else {
+            return Ok(None);
+        };
+        directory.contacts = read_contacts(&tx, None)?;
+        Ok(Some((directory, generation)))
+    }
+
+    fn read_directory(&self, tx: &Transaction<'_>) -> Result<Option<Directory>, StoreError> {
         let home_country: Option<String> = tx
             .query_row(
                 "SELECT value FROM pbx_settings WHERE key = 'home_country'",
@@ -628,7 +660,7 @@ impl Store {
         };
 
         let mut user_numbers = numbers_by_owner(
-            &tx,
+            tx,
             "SELECT user_id, number FROM user_numbers ORDER BY user_id, position",
         )?;
         let mut users = Vec::new();
@@ -664,7 +696,7 @@ impl Store {
         }
 
         let mut group_numbers = numbers_by_owner(
-            &tx,
+            tx,
             "SELECT group_id, number FROM group_numbers ORDER BY group_id, position",
         )?;
         let mut members: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
@@ -714,7 +746,7 @@ impl Store {
             }
         }
 
-        let contacts = read_contacts(&tx, Some(ORIGIN_DIRECTORY))?;
+        let contacts = read_contacts(tx, Some(ORIGIN_DIRECTORY))?;
 
         let mut state = BTreeMap::new();
         {
@@ -748,7 +780,6 @@ impl Store {
                 state.insert(user, s);
             }
         }
-        drop(tx);
 
         Ok(Some(Directory {
             home_country,
@@ -778,6 +809,46 @@ impl Store {
         }
         insert_state(&tx, user_id, state)?;
         tx.commit().context("committing the user state")?;
+        Ok(())
+    }
+
+    /// Logs a member in to a group (`active`) or out of it, as the group's
+    /// `inactive` list of a loaded directory says, in one transaction. The
+    /// caller validates against the current directory; this refuses an
+    /// unknown group and a user who is no member.
+    pub fn set_group_login(
+        &mut self,
+        group_id: &str,
+        user_id: &str,
+        active: bool,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context("starting the group login update")?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM groups WHERE id = ?1)",
+                [group_id],
+                |row| row.get(0),
+            )
+            .context("looking up the group")?;
+        if !exists {
+            return Err(StoreError::UnknownGroup(group_id.to_owned()));
+        }
+        let changed = tx
+            .execute(
+                "UPDATE group_members SET active = ?3 WHERE group_id = ?1 AND user_id = ?2",
+                params![group_id, user_id, active],
+            )
+            .context("saving the group login")?;
+        if changed == 0 {
+            return Err(StoreError::NotAMember {
+                user: user_id.to_owned(),
+                group: group_id.to_owned(),
+            });
+        }
+        tx.commit().context("committing the group login")?;
         Ok(())
     }
 
@@ -815,45 +886,23 @@ impl Store {
                  FROM call_list WHERE user_id = ?1 ORDER BY time DESC, id DESC",
             )
             .context("reading the call list")?;
-        let rows = stmt
-            .query_map([user_id], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, Option<String>>(5)?,
-                    row.get::<_, String>(6)?,
-                ))
-            })
+        call_list_rows(&mut stmt, params![user_id])
+    }
+
+    /// The newest `limit` entries of a user's call list, newest first.
+    pub fn recent_calls(
+        &self,
+        user_id: &str,
+        limit: u32,
+    ) -> Result<Vec<CallListEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, user_id, time, direction, number, name, call_id
+                 FROM call_list WHERE user_id = ?1 ORDER BY time DESC, id DESC LIMIT ?2",
+            )
             .context("reading the call list")?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (id, user_id, time, direction, number, name, call_id) =
-                row.context("reading the call list")?;
-            let direction = match direction.as_str() {
-                "in" => CallDirection::In,
-                "out" => CallDirection::Out,
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        table: "call_list",
-                        column: "direction",
-                        value: direction,
-                    })
-                }
-            };
-            entries.push(CallListEntry {
-                id: Some(id),
-                user_id,
-                time,
-                direction,
-                number,
-                name,
-                call_id,
-            });
-        }
-        Ok(entries)
+        call_list_rows(&mut stmt, params![user_id, limit])
     }
 
     /// Distinct numbers of call list entries (any user) still without a
@@ -915,6 +964,53 @@ impl Store {
     pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
         read_contacts(&self.conn, None)
     }
+}
+
+/// The entries `stmt` (selecting the call list's columns in table order)
+/// finds with `params`.
+fn call_list_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<CallListEntry>, StoreError> {
+    let rows = stmt
+        .query_map(params, |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, Option<String>>(5)?,
+                row.get::<_, String>(6)?,
+            ))
+        })
+        .context("reading the call list")?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (id, user_id, time, direction, number, name, call_id) =
+            row.context("reading the call list")?;
+        let direction = match direction.as_str() {
+            "in" => CallDirection::In,
+            "out" => CallDirection::Out,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    table: "call_list",
+                    column: "direction",
+                    value: direction,
+                })
+            }
+        };
+        entries.push(CallListEntry {
+            id: Some(id),
+            user_id,
+            time,
+            direction,
+            number,
+            name,
+            call_id,
+        });
+    }
+    Ok(entries)
 }
 
 fn write_directory(

@@ -63,6 +63,10 @@ struct Scripted {
     decide: Box<dyn Fn(&CallSetup) -> Decision + Send + Sync>,
     seen: Mutex<Vec<CallSetup>>,
     events: Mutex<Vec<(EventKind, String)>>,
+    /// `call_decided` per hop (the callee's id, the merged decision) and
+    /// the events in between, in the order they came.
+    decided: Mutex<Vec<(String, Decision)>>,
+    order: Mutex<Vec<String>>,
 }
 
 impl Scripted {
@@ -71,6 +75,8 @@ impl Scripted {
             decide: Box::new(decide),
             seen: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
+            decided: Mutex::new(Vec::new()),
+            order: Mutex::new(Vec::new()),
         }
     }
 }
@@ -98,10 +104,23 @@ impl Hooks for Scripted {
     }
 
     fn call_event(&self, event: &CallEvent) {
+        self.order
+            .lock()
+            .unwrap()
+            .push(event.kind.name().to_string());
         self.events
             .lock()
             .unwrap()
             .push((event.kind, event.detail.to_string()));
+    }
+
+    fn call_decided(&self, setup: &CallSetup, decision: &Decision) {
+        let callee = setup.callee.id.as_ref().map_or("-", |id| id.as_str());
+        self.order.lock().unwrap().push(format!("decided {callee}"));
+        self.decided
+            .lock()
+            .unwrap()
+            .push((callee.to_string(), decision.clone()));
     }
 }
 
@@ -231,6 +250,43 @@ fn always_forward_is_followed_and_set_up_again_for_the_target() {
         .unwrap()
         .iter()
         .any(|(kind, detail)| *kind == EventKind::FORWARDED && detail == "always"));
+}
+
+#[test]
+fn every_hop_reports_its_merged_decision_before_its_events() {
+    let e = engine("[state.boss]\nforward_always = \"202\"\n");
+    // The first hop's name is carried; the second hop adds a flag.
+    let hooks = Scripted::new(
+        |setup| match setup.callee.id.as_ref().map(|id| id.as_str()) {
+            ROption::RSome("boss") => Decision {
+                first_name: ROption::RSome("Max".into()),
+                reason: ROption::RSome("named".into()),
+                ..Decision::default()
+            },
+            _ => Decision {
+                flag: ROption::RSome("checked".into()),
+                ..Decision::default()
+            },
+        },
+    );
+    let out = place(&e, &call("203", "201"), &hooks);
+    assert_eq!(rang(&out), [("sec", "Max", false)]);
+    let decided = hooks.decided.lock().unwrap();
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    assert_eq!(decided[0].0, "boss");
+    assert_eq!(decided[0].1.first_name.as_ref().unwrap().as_str(), "Max");
+    assert_eq!(decided[1].0, "sec");
+    // Merged: what the earlier hop decided for the call, and this hop's own.
+    assert_eq!(decided[1].1.first_name.as_ref().unwrap().as_str(), "Max");
+    assert_eq!(decided[1].1.flag.as_ref().unwrap().as_str(), "checked");
+    assert_eq!(
+        *hooks.order.lock().unwrap(),
+        ["decided boss", "forwarded", "decided sec", "ringing"]
+    );
+    // No hop, no decision: an unknown number reports none.
+    let hooks = Scripted::new(|_| Decision::default());
+    place(&e, &call("203", "299"), &hooks);
+    assert!(hooks.decided.lock().unwrap().is_empty());
 }
 
 #[test]

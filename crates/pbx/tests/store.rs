@@ -387,6 +387,102 @@ fn user_state_updates() {
 }
 
 #[test]
+fn group_logins_are_stored_and_checked() {
+    let (_tmp, path) = temp_db();
+    let mut store = open(&path);
+    store.save_directory(&directory()).unwrap();
+    let before = store.directory_generation().unwrap();
+    store.set_group_login("office", "clerk", true).unwrap();
+    store.set_group_login("office", "sec", false).unwrap();
+    let loaded = store.load_directory().unwrap().unwrap();
+    assert_eq!(loaded.groups[0].inactive, ["sec"]);
+    assert_eq!(loaded.groups[0].members, ["sec", "clerk"], "order kept");
+    assert!(store.directory_generation().unwrap() > before);
+
+    let e = store.set_group_login("ghosts", "sec", true).unwrap_err();
+    assert!(
+        matches!(e, StoreError::UnknownGroup(ref g) if g == "ghosts"),
+        "{e}"
+    );
+    let e = store.set_group_login("office", "boss", true).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"user "boss" is not a member of group "office""#
+    );
+    // A refusal changed nothing.
+    assert_eq!(
+        store.load_directory().unwrap().unwrap().groups[0].inactive,
+        ["sec"]
+    );
+}
+
+#[test]
+fn a_snapshot_has_the_whole_address_book_and_its_generation() {
+    let (_tmp, path) = temp_db();
+    let mut store = open(&path);
+    assert!(store.directory_snapshot().unwrap().is_none());
+    store.save_directory(&directory()).unwrap();
+    let added = Contact {
+        company: Some("Neu GmbH".into()),
+        numbers: vec!["+4940555123".into()],
+        ..Contact::default()
+    };
+    store.add_contact(&added).unwrap();
+    let (snapshot, generation) = store.directory_snapshot().unwrap().unwrap();
+    assert_eq!(generation, store.directory_generation().unwrap());
+    assert_eq!(snapshot.contacts, store.contacts().unwrap());
+    assert_eq!(snapshot.contacts.last(), Some(&added));
+    let loaded = store.load_directory().unwrap().unwrap();
+    assert_eq!(snapshot.users, loaded.users);
+    assert_eq!(snapshot.state, loaded.state);
+}
+
+#[test]
+fn recent_calls_are_the_newest_first_and_at_most_the_limit() {
+    let (_tmp, path) = temp_db();
+    let mut store = open(&path);
+    store.save_directory(&directory()).unwrap();
+    for minute in 0..5 {
+        let time = format!("2024-05-01T10:0{minute}:00Z");
+        store
+            .add_call_list_entry(&entry(
+                "sec",
+                &time,
+                CallDirection::In,
+                &format!("+49891234{minute}"),
+                None,
+            ))
+            .unwrap();
+    }
+    store
+        .add_call_list_entry(&entry(
+            "boss",
+            "2024-05-01T11:00:00Z",
+            CallDirection::Out,
+            "202",
+            None,
+        ))
+        .unwrap();
+    let recent = store.recent_calls("sec", 3).unwrap();
+    let times: Vec<&str> = recent.iter().map(|e| e.time.as_str()).collect();
+    assert_eq!(
+        times,
+        [
+            "2024-05-01T10:04:00Z",
+            "2024-05-01T10:03:00Z",
+            "2024-05-01T10:02:00Z"
+        ]
+    );
+    assert_eq!(
+        store.recent_calls("sec", 100).unwrap(),
+        store.call_list("sec").unwrap()
+    );
+    assert!(store.recent_calls("sec", 0).unwrap().is_empty());
+    // A user id that looks like SQL is a value like any other.
+    assert!(store.recent_calls("sec' OR '1'='1", 10).unwrap().is_empty());
+}
+
+#[test]
 fn call_lists_resolve_and_update_across_users() {
     let (_tmp, path) = temp_db();
     let mut store = open(&path);

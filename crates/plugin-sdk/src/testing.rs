@@ -31,8 +31,124 @@ pub fn config_schema_naming<C: schemars::JsonSchema>(names: &[&str]) -> serde_js
     schema
 }
 
-#[derive(Clone)]
-struct TestHost;
+/// The host a test context talks to. [`TestHost::new`] knows nobody (like
+/// a host that is only checking a configuration) and offers a module
+/// secret; [`TestHost::default`] offers none either. Fill in what a test
+/// needs (users with passwords and presence, call lists, the answers
+/// to click-to-dial and lookups) and read back what the module asked for
+/// ([`TestHost::requests`]). Clones share one state, so a test keeps one
+/// clone and hands another to [`context_with`].
+#[derive(Clone, Default)]
+pub struct TestHost {
+    state: std::sync::Arc<std::sync::Mutex<TestHostState>>,
+}
+
+/// What a [`TestHost`] knows and what it was asked.
+#[derive(Default)]
+pub struct TestHostState {
+    /// Directory users by id: their password (`None`: no password set)
+    /// and presence.
+    pub users: std::collections::BTreeMap<String, TestUser>,
+    /// Call-list entries, newest first (any user's; filtered per user).
+    pub call_list: Vec<callhost_plugin_abi::CallListItem>,
+    /// What `lookup_caller` answers, by number (otherwise no opinion).
+    pub lookups: std::collections::BTreeMap<String, callhost_plugin_abi::Decision>,
+    /// The call id `originate` answers with (otherwise `test-call-<n>`).
+    pub originate_answer: Option<Result<String, String>>,
+    /// When set, every service that changes something (`set_*`,
+    /// `originate`, `hang_up`) fails with this message.
+    pub refuse_changes: Option<String>,
+    /// The secret `module_secret` derives from; `None`: the host has none.
+    pub secret: Option<[u8; 32]>,
+    /// Every service call that changes something, in order, e.g.
+    /// `set_dnd anna true` or `originate anna 0301234567`.
+    pub requests: Vec<String>,
+}
+
+/// A directory user of a [`TestHost`].
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub password: Option<String>,
+    pub presence: callhost_plugin_abi::UserPresence,
+}
+
+impl TestHost {
+    /// A host without users whose `module_secret` is derived from a fixed
+    /// test secret (like the host's, stable per purpose).
+    pub fn new() -> TestHost {
+        let host = TestHost::default();
+        host.with_state(|state| state.secret = Some([0u8; 32]));
+        host
+    }
+
+    /// Runs `change` on the shared state (add users, set answers).
+    pub fn with_state<T>(&self, change: impl FnOnce(&mut TestHostState) -> T) -> T {
+        change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds (or replaces) a user with `password` and a default presence:
+    /// registered, not in a call, no DND, no forwards, primary `number`.
+    pub fn add_user(&self, id: &str, name: &str, number: &str, password: Option<&str>) {
+        let presence = callhost_plugin_abi::UserPresence {
+            user: id.into(),
+            number: number.into(),
+            name: ROption::RSome(name.into()),
+            registered: true,
+            in_call: false,
+            dnd: false,
+            forward_always: ROption::RNone,
+            forward_busy: ROption::RNone,
+            forward_no_answer: ROption::RNone,
+            groups: RVec::new(),
+            active_groups: RVec::new(),
+        };
+        self.with_state(|state| {
+            state.users.insert(
+                id.to_string(),
+                TestUser {
+                    password: password.map(str::to_string),
+                    presence,
+                },
+            )
+        });
+    }
+
+    /// The user's presence as the host holds it now.
+    pub fn presence(&self, user: &str) -> Option<callhost_plugin_abi::UserPresence> {
+        self.with_state(|state| state.users.get(user).map(|u| u.presence.clone()))
+    }
+
+    /// The changing service calls made so far (see [`TestHostState::requests`]).
+    pub fn requests(&self) -> Vec<String> {
+        self.with_state(|state| state.requests.clone())
+    }
+
+    /// Records a changing request; the refusal if changes are refused.
+    fn change(&self, request: String) -> Result<(), ModuleError> {
+        self.with_state(|state| {
+            state.requests.push(request);
+            match &state.refuse_changes {
+                Some(message) => Err(ModuleError::new(message.as_str())),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Changes a known user's presence, or fails naming the user.
+    fn change_user(
+        &self,
+        user: &str,
+        change: impl FnOnce(&mut callhost_plugin_abi::UserPresence),
+    ) -> RResult<(), ModuleError> {
+        self.with_state(|state| match state.users.get_mut(user) {
+            Some(known) => {
+                change(&mut known.presence);
+                RResult::ROk(())
+            }
+            None => RResult::RErr(ModuleError::new(format!("no user {user:?}"))),
+        })
+    }
+}
 
 impl HostServices for TestHost {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
@@ -73,11 +189,130 @@ impl HostServices for TestHost {
 
     /// Stable per purpose, like the host's (not secret: tests only).
     fn module_secret(&self, purpose: RStr<'_>) -> RVec<u8> {
-        let mut secret = [0u8; 32];
+        let Some(mut secret) = self.with_state(|state| state.secret) else {
+            return RVec::new();
+        };
         for (index, byte) in purpose.as_str().bytes().enumerate() {
             secret[index % 32] ^= byte;
         }
         RVec::from(secret.to_vec())
+    }
+
+    fn user_presence(&self, user: RStr<'_>) -> ROption<callhost_plugin_abi::UserPresence> {
+        self.presence(user.as_str()).into()
+    }
+
+    fn verify_password(
+        &self,
+        user: RStr<'_>,
+        password: RStr<'_>,
+    ) -> callhost_plugin_abi::PasswordCheck {
+        use callhost_plugin_abi::PasswordCheck;
+        self.with_state(|state| match state.users.get(user.as_str()) {
+            None => PasswordCheck::UnknownUser,
+            Some(TestUser { password: None, .. }) => PasswordCheck::NoPassword,
+            Some(TestUser {
+                password: Some(known),
+                ..
+            }) if known == password.as_str() => PasswordCheck::Valid,
+            Some(_) => PasswordCheck::Wrong,
+        })
+    }
+
+    fn set_dnd(&self, user: RStr<'_>, on: bool) -> RResult<(), ModuleError> {
+        if let Err(refused) = self.change(format!("set_dnd {user} {on}")) {
+            return RResult::RErr(refused);
+        }
+        self.change_user(user.as_str(), |presence| presence.dnd = on)
+    }
+
+    fn set_forward(
+        &self,
+        user: RStr<'_>,
+        kind: callhost_plugin_abi::ForwardKind,
+        target: RStr<'_>,
+    ) -> RResult<(), ModuleError> {
+        use callhost_plugin_abi::ForwardKind;
+        if let Err(refused) = self.change(format!("set_forward {user} {kind:?} {target}")) {
+            return RResult::RErr(refused);
+        }
+        let target: ROption<RString> = if target.is_empty() {
+            ROption::RNone
+        } else {
+            ROption::RSome(target.into())
+        };
+        self.change_user(user.as_str(), |presence| match kind {
+            ForwardKind::Always => presence.forward_always = target,
+            ForwardKind::Busy => presence.forward_busy = target,
+            ForwardKind::NoAnswer => presence.forward_no_answer = target,
+        })
+    }
+
+    fn set_group_login(
+        &self,
+        user: RStr<'_>,
+        group: RStr<'_>,
+        logged_in: bool,
+    ) -> RResult<(), ModuleError> {
+        if let Err(refused) = self.change(format!("set_group_login {user} {group} {logged_in}")) {
+            return RResult::RErr(refused);
+        }
+        self.change_user(user.as_str(), |presence| {
+            presence
+                .active_groups
+                .retain(|g| g.as_str() != group.as_str());
+            if logged_in {
+                presence.active_groups.push(group.into());
+            }
+        })
+    }
+
+    fn call_list(
+        &self,
+        user: RStr<'_>,
+        limit: u32,
+    ) -> RResult<RVec<callhost_plugin_abi::CallListItem>, ModuleError> {
+        self.with_state(|state| {
+            RResult::ROk(
+                state
+                    .call_list
+                    .iter()
+                    .filter(|entry| entry.user.as_str() == user.as_str())
+                    .take(limit as usize)
+                    .cloned()
+                    .collect(),
+            )
+        })
+    }
+
+    fn originate(&self, user: RStr<'_>, number: RStr<'_>) -> RResult<RString, ModuleError> {
+        if let Err(refused) = self.change(format!("originate {user} {number}")) {
+            return RResult::RErr(refused);
+        }
+        self.with_state(|state| match &state.originate_answer {
+            Some(Ok(call_id)) => RResult::ROk(call_id.as_str().into()),
+            Some(Err(message)) => RResult::RErr(ModuleError::new(message.as_str())),
+            None => RResult::ROk(format!("test-call-{}", state.requests.len()).into()),
+        })
+    }
+
+    fn hang_up(&self, user: RStr<'_>, call_id: RStr<'_>) -> RResult<(), ModuleError> {
+        self.change(format!("hang_up {user} {call_id}")).into()
+    }
+
+    fn lookup_caller(
+        &self,
+        _user: RStr<'_>,
+        number: RStr<'_>,
+    ) -> callhost_plugin_abi::FfiFuture<RResult<callhost_plugin_abi::Decision, ModuleError>> {
+        let decision = self.with_state(|state| {
+            state
+                .lookups
+                .get(number.as_str())
+                .cloned()
+                .unwrap_or_default()
+        });
+        callhost_plugin_abi::FfiFuture::new(async move { RResult::ROk(decision) })
     }
 }
 
@@ -92,9 +327,15 @@ pub fn context(instance: &str) -> Context {
 /// A context whose directories are `dir` (e.g. a fresh temporary one, for
 /// a module that keeps files).
 pub fn context_in(instance: &str, dir: &std::path::Path) -> Context {
+    context_with(instance, dir, TestHost::new())
+}
+
+/// A context in `dir` whose host services are `host`: keep a clone of it
+/// to set the fake data and read the requests.
+pub fn context_with(instance: &str, dir: &std::path::Path, host: TestHost) -> Context {
     let dir = dir.to_path_buf();
     let _ = std::fs::create_dir_all(&dir);
-    let host = HostServices_TO::from_ptr(RArc::new(TestHost), TD_Opaque);
+    let host = HostServices_TO::from_ptr(RArc::new(host), TD_Opaque);
     Context {
         instance: instance.to_string(),
         data_dir: dir.clone(),

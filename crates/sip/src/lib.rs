@@ -36,13 +36,13 @@ mod server;
 mod srtp;
 pub mod tls;
 
+pub use call::originate::{CallRefusal, Telephony};
 pub use config::{
     ConfigError, LatchingMode, LimitsConfig, MediaConfig, OutboundConfig, SipConfig, TlsConfig,
     TrunkConfig, TrunkTransport, UserOutbound, DEFAULT_TLS_PORT,
 };
 pub use digest::{AuthFailure, DigestCheck, DigestRequest, Nonces};
 pub use guard::AuthGuard;
-pub use call::originate::{CallRefusal, Telephony};
 pub use presence::{LiveCalls, PresenceListener};
 pub use registrar::{Binding, Registrar, SignalTransport};
 pub use server::{CallControl, CallRecord, MediaSink, ServeError, SipServer};

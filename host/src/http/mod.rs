@@ -33,7 +33,9 @@ use std::{
 use anyhow::Result;
 use tokio::sync::watch;
 
-pub use auth::{check_password_rules, hash_password, random_token as new_token, token_digest};
+pub use auth::{
+    check_password_rules, hash_password, random_token as new_token, same_bytes, token_digest,
+};
 pub use config_form::SECRET_MASK;
 pub use server::{serve_api, HttpServer};
 

@@ -7,10 +7,12 @@ mod common;
 mod sip_harness;
 
 mod api;
+mod api_connector;
 mod attacks;
 mod directory;
 mod errors;
 mod faults;
+mod host_services;
 mod instances;
 mod library;
 mod logs;

@@ -583,7 +583,7 @@ export_module! {
     id: "reverse-lookup",
     name: "Reverse lookup",
     description: "Caller names from phone books, CRMs, LDAP, SQL and CardDAV, in parallel within the call budget",
-    hooks: [quick_setup],
+    hooks: [quick_setup, lookup],
     actions: [
         { name: "test", usage: "NUMBER [--fresh]", help: "Resolve a number now and explain every step (--fresh skips the cache)", handler: ReverseLookup::test },
         { name: "history", usage: "[LIMIT]", help: "The latest lookups: which provider answered what, when", handler: ReverseLookup::history },

@@ -393,11 +393,7 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
 
 /// The end of a call's task, however its state machine ended (a panic
 /// included): every leg ended, the call recorded, its routes dropped.
-fn conclude(
-    mut call: Call,
-    states: DialogStateReceiver,
-    ended: std::thread::Result<End>,
-) {
+fn conclude(mut call: Call, states: DialogStateReceiver, ended: std::thread::Result<End>) {
     let call_id = call.call_id.clone();
     let shared = call.shared.clone();
     let end = match ended {
@@ -1028,8 +1024,12 @@ impl Call {
         }
         let _ = reply.send(Ok(()));
         tracing::debug!(call = %self.call_id, user = %user, "hung up for a party");
-        self.end_now("hung up", StatusCode::RequestTerminated, "hung up for a party")
-            .await
+        self.end_now(
+            "hung up",
+            StatusCode::RequestTerminated,
+            "hung up for a party",
+        )
+        .await
     }
 
     /// Ends every dialog of the call now: BYE to connected parties, CANCEL

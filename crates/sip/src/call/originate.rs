@@ -289,11 +289,10 @@ impl Call {
     /// Places the click-to-dial call's number, as if the user had dialled
     /// it: the engine (and the modules) decide, the callees ring.
     pub(super) async fn place_originated(&mut self) -> Flow {
-        let placed = std::panic::AssertUnwindSafe(
-            self.engine.place(&self.request, self.hooks.as_ref()),
-        )
-        .catch_unwind()
-        .await;
+        let placed =
+            std::panic::AssertUnwindSafe(self.engine.place(&self.request, self.hooks.as_ref()))
+                .catch_unwind()
+                .await;
         if let Some(slot) = &mut self.slot {
             slot.setup_done();
         }
@@ -312,9 +311,11 @@ impl Call {
         if let Some((status, why)) = refusal {
             return ControlFlow::Break(self.refuse(status, why));
         }
-        self.shared.control.call_started(&self.request, &self.outcome);
-        self.no_answer_at = legs::no_answer_delay(&self.engine, &self.outcome)
-            .map(|delay| Instant::now() + delay);
+        self.shared
+            .control
+            .call_started(&self.request, &self.outcome);
+        self.no_answer_at =
+            legs::no_answer_delay(&self.engine, &self.outcome).map(|delay| Instant::now() + delay);
         self.start_taps();
         // The user's phone is answered: nothing is sent to it while the
         // number rings.
@@ -345,7 +346,5 @@ pub(crate) fn hang_up(shared: &Shared, user: &str, call_id: &str) -> Result<(), 
         reply,
     })
     .map_err(|_| no_call())?;
-    answer
-        .recv_timeout(HANG_UP_ANSWER)
-        .map_err(|_| no_call())?
+    answer.recv_timeout(HANG_UP_ANSWER).map_err(|_| no_call())?
 }

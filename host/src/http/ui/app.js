@@ -106,7 +106,8 @@ function table(columns, rows, caption) {
 // Any JSON as a readable tree: objects as definition lists, lists of
 // objects as tables. `context` names the instance it came from: WAV files
 // an action lists under `files` get a player (the host decodes them for the
-// browser), text that is a PEM certificate a download.
+// browser), text that is a PEM certificate a download, and so does a key
+// file (an object whose `format` ends in `-key`).
 function render(value, context = {}) {
   if (value === null || value === undefined) return el("span", { class: "muted" }, "—");
   if (Array.isArray(value)) {
@@ -117,7 +118,14 @@ function render(value, context = {}) {
     return el("ul", {}, value.map((v) => el("li", {}, render(v, context))));
   }
   if (typeof value === "object") {
-    return el("dl", { class: "tree" }, Object.entries(value).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, render(v, { ...context, key: k }))]));
+    const tree = el("dl", { class: "tree" }, Object.entries(value).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, render(v, { ...context, key: k }))]));
+    if (typeof value.format === "string" && value.format.endsWith("-key")) {
+      // A key file an action made (api-connector's `key-file`): offered as
+      // the file a client imports.
+      const blob = URL.createObjectURL(new Blob([`${JSON.stringify(value, null, 2)}\n`], { type: "application/json" }));
+      return el("div", {}, tree, el("a", { class: "button secondary", href: blob, download: `${context.instance || "callhost"}.key` }, "Download the key file"));
+    }
+    return tree;
   }
   const text = String(value);
   if (context.key === "files" && context.instance && /\.wav$/i.test(text)) {
