@@ -36,7 +36,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench_sip::{
-    build_callhost, clock_ticks_per_second, fresh_dir, process_tree_ticks, read_stats, start_serve,
+    build_callhost, callhost_quietly, clock_ticks_per_second, fresh_dir, process_tree_ticks, read_stats, start_serve,
     terminate, LOOPBACK,
 };
 use crate::{package, target_dir, PackageOptions};
@@ -112,18 +112,7 @@ pub fn bench_connector(root: &Path, args: &[String]) -> Result<()> {
 /// The data directory: N + 20 users with passwords, the connector.
 fn prepare(root: &Path, work: &Path, binary: &Path, data: &Path, options: &Options) -> Result<()> {
     fs::create_dir_all(data)?;
-    let callhost = |args: &[&str]| -> Result<()> {
-        let status = Command::new(binary)
-            .arg("--data")
-            .arg(data)
-            .args(args)
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("`callhost {}` failed", args.join(" "));
-        }
-        Ok(())
-    };
+    let callhost = |args: &[&str]| callhost_quietly(binary, data, args);
     let mut directory = String::from("home_country = \"DE\"\n");
     for index in 0..options.clients + HOT_USERS {
         directory.push_str(&format!(

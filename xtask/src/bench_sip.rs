@@ -567,18 +567,7 @@ pub(crate) fn prepare_callhost_data(
     flavour: Flavour,
 ) -> Result<()> {
     fs::create_dir_all(data)?;
-    let callhost = |args: &[&str]| -> Result<()> {
-        let status = Command::new(binary)
-            .arg("--data")
-            .arg(data)
-            .args(args)
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("`callhost {}` failed", args.join(" "));
-        }
-        Ok(())
-    };
+    let callhost = |args: &[&str]| callhost_quietly(binary, data, args);
     let directory = work.join("bench-directory.toml");
     fs::write(
         &directory,
@@ -637,6 +626,21 @@ pub(crate) fn prepare_callhost_data(
         ])?;
         // No providers: the caller is named from the address book.
         callhost(&["instance", "create", "reverse-lookup", "rl"])?;
+    }
+    Ok(())
+}
+
+/// Runs `callhost --data DATA ARGS…` with its output thrown away; an
+/// error if it fails.
+pub(crate) fn callhost_quietly(binary: &Path, data: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new(binary)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("`callhost {}` failed", args.join(" "));
     }
     Ok(())
 }

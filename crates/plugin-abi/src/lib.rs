@@ -475,12 +475,17 @@ impl Party {
             )
     }
 
+    /// The party's name, when it has one that is not empty.
+    pub fn known_name(&self) -> Option<&str> {
+        match &self.name {
+            ROption::RSome(name) if !name.is_empty() => Some(name.as_str()),
+            _ => None,
+        }
+    }
+
     /// What a phone shows for this party when nothing else is known.
     pub fn label(&self) -> &str {
-        match &self.name {
-            ROption::RSome(name) if !name.is_empty() => name.as_str(),
-            _ => self.number.as_str(),
-        }
+        self.known_name().unwrap_or(self.number.as_str())
     }
 }
 

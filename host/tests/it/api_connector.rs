@@ -895,3 +895,107 @@ fn seats_survive_a_module_upgrade() {
     let log = std::fs::read_to_string(h.data().join("instances/api/instance.log")).unwrap();
     assert!(log.contains("0.2.0") || log.contains("restored"), "{log}");
 }
+
+#[test]
+fn what_strangers_send_cannot_flood_or_forge_the_instance_log() {
+    let (h, url) = connector("");
+    let _serve = serve(&h);
+    let key = key(&h);
+    let log = || std::fs::read_to_string(h.data().join("instances/api/instance.log")).unwrap();
+
+    // A name that turns the rest of its log line around, one that breaks
+    // it: refused before anything is checked, never written.
+    for user in ["anna\u{202E}nimda", "anna\u{2028}seat taken: boss"] {
+        let (_client, answer) = Client::sign_in(&url, &key, user, "x");
+        assert_eq!(answer["code"], "bad_message", "{user:?}: {answer}");
+    }
+    // A client name with them is shown tidied.
+    let mut anna = Client::connect(&url);
+    anna.send(json!({
+        "type": "hello", "version": 1, "key": key, "user": "anna", "password": "anna-pw",
+        "client": {"name": "CRM\u{202E}exe.txt", "version": "1"}
+    }));
+    let welcome = anna.next(Duration::from_secs(10)).unwrap();
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let listed = seats(&h);
+    assert_eq!(
+        listed["holders"][0]["clients"][0]["name"], "CRM?exe.txt",
+        "{listed}"
+    );
+
+    // An address locked out for its failures gets its refusal at any
+    // rate; the log says so once per 10 s, with a count.
+    for _ in 0..5 {
+        let (_client, answer) = Client::sign_in(&url, &key, "bert", "guess");
+        assert_eq!(answer["code"], "wrong_password", "{answer}");
+    }
+    for _ in 0..60 {
+        let (_client, answer) = Client::sign_in(&url, &key, "bert", "guess");
+        assert_eq!(answer["code"], "too_many_failures", "{answer}");
+    }
+    thread::sleep(Duration::from_millis(500));
+    let log = log();
+    let refusals = log
+        .lines()
+        .filter(|line| line.contains("too many failed sign-ins"))
+        .count();
+    assert!(
+        (1..=2).contains(&refusals),
+        "{refusals} lines for 60 refusals:\n{log}"
+    );
+    for forged in ['\u{202E}', '\u{2028}'] {
+        assert!(!log.contains(forged), "{forged:?} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn a_blind_transfer_is_an_event_for_both_users() {
+    let (h, url) = connector("");
+    let serve = serve(&h);
+    let key = key(&h);
+    let (bert_port, anna_port) = (free_port(), free_port());
+    register(&serve, "bert", bert_port);
+    register(&serve, "anna", anna_port);
+    let mut bert = Client::signed_in(&url, &key, "bert", "bert-pw");
+    let mut anna = Client::signed_in(&url, &key, "anna", "anna-pw");
+
+    // Bert answers an outside call and sends it on to Anna (201).
+    let target = crate::sip::csv(&serve, "target201.csv", "201");
+    let transferor = Sipp::start(
+        "bert transfers to 201",
+        "uas_transfer.xml",
+        None,
+        bert_port,
+        &["-inf", &target, "-mi", LOCALHOST, "-mp", &crate::sip::media_port()],
+    );
+    let anna_phone = Sipp::start(
+        "anna takes the transfer",
+        "t_uas_hangup.xml",
+        None,
+        anna_port,
+        &["-mi", LOCALHOST, "-mp", &crate::sip::media_port(), "-d", "500"],
+    );
+    let caller = trunk_call(&serve, "t_uac_wait_bye.xml", crate::sip::BERT, &[]).wait();
+    caller.assert_ok();
+    transferor.wait().assert_ok();
+    anna_phone.wait().assert_ok();
+
+    let answered = bert.event(is_call("answered"), Duration::from_secs(10));
+    let call_id = answered["call_id"].clone();
+    let transferred = bert.event(
+        |m| is_call("transferred")(m) && m["call_id"] == call_id,
+        Duration::from_secs(10),
+    );
+    assert_eq!(transferred["party"]["number"], "201", "{transferred}");
+    assert_eq!(transferred["transfer"], "blind", "{transferred}");
+    // Anna's phone rang with the same call, showing the outside caller.
+    let rang = anna.event(
+        |m| is_call("ringing")(m) && m["call_id"] == call_id,
+        Duration::from_secs(10),
+    );
+    assert_eq!(rang["callee"]["user"], "anna", "{rang}");
+    anna.event(
+        |m| is_call("ended")(m) && m["call_id"] == call_id,
+        Duration::from_secs(10),
+    );
+}

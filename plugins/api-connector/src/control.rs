@@ -6,10 +6,17 @@
 //! asks over a Unix socket in the instance's directory (`control.sock`,
 //! mode 0600: only the host's own user can reach it): one JSON request
 //! line, one JSON answer line.
+//!
+//! The mode is not left to the umask: the socket is bound in a private
+//! directory (0700), made 0600 there and only then moved into place, so
+//! it is never reachable with looser permissions. And every peer's user
+//! is checked as well: a connection from any other user is refused
+//! unanswered.
 
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use callhost_plugin_sdk::tracing;
 use serde::{Deserialize, Serialize};
@@ -18,6 +25,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tracing::instrument::WithSubscriber as _;
 
+use crate::limits::LogThrottle;
 use crate::server::Server;
 
 pub const SOCKET: &str = "control.sock";
@@ -60,13 +68,33 @@ pub fn answer(server: &Server, request: ControlRequest) -> ControlAnswer {
     }
 }
 
+/// Binds the socket at `path` with mode 0600 from the moment it can be
+/// reached (see the module documentation); the listener and the user
+/// that owns it (this process's).
+fn bind_private(path: &Path) -> std::io::Result<(UnixListener, u32)> {
+    let parent = path.parent().unwrap_or_else(|| Path::new("."));
+    let private = parent.join(format!(".{SOCKET}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let bound = (|| {
+        let staged = private.join(SOCKET);
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        let owner = std::fs::metadata(&staged)?.uid();
+        std::fs::rename(&staged, path)?;
+        Ok((listener, owner))
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
 /// Serves the control socket until the server stops.
 pub async fn serve(server: Arc<Server>) {
     let path = server.data_dir.join(SOCKET);
     // Only the lock holder gets here, so a socket file left is stale.
     let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
-        Ok(listener) => listener,
+    let (listener, owner) = match bind_private(&path) {
+        Ok(bound) => bound,
         Err(error) => {
             tracing::warn!(
                 "no control socket at {} ({error}): `seats` and `revoke` work only in this process",
@@ -75,10 +103,8 @@ pub async fn serve(server: Arc<Server>) {
             return;
         }
     };
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
+    // Other users' attempts, logged at most once per 10 s.
+    let mut strangers = LogThrottle::default();
     loop {
         let accepted = tokio::select! {
             _ = server.stop.cancelled() => return,
@@ -88,6 +114,16 @@ pub async fn serve(server: Arc<Server>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let peer = stream.peer_cred().map(|cred| cred.uid());
+        if peer.as_ref().ok() != Some(&owner) {
+            if let Some(refused) = strangers.due(Instant::now()) {
+                tracing::warn!(
+                    refused,
+                    "control socket: a connection from another user ({peer:?}, not {owner}) refused"
+                );
+            }
+            continue;
+        }
         let server = server.clone();
         tokio::spawn(
             async move {

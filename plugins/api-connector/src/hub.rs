@@ -9,6 +9,8 @@
 //! make the connector's memory grow.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use callhost_plugin_sdk::UserPresence;
@@ -21,6 +23,11 @@ use crate::seats::ConnectionId;
 
 /// Messages queued for one client at most.
 pub const OUTGOING_QUEUE: usize = 256;
+/// Bytes queued for one client at most (a message is taken while less is
+/// queued). The count alone would let a client that reads slowly keep
+/// 256 of the largest answers (call lists, subscriptions: a few hundred
+/// kilobytes each) waiting, tens of megabytes per connection.
+pub const OUTGOING_BYTES: usize = 1 << 20;
 
 /// How a connection is to end, and what it is told last.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,22 +57,53 @@ impl Farewell {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     queue: mpsc::Sender<Utf8Bytes>,
+    /// Bytes of the messages in `queue` (added before a message goes in,
+    /// taken off by the writer when it takes the message out).
+    queued_bytes: Arc<AtomicUsize>,
     end: watch::Sender<Option<Farewell>>,
 }
 
 impl Outbox {
     pub fn new(queue: mpsc::Sender<Utf8Bytes>, end: watch::Sender<Option<Farewell>>) -> Outbox {
-        Outbox { queue, end }
+        Outbox {
+            queue,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            end,
+        }
     }
 
-    /// Queues `text`; a client whose queue is full is ended as too slow.
+    /// Queues `text`; a client whose queue is full (in messages or bytes)
+    /// is ended as too slow.
     pub fn send(&self, text: impl Into<Utf8Bytes>) {
-        match self.queue.try_send(text.into()) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.finish(Farewell::new(Ending::TooSlow)),
-            // The connection is ending already.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        let text = text.into();
+        let size = text.len();
+        let before = self.queued_bytes.fetch_add(size, Ordering::SeqCst);
+        if before >= OUTGOING_BYTES {
+            self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+            self.finish(Farewell::new(Ending::TooSlow));
+            return;
         }
+        match self.queue.try_send(text) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+                self.finish(Farewell::new(Ending::TooSlow));
+            }
+            // The connection is ending already.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The writer took `text` out of the queue.
+    pub fn taken(&self, text: &Utf8Bytes) {
+        self.queued_bytes.fetch_sub(text.len(), Ordering::SeqCst);
+    }
+
+    /// Bytes waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::SeqCst)
     }
 
     /// Ends the connection with `farewell`, unless it is ending already.
@@ -356,6 +394,34 @@ mod tests {
         hub.handle(HubEvent::Presence(presence("anna")), Instant::now());
         assert_eq!(*ended.borrow(), Some(Farewell::new(Ending::TooSlow)));
         drop(queue);
+    }
+
+    #[test]
+    fn a_client_that_lets_a_megabyte_wait_is_ended_as_too_slow() {
+        // A few large answers (call lists, subscriptions) it does not read:
+        // far fewer than the queue's 256 messages, but a megabyte.
+        let (anna, mut queue, ended) = client();
+        let large = "x".repeat(300 * 1024);
+        for _ in 0..4 {
+            anna.send(large.clone());
+        }
+        assert_eq!(
+            *ended.borrow(),
+            None,
+            "1.2 MB was let in: under 1 MiB before the last"
+        );
+        anna.send(large.clone());
+        assert_eq!(*ended.borrow(), Some(Farewell::new(Ending::TooSlow)));
+        assert_eq!(
+            anna.queued_bytes(),
+            4 * large.len(),
+            "the refused one is not counted"
+        );
+        // What the writer takes out is no longer counted.
+        while let Ok(text) = queue.try_recv() {
+            anna.taken(&text);
+        }
+        assert_eq!(anna.queued_bytes(), 0);
     }
 
     #[test]

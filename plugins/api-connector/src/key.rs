@@ -40,6 +40,10 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The generation is the largest there is (the file was edited): a
+    /// rotation would give the same key again.
+    #[error("the key generation {path} is at its maximum; write 0 there (or remove it) to start over, which brings back the first key")]
+    Exhausted { path: PathBuf },
 }
 
 /// What the key is made from: the host's secret for this module and the
@@ -83,8 +87,12 @@ impl KeyMaterial {
 
     /// A new generation, written before it is used: the new key.
     pub fn rotate(&self) -> Result<InstallationKey, KeyError> {
-        let next = read_generation(&self.data_dir)?.saturating_add(1);
         let path = self.data_dir.join(GENERATION_FILE);
+        // Saturating would hand out the same key as new and leave the old
+        // one working.
+        let next = read_generation(&self.data_dir)?
+            .checked_add(1)
+            .ok_or_else(|| KeyError::Exhausted { path: path.clone() })?;
         crate::files::write_atomically(&path, format!("{next}\n").as_bytes())
             .map_err(|source| KeyError::Write { path, source })?;
         Ok(self.of_generation(next))
@@ -201,6 +209,16 @@ mod tests {
         std::fs::write(dir.path().join(GENERATION_FILE), "seven").unwrap();
         let material = KeyMaterial::new(vec![9; 32], "crm", dir.path());
         assert!(matches!(material.current(), Err(KeyError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_rotation_past_the_last_generation_is_refused_not_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(GENERATION_FILE), format!("{}\n", u64::MAX)).unwrap();
+        let material = KeyMaterial::new(vec![9; 32], "crm", dir.path());
+        let before = material.current().unwrap();
+        assert!(matches!(material.rotate(), Err(KeyError::Exhausted { .. })));
+        assert_eq!(material.current().unwrap(), before);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Limits against floods: commands per client, failed sign-ins per source
-//! address, connections at once (all and per address). Pure state, time
-//! passed in, so the tests need no clock.
+//! address and per user, connections at once (all and per address), log
+//! lines a flood would repeat. Pure state, time passed in, so the tests
+//! need no clock.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// A client's command budget: a token bucket of `2 × rate` tokens refilled
@@ -62,14 +63,24 @@ impl RateLimiter {
     }
 }
 
-/// Failed sign-ins per source address: more than
-/// [`SignInGuard::MAX_FAILURES`] in [`SignInGuard::WINDOW`] and further
-/// attempts are answered `too_many_failures` without checking anything.
-/// Sign-ins in progress count as failures until they succeed, so parallel
-/// guesses cannot slip past the limit together.
+/// Failed sign-ins per source: more than [`SignInGuard::MAX_FAILURES`] in
+/// [`SignInGuard::WINDOW`] and further attempts are answered
+/// `too_many_failures` without checking anything. Sign-ins in progress
+/// count as failures until they succeed, so parallel guesses cannot slip
+/// past the limit together: one that would pass it is not admitted until
+/// one in progress ended ([`SignInGuard::failed_too_often`] tells such a
+/// wait from a refusal). A source is an IPv4 address or an IPv6 /64
+/// (whoever has one IPv6 address has the whole /64 to pick from).
+///
+/// Wrong passwords are also counted per user from anywhere: more than
+/// [`SignInGuard::MAX_USER_FAILURES`] in the window, and the user's
+/// sign-ins are refused for the rest of it, so a guess spread over many
+/// addresses is bounded too (high enough that one guesser cannot lock a
+/// user out, as for the host's own logins).
 #[derive(Debug, Default)]
 pub struct SignInGuard {
     addresses: HashMap<IpAddr, Attempts>,
+    users: HashMap<String, VecDeque<Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -88,14 +99,16 @@ pub struct Admitted {
 
 impl SignInGuard {
     pub const MAX_FAILURES: usize = 5;
+    pub const MAX_USER_FAILURES: usize = 100;
     pub const WINDOW: Duration = Duration::from_secs(60);
-    /// Addresses remembered at most; the quietest are forgotten first.
+    /// Addresses (and users) remembered at most; the quietest are
+    /// forgotten first.
     pub const MAX_ADDRESSES: usize = 10_000;
 
-    /// Admits a sign-in from `address`, or `None` when it has failed too
-    /// often lately.
+    /// Admits a sign-in from `address`, or `None` when its source has
+    /// failed too often lately.
     pub fn admit(&mut self, address: IpAddr, now: Instant) -> Option<Admitted> {
-        let address = canonical(address);
+        let address = source(address);
         self.forget_old(address, now);
         let attempts = self.addresses.entry(address).or_default();
         let recent = attempts.failures.len() + attempts.in_progress as usize;
@@ -104,6 +117,15 @@ impl SignInGuard {
         }
         attempts.in_progress += 1;
         Some(Admitted { address })
+    }
+
+    /// Whether the source of `address` is refused for its failures alone
+    /// (as of its last [`SignInGuard::admit`]); when not, a sign-in that
+    /// was not admitted is to wait for those in progress.
+    pub fn failed_too_often(&self, address: IpAddr) -> bool {
+        self.addresses
+            .get(&source(address))
+            .is_some_and(|attempts| attempts.failures.len() >= Self::MAX_FAILURES)
     }
 
     pub fn succeeded(&mut self, admitted: Admitted) {
@@ -121,20 +143,58 @@ impl SignInGuard {
         }
     }
 
+    /// Whether `user` had more wrong passwords lately, from anywhere,
+    /// than [`SignInGuard::MAX_USER_FAILURES`].
+    pub fn user_blocked(&mut self, user: &str, now: Instant) -> bool {
+        let cutoff = now.checked_sub(Self::WINDOW);
+        let Some(failures) = self.users.get_mut(user) else {
+            return false;
+        };
+        forget_before(failures, cutoff);
+        if failures.is_empty() {
+            self.users.remove(user);
+            return false;
+        }
+        failures.len() >= Self::MAX_USER_FAILURES
+    }
+
+    /// A wrong password for `user`: a failure of the source, and one of
+    /// the user's from anywhere.
+    pub fn wrong_password(&mut self, admitted: Admitted, user: &str, now: Instant) {
+        self.failed(admitted, now);
+        if self.users.len() >= Self::MAX_ADDRESSES && !self.users.contains_key(user) {
+            // Only directory users get here, but a huge directory must
+            // not grow this without bound either.
+            let cutoff = now.checked_sub(Self::WINDOW);
+            self.users.retain(|_, failures| {
+                forget_before(failures, cutoff);
+                !failures.is_empty()
+            });
+            if self.users.len() >= Self::MAX_ADDRESSES {
+                let mut last: Vec<(Instant, String)> = self
+                    .users
+                    .iter()
+                    .filter_map(|(user, failures)| failures.back().map(|at| (*at, user.clone())))
+                    .collect();
+                last.sort();
+                for (_, user) in last.iter().take(self.users.len() / 2) {
+                    self.users.remove(user);
+                }
+            }
+        }
+        let failures = self.users.entry(user.to_string()).or_default();
+        failures.push_back(now);
+        while failures.len() > Self::MAX_USER_FAILURES {
+            failures.pop_front();
+        }
+    }
+
     /// Drops failures older than the window: the address's own at every
     /// attempt, everybody's only when the table is full (so a sign-in
     /// costs the same however many addresses failed lately).
     fn forget_old(&mut self, address: IpAddr, now: Instant) {
         let cutoff = now.checked_sub(Self::WINDOW);
-        let expire = |attempts: &mut Attempts| {
-            while attempts
-                .failures
-                .front()
-                .is_some_and(|at| cutoff.is_some_and(|cutoff| *at <= cutoff))
-            {
-                attempts.failures.pop_front();
-            }
-        };
+        let expire = |attempts: &mut Attempts| forget_before(&mut attempts.failures, cutoff);
         if let Some(attempts) = self.addresses.get_mut(&address) {
             expire(attempts);
         }
@@ -161,6 +221,46 @@ impl SignInGuard {
                 self.addresses.remove(ip);
             }
         }
+    }
+}
+
+/// Drops the failures at or before `cutoff` (none when the clock is too
+/// young to have one).
+fn forget_before(failures: &mut VecDeque<Instant>, cutoff: Option<Instant>) {
+    while failures
+        .front()
+        .is_some_and(|at| cutoff.is_some_and(|cutoff| *at <= cutoff))
+    {
+        failures.pop_front();
+    }
+}
+
+/// A log line a flood could repeat without end (a refusal answered to
+/// anyone who connects): said at most once per [`LogThrottle::EVERY`],
+/// with how often it was due meanwhile, so the instance log cannot be
+/// filled from the network.
+#[derive(Debug, Default)]
+pub struct LogThrottle {
+    last: Option<Instant>,
+    due: u64,
+}
+
+impl LogThrottle {
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    /// Counts one occurrence; `Some(count)` when the line is to be said
+    /// now, `count` being the occurrences since the last line, this one
+    /// included.
+    pub fn due(&mut self, now: Instant) -> Option<u64> {
+        self.due += 1;
+        if self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < Self::EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.due))
     }
 }
 
@@ -215,6 +315,18 @@ impl ConnectionCounter {
 
     pub fn total(&self) -> usize {
         self.total
+    }
+}
+
+/// The source failed sign-ins are counted for: an IPv4 address, or the
+/// /64 network of an IPv6 address.
+fn source(address: IpAddr) -> IpAddr {
+    match canonical(address) {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(Ipv6Addr::from(network))
+        }
+        v4 => v4,
     }
 }
 
@@ -319,6 +431,10 @@ mod tests {
             guard.admit(ip("192.0.2.1"), start).is_none(),
             "five in flight"
         );
+        assert!(
+            !guard.failed_too_often(ip("192.0.2.1")),
+            "not refused: to wait for those in flight"
+        );
         for admitted in parallel {
             guard.succeeded(admitted);
         }
@@ -334,6 +450,56 @@ mod tests {
             guard.failed(admitted, start);
         }
         assert!(guard.admit(ip("192.0.2.1"), start).is_none());
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_network_count_together() {
+        // Whoever has 2001:db8:1:2::1 has all of 2001:db8:1:2::/64.
+        let start = Instant::now();
+        let mut guard = SignInGuard::default();
+        for n in 1..=5 {
+            let address = ip(&format!("2001:db8:1:2::{n:x}"));
+            let admitted = guard.admit(address, start).expect("admitted");
+            guard.failed(admitted, start);
+        }
+        assert!(
+            guard
+                .admit(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), start)
+                .is_none(),
+            "another address of the same /64"
+        );
+        assert!(
+            guard.admit(ip("2001:db8:1:3::1"), start).is_some(),
+            "the next /64"
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_for_one_user_from_many_addresses_are_limited() {
+        let start = Instant::now();
+        let mut guard = SignInGuard::default();
+        for n in 0..SignInGuard::MAX_USER_FAILURES as u32 {
+            assert!(!guard.user_blocked("anna", start), "after {n}");
+            let address = IpAddr::V4(std::net::Ipv4Addr::from(0xC000_0200 + n));
+            let admitted = guard.admit(address, start).expect("a fresh address");
+            guard.wrong_password(admitted, "anna", start);
+        }
+        assert!(guard.user_blocked("anna", start));
+        assert!(!guard.user_blocked("bert", start), "only her");
+        let later = start + SignInGuard::WINDOW + Duration::from_millis(1);
+        assert!(!guard.user_blocked("anna", later), "for a minute");
+        assert!(guard.users.is_empty(), "forgotten");
+    }
+
+    #[test]
+    fn a_throttled_line_is_said_once_per_interval_with_its_count() {
+        let start = Instant::now();
+        let mut throttle = LogThrottle::default();
+        assert_eq!(throttle.due(start), Some(1));
+        for _ in 0..99 {
+            assert_eq!(throttle.due(start + Duration::from_secs(1)), None);
+        }
+        assert_eq!(throttle.due(start + LogThrottle::EVERY), Some(100));
     }
 
     #[test]

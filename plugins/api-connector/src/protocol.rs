@@ -208,7 +208,7 @@ pub struct Hello {
 }
 
 /// The client's own name and version (`hello.client`), cut to 64
-/// characters, control characters replaced.
+/// characters, control characters and invisible formatting replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSoftware {
     pub name: String,
@@ -342,23 +342,49 @@ fn check_text(
             format!("`{field}` is longer than {max} bytes"),
         ));
     }
-    if text.chars().any(char::is_control) {
+    if text.chars().any(is_unprintable) {
         return Err(Refusal::new(
             id.clone(),
             ErrorCode::BadMessage,
-            format!("`{field}` must not contain control characters"),
+            format!("`{field}` must not contain control characters or invisible formatting"),
         ));
     }
     Ok(())
 }
 
+/// Characters that must not reach a log line or an administrator's
+/// listing from a client: control characters, and the invisible ones that
+/// change how a line reads: a bidirectional override (U+202E) shows the
+/// rest of the line backwards, zero-width characters make two names look
+/// alike, U+2028/U+2029 break lines in some viewers. No user id, number,
+/// group or call id needs them.
+pub fn is_unprintable(c: char) -> bool {
+    // Soft hyphen, Arabic letter mark, Mongolian vowel separator;
+    // zero-width space, joiners and the left-to-right and right-to-left
+    // marks; line and paragraph separators, embeddings and overrides; word
+    // joiner, invisible operators and isolates; the byte order mark;
+    // interlinear annotations.
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
 /// A client-supplied name for logs and listings: cut, control characters
-/// replaced.
+/// and invisible formatting ([`is_unprintable`]) replaced.
 fn tidy(text: &str) -> String {
     let tidy: String = text
         .chars()
         .take(MAX_CLIENT_TEXT)
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if is_unprintable(c) { '?' } else { c })
         .collect();
     let tidy = tidy.trim();
     if tidy.is_empty() {
@@ -753,6 +779,43 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.client.name, "a?b");
         assert_eq!(parsed.client.version.len(), 64);
+    }
+
+    #[test]
+    fn invisible_formatting_never_reaches_a_log() {
+        // A name that reads like another, a bidirectional override that
+        // turns the rest of a log line around, a line separator.
+        for user in [
+            "an\u{200B}na",
+            "anna\u{202E}nimda",
+            "anna\u{2028}forged line",
+        ] {
+            let text = json!({"type":"hello","version":1,"key":"k","user":user,"password":"pw"})
+                .to_string();
+            let refusal = parse_hello(&text).unwrap_err();
+            assert_eq!(refusal.code, ErrorCode::BadMessage, "{user:?}");
+            assert!(refusal.message.contains("`user`"), "{refusal:?}");
+        }
+        for command in [
+            json!({"type":"dial","id":1,"number":"0301\u{202E}234"}),
+            json!({"type":"group_login","id":1,"group":"sales\u{2066}","logged_in":true}),
+            json!({"type":"hang_up","id":1,"call_id":"c-1\u{FEFF}"}),
+            json!({"type":"subscribe","id":1,"users":["bert\u{200D}"]}),
+        ] {
+            let refusal = parse_request(&command.to_string()).unwrap_err();
+            assert_eq!(refusal.code, ErrorCode::BadMessage, "{command}");
+        }
+        let parsed = parse_hello(&hello(
+            r#","client":{"name":"CRM\u202eexe.txt","version":"1\u2029"}"#,
+        ))
+        .unwrap();
+        assert_eq!(parsed.client.name, "CRM?exe.txt");
+        assert_eq!(parsed.client.version, "1?");
+        // Printable text of any script is fine.
+        let text =
+            json!({"type":"hello","version":1,"key":"k","user":"jürgen-سارا-日本","password":"pw"})
+                .to_string();
+        assert_eq!(parse_hello(&text).unwrap().user, "jürgen-سارا-日本");
     }
 
     #[test]

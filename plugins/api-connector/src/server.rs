@@ -29,9 +29,9 @@ use tracing::instrument::WithSubscriber as _;
 
 use crate::config::Settings;
 use crate::files::ListenerLock;
-use crate::hub::{Farewell, Hub, HubEvent};
+use crate::hub::{Farewell, Hub, HubEvent, Outbox};
 use crate::key::KeyMaterial;
-use crate::limits::{ConnectionCounter, SignInGuard};
+use crate::limits::{ConnectionCounter, LogThrottle, SignInGuard};
 use crate::protocol::{Ending, ErrorCode, Refusal};
 use crate::seats::{SeatChange, SeatTable, SeatsFile};
 use crate::time::rfc3339;
@@ -65,7 +65,12 @@ pub struct Server {
     hub_receiver: Mutex<Option<mpsc::Receiver<HubEvent>>>,
     hub_dropped: AtomicU64,
     hub_warned: Mutex<Option<Instant>>,
-    sign_ins: Mutex<SignInGuard>,
+    sign_ins: Arc<Mutex<SignInGuard>>,
+    /// A sign-in's check ended: one waiting for its source's checks in
+    /// progress may be admitted now.
+    sign_in_checked: Notify,
+    /// `too_many_failures` refusals: anyone can cause them at any rate.
+    refused_sign_ins: Mutex<LogThrottle>,
     connections: Mutex<ConnectionCounter>,
     refused_connections: AtomicU64,
     refusal_warned: Mutex<Option<Instant>>,
@@ -99,6 +104,9 @@ pub struct SignedIn {
     pub user: String,
     pub grant: crate::seats::Grant,
     pub presence: Value,
+    /// False when the hub is closed (the connector stops): the client is
+    /// to go at once.
+    pub registered: bool,
 }
 
 impl Server {
@@ -118,7 +126,9 @@ impl Server {
             hub_receiver: Mutex::new(Some(hub_receiver)),
             hub_dropped: AtomicU64::new(0),
             hub_warned: Mutex::new(None),
-            sign_ins: Mutex::new(SignInGuard::default()),
+            sign_ins: Arc::new(Mutex::new(SignInGuard::default())),
+            sign_in_checked: Notify::new(),
+            refused_sign_ins: Mutex::new(LogThrottle::default()),
             connections: Mutex::new(ConnectionCounter::default()),
             refused_connections: AtomicU64::new(0),
             refusal_warned: Mutex::new(None),
@@ -484,43 +494,35 @@ impl Server {
         );
     }
 
-    /// Checks a hello's key and credentials (on a blocking thread) and
-    /// gives the user a seat.
+    /// Checks a hello's key and credentials (on a blocking thread), gives
+    /// the user a seat, queues the welcome on `outbox` and registers it
+    /// with the hub.
     pub async fn sign_in(
         &self,
         hello: &crate::protocol::Hello,
         peer: SocketAddr,
         connection: crate::seats::ConnectionId,
         client_since: SystemTime,
+        outbox: &Outbox,
     ) -> Result<SignedIn, Refusal> {
-        let admitted = self
-            .sign_ins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(peer.ip(), Instant::now());
-        let Some(admitted) = admitted else {
-            tracing::info!(user = %hello.user, %peer, "sign-in refused: too many failed sign-ins from this address");
-            return Err(Refusal::new(
-                None,
-                ErrorCode::TooManyFailures,
-                format!(
-                    "more than {} failed sign-ins from your address within a minute: try again later",
-                    SignInGuard::MAX_FAILURES
-                ),
-            ));
-        };
+        let admitted = self.admit_sign_in(hello, peer).await?;
         let user = hello.user.trim().to_string();
         let checked = {
-            let (key, user, sent_key, password) = (
+            let (key, user, sent_key, password, guard) = (
                 self.key.clone(),
                 user.clone(),
                 hello.key.clone(),
                 hello.password.clone(),
+                self.sign_ins.clone(),
             );
-            self.blocking(move |ctx| check_credentials(ctx, &key, &user, &sent_key, &password))
-                .await
-                .and_then(|checked| checked)
+            self.blocking(move |ctx| {
+                check_credentials(ctx, &key, &guard, &user, &sent_key, &password)
+            })
+            .await
+            .and_then(|checked| checked)
         };
+        // Whatever it gave, a sign-in waiting behind this one may go on.
+        let _checked = NotifyOnDrop(&self.sign_in_checked);
         let presence = match checked {
             Ok(presence) => {
                 self.sign_ins
@@ -532,50 +534,157 @@ impl Server {
             Err(refusal) => {
                 let mut guard = self.sign_ins.lock().unwrap_or_else(|p| p.into_inner());
                 match refusal.code {
-                    // The connector's own trouble is no guess of the client's.
-                    ErrorCode::Unavailable | ErrorCode::Timeout => guard.succeeded(admitted),
+                    // The connector's own trouble is no guess of the client's;
+                    // nor is a user blocked by somebody else's guesses.
+                    ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::TooManyFailures => {
+                        guard.succeeded(admitted)
+                    }
+                    ErrorCode::WrongPassword => {
+                        guard.wrong_password(admitted, &user, Instant::now())
+                    }
                     _ => guard.failed(admitted, Instant::now()),
                 }
-                tracing::info!(user = %user, %peer, code = %refusal.code, "sign-in refused");
+                drop(guard);
+                if refusal.code == ErrorCode::TooManyFailures {
+                    self.log_too_many_failures(&user, peer);
+                } else {
+                    tracing::info!(user = %user, %peer, code = %refusal.code, "sign-in refused");
+                }
                 return Err(refusal);
             }
         };
+        // Who signed in is the host's answer, not what the client wrote:
+        // the seat, the fixed seats, the events and every command go by
+        // the directory's id of the user the password was checked for.
+        let user = presence
+            .as_ref()
+            .map(|presence| presence.user.to_string())
+            .filter(|id| !id.is_empty())
+            .unwrap_or(user);
+        let presence = presence
+            .as_ref()
+            .map(crate::protocol::presence_json)
+            .unwrap_or_else(|| crate::protocol::bare_presence_json(&user));
         let client = crate::seats::ClientInfo {
             name: hello.client.name.clone(),
             version: hello.client.version.clone(),
             address: peer.to_string(),
             since: client_since,
         };
-        let taken = self.seats.lock().unwrap_or_else(|p| p.into_inner()).take(
-            &user,
-            connection,
-            client,
-            SystemTime::now(),
-        );
-        match taken {
-            Ok((grant, change)) => {
-                self.log_seat_changes(&[change]);
-                self.seats_changed();
-                Ok(SignedIn {
-                    presence: presence
-                        .as_ref()
-                        .map(crate::protocol::presence_json)
-                        .unwrap_or_else(|| crate::protocol::bare_presence_json(&user)),
-                    user,
-                    grant,
-                })
-            }
+        // The seat is taken and the client registered with the hub under
+        // one hold of the seats: a revoke (which takes the seats, then
+        // tells the hub's clients to go) either comes first, and this
+        // client takes a new seat, or finds it registered. In between it
+        // would free the seat and miss the client, which would then stay
+        // signed in without one.
+        let mut seats = self.seats.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = seats.take(&user, connection, client, SystemTime::now());
+        let (grant, change) = match taken {
+            Ok(taken) => taken,
             Err(no_seat) => {
+                drop(seats);
                 self.log_seat_changes(&[no_seat.change()]);
-                Err(Refusal::new(
+                return Err(Refusal::new(
                     None,
                     ErrorCode::NoSeat,
                     format!(
                         "all {} floating seats are taken (by {} user(s)); try again when one signs out, or ask an administrator",
                         no_seat.pool, no_seat.holders
                     ),
-                ))
+                ));
             }
+        };
+        // Queued before the registration, so that no event comes first.
+        outbox.send(self.welcome(&presence, &grant));
+        outbox.send(crate::protocol::presence_event(&presence));
+        let registered = self.hub.lock().unwrap_or_else(|p| p.into_inner()).register(
+            connection,
+            &user,
+            outbox.clone(),
+        );
+        drop(seats);
+        self.log_seat_changes(&[change]);
+        self.seats_changed();
+        Ok(SignedIn {
+            user,
+            grant,
+            presence,
+            registered,
+        })
+    }
+
+    /// Admits a sign-in from `peer` by the failure limit. While its
+    /// source has as many checks in progress as it may still fail, it
+    /// waits for one of them to end: many clients behind one address (an
+    /// office's NAT reconnecting after a restart) sign in one after the
+    /// other instead of being refused, and guesses still cannot be
+    /// checked in parallel past the limit.
+    async fn admit_sign_in(
+        &self,
+        hello: &crate::protocol::Hello,
+        peer: SocketAddr,
+    ) -> Result<crate::limits::Admitted, Refusal> {
+        let deadline = tokio::time::Instant::now() + HOST_CALL_TIME;
+        loop {
+            // Listening before looking, so an end in between is not missed.
+            let checked = self.sign_in_checked.notified();
+            tokio::pin!(checked);
+            checked.as_mut().enable();
+            {
+                let mut guard = self.sign_ins.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(admitted) = guard.admit(peer.ip(), Instant::now()) {
+                    return Ok(admitted);
+                }
+                if guard.failed_too_often(peer.ip()) {
+                    drop(guard);
+                    self.log_too_many_failures(&hello.user, peer);
+                    return Err(Refusal::new(
+                        None,
+                        ErrorCode::TooManyFailures,
+                        format!(
+                            "more than {} failed sign-ins from your address within a minute: try again later",
+                            SignInGuard::MAX_FAILURES
+                        ),
+                    ));
+                }
+            }
+            if tokio::time::timeout_at(deadline, checked).await.is_err() {
+                return Err(Refusal::new(
+                    None,
+                    ErrorCode::Timeout,
+                    "too many sign-ins from your address are being checked: try again later",
+                ));
+            }
+        }
+    }
+
+    fn welcome(&self, presence: &Value, grant: &crate::seats::Grant) -> String {
+        let settings = self.settings();
+        json!({
+            "type": "welcome",
+            "version": crate::protocol::VERSION,
+            "user": presence,
+            "seat": { "kind": grant.kind, "since": rfc3339(grant.since) },
+            "instance": self.instance,
+            "limits": {
+                "max_message_bytes": settings.max_message_bytes,
+                "commands_per_second": settings.commands_per_second,
+                "ping_seconds": settings.ping.as_secs(),
+                "subscriptions": crate::protocol::MAX_SUBSCRIPTIONS,
+            },
+        })
+        .to_string()
+    }
+
+    /// A `too_many_failures` refusal, at most one line per 10 s.
+    fn log_too_many_failures(&self, user: &str, peer: SocketAddr) {
+        let due = self
+            .refused_sign_ins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(Instant::now());
+        if let Some(refused) = due {
+            tracing::info!(user = %user, %peer, refused, "sign-in refused: too many failed sign-ins (from this address, or for this user); such refusals are logged once per 10 s");
         }
     }
 
@@ -687,6 +796,16 @@ impl Server {
     }
 }
 
+/// Wakes every waiter of a [`Notify`] when dropped (on every way out of
+/// the scope that holds it).
+struct NotifyOnDrop<'a>(&'a Notify);
+
+impl Drop for NotifyOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
+
 /// The seats as the `seats` action shows them (also from the seats file
 /// when no connector runs).
 pub fn report(seats: &SeatTable, running: bool) -> Value {
@@ -725,10 +844,13 @@ pub fn report(seats: &SeatTable, running: bool) -> Value {
     })
 }
 
-/// The key, then the password; the user's presence when both are right.
+/// The key, then whether the user is blocked by recent wrong passwords
+/// (only a client with the key learns that), then the password; the
+/// user's presence when all is right.
 fn check_credentials(
     ctx: &Context,
     key: &KeyMaterial,
+    guard: &Mutex<SignInGuard>,
     user: &str,
     sent_key: &crate::protocol::Sensitive,
     password: &crate::protocol::Sensitive,
@@ -750,6 +872,20 @@ fn check_credentials(
                 "No open connection to this PBX with key {}…: the key is wrong or was rotated; \
                  ask your administrator for the current key or key file",
                 crate::key::sent_prefix(sent_key.expose())
+            ),
+        ));
+    }
+    let blocked = guard
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .user_blocked(user, Instant::now());
+    if blocked {
+        return Err(Refusal::new(
+            None,
+            ErrorCode::TooManyFailures,
+            format!(
+                "more than {} wrong passwords for {user} within a minute: try again later",
+                SignInGuard::MAX_USER_FAILURES
             ),
         ));
     }

@@ -13,14 +13,16 @@
 //! close frame, and the seat is given back.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use callhost_plugin_sdk::tracing;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -42,6 +44,98 @@ use crate::server::{Server, HANDSHAKE_TIME, HELLO_TIME};
 const COMMANDS_IN_FLIGHT: usize = 16;
 /// How long the last words and close frame may take to go out.
 const FAREWELL_TIME: Duration = Duration::from_secs(2);
+/// What a client may send between the upgrade and its sign-in: a hello
+/// is a few kilobytes (key and password at most 1 KiB each), and nobody
+/// unknown may make the connector hold `max_message_bytes` (up to
+/// 16 MiB) for each of `max_clients` connections.
+pub const HELLO_BYTES: usize = 16 * 1024;
+
+/// A connection's stream that lets at most [`HELLO_BYTES`] be read after
+/// the upgrade until the client is signed in ([`Budgeted::lift`]); past
+/// that, reading fails with [`HelloTooBig`] (closed with 1009).
+pub struct Budgeted<S> {
+    inner: S,
+    /// Bytes that may still be read; `None`: no limit.
+    remaining: Option<usize>,
+}
+
+/// A client sent more than [`HELLO_BYTES`] before it was signed in.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {HELLO_BYTES} bytes before the sign-in")]
+pub struct HelloTooBig;
+
+impl<S> Budgeted<S> {
+    /// Unlimited until [`Budgeted::limit`] (the upgrade has its own limit).
+    pub fn new(inner: S) -> Budgeted<S> {
+        Budgeted {
+            inner,
+            remaining: None,
+        }
+    }
+
+    pub fn limit(&mut self, bytes: usize) {
+        self.remaining = Some(bytes);
+    }
+
+    pub fn lift(&mut self) {
+        self.remaining = None;
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Budgeted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let Some(remaining) = this.remaining else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        if remaining == 0 {
+            return Poll::Ready(Err(std::io::Error::other(HelloTooBig)));
+        }
+        let read = {
+            let mut limited =
+                ReadBuf::new(buf.initialize_unfilled_to(remaining.min(buf.remaining())));
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+            limited.filled().len()
+        };
+        buf.advance(read);
+        this.remaining = Some(remaining - read);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Budgeted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// The WebSocket settings of every connection: messages up to the
 /// configured size, small buffers (a thousand clients must stay cheap).
@@ -71,7 +165,7 @@ pub async fn run<C: Send + 'static>(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
             let upgraded = tokio::time::timeout(HANDSHAKE_TIME, async {
                 let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
-                tokio_tungstenite::accept_async_with_config(tls, Some(config))
+                tokio_tungstenite::accept_async_with_config(Budgeted::new(tls), Some(config))
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -85,7 +179,7 @@ pub async fn run<C: Send + 'static>(
         None => {
             let upgraded = tokio::time::timeout(
                 HANDSHAKE_TIME,
-                tokio_tungstenite::accept_async_with_config(stream, Some(config)),
+                tokio_tungstenite::accept_async_with_config(Budgeted::new(stream), Some(config)),
             )
             .await;
             match upgraded {
@@ -120,18 +214,26 @@ async fn read<S: AsyncRead + AsyncWrite + Unpin>(websocket: &mut WebSocketStream
 fn ending_of(error: &WsError) -> Ending {
     match error {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => Ending::TooBig,
+        WsError::Io(error)
+            if error
+                .get_ref()
+                .is_some_and(|inner| inner.is::<HelloTooBig>()) =>
+        {
+            Ending::TooBig
+        }
         _ => Ending::Gone,
     }
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     server: Arc<Server>,
-    mut websocket: WebSocketStream<S>,
+    mut websocket: WebSocketStream<Budgeted<S>>,
     peer: SocketAddr,
     connection: ConnectionId,
     settings: Arc<Settings>,
 ) {
     let connected = SystemTime::now();
+    websocket.get_mut().limit(HELLO_BYTES);
     // AwaitingHello
     let first = tokio::select! {
         _ = server.stop.cancelled() => Read::Ended(Ending::Stopping),
@@ -157,8 +259,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         }
     };
     // SigningIn
+    let (queue, queued) = mpsc::channel::<Utf8Bytes>(OUTGOING_QUEUE);
+    let (end, ended) = watch::channel::<Option<Farewell>>(None);
+    let outbox = Outbox::new(queue, end);
     let signed_in = match hello {
-        Ok(hello) => server.sign_in(&hello, peer, connection, connected).await,
+        Ok(hello) => {
+            server
+                .sign_in(&hello, peer, connection, connected, &outbox)
+                .await
+        }
         Err(refusal) => Err(refusal),
     };
     let signed_in = match signed_in {
@@ -169,36 +278,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             return;
         }
     };
-    // SignedIn
+    // SignedIn (the welcome is queued, the hub knows the client)
     let user = signed_in.user.clone();
-    let (queue, queued) = mpsc::channel::<Utf8Bytes>(OUTGOING_QUEUE);
-    let (end, ended) = watch::channel::<Option<Farewell>>(None);
-    let outbox = Outbox::new(queue, end);
-    outbox.send(
-        json!({
-            "type": "welcome",
-            "version": protocol::VERSION,
-            "user": signed_in.presence,
-            "seat": { "kind": signed_in.grant.kind, "since": crate::time::rfc3339(signed_in.grant.since) },
-            "instance": server.instance,
-            "limits": {
-                "max_message_bytes": settings.max_message_bytes,
-                "commands_per_second": settings.commands_per_second,
-                "ping_seconds": settings.ping.as_secs(),
-                "subscriptions": protocol::MAX_SUBSCRIPTIONS,
-            },
-        })
-        .to_string(),
-    );
-    outbox.send(protocol::presence_event(&signed_in.presence));
-    let registered = server
-        .hub
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .register(connection, &user, outbox.clone());
-    if !registered {
+    if !signed_in.registered {
         outbox.finish(Farewell::new(Ending::Stopping));
     }
+    websocket.get_mut().lift();
     tracing::debug!(%user, %peer, connection, "signed in");
 
     let (sink, stream) = websocket.split();
@@ -223,6 +308,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         outbox: outbox.clone(),
         limiter: RateLimiter::new(settings.commands_per_second, Instant::now()),
         in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT)),
+        commands: tokio::task::JoinSet::new(),
     };
     let stream = session.read(stream, ended.clone(), heard, started).await;
     // Whoever ended it set the farewell; a reader that simply stopped
@@ -316,32 +402,58 @@ async fn write<S: AsyncRead + AsyncWrite + Unpin>(
     let mut pings = tokio::time::interval(ping);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     pings.tick().await;
+    // Nothing heard from the client (no pong, no message) for too long.
+    let silent_too_long = || {
+        let heard = Duration::from_millis(heard.load(Ordering::Relaxed));
+        started.elapsed().saturating_sub(heard) > 2 * ping
+    };
     loop {
         let message = tokio::select! {
             biased;
             _ = ended.wait_for(Option::is_some) => break,
             _ = pings.tick() => {
-                let silent = started.elapsed().saturating_sub(Duration::from_millis(heard.load(Ordering::Relaxed)));
-                if silent > 2 * ping {
+                if silent_too_long() {
                     outbox.finish(Farewell::new(Ending::PingTimeout));
                     break;
                 }
                 Message::Ping(Bytes::new())
             }
             text = queued.recv() => match text {
-                Some(text) => Message::Text(text),
+                Some(text) => {
+                    outbox.taken(&text);
+                    Message::Text(text)
+                }
                 None => break,
             },
         };
-        // A client that stops reading blocks this send; its farewell
-        // (too slow, revoked, stopping) must still end it.
-        tokio::select! {
-            biased;
-            _ = ended.wait_for(Option::is_some) => break,
-            sent = sink.send(message) => if sent.is_err() {
+        // A client that stops reading blocks this send: its farewell (too
+        // slow, revoked, stopping) must still end it, and so must the
+        // ping deadline. A half-open connection (the peer gone, or
+        // keeping its window shut) with output pending answers no ping,
+        // since none can be sent, and would otherwise hold its seat until
+        // TCP gives up, many minutes later, or never.
+        let sent = {
+            let send = sink.send(message);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = ended.wait_for(Option::is_some) => break None,
+                    _ = pings.tick() => if silent_too_long() {
+                        outbox.finish(Farewell::new(Ending::PingTimeout));
+                        break None;
+                    },
+                    sent = &mut send => break Some(sent),
+                }
+            }
+        };
+        match sent {
+            Some(Ok(())) => {}
+            Some(Err(_)) => {
                 outbox.finish(Farewell::new(Ending::Gone));
                 break;
-            },
+            }
+            None => break,
         }
     }
     let farewell = ended.borrow().clone();
@@ -367,6 +479,11 @@ struct Session {
     outbox: Outbox,
     limiter: RateLimiter,
     in_flight: Arc<Semaphore>,
+    /// The commands running; dropped with the session, which aborts them:
+    /// a client that leaves (or reconnects, again and again) must not
+    /// leave its commands waiting for the host behind, beyond any limit
+    /// per connection.
+    commands: tokio::task::JoinSet<()>,
 }
 
 impl Session {
@@ -470,7 +587,9 @@ impl Session {
             self.connection,
             self.outbox.clone(),
         );
-        tokio::spawn(
+        // The finished ones (at most 16 run at once) are let go here.
+        while self.commands.try_join_next().is_some() {}
+        self.commands.spawn(
             async move {
                 let _permit = permit;
                 let Request { id, command } = request;
@@ -606,5 +725,78 @@ async fn execute(
         }
         // Handled by the reader (it ends the connection).
         Command::SignOut => Ok(json!({})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A connection whose peer keeps its window shut: a pipe of 1 KiB
+    /// that nobody reads, as a half-open TCP connection with output
+    /// pending looks to the writer.
+    async fn stuck_connection() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let websocket =
+            WebSocketStream::from_raw_socket(ours, Role::Server, Some(websocket_config(65_536)))
+                .await;
+        (websocket, theirs)
+    }
+
+    #[tokio::test]
+    async fn a_send_that_never_completes_still_ends_at_the_ping_deadline() {
+        let (websocket, _peer) = stuck_connection().await;
+        let (sink, _stream) = websocket.split();
+        let (queue, queued) = mpsc::channel(OUTGOING_QUEUE);
+        let (end, ended) = watch::channel(None);
+        let outbox = Outbox::new(queue, end);
+        // More than the pipe takes: the send blocks for good.
+        outbox.send("x".repeat(32 * 1024));
+        let ping = Duration::from_millis(100);
+        let writer = tokio::spawn(write(
+            sink,
+            queued,
+            ended.clone(),
+            outbox.clone(),
+            ping,
+            Arc::new(AtomicU64::new(0)),
+            Instant::now(),
+        ));
+        // Three pings without a pong, then at most the 2 s the close frame may take.
+        let finished = tokio::time::timeout(60 * ping, writer).await;
+        assert!(
+            finished.is_ok(),
+            "the writer still waits on a client that reads nothing and answers no ping"
+        );
+        assert_eq!(
+            ended.borrow().as_ref().map(|f| f.ending.clone()),
+            Some(Ending::PingTimeout)
+        );
+    }
+
+    #[tokio::test]
+    async fn reading_past_the_budget_fails_until_it_is_lifted() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut budgeted = Budgeted::new(ours);
+        budgeted.limit(10);
+        theirs.write_all(&[7u8; 30]).await.unwrap();
+        let mut buffer = [0u8; 64];
+        assert_eq!(
+            budgeted.read(&mut buffer).await.unwrap(),
+            10,
+            "no more than the budget"
+        );
+        let error = budgeted.read(&mut buffer).await.unwrap_err();
+        assert!(
+            error.get_ref().is_some_and(|e| e.is::<HelloTooBig>()),
+            "{error}"
+        );
+        budgeted.lift();
+        assert_eq!(budgeted.read(&mut buffer).await.unwrap(), 20);
     }
 }

@@ -860,3 +860,390 @@ async fn pongs_keep_a_connection_and_silence_ends_it() {
         .unwrap();
     assert_eq!(bert["state"], "held", "kept for the grace period: {seats}");
 }
+
+#[tokio::test]
+async fn before_the_sign_in_a_client_may_send_only_a_hello_sized_message() {
+    // An administrator allows large messages; a stranger still may not
+    // make the connector hold that much for each of its connections.
+    let fixture = start(config(|c| c.max_message_bytes = 1 << 20)).await;
+    let mut padded = hello(&fixture.key, "anna", "anna-pw");
+    padded["padding"] = json!("x".repeat(40_000));
+    let mut client = connect(fixture.address).await;
+    send(&mut client, padded).await;
+    let (code, texts) = closed(&mut client).await;
+    assert_eq!(code, Some(1009), "{texts:?}");
+    assert!(texts.is_empty(), "not signed in: {texts:?}");
+    // Signed in, the configured size applies.
+    let (mut anna, _) = sign_in(&fixture, "anna").await;
+    let answer = command(
+        &mut anna,
+        json!({"type":"unsubscribe","id":1,"users":[],"padding":"x".repeat(100_000)}),
+    )
+    .await;
+    assert_eq!(answer["ok"], true, "{answer}");
+}
+
+/// Connects from `source` (any 127.0.0.0/8 address is this machine) and
+/// says `hello`: the code of the answer.
+async fn sign_in_from(fixture: &Fixture, source: std::net::Ipv4Addr, hello: Value) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let tcp = socket.connect(fixture.address).await.unwrap();
+    let (mut client, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/", fixture.address), tcp)
+            .await
+            .unwrap();
+    send(&mut client, hello).await;
+    let answer = next(&mut client).await;
+    match answer["type"].as_str() {
+        Some("welcome") => "welcome".into(),
+        _ => answer["code"].as_str().unwrap_or("?").to_string(),
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_for_one_user_from_many_addresses_lock_only_that_user() {
+    let fixture = start(config(|_| {})).await;
+    let mut wrong = 0;
+    let mut blocked = false;
+    'guessing: for n in 2..40u8 {
+        for _ in 0..5 {
+            let guess = hello(&fixture.key, "anna", "guess");
+            match sign_in_from(&fixture, [127, 0, 0, n].into(), guess)
+                .await
+                .as_str()
+            {
+                "wrong_password" => wrong += 1,
+                "too_many_failures" if wrong == 100 => {
+                    blocked = true;
+                    break 'guessing;
+                }
+                other => panic!("after {wrong} wrong passwords: {other}"),
+            }
+        }
+    }
+    assert!(
+        blocked,
+        "{wrong} wrong passwords for anna, spread over addresses, and still guessing"
+    );
+    // Not even her own password, from an address that never failed...
+    let right = hello(&fixture.key, "anna", "anna-pw");
+    assert_eq!(
+        sign_in_from(&fixture, [127, 0, 0, 100].into(), right).await,
+        "too_many_failures"
+    );
+    // ...while everybody else signs in as ever, from there too.
+    let bert = hello(&fixture.key, "bert", "bert-pw");
+    assert_eq!(
+        sign_in_from(&fixture, [127, 0, 0, 100].into(), bert).await,
+        "welcome"
+    );
+}
+
+#[test]
+fn a_revoke_racing_sign_ins_closes_every_client_whose_seat_it_frees() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fixture = runtime.block_on(start(config(|c| c.seats = 1)));
+    let revoking = AtomicBool::new(true);
+    let mut slipped = 0;
+    std::thread::scope(|scope| {
+        // An administrator revoking anna over and over.
+        scope.spawn(|| {
+            while revoking.load(Ordering::Relaxed) {
+                let _ = fixture.module.action("revoke", &["anna".to_string()]);
+            }
+        });
+        runtime.block_on(async {
+            for _ in 0..60 {
+                let mut client = connect(fixture.address).await;
+                send(&mut client, hello(&fixture.key, "anna", "anna-pw")).await;
+                // Every client that got a seat loses it to the next
+                // revoke, and must then be told and closed.
+                let closed_in_time = tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        match client.next().await {
+                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                            Some(Ok(_)) => {}
+                        }
+                    }
+                })
+                .await;
+                if closed_in_time.is_err() {
+                    slipped += 1;
+                }
+            }
+        });
+        revoking.store(false, Ordering::Relaxed);
+    });
+    let seats = runtime
+        .block_on(action(&fixture.module, "seats", &[]))
+        .unwrap();
+    assert_eq!(
+        slipped, 0,
+        "clients signed in whose seat a revoke freed without closing them: {seats}"
+    );
+    drop(fixture);
+    drop(runtime);
+}
+
+#[tokio::test]
+async fn another_user_is_refused_on_the_control_socket_whatever_its_mode() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use std::os::unix::process::CommandExt as _;
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    let python = std::path::Path::new("/usr/bin/python3");
+    // The test command runs as root (it installs packages); connecting as
+    // another user needs it, so anything else is a setup error, not a pass.
+    assert_eq!(
+        probe.as_file().metadata().unwrap().uid(),
+        0,
+        "this test must run as root, to connect as another user"
+    );
+    assert!(python.exists(), "/usr/bin/python3 is needed to connect as another user");
+    let fixture = start(config(|_| {})).await;
+    let (mut anna, _) = sign_in(&fixture, "anna").await;
+    // As a loose umask, or a moment before the connector's chmod, would
+    // leave it: anyone could connect.
+    let socket = fixture.dir.join(api_connector::control::SOCKET);
+    std::fs::set_permissions(&fixture.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.connect(sys.argv[1])\n\
+                  answer = b''\n\
+                  try:\n\
+                  \x20   s.sendall(b'{\"action\":\"revoke\",\"user\":\"anna\",\"reason\":\"by nobody\"}\\n')\n\
+                  \x20   while True:\n\
+                  \x20       part = s.recv(65536)\n\
+                  \x20       if not part: break\n\
+                  \x20       answer += part\n\
+                  except (BrokenPipeError, ConnectionResetError):\n\
+                  \x20   pass\n\
+                  print('answer:', answer.decode())\n";
+    let output = tokio::task::spawn_blocking({
+        let socket = socket.clone();
+        move || {
+            std::process::Command::new(python)
+                .arg("-c")
+                .arg(script)
+                .arg(&socket)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        printed.contains("answer:") && !printed.contains("revoked"),
+        "{printed} {errors}"
+    );
+    let answer = command(&mut anna, json!({"type":"unsubscribe","id":1,"users":[]})).await;
+    assert_eq!(answer["ok"], true, "anna still signed in: {answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_of_a_client_that_left_do_not_run_after_it() {
+    let fixture = start(config(|_| {})).await;
+    let (mut anna, _) = sign_in(&fixture, "anna").await;
+    let (mut bert, _) = sign_in(&fixture, "bert").await;
+    // The host stops answering for a while (a slow database, say)...
+    let (held, hold) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let host = fixture.host.clone();
+    let holder = std::thread::spawn(move || {
+        host.with_state(|_| {
+            held.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(10));
+        })
+    });
+    hold.recv().unwrap();
+    // ...bert's commands take every place for host calls...
+    for id in 0..16 {
+        send(&mut bert, json!({"type":"set_dnd","id":id,"on":true})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and anna's wait for one when she leaves.
+    for id in 0..3 {
+        send(&mut anna, json!({"type":"set_dnd","id":id,"on":true})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    anna.close(None).await.unwrap();
+    drop(anna);
+    for _ in 0..100 {
+        if fixture.module.client_statistics().unwrap().0 == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fixture.module.client_statistics().unwrap().0,
+        1,
+        "anna gone"
+    );
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    // Bert's commands are answered; anna's never reach the host.
+    for _ in 0..16 {
+        assert_eq!(next_of(&mut bert, "result").await["ok"], true);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = fixture.host.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("set_dnd bert"))
+            .count(),
+        16
+    );
+    assert!(
+        !requests.iter().any(|r| r.starts_with("set_dnd anna")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_user_signed_in_is_the_one_the_host_names_not_what_the_client_wrote() {
+    // A host that finds a user under another spelling (a case-blind
+    // directory, say): "ANNA" with anna's password is anna.
+    let host = host();
+    host.with_state(|state| {
+        let anna = state.users["anna"].clone();
+        state.users.insert("ANNA".into(), anna);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = start_in(dir, host, config(|c| c.seats = 1)).await;
+    let (_anna, _) = sign_in(&fixture, "anna").await;
+    let mut alias = connect(fixture.address).await;
+    send(&mut alias, hello(&fixture.key, "ANNA", "anna-pw")).await;
+    let welcome = next(&mut alias).await;
+    assert_eq!(welcome["type"], "welcome", "her seat, shared: {welcome}");
+    assert_eq!(welcome["user"]["user"], "anna");
+    command(&mut alias, json!({"type":"set_dnd","id":1,"on":true})).await;
+    assert_eq!(fixture.host.requests(), ["set_dnd anna true"]);
+    let seats = action(&fixture.module, "seats", &[]).await.unwrap();
+    assert_eq!(seats["holders"].as_array().unwrap().len(), 1, "{seats}");
+}
+
+#[tokio::test]
+async fn fragments_cannot_build_a_message_past_the_limit() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let fixture = start(config(|c| c.max_message_bytes = 1024)).await;
+    let (mut anna, _) = sign_in(&fixture, "anna").await;
+    // Each fragment is small; together they are over 1 KiB.
+    let mut opcode = OpCode::Data(Data::Text);
+    for _ in 0..8 {
+        let fragment = Frame::message(" ".repeat(200), opcode, false);
+        if anna.send(Message::Frame(fragment)).await.is_err() {
+            break;
+        }
+        opcode = OpCode::Data(Data::Continue);
+    }
+    assert_eq!(closed(&mut anna).await.0, Some(1009));
+}
+
+#[tokio::test]
+async fn connections_that_never_finish_the_upgrade_are_limited_and_let_go() {
+    let fixture = start(config(|c| c.max_clients = 3)).await;
+    // Three connect and say nothing (a slow-loris); they hold every place.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(fixture.address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tcp = TcpStream::connect(fixture.address).await.unwrap();
+    let refused = tokio_tungstenite::client_async(format!("ws://{}/", fixture.address), tcp).await;
+    assert!(refused.is_err(), "a fourth is closed unanswered");
+    // Ten seconds after they connected, the silent ones are closed.
+    for stream in &mut silent {
+        let mut buffer = [0u8; 16];
+        let read = tokio::time::timeout(
+            Duration::from_secs(12),
+            tokio::io::AsyncReadExt::read(stream, &mut buffer),
+        )
+        .await
+        .expect("closed within the handshake time");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    let (_anna, _) = sign_in(&fixture, "anna").await;
+}
+
+/// Holds the test host still (as a slow host would be) until the sender
+/// is dropped or sends.
+fn hold_the_host(host: &TestHost) -> std::sync::mpsc::Sender<()> {
+    let (held, hold) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let host = host.clone();
+    std::thread::spawn(move || {
+        host.with_state(|_| {
+            held.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(10));
+        })
+    });
+    hold.recv().unwrap();
+    release
+}
+
+/// `hellos` said at once, each on a connection of its own; the codes of
+/// the answers (`welcome` for a welcome) in any order, once `release` let
+/// the host go on after a moment.
+async fn at_once(
+    fixture: &Fixture,
+    hellos: Vec<Value>,
+    release: std::sync::mpsc::Sender<()>,
+) -> Vec<String> {
+    let mut clients = Vec::new();
+    for hello in hellos {
+        let mut client = connect(fixture.address).await;
+        send(&mut client, hello).await;
+        clients.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(release);
+    let mut codes = Vec::new();
+    for client in &mut clients {
+        let answer = next(client).await;
+        codes.push(match answer["type"].as_str() {
+            Some("welcome") => "welcome".to_string(),
+            _ => answer["code"].as_str().unwrap_or("?").to_string(),
+        });
+    }
+    codes.sort();
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_behind_one_address_sign_in_at_once() {
+    // An office's clients behind one NAT reconnecting together (after a
+    // restart, say) while the host is slow: none has failed, none is
+    // refused.
+    let fixture = start(config(|_| {})).await;
+    let release = hold_the_host(&fixture.host);
+    let hellos = (0..12)
+        .map(|_| hello(&fixture.key, "anna", "anna-pw"))
+        .collect();
+    let codes = at_once(&fixture, hellos, release).await;
+    assert_eq!(codes, vec!["welcome"; 12]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_sent_at_once_are_checked_no_more_than_the_limit_allows() {
+    let fixture = start(config(|_| {})).await;
+    let release = hold_the_host(&fixture.host);
+    let hellos = (0..10)
+        .map(|n| hello(&fixture.key, "bert", &format!("guess-{n}")))
+        .collect();
+    let codes = at_once(&fixture, hellos, release).await;
+    let mut expected = vec!["too_many_failures"; 5];
+    expected.extend(vec!["wrong_password"; 5]);
+    assert_eq!(codes, expected);
+}

@@ -93,12 +93,7 @@ impl PartyInfo {
     fn of(party: &Party) -> PartyInfo {
         PartyInfo {
             number: party.number.to_string(),
-            name: party
-                .name
-                .as_ref()
-                .into_option()
-                .map(|n| n.to_string())
-                .filter(|n| !n.is_empty()),
+            name: party.known_name().map(str::to_string),
             id: party.id.as_ref().into_option().map(|n| n.to_string()),
         }
     }

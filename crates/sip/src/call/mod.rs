@@ -294,11 +294,8 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         .catch_unwind()
         .await;
     slot.setup_done();
-    let refusal = match placed.as_ref().map(|outcome| outcome.outcome) {
-        Ok(Outcome::Ringing) => None,
-        Ok(Outcome::Rejected) => Some((StatusCode::Decline, "rejected")),
-        Ok(Outcome::Busy) => Some((StatusCode::BusyHere, "busy")),
-        Ok(Outcome::Unavailable) => Some((StatusCode::TemporarilyUnavailable, "unavailable")),
+    let refusal = match placed.as_ref() {
+        Ok(outcome) => refusal_of(outcome.outcome),
         Err(_) => Some((StatusCode::ServerInternalError, "call setup failed")),
     };
     let media = match refusal {
@@ -411,6 +408,17 @@ fn conclude(mut call: Call, states: DialogStateReceiver, ended: std::thread::Res
     keys.extend(call.released.iter().map(|dialog| dialog.id().call_id));
     call.finish(end, states);
     drop_routes(&shared, &commands, &keys);
+}
+
+/// The caller's final status (and why) when the engine's outcome is not a
+/// ringing call.
+fn refusal_of(outcome: Outcome) -> Option<(StatusCode, &'static str)> {
+    match outcome {
+        Outcome::Ringing => None,
+        Outcome::Rejected => Some((StatusCode::Decline, "rejected")),
+        Outcome::Busy => Some((StatusCode::BusyHere, "busy")),
+        Outcome::Unavailable => Some((StatusCode::TemporarilyUnavailable, "unavailable")),
+    }
 }
 
 /// Removes this call's dialogs (`keys`) from the routes, each only while it

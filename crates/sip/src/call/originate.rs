@@ -10,14 +10,14 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use callhost_media::relay::{CallMedia, Leg as MediaLeg};
-use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Outcome, Ring, Via};
+use callhost_pbx::engine::{CallOutcome, CallRequest, Engine, Ring, Via};
 use callhost_plugin_abi::PartyKind;
 use futures::FutureExt as _;
 use rsipstack::sip::StatusCode;
 
 use super::legs::{self, LegPlan};
 use super::log::CallLog;
-use super::{conclude, Call, CallCommand, CallerSide, End, Flow, Origin, Phase};
+use super::{conclude, refusal_of, Call, CallCommand, CallerSide, End, Flow, Origin, Phase};
 use crate::identity::safe_number;
 use crate::limits::CallSlot;
 use crate::policy::Dialler;
@@ -302,13 +302,7 @@ impl Call {
             );
         };
         self.outcome = outcome;
-        let refusal = match self.outcome.outcome {
-            Outcome::Ringing => None,
-            Outcome::Rejected => Some((StatusCode::Decline, "rejected")),
-            Outcome::Busy => Some((StatusCode::BusyHere, "busy")),
-            Outcome::Unavailable => Some((StatusCode::TemporarilyUnavailable, "unavailable")),
-        };
-        if let Some((status, why)) = refusal {
+        if let Some((status, why)) = refusal_of(self.outcome.outcome) {
             return ControlFlow::Break(self.refuse(status, why));
         }
         self.shared
