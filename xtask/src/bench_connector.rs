@@ -36,8 +36,8 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench_sip::{
-    build_callhost, callhost_quietly, clock_ticks_per_second, fresh_dir, process_tree_ticks, read_stats, start_serve,
-    terminate, LOOPBACK,
+    build_callhost, callhost_quietly, clock_ticks_per_second, fresh_dir, process_tree_ticks,
+    read_stats, start_serve, terminate, LOOPBACK,
 };
 use crate::{package, target_dir, PackageOptions};
 

@@ -966,14 +966,28 @@ fn a_blind_transfer_is_an_event_for_both_users() {
         "uas_transfer.xml",
         None,
         bert_port,
-        &["-inf", &target, "-mi", LOCALHOST, "-mp", &crate::sip::media_port()],
+        &[
+            "-inf",
+            &target,
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &crate::sip::media_port(),
+        ],
     );
     let anna_phone = Sipp::start(
         "anna takes the transfer",
         "t_uas_hangup.xml",
         None,
         anna_port,
-        &["-mi", LOCALHOST, "-mp", &crate::sip::media_port(), "-d", "500"],
+        &[
+            "-mi",
+            LOCALHOST,
+            "-mp",
+            &crate::sip::media_port(),
+            "-d",
+            "500",
+        ],
     );
     let caller = trunk_call(&serve, "t_uac_wait_bye.xml", crate::sip::BERT, &[]).wait();
     caller.assert_ok();

@@ -1004,7 +1004,10 @@ async fn another_user_is_refused_on_the_control_socket_whatever_its_mode() {
         0,
         "this test must run as root, to connect as another user"
     );
-    assert!(python.exists(), "/usr/bin/python3 is needed to connect as another user");
+    assert!(
+        python.exists(),
+        "/usr/bin/python3 is needed to connect as another user"
+    );
     let fixture = start(config(|_| {})).await;
     let (mut anna, _) = sign_in(&fixture, "anna").await;
     // As a loose umask, or a moment before the connector's chmod, would

@@ -374,7 +374,6 @@ pub(crate) async fn incoming(shared: Arc<Shared>, mut tx: Transaction, peer: Pee
         state_sender,
         commands,
         command_receiver,
-        transfers: 0,
         answered_at: None,
         no_answer_at,
         ring_deadline: None,
@@ -652,7 +651,6 @@ struct Call {
     /// This call's own command channel (registered for its dialogs).
     commands: CallCommands,
     command_receiver: tokio::sync::mpsc::UnboundedReceiver<CallCommand>,
-    transfers: u32,
     answered_at: Option<Instant>,
     /// When the no-answer forward is due.
     no_answer_at: Option<Instant>,

@@ -239,7 +239,6 @@ async fn run(
         state_sender,
         commands,
         command_receiver,
-        transfers: 0,
         answered_at: None,
         no_answer_at: None,
         ring_deadline: None,

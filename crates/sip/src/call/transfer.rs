@@ -182,9 +182,10 @@ impl Call {
         by: &str,
         external_caller: bool,
     ) -> CallOutcome {
-        self.transfers += 1;
+        // A hop of the same call: modules see one call id from the first
+        // ring to the hangup, the transfer included.
         let transfer = CallRequest {
-            call_id: format!("{}-transfer-{}", self.call_id, self.transfers),
+            call_id: self.call_id.clone(),
             from: from.to_string(),
             to: target.to_string(),
             via: Via::BlindTransfer,
