@@ -193,27 +193,18 @@ impl Context {
 
     /// Adds a contact to the host's address book.
     pub fn add_contact(&self, contact: &NewContact) -> Result<(), String> {
-        self.host
-            .add_contact(contact)
-            .into_result()
-            .map_err(|e| e.message.into_string())
+        message(self.host.add_contact(contact))
     }
 
     /// Call-list numbers that have no name yet (any user).
     pub fn unresolved_call_list_numbers(&self) -> Result<Vec<String>, String> {
-        self.host
-            .unresolved_call_list_numbers()
-            .into_result()
+        message(self.host.unresolved_call_list_numbers())
             .map(|numbers| numbers.into_iter().map(RString::into_string).collect())
-            .map_err(|e| e.message.into_string())
     }
 
     /// Names every call-list entry of `number`; returns how many changed.
     pub fn set_call_list_name(&self, number: &str, name: &str) -> Result<u64, String> {
-        self.host
-            .set_call_list_name(rstr(number), rstr(name))
-            .into_result()
-            .map_err(|e| e.message.into_string())
+        message(self.host.set_call_list_name(rstr(number), rstr(name)))
     }
 
     /// The host's version.
